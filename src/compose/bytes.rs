@@ -1,0 +1,44 @@
+//! Byte sizes (`512m`, `1g`, `2GiB`, `1024`) as docker-compose reads them.
+
+/// Parses a size. Units are powers of 1024, as docker-compose treats `k`, `m` and `g`;
+/// the suffixes `b`, `ib` and `iB` after the unit are accepted and change nothing.
+pub(crate) fn parse(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (use forms like `512m`, `1g`, `2GiB`)"))?;
+    let unit = unit.trim().to_ascii_lowercase();
+    let unit = unit.trim_end_matches('b').trim_end_matches('i');
+    let factor: u64 = match unit {
+        "" => 1,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        "t" => 1 << 40,
+        _ => return Err(format!("`{s}` has an unknown unit (use b, k, m, g or t)")),
+    };
+    let bytes = value * factor as f64;
+    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+        return Err(format!("`{s}` is out of range"));
+    }
+    Ok(bytes as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_units() {
+        assert_eq!(parse("1024").unwrap(), 1024);
+        assert_eq!(parse("512m").unwrap(), 512 << 20);
+        assert_eq!(parse("1g").unwrap(), 1 << 30);
+        assert_eq!(parse("2GiB").unwrap(), 2 << 30);
+        assert_eq!(parse("64MB").unwrap(), 64 << 20);
+        assert_eq!(parse("1.5k").unwrap(), 1536);
+        assert!(parse("12q").is_err());
+        assert!(parse("lots").is_err());
+    }
+}

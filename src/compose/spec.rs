@@ -1,0 +1,205 @@
+//! The validated compose model (`Spec`): what the rest of `deploy` plans from.
+//!
+//! Every value here is already interpolated, merged across layered files, checked, and
+//! normalised: paths are absolute, short forms are expanded, durations are parsed.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::ids::ServiceName;
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub(crate) struct Spec {
+    pub(crate) services: BTreeMap<ServiceName, Service>,
+    /// Top-level networks by their compose key. Always holds `default` when a service uses it.
+    pub(crate) networks: BTreeMap<String, Network>,
+    /// Top-level named volumes by their compose key.
+    pub(crate) volumes: BTreeMap<String, Volume>,
+    /// Top-level secrets by their compose key.
+    pub(crate) secrets: BTreeMap<String, Secret>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub(crate) struct Service {
+    pub(crate) build: Option<Build>,
+    /// The `image:` key as written. For a service with `build:` it names the built image.
+    pub(crate) image: Option<String>,
+    pub(crate) container_name: Option<String>,
+    /// Exec form; a string `command:` is split as a shell would, like docker-compose does.
+    pub(crate) command: Option<Vec<String>>,
+    pub(crate) entrypoint: Option<Vec<String>>,
+    /// `env_file` contents, then `environment`, later entries winning. `None` means the
+    /// variable was listed without a value and is not set in the host env either.
+    pub(crate) environment: BTreeMap<String, Option<String>>,
+    pub(crate) ports: Vec<Port>,
+    /// `expose:` entries, as `80/tcp`.
+    pub(crate) expose: Vec<String>,
+    pub(crate) volumes: Vec<Mount>,
+    /// Networks by compose key. A service that lists none is on `default`.
+    pub(crate) networks: BTreeMap<String, ServiceNetwork>,
+    pub(crate) depends_on: BTreeMap<ServiceName, Dependency>,
+    pub(crate) healthcheck: Option<Healthcheck>,
+    /// `None` when the file sets no `restart:`; the plan picks the default.
+    pub(crate) restart: Option<Restart>,
+    pub(crate) secrets: Vec<SecretMount>,
+    pub(crate) user: Option<String>,
+    pub(crate) working_dir: Option<String>,
+    pub(crate) labels: BTreeMap<String, String>,
+    pub(crate) stop_grace_period: Option<Duration>,
+    pub(crate) stop_signal: Option<String>,
+    /// Keys the security policy judges. They are parsed so that a refusal can say why,
+    /// rather than "not supported".
+    pub(crate) privileged: bool,
+    pub(crate) cap_add: Vec<String>,
+    pub(crate) cap_drop: Vec<String>,
+    pub(crate) devices: Vec<String>,
+    pub(crate) network_mode: Option<String>,
+    pub(crate) pid: Option<String>,
+    pub(crate) ipc: Option<String>,
+    pub(crate) userns_mode: Option<String>,
+    pub(crate) security_opt: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub(crate) struct Build {
+    /// Absolute path of the build context.
+    pub(crate) context: PathBuf,
+    /// Dockerfile path relative to the context, as the build API wants it.
+    pub(crate) dockerfile: String,
+    pub(crate) args: BTreeMap<String, String>,
+    pub(crate) target: Option<String>,
+    pub(crate) labels: BTreeMap<String, String>,
+    pub(crate) network: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+/// One published port. Ranges are expanded into one `Port` each.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub(crate) struct Port {
+    pub(crate) host_ip: Option<String>,
+    /// `None` lets Docker choose a free host port.
+    pub(crate) published: Option<u16>,
+    pub(crate) target: u16,
+    pub(crate) protocol: Protocol,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub(crate) enum Mount {
+    /// A host path, absolute after resolution against the compose file's directory.
+    Bind { source: PathBuf, target: String, read_only: bool },
+    /// A named volume (top-level key), or an anonymous one when `source` is `None`.
+    Volume { source: Option<String>, target: String, read_only: bool },
+    Tmpfs { target: String },
+}
+
+impl Mount {
+    pub(crate) fn target(&self) -> &str {
+        match self {
+            Mount::Bind { target, .. } | Mount::Volume { target, .. } | Mount::Tmpfs { target } => target,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub(crate) struct ServiceNetwork {
+    pub(crate) aliases: Vec<String>,
+    pub(crate) ipv4_address: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Condition {
+    ServiceStarted,
+    ServiceHealthy,
+    ServiceCompletedSuccessfully,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub(crate) struct Dependency {
+    pub(crate) condition: Condition,
+    pub(crate) restart: bool,
+    pub(crate) required: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub(crate) struct Healthcheck {
+    pub(crate) test: HealthTest,
+    pub(crate) interval: Option<Duration>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) retries: Option<u32>,
+    pub(crate) start_period: Option<Duration>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "form", content = "args")]
+pub(crate) enum HealthTest {
+    /// `disable: true` or `test: ["NONE"]`: turn off the image's healthcheck.
+    Disabled,
+    /// The image's own healthcheck, with the timings overridden (no `test:` given).
+    Inherit,
+    /// `["CMD", …]`.
+    Cmd(Vec<String>),
+    /// `["CMD-SHELL", "…"]` or a plain string.
+    Shell(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Restart {
+    No,
+    Always,
+    UnlessStopped,
+    OnFailure { max_retries: Option<u32> },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub(crate) struct SecretMount {
+    /// Top-level secret key.
+    pub(crate) source: String,
+    /// Absolute path in the container: `/run/secrets/<name>` unless `target:` says otherwise.
+    pub(crate) target: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub(crate) struct Network {
+    /// The `name:` key: the Docker network's literal name instead of `<project>_<key>`.
+    pub(crate) name: Option<String>,
+    pub(crate) external: bool,
+    pub(crate) internal: bool,
+    pub(crate) driver: Option<String>,
+    pub(crate) labels: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub(crate) struct Volume {
+    pub(crate) name: Option<String>,
+    pub(crate) external: bool,
+    pub(crate) driver: Option<String>,
+    pub(crate) driver_opts: BTreeMap<String, String>,
+    pub(crate) labels: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub(crate) struct Secret {
+    /// Absolute path of the file holding the value.
+    pub(crate) file: PathBuf,
+}

@@ -1,0 +1,1 @@
+//! bollard: the only code that talks to the Docker engine.

@@ -1,0 +1,17 @@
+//! `deploy`: `git push` deploys an app and its PostgreSQL stack on a Docker host.
+
+mod cli;
+mod compose;
+mod docker;
+mod git;
+mod ids;
+mod ledger;
+mod pipeline;
+mod plan;
+mod report;
+mod root;
+mod settings;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

@@ -1,0 +1,1 @@
+//! The orchestrator: lock → observe → plan → build → apply → record.

@@ -1,0 +1,1 @@
+//! Pure planning: `Spec` + observed state + revision → `Plan`. No I/O.

@@ -1,0 +1,103 @@
+//! The host layout under ROOT: where every file `deploy` reads or writes lives.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+
+/// A deploy root (`/bpt/production`, say). Only paths are computed here; nothing is created.
+#[derive(Clone, Debug)]
+pub(crate) struct Root {
+    path: PathBuf,
+}
+
+impl Root {
+    pub(crate) fn new(path: PathBuf) -> Self {
+        Self { path }
+    }
+
+    /// Finds ROOT from, in order: `--root`/`DEPLOY_ROOT` (already folded into `explicit` by
+    /// clap), the bare repo a hook runs in (`GIT_DIR`), and the current directory or one of
+    /// its parents.
+    pub(crate) fn discover(explicit: Option<PathBuf>) -> anyhow::Result<Self> {
+        if let Some(path) = explicit {
+            let root = Self::new(absolute(&path)?);
+            if !root.repo().is_dir() {
+                bail!(
+                    "`{}` is not a deploy root (no `code.git` in it); create one with `deploy init {}`",
+                    root.path.display(),
+                    root.path.display()
+                );
+            }
+            return Ok(root);
+        }
+        let mut candidates = Vec::new();
+        if let Some(git_dir) = std::env::var_os("GIT_DIR") {
+            candidates.push(absolute(Path::new(&git_dir))?);
+        }
+        candidates.push(std::env::current_dir().context("failed to read the current directory")?);
+        for start in candidates {
+            for dir in start.ancestors() {
+                if dir.file_name().is_some_and(|n| n == "code.git") {
+                    if let Some(parent) = dir.parent() {
+                        return Ok(Self::new(parent.to_path_buf()));
+                    }
+                }
+                if dir.join("code.git").is_dir() {
+                    return Ok(Self::new(dir.to_path_buf()));
+                }
+            }
+        }
+        bail!("no deploy root found here; pass `--root ROOT` or set `DEPLOY_ROOT`")
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The bare repo that receives pushes.
+    pub(crate) fn repo(&self) -> PathBuf {
+        self.path.join("code.git")
+    }
+
+    /// The work tree of the deployed revision; compose-relative paths resolve here.
+    pub(crate) fn code(&self) -> PathBuf {
+        self.path.join("code")
+    }
+
+    /// Operator-managed secret files. Untracked, kept across checkouts, never in a build.
+    pub(crate) fn secrets(&self) -> PathBuf {
+        self.code().join(".secrets")
+    }
+
+    pub(crate) fn build_logs(&self) -> PathBuf {
+        self.path.join("build-logs")
+    }
+
+    pub(crate) fn db_data(&self) -> PathBuf {
+        self.path.join("db-data")
+    }
+
+    pub(crate) fn settings_file(&self) -> PathBuf {
+        self.path.join("deploy.yml")
+    }
+
+    pub(crate) fn ledger_file(&self) -> PathBuf {
+        self.path.join("deploy.db")
+    }
+
+    pub(crate) fn lock_file(&self) -> PathBuf {
+        self.path.join("deploy.lock")
+    }
+
+    pub(crate) fn socket(&self) -> PathBuf {
+        self.path.join("deploy.sock")
+    }
+
+    pub(crate) fn hook(&self) -> PathBuf {
+        self.repo().join("hooks").join("post-receive")
+    }
+}
+
+fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
+    std::path::absolute(path).with_context(|| format!("failed to resolve `{}`", path.display()))
+}

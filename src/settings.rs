@@ -1,0 +1,188 @@
+//! Host settings in `ROOT/deploy.yml`: what the operator decides, never the pushed repo.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::compose::{bytes, duration};
+use crate::ids::ProjectName;
+use crate::root::Root;
+
+/// Everything `deploy.yml` may say. Unknown keys are errors, so a typo never goes unnoticed.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Settings {
+    /// The branch whose pushes deploy.
+    pub(crate) branch: String,
+    /// Prefix of every container, network, volume and default image name. Defaults to the
+    /// name of ROOT's directory.
+    pub(crate) project: Option<ProjectName>,
+    /// Compose files layered in order, relative to `ROOT/code`. Empty means the default
+    /// lookup (`compose.yaml`, …, plus its override file).
+    pub(crate) compose_files: Vec<PathBuf>,
+    /// Compose profiles to enable.
+    pub(crate) profiles: Vec<String>,
+    /// An env file (relative to ROOT) used for `${…}` interpolation, besides `ROOT/code/.env`.
+    pub(crate) env_file: Option<PathBuf>,
+    /// How many successful revisions keep their images for rollback.
+    pub(crate) retention: usize,
+    /// How long a new revision has to prove healthy.
+    #[serde(deserialize_with = "de_duration")]
+    pub(crate) health_timeout: Duration,
+    /// Refuse to build when the Docker data dir has less free space than this.
+    #[serde(deserialize_with = "de_bytes")]
+    pub(crate) min_free_space: u64,
+    /// Exceptions to the security policy for the pushed compose file.
+    pub(crate) allow: Allowances,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            branch: "main".to_owned(),
+            project: None,
+            compose_files: Vec::new(),
+            profiles: Vec::new(),
+            env_file: None,
+            retention: 5,
+            health_timeout: Duration::from_secs(60),
+            min_free_space: 2 << 30,
+            allow: Allowances::default(),
+        }
+    }
+}
+
+/// What the operator lets the pushed compose file do that the policy refuses by default.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Allowances {
+    pub(crate) privileged: bool,
+    /// Capabilities that `cap_add` may name.
+    pub(crate) cap_add: Vec<String>,
+    pub(crate) devices: bool,
+    /// `network_mode`, `pid`, `ipc` or `userns_mode` set to `host`.
+    pub(crate) host_namespaces: bool,
+    /// `security_opt` entries that disable confinement (`seccomp=unconfined`, …).
+    pub(crate) unconfined: bool,
+    /// Host paths outside ROOT that bind mounts may use (each one and what is below it).
+    pub(crate) bind_mounts: Vec<PathBuf>,
+}
+
+impl Settings {
+    /// Reads `ROOT/deploy.yml`; a missing file means every default.
+    pub(crate) fn load(root: &Root) -> anyhow::Result<Self> {
+        let path = root.settings_file();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Self::parse(&text, &path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(e) => Err(anyhow::anyhow!(e).context(format!("failed to read `{}`", path.display()))),
+        }
+    }
+
+    pub(crate) fn parse(text: &str, path: &Path) -> anyhow::Result<Self> {
+        if text.trim().is_empty() {
+            return Ok(Self::default());
+        }
+        let de = serde_yaml::Deserializer::from_str(text);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let at = e.path().to_string();
+            let inner = e.into_inner();
+            let msg = inner.to_string();
+            if at == "." {
+                anyhow::anyhow!("`{}`: {msg}", path.display())
+            } else {
+                anyhow::anyhow!("`{}`: {at}: {msg}", path.display())
+            }
+        })
+    }
+
+    /// The project name: the setting, or ROOT's directory name made valid.
+    pub(crate) fn project(&self, root: &Root) -> anyhow::Result<ProjectName> {
+        if let Some(p) = &self.project {
+            return Ok(p.clone());
+        }
+        let dir = root.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        ProjectName::sanitize(&dir).ok_or_else(|| {
+            anyhow::anyhow!(
+                "cannot derive a project name from `{}`; set `project:` in `{}`",
+                root.path().display(),
+                root.settings_file().display()
+            )
+        })
+    }
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let raw = StringOrNumber::deserialize(d)?;
+    duration::parse(&raw.0).map_err(serde::de::Error::custom)
+}
+
+fn de_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let raw = StringOrNumber::deserialize(d)?;
+    bytes::parse(&raw.0).map_err(serde::de::Error::custom)
+}
+
+/// A scalar written either as `60` or `"60s"`.
+struct StringOrNumber(String);
+
+impl<'de> Deserialize<'de> for StringOrNumber {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            S(String),
+            U(u64),
+            F(f64),
+        }
+        Ok(Self(match Raw::deserialize(d)? {
+            Raw::S(s) => s,
+            Raw::U(u) => u.to_string(),
+            Raw::F(f) => f.to_string(),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> anyhow::Result<Settings> {
+        Settings::parse(text, Path::new("deploy.yml"))
+    }
+
+    #[test]
+    fn defaults_when_empty() {
+        let s = parse("").unwrap();
+        assert_eq!(s.branch, "main");
+        assert_eq!(s.retention, 5);
+        assert_eq!(s.health_timeout, Duration::from_secs(60));
+        assert_eq!(s.min_free_space, 2 << 30);
+    }
+
+    #[test]
+    fn reads_values() {
+        let s = parse("branch: prod\nretention: 2\nhealth_timeout: 1m\nmin_free_space: 10g\nallow:\n  privileged: true\n")
+            .unwrap();
+        assert_eq!(s.branch, "prod");
+        assert_eq!(s.retention, 2);
+        assert_eq!(s.health_timeout, Duration::from_secs(60));
+        assert_eq!(s.min_free_space, 10 << 30);
+        assert!(s.allow.privileged);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = parse("brnach: main\n").unwrap_err().to_string();
+        assert!(err.contains("unknown field `brnach`"), "{err}");
+        let err = parse("allow:\n  priviliged: true\n").unwrap_err().to_string();
+        assert!(err.contains("allow: unknown field `priviliged`"), "{err}");
+    }
+
+    #[test]
+    fn project_from_root_dir() {
+        let s = Settings::default();
+        let root = Root::new(PathBuf::from("/srv/My App"));
+        assert_eq!(s.project(&root).unwrap().as_str(), "myapp");
+    }
+}
