@@ -1,5 +1,117 @@
-//! Command-line interface: clap structs and one file per subcommand.
+//! Command-line interface: clap structs, one file per subcommand, and exit codes.
 
-pub(crate) fn main() -> std::process::ExitCode {
-    std::process::ExitCode::SUCCESS
+mod deploy;
+mod history;
+mod hook;
+mod init;
+mod logs;
+mod status;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::ids::UserName;
+use crate::root::Root;
+
+/// Exit codes, documented in the README.
+pub(crate) mod exit {
+    /// The command did what was asked.
+    pub(crate) const SUCCESS: u8 = 0;
+    /// The deploy or command failed; the message says why.
+    pub(crate) const FAILURE: u8 = 1;
+    /// The command line itself was wrong (clap's own code).
+    #[allow(dead_code, reason = "clap exits with it; listed here to document it")]
+    pub(crate) const USAGE: u8 = 2;
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "deploy",
+    version,
+    about = "git push deploys your app and its PostgreSQL stack on this Docker host",
+    args_conflicts_with_subcommands = true
+)]
+pub(crate) struct Cli {
+    /// The deploy root (holds code.git, code/, build-logs/, db-data/). Found from the hook's
+    /// repo or the current directory when not given.
+    #[arg(long, global = true, env = "DEPLOY_ROOT", value_name = "ROOT")]
+    root: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    #[command(flatten)]
+    deploy: deploy::Args,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a deploy root: bare repo, work tree, secrets dir, build logs, ledger and hook.
+    Init(init::Args),
+    /// Run by the post-receive hook: deploy when the deploy branch moved.
+    Hook(hook::Args),
+    /// Show the live revision and the state of each container.
+    Status(status::Args),
+    /// List past deploys, newest first.
+    History(history::Args),
+    /// Print a deploy's build log.
+    Logs(logs::Args),
+}
+
+pub(crate) fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => return fail(&anyhow::anyhow!(e).context("failed to start the async runtime")),
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => fail(&e),
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<u8> {
+    match cli.command {
+        Some(Command::Init(args)) => init::run(args).await,
+        Some(Command::Hook(args)) => hook::run(Root::discover(cli.root)?, args).await,
+        Some(Command::Status(args)) => status::run(Root::discover(cli.root)?, args).await,
+        Some(Command::History(args)) => history::run(Root::discover(cli.root)?, args).await,
+        Some(Command::Logs(args)) => logs::run(Root::discover(cli.root)?, args).await,
+        None => deploy::run(Root::discover(cli.root)?, cli.deploy).await,
+    }
+}
+
+/// Prints the error chain once, prefixed like every message of ours.
+fn fail(e: &anyhow::Error) -> ExitCode {
+    eprintln!("deploy: {e:#}");
+    ExitCode::from(exit::FAILURE)
+}
+
+/// `RUST_LOG` drives the tool's own tracing (the daemon's log); deploy output goes through
+/// the reporter, not through here.
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// Who is deploying: `DEPLOY_USER`, then gitolite's `GL_USER`, then Gitea/Forgejo's
+/// `GITEA_PUSHER_NAME`, then the login name running this process.
+pub(crate) fn pusher() -> UserName {
+    let from_env = ["DEPLOY_USER", "GL_USER", "GITEA_PUSHER_NAME"]
+        .iter()
+        .filter_map(|k| std::env::var(k).ok())
+        .find(|v| !v.trim().is_empty());
+    let raw = from_env.unwrap_or_else(|| {
+        nix::unistd::User::from_uid(nix::unistd::geteuid())
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+            .or_else(|| std::env::var("USER").ok())
+            .unwrap_or_default()
+    });
+    UserName::sanitize(&raw)
 }

@@ -1,1 +1,287 @@
-//! The orchestrator: lock → observe → plan → build → apply → record.
+//! The orchestrator: lock → observe → plan → build → apply → record. The only code that
+//! touches every edge; each step is reported, and any failure leaves what runs running.
+
+pub(crate) mod lock;
+mod preflight;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use bollard::Docker;
+
+use crate::compose::{self, SourceFile, Spec};
+use crate::docker::{self, apply};
+use crate::git;
+use crate::ids::{ProjectName, Revision, UserName};
+use crate::ledger::{Ledger, NewDeployment, Status, Trigger};
+use crate::plan::{self, Plan, PlanOptions, Rebuild};
+use crate::report::{self, Reporter};
+use crate::root::Root;
+use crate::settings::Settings;
+
+/// What to deploy and on whose behalf.
+#[derive(Clone, Debug)]
+pub(crate) struct Request {
+    pub(crate) target: Target,
+    pub(crate) user: UserName,
+    pub(crate) trigger: Trigger,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum Target {
+    /// A push moved the deploy branch to this commit.
+    Pushed { revision: Revision, refname: String },
+    /// A revision expression from the command line (`--revision`), or the branch tip.
+    Expression(Option<String>),
+}
+
+/// A finished, successful deploy.
+#[derive(Debug)]
+pub(crate) struct Outcome {
+    pub(crate) revision: Revision,
+    pub(crate) log: PathBuf,
+}
+
+/// Runs one deploy from start to finish.
+pub(crate) async fn deploy(root: &Root, request: Request, reporter: &Reporter) -> anyhow::Result<Outcome> {
+    let settings = Settings::load(root)?;
+    let project = settings.project(root)?;
+    let repo = root.repo();
+
+    // Resolve before taking the lock: an unknown revision changes nothing.
+    let (mut revision, refname) = match &request.target {
+        Target::Pushed { revision, refname } => (revision.clone(), Some(refname.clone())),
+        Target::Expression(expr) => {
+            let expr = expr.clone().unwrap_or_else(|| settings.branch.clone());
+            (blocking(move || git::resolve(&repo, &expr)).await??, None)
+        }
+    };
+
+    let holder = format!(
+        "the deploy of {} by {} (pid {}, since {})",
+        revision.short(),
+        request.user,
+        std::process::id(),
+        chrono::Local::now().format("%H:%M:%S")
+    );
+    let _lock = lock::acquire(&root.lock_file(), &holder, reporter).await?;
+
+    let ledger = Ledger::open(&root.ledger_file()).await?;
+    for row in ledger.running().await? {
+        // We hold the lock, so whoever wrote a `running` row is gone.
+        ledger.mark(row.id, Status::Abandoned, Some("the deploying process died")).await?;
+        reporter.warn(format!("deploy {} of {} was interrupted; marked abandoned", row.id, row.revision));
+    }
+
+    // A push that waited may have been overtaken: deploy the branch's newest commit.
+    let mut superseded = None;
+    if let Target::Pushed { .. } = &request.target {
+        let repo = root.repo();
+        let branch = settings.branch.clone();
+        if let Some(tip) = blocking(move || git::branch_tip(&repo, &branch)).await?? {
+            if tip != revision {
+                reporter.info(format!("{} was superseded by a newer push; deploying {}", revision.short(), tip.short()));
+                superseded = Some(revision.clone());
+                revision = tip;
+            }
+        }
+    }
+
+    let started = chrono::Local::now();
+    let log_name = report::build_log_name(started, &revision, &request.user);
+    let log = root.build_logs().join(&log_name);
+    reporter.add_build_log(&root.build_logs(), &log_name)?;
+
+    let new = NewDeployment {
+        revision: revision.clone(),
+        refname: refname.clone(),
+        user: request.user.clone(),
+        trigger: request.trigger,
+        log_path: log.clone(),
+        pid: std::process::id(),
+    };
+    if let Some(own) = superseded {
+        let mut row = new.clone();
+        row.revision = own;
+        let id = ledger.start(&row).await?;
+        ledger.mark(id, Status::Superseded, None).await?;
+    }
+    let id = ledger.start(&new).await?;
+    reporter.info(format!(
+        "deploying {} of `{project}` for {} ({})",
+        revision,
+        request.user,
+        trigger_word(request.trigger)
+    ));
+
+    let live = ledger.last_succeeded().await?.map(|d| d.revision);
+    let run = Run { root, settings: &settings, project: &project, revision: &revision, reporter };
+    match run.execute().await {
+        Ok(images) => {
+            ledger.finish(id, Status::Succeeded, &images, None).await?;
+            reporter.info(format!("deployed {} in {:.1}s", revision.short(), elapsed(started)));
+            Ok(Outcome { revision, log })
+        }
+        Err(e) => {
+            let message = format!("{e:#}");
+            reporter.error(format!("deploy failed: {message}"));
+            ledger.finish(id, Status::Failed, &[], Some(&message)).await?;
+            restore_work_tree(root, live.as_ref(), reporter).await;
+            Err(e.context(format!("deploy of {} failed; see `{}`", revision.short(), log.display())))
+        }
+    }
+}
+
+struct Run<'a> {
+    root: &'a Root,
+    settings: &'a Settings,
+    project: &'a ProjectName,
+    revision: &'a Revision,
+    reporter: &'a Reporter,
+}
+
+impl Run<'_> {
+    /// The steps after the ledger row exists; returns the images of the deployed revision.
+    async fn execute(&self) -> anyhow::Result<Vec<String>> {
+        let step = self.reporter.step("checkout");
+        let (repo, code, rev) = (self.root.repo(), self.root.code(), self.revision.clone());
+        blocking(move || git::checkout(&repo, &code, &rev)).await??;
+        step.finish();
+
+        let step = self.reporter.step("read compose file");
+        let spec = load_spec(self.root, self.settings, self.reporter)?;
+        preflight::check(self.root, self.settings, &spec, self.reporter)?;
+        step.finish();
+
+        let docker = docker::connect().await?;
+        preflight::free_space(&docker, self.settings).await?;
+
+        let plan = self.plan(&docker, &spec).await?;
+        for line in plan.to_string().lines() {
+            self.reporter.info(line.to_owned());
+        }
+
+        // Every image is built before any container is touched: a failed build leaves the
+        // running revision alone.
+        for build in &plan.builds {
+            let services: Vec<&str> = build.services.iter().map(|s| s.as_str()).collect();
+            let step = self.reporter.step(format!("build {}", services.join(", ")));
+            docker::build::build_image(&docker, build, self.reporter).await?;
+            step.finish();
+        }
+        for tag in &plan.reused_images {
+            self.reporter.info(format!("reusing `{tag}`, built earlier"));
+            docker::build::tag_latest(&docker, tag).await?;
+        }
+
+        let options = apply::ApplyOptions { health_timeout: self.settings.health_timeout };
+        apply::apply(&docker, &plan, self.reporter, &options).await?;
+        Ok(plan.images())
+    }
+
+    async fn plan(&self, docker: &Docker, spec: &Spec) -> anyhow::Result<Plan> {
+        let tags: Vec<String> = spec
+            .services
+            .iter()
+            .filter(|(_, s)| s.build.is_some())
+            .map(|(name, s)| {
+                let repo = plan::names::image_repo(self.project, name, s.image.as_deref());
+                plan::names::revision_tag(&repo, self.revision)
+            })
+            .collect();
+        let observed = docker::observe::observe(docker, self.project, &tags).await?;
+        let options = PlanOptions { rebuild: Rebuild::IfMissing };
+        Ok(plan::plan(spec, self.project, self.revision, &observed, &options)?)
+    }
+}
+
+/// Reads the compose files of the checked-out tree into a validated `Spec`.
+pub(crate) fn load_spec(root: &Root, settings: &Settings, reporter: &Reporter) -> anyhow::Result<Spec> {
+    let code = root.code();
+    let files = compose_files(&code, settings)?;
+    let sources = files
+        .iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(path).with_context(|| format!("failed to read `{}`", path.display()))?;
+            Ok(SourceFile { path: path.strip_prefix(&code).unwrap_or(path).to_path_buf(), text })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let env = interpolation_env(root, settings)?;
+    let options = compose::LoadOptions { project_dir: &code, env: &env, profiles: &settings.profiles };
+    let loaded = compose::load(&sources, &options)?;
+    for warning in &loaded.warnings {
+        reporter.warn(warning.clone());
+    }
+    Ok(loaded.spec)
+}
+
+/// The compose files to layer: `deploy.yml`'s list, or the first default name found plus
+/// its override file.
+fn compose_files(code: &Path, settings: &Settings) -> anyhow::Result<Vec<PathBuf>> {
+    if !settings.compose_files.is_empty() {
+        let files: Vec<PathBuf> = settings.compose_files.iter().map(|f| code.join(f)).collect();
+        if let Some(missing) = files.iter().find(|f| !f.is_file()) {
+            bail!("compose file `{}` (from `compose_files` in deploy.yml) is not in the pushed tree", missing.display());
+        }
+        return Ok(files);
+    }
+    const DEFAULTS: [&str; 4] = ["compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml"];
+    let Some(main) = DEFAULTS.iter().map(|n| code.join(n)).find(|p| p.is_file()) else {
+        bail!("no compose file in the pushed tree: add `compose.yaml` or `docker-compose.yml` at the repo root");
+    };
+    let mut files = vec![main.clone()];
+    let stem = main.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let ext = main.extension().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let override_file = code.join(format!("{stem}.override.{ext}"));
+    if override_file.is_file() {
+        files.push(override_file);
+    }
+    Ok(files)
+}
+
+/// Variables for `${…}`: the deploy process's env, then `ROOT/code/.env`, then
+/// `deploy.yml`'s `env_file` (later wins over earlier, the process env wins over files,
+/// as docker-compose does).
+fn interpolation_env(root: &Root, settings: &Settings) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut env = BTreeMap::new();
+    let dot_env = root.code().join(".env");
+    if dot_env.is_file() {
+        env.extend(compose::env_file::read(&dot_env)?);
+    }
+    if let Some(file) = &settings.env_file {
+        let path = root.path().join(file);
+        env.extend(compose::env_file::read(&path).with_context(|| format!("failed to read `env_file` of deploy.yml"))?);
+    }
+    env.extend(std::env::vars());
+    Ok(env)
+}
+
+/// Puts the work tree back to the live revision after a failed deploy, so that bind
+/// mounts of the running containers see the files they were started with.
+async fn restore_work_tree(root: &Root, live: Option<&Revision>, reporter: &Reporter) {
+    let Some(live) = live.cloned() else { return };
+    let (repo, code) = (root.repo(), root.code());
+    match blocking(move || git::checkout(&repo, &code, &live)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => reporter.warn(format!("could not restore the work tree: {e}")),
+        Err(e) => reporter.warn(format!("could not restore the work tree: {e}")),
+    }
+}
+
+fn trigger_word(t: Trigger) -> &'static str {
+    match t {
+        Trigger::Push => "push",
+        Trigger::Manual => "manual",
+        Trigger::Rollback => "rollback",
+    }
+}
+
+fn elapsed(since: chrono::DateTime<chrono::Local>) -> f64 {
+    (chrono::Local::now() - since).num_milliseconds() as f64 / 1000.0
+}
+
+/// Runs blocking git2 work off the async runtime.
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
+    tokio::task::spawn_blocking(f).await.context("a background task panicked")
+}

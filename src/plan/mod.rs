@@ -1,9 +1,20 @@
 //! Pure planning: `Spec` + observed state + revision → `Plan`. No I/O.
+//!
+//! The plan is plain data: `deploy plan` prints it, `docker::apply` executes it.
 
-use std::collections::BTreeMap;
+pub(crate) mod container;
+pub(crate) mod names;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use crate::ids::ServiceName;
+use crate::compose::Spec;
+use crate::compose::spec::Condition;
+use crate::ids::{ProjectName, Revision, ServiceName};
+
+pub(crate) use container::ContainerSpec;
 
 /// One image to build from the pushed tree. Services that share an image share one step.
 #[derive(Clone, Debug, PartialEq)]
@@ -23,4 +34,363 @@ pub(crate) struct BuildStep {
     /// Image labels: the compose file's `build.labels` plus `deploy.*`.
     pub(crate) labels: BTreeMap<String, String>,
     pub(crate) network: Option<String>,
+}
+
+/// What Docker says exists for this project, read back through labels.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Observed {
+    pub(crate) containers: Vec<ObservedContainer>,
+    /// Names of networks that exist (ours or external).
+    pub(crate) networks: BTreeSet<String>,
+    /// Names of volumes that exist (ours or external).
+    pub(crate) volumes: BTreeSet<String>,
+    /// Which of the tags the plan asked about already exist.
+    pub(crate) images: BTreeSet<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct ObservedContainer {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) service: Option<ServiceName>,
+    pub(crate) revision: Option<String>,
+    pub(crate) config_hash: Option<String>,
+    pub(crate) running: bool,
+}
+
+/// Knobs that come from the host, not the compose file.
+#[derive(Clone, Debug)]
+pub(crate) struct PlanOptions {
+    /// Rebuild images even when the revision's tag exists.
+    pub(crate) rebuild: Rebuild,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Rebuild {
+    /// Reuse `<image>:<sha>` when it exists (rollback in seconds).
+    IfMissing,
+    Always,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Plan {
+    pub(crate) project: ProjectName,
+    pub(crate) revision: Revision,
+    pub(crate) networks: Vec<NetworkStep>,
+    pub(crate) volumes: Vec<VolumeStep>,
+    pub(crate) builds: Vec<BuildStep>,
+    /// Images of this revision that exist already and are reused.
+    pub(crate) reused_images: Vec<String>,
+    /// In dependency order: every service comes after what it depends on.
+    pub(crate) services: Vec<ServiceStep>,
+    /// Containers of this project whose service left the compose file.
+    pub(crate) orphans: Vec<ObservedContainer>,
+    /// Containers a killed or failed deploy left behind (stopped, parked, or a second one for
+    /// a service); removed before anything starts.
+    pub(crate) leftovers: Vec<ObservedContainer>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct NetworkStep {
+    pub(crate) name: String,
+    pub(crate) action: Ensure,
+    pub(crate) internal: bool,
+    pub(crate) driver: Option<String>,
+    pub(crate) labels: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct VolumeStep {
+    pub(crate) name: String,
+    pub(crate) action: Ensure,
+    pub(crate) driver: Option<String>,
+    pub(crate) driver_opts: BTreeMap<String, String>,
+    pub(crate) labels: BTreeMap<String, String>,
+}
+
+/// What to do about a network or volume.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ensure {
+    Create,
+    Exists,
+    /// External and absent: the deploy cannot go on.
+    MissingExternal,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct ServiceStep {
+    pub(crate) service: ServiceName,
+    pub(crate) container: ContainerSpec,
+    pub(crate) action: Action,
+    /// Conditions on other services that must hold before this one starts.
+    pub(crate) waits: Vec<(ServiceName, Condition)>,
+    /// Whether the service runs an image built from the repo.
+    pub(crate) built: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Action {
+    /// No container yet.
+    Create,
+    /// A container with another configuration runs; start the new one, then retire it.
+    Replace(ObservedContainer),
+    /// The container already has this exact configuration; it is started if it is stopped.
+    Keep(ObservedContainer),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PlanError {
+    #[error("services.{0}: it has neither `image` nor `build`")]
+    NoImage(ServiceName),
+}
+
+/// Builds the plan. Pure: everything about the world comes in through `observed`.
+pub(crate) fn plan(
+    spec: &Spec,
+    project: &ProjectName,
+    revision: &Revision,
+    observed: &Observed,
+    options: &PlanOptions,
+) -> Result<Plan, PlanError> {
+    let networks = spec
+        .networks
+        .iter()
+        .map(|(key, n)| {
+            let name = if n.external {
+                n.name.clone().unwrap_or_else(|| key.clone())
+            } else {
+                names::network(project, key, n.name.as_deref())
+            };
+            let mut labels = n.labels.clone();
+            if !n.external {
+                labels.extend(names::labels(project, None, revision));
+            }
+            NetworkStep {
+                action: ensure(observed.networks.contains(&name), n.external),
+                name,
+                internal: n.internal,
+                driver: n.driver.clone(),
+                labels,
+            }
+        })
+        .collect();
+
+    let volumes = spec
+        .volumes
+        .iter()
+        .map(|(key, v)| {
+            let name = if v.external {
+                v.name.clone().unwrap_or_else(|| key.clone())
+            } else {
+                names::volume(project, key, v.name.as_deref())
+            };
+            let mut labels = v.labels.clone();
+            if !v.external {
+                labels.extend(names::labels(project, None, revision));
+            }
+            VolumeStep {
+                action: ensure(observed.volumes.contains(&name), v.external),
+                name,
+                driver: v.driver.clone(),
+                driver_opts: v.driver_opts.clone(),
+                labels,
+            }
+        })
+        .collect();
+
+    let (builds, reused_images) = builds(spec, project, revision, observed, options);
+
+    let order = dependency_order(spec);
+    let mut services = Vec::new();
+    let mut current_ids = BTreeSet::new();
+    for name in order {
+        let svc = &spec.services[&name];
+        let built = svc.build.is_some();
+        let container = container::spec(spec, project, revision, &name, svc)
+            .ok_or_else(|| PlanError::NoImage(name.clone()))?;
+        let current = live_container(&observed.containers, &name);
+        let action = match current {
+            None => Action::Create,
+            Some(c) if c.config_hash.as_deref() == Some(container.config_hash.as_str()) => Action::Keep(c.clone()),
+            Some(c) => Action::Replace(c.clone()),
+        };
+        if let Some(c) = current {
+            current_ids.insert(c.id.clone());
+        }
+        let waits = svc
+            .depends_on
+            .iter()
+            .filter(|(dep, _)| spec.services.contains_key(*dep))
+            .map(|(dep, d)| (dep.clone(), d.condition))
+            .collect();
+        services.push(ServiceStep { service: name, container, action, waits, built });
+    }
+
+    let (orphans, leftovers) = observed
+        .containers
+        .iter()
+        .filter(|c| !current_ids.contains(&c.id))
+        .cloned()
+        .partition(|c| c.service.as_ref().is_none_or(|s| !spec.services.contains_key(s)));
+
+    Ok(Plan {
+        project: project.clone(),
+        revision: revision.clone(),
+        networks,
+        volumes,
+        builds,
+        reused_images,
+        services,
+        orphans,
+        leftovers,
+    })
+}
+
+fn ensure(exists: bool, external: bool) -> Ensure {
+    match (exists, external) {
+        (true, _) => Ensure::Exists,
+        (false, false) => Ensure::Create,
+        (false, true) => Ensure::MissingExternal,
+    }
+}
+
+/// The container that counts as a service's current one: a running one (not parked by an
+/// interrupted swap, if there is a choice), else a stopped one to start again. Docker lists
+/// newest first, so ties go to the newest.
+fn live_container<'a>(containers: &'a [ObservedContainer], service: &ServiceName) -> Option<&'a ObservedContainer> {
+    let mine = || containers.iter().filter(move |c| c.service.as_ref() == Some(service));
+    let parked = |c: &&ObservedContainer| c.name.ends_with(names::PARKED_SUFFIX);
+    mine()
+        .find(|c| c.running && !parked(c))
+        .or_else(|| mine().find(|c| c.running))
+        .or_else(|| mine().find(|c| !parked(c)))
+}
+
+fn builds(
+    spec: &Spec,
+    project: &ProjectName,
+    revision: &Revision,
+    observed: &Observed,
+    options: &PlanOptions,
+) -> (Vec<BuildStep>, Vec<String>) {
+    let mut steps: Vec<BuildStep> = Vec::new();
+    let mut reused = Vec::new();
+    for (name, svc) in &spec.services {
+        let Some(build) = &svc.build else { continue };
+        let repo = names::image_repo(project, name, svc.image.as_deref());
+        if let Some(step) = steps.iter_mut().find(|s| s.image == repo) {
+            step.services.push(name.clone());
+            continue;
+        }
+        let tag = names::revision_tag(&repo, revision);
+        if options.rebuild == Rebuild::IfMissing && observed.images.contains(&tag) {
+            if !reused.contains(&tag) {
+                reused.push(tag);
+            }
+            continue;
+        }
+        let mut labels = build.labels.clone();
+        labels.extend(names::labels(project, Some(name), revision));
+        steps.push(BuildStep {
+            services: vec![name.clone()],
+            tags: vec![tag, names::latest_tag(&repo)],
+            image: repo,
+            context: build.context.clone(),
+            dockerfile: build.dockerfile.clone(),
+            args: build.args.clone(),
+            target: build.target.clone(),
+            labels,
+            network: build.network.clone(),
+        });
+    }
+    (steps, reused)
+}
+
+/// Services ordered so that dependencies come first; ties keep name order. Compose
+/// validation already refused cycles.
+pub(crate) fn dependency_order(spec: &Spec) -> Vec<ServiceName> {
+    let mut done: BTreeSet<&ServiceName> = BTreeSet::new();
+    let mut order = Vec::new();
+    while order.len() < spec.services.len() {
+        let before = order.len();
+        for (name, svc) in &spec.services {
+            if done.contains(name) {
+                continue;
+            }
+            let ready = svc
+                .depends_on
+                .keys()
+                .all(|d| done.contains(d) || !spec.services.contains_key(d));
+            if ready {
+                done.insert(name);
+                order.push(name.clone());
+            }
+        }
+        if order.len() == before {
+            // A cycle slipped through; keep going in name order rather than loop forever.
+            for name in spec.services.keys() {
+                if done.insert(name) {
+                    order.push(name.clone());
+                }
+            }
+        }
+    }
+    order
+}
+
+impl Plan {
+    /// Every tag this revision's images carry, built or reused: what the ledger records.
+    pub(crate) fn images(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.builds.iter().filter_map(|b| b.tags.first().cloned()).collect();
+        out.extend(self.reused_images.iter().cloned());
+        out
+    }
+}
+
+/// How long to let a container stop before it is killed: its `stop_grace_period`, or
+/// Docker's default of 10 s.
+pub(crate) fn stop_timeout(spec: &ContainerSpec) -> Duration {
+    spec.stop_timeout.unwrap_or(Duration::from_secs(10))
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "plan for `{}` at {}", self.project, self.revision)?;
+        for n in &self.networks {
+            writeln!(f, "  network {:<28} {}", n.name, ensure_word(n.action))?;
+        }
+        for v in &self.volumes {
+            writeln!(f, "  volume  {:<28} {}", v.name, ensure_word(v.action))?;
+        }
+        for b in &self.builds {
+            let services: Vec<&str> = b.services.iter().map(|s| s.as_str()).collect();
+            writeln!(f, "  build   {:<28} for {}", b.tags[0], services.join(", "))?;
+        }
+        for tag in &self.reused_images {
+            writeln!(f, "  image   {tag:<28} reuse (already built)")?;
+        }
+        for s in &self.services {
+            let what = match &s.action {
+                Action::Create => "create".to_owned(),
+                Action::Replace(old) => format!("replace `{}`", old.name),
+                Action::Keep(_) => "keep (unchanged)".to_owned(),
+            };
+            writeln!(f, "  service {:<28} {} as `{}`", s.service.as_str(), what, s.container.name)?;
+        }
+        for c in &self.orphans {
+            writeln!(f, "  remove  {:<28} (service no longer in the compose file)", c.name)?;
+        }
+        for c in &self.leftovers {
+            writeln!(f, "  remove  {:<28} (left over by an earlier deploy)", c.name)?;
+        }
+        Ok(())
+    }
+}
+
+fn ensure_word(e: Ensure) -> &'static str {
+    match e {
+        Ensure::Create => "create",
+        Ensure::Exists => "exists",
+        Ensure::MissingExternal => "MISSING (external)",
+    }
 }

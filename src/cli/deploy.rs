@@ -1,0 +1,38 @@
+//! `deploy [--revision REV]`: deploy the branch tip, or roll back or forward to REV.
+
+use crate::ledger::{Ledger, Trigger};
+use crate::pipeline::{self, Request, Target};
+use crate::report::Reporter;
+use crate::root::Root;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// What to deploy: a full or short sha, a tag, a branch or `main~1`. Defaults to the tip
+    /// of the deploy branch. An image built earlier for it is reused without a build.
+    #[arg(long, short = 'r', value_name = "REV")]
+    revision: Option<String>,
+}
+
+pub(crate) async fn run(root: Root, args: Args) -> anyhow::Result<u8> {
+    let reporter = Reporter::new().with_terminal();
+    let trigger = if was_deployed(&root, args.revision.as_deref()).await {
+        Trigger::Rollback
+    } else {
+        Trigger::Manual
+    };
+    let request = Request { target: Target::Expression(args.revision), user: super::pusher(), trigger };
+    pipeline::deploy(&root, request, &reporter).await?;
+    Ok(super::exit::SUCCESS)
+}
+
+/// A revision counts as a rollback target when it was deployed successfully before.
+async fn was_deployed(root: &Root, expr: Option<&str>) -> bool {
+    let Some(expr) = expr else { return false };
+    let repo = root.repo();
+    let expr = expr.to_owned();
+    let Ok(Ok(revision)) = pipeline::blocking(move || crate::git::resolve(&repo, &expr)).await else {
+        return false;
+    };
+    let Ok(ledger) = Ledger::open(&root.ledger_file()).await else { return false };
+    ledger.succeeded_revisions(u32::MAX).await.is_ok_and(|revs| revs.contains(&revision))
+}

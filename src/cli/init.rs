@@ -1,0 +1,133 @@
+//! `deploy init ROOT`: create the host layout and install the hook. Safe to run again.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use crate::git;
+use crate::ledger::Ledger;
+use crate::pipeline::blocking;
+use crate::root::Root;
+
+/// The hook template shipped in `hooks/post-receive`.
+const HOOK_TEMPLATE: &str = include_str!("../../hooks/post-receive");
+const HOOK_MARKER: &str = "@DEPLOY_HOOK_MARKER@";
+/// Replaces the marker, so a later init recognises its own hook.
+const MANAGED: &str = "managed by `deploy init`; rerun it to update";
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Where to create the deploy root (e.g. /srv/myapp).
+    root: PathBuf,
+    /// The branch whose pushes deploy.
+    #[arg(long, default_value = "main")]
+    branch: String,
+}
+
+pub(crate) async fn run(args: Args) -> anyhow::Result<u8> {
+    let path = std::path::absolute(&args.root).with_context(|| format!("failed to resolve `{}`", args.root.display()))?;
+    let root = Root::new(path);
+    for dir in [root.path().to_path_buf(), root.code(), root.build_logs(), root.db_data()] {
+        std::fs::create_dir_all(&dir).with_context(|| format!("failed to create `{}`", dir.display()))?;
+    }
+    std::fs::create_dir_all(root.secrets()).with_context(|| format!("failed to create `{}`", root.secrets().display()))?;
+    std::fs::set_permissions(root.secrets(), std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("failed to restrict `{}` to its owner", root.secrets().display()))?;
+
+    let (repo, branch) = (root.repo(), args.branch.clone());
+    blocking(move || git::init_bare(&repo, &branch)).await??;
+    write_settings(&root, &args.branch)?;
+    install_hook(&root)?;
+    Ledger::open(&root.ledger_file()).await?;
+    write_build_logs_readme(&root)?;
+
+    let repo = root.repo();
+    println!("deploy root ready at {}", root.path().display());
+    println!("put secret files in {}/ (e.g. db_password), then push:", root.secrets().display());
+    println!();
+    println!("  git remote add prod {}", remote_url(&repo));
+    println!("  git push prod {}", args.branch);
+    Ok(super::exit::SUCCESS)
+}
+
+/// Writes `deploy.yml` on first init only: an operator's edits are never overwritten.
+fn write_settings(root: &Root, branch: &str) -> anyhow::Result<()> {
+    let path = root.settings_file();
+    if path.exists() {
+        let current = crate::settings::Settings::load(root)?;
+        if current.branch != branch {
+            eprintln!(
+                "deploy: keeping `{}`: it deploys branch `{}` (edit it to change)",
+                path.display(),
+                current.branch
+            );
+        }
+        return Ok(());
+    }
+    let text = format!(
+        "# Host settings for deploy; see the README for every key.\nbranch: {branch}\n# retention: 5\n# health_timeout: 60s\n# min_free_space: 2GiB\n"
+    );
+    std::fs::write(&path, text).with_context(|| format!("failed to write `{}`", path.display()))
+}
+
+/// Installs the post-receive hook pointing at this binary. A hook someone else wrote is
+/// kept beside it rather than lost.
+fn install_hook(root: &Root) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("failed to find the path of the deploy binary")?;
+    let hook = HOOK_TEMPLATE
+        .replace("@DEPLOY_BIN@", &shell_quote(&exe))
+        .replace("@DEPLOY_ROOT@", &shell_quote(root.path()));
+    let path = root.hook();
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        if !existing.contains(MANAGED) {
+            let aside = path.with_extension("before-deploy");
+            std::fs::rename(&path, &aside).with_context(|| format!("failed to move `{}` aside", path.display()))?;
+            eprintln!("deploy: an existing post-receive hook was moved to `{}`", aside.display());
+        }
+    }
+    let hook = hook.replace(HOOK_MARKER, MANAGED);
+    std::fs::write(&path, hook).with_context(|| format!("failed to write `{}`", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("failed to make `{}` executable", path.display()))?;
+    Ok(())
+}
+
+fn write_build_logs_readme(root: &Root) -> anyhow::Result<()> {
+    let path = root.build_logs().join("README");
+    if !path.exists() {
+        std::fs::write(
+            &path,
+            "One log per deploy, named \"<YYYY-MM-DD> <HH:MM:SS> <full sha> <user>.log\".\n`latest` points at the newest. Follow a deploy with: tail -f latest\n",
+        )
+        .with_context(|| format!("failed to write `{}`", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Single-quotes a path for /bin/sh, so spaces or quotes in it are never interpreted.
+fn shell_quote(path: &Path) -> String {
+    format!("'{}'", path.to_string_lossy().replace('\'', r"'\''"))
+}
+
+/// `ssh://user@host/ROOT/code.git` when run as a user with a host name; the plain path
+/// works for pushes from this machine.
+fn remote_url(repo: &Path) -> String {
+    let host = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok());
+    let user = nix::unistd::User::from_uid(nix::unistd::geteuid()).ok().flatten().map(|u| u.name);
+    match (user, host) {
+        (Some(user), Some(host)) => format!("ssh://{user}@{host}{}", repo.display()),
+        _ => repo.display().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_survives_quotes_and_spaces() {
+        assert_eq!(shell_quote(Path::new("/srv/my app")), "'/srv/my app'");
+        assert_eq!(shell_quote(Path::new("/srv/it's")), r"'/srv/it'\''s'");
+    }
+}

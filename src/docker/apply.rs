@@ -1,0 +1,582 @@
+//! Executing a `Plan`: networks, volumes, then each service in dependency order, each new
+//! container health-gated; on any failure everything this run changed is put back.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::models::{
+    ContainerCreateBody, EndpointIpamConfig, EndpointSettings, HealthConfig, HostConfig, Mount, MountType,
+    NetworkConnectRequest, NetworkCreateRequest, NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+    VolumeCreateRequest,
+};
+use bollard::query_parameters::{
+    CreateContainerOptions, CreateImageOptions, LogsOptions, RemoveContainerOptions, RenameContainerOptions,
+    StopContainerOptions,
+};
+use futures_util::StreamExt;
+
+use crate::compose::spec::Condition;
+use crate::ids::ServiceName;
+use crate::plan::container::{ContainerSpec, MountKind};
+use crate::plan::{Action, Ensure, ObservedContainer, Plan, names};
+use crate::report::{Event, Reporter};
+
+use super::DockerError;
+use super::health::{self, NotReady, Readiness};
+
+/// How many of a failed container's last log lines go to the build log.
+const LOG_TAIL: usize = 30;
+
+#[derive(Clone, Debug)]
+pub(crate) struct ApplyOptions {
+    /// How long each new container has to prove ready.
+    pub(crate) health_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ApplyError {
+    #[error("external {kind} `{name}` does not exist; create it first or drop `external: true`")]
+    MissingExternal { kind: &'static str, name: String },
+    #[error("image `{image}` for service `{service}` is not on this host and could not be pulled: {reason}")]
+    MissingImage { image: String, service: ServiceName, reason: String },
+    #[error("service `{service}` did not become ready: {reason}")]
+    NotReady { service: ServiceName, reason: NotReady },
+    #[error("service `{service}` waits for `{dependency}`, which did not become ready: {reason}")]
+    Dependency { service: ServiceName, dependency: ServiceName, reason: NotReady },
+    #[error(transparent)]
+    Docker(#[from] DockerError),
+}
+
+/// Applies the plan. On error, the containers this run replaced are running again and the
+/// ones it created are gone.
+pub(crate) async fn apply(
+    docker: &Docker,
+    plan: &Plan,
+    reporter: &Reporter,
+    options: &ApplyOptions,
+) -> Result<(), ApplyError> {
+    preflight(docker, plan, reporter).await?;
+    for c in &plan.leftovers {
+        reporter.info(format!("removing `{}`, left over by an earlier deploy", c.name));
+        remove(docker, &c.id, &c.name).await?;
+    }
+    ensure_networks_and_volumes(docker, plan, reporter).await?;
+
+    let mut run = Run { docker, reporter, options, undo: Vec::new(), retire: Vec::new(), ids: HashMap::new() };
+    match run.services(plan).await {
+        Ok(()) => {
+            for old in std::mem::take(&mut run.retire) {
+                retire(docker, reporter, &old).await;
+            }
+            for c in &plan.orphans {
+                reporter.info(format!("removing `{}`: its service is no longer in the compose file", c.name));
+                retire(docker, reporter, c).await;
+            }
+            Ok(())
+        }
+        Err(e) => {
+            run.rollback().await;
+            Err(e)
+        }
+    }
+}
+
+/// Everything that could stop the deploy before a container is touched.
+async fn preflight(docker: &Docker, plan: &Plan, reporter: &Reporter) -> Result<(), ApplyError> {
+    if let Some(n) = plan.networks.iter().find(|n| n.action == Ensure::MissingExternal) {
+        return Err(ApplyError::MissingExternal { kind: "network", name: n.name.clone() });
+    }
+    if let Some(v) = plan.volumes.iter().find(|v| v.action == Ensure::MissingExternal) {
+        return Err(ApplyError::MissingExternal { kind: "volume", name: v.name.clone() });
+    }
+    let mut seen = BTreeSet::new();
+    for s in plan.services.iter().filter(|s| !s.built) {
+        let image = &s.container.image;
+        if !seen.insert(image.clone()) || super::observe::image_exists(docker, image).await? {
+            continue;
+        }
+        let step = reporter.step(format!("pull {image}"));
+        pull(docker, image, reporter)
+            .await
+            .map_err(|reason| ApplyError::MissingImage { image: image.clone(), service: s.service.clone(), reason })?;
+        step.finish();
+    }
+    Ok(())
+}
+
+async fn pull(docker: &Docker, image: &str, reporter: &Reporter) -> Result<(), String> {
+    let options = CreateImageOptions { from_image: Some(image.to_owned()), ..Default::default() };
+    let mut stream = docker.create_image(Some(options), None, None);
+    while let Some(item) = stream.next().await {
+        let info = item.map_err(|e| e.to_string())?;
+        if let Some(status) = info.status {
+            reporter.emit(Event::Output { source: format!("pull {image}"), line: status });
+        }
+    }
+    Ok(())
+}
+
+async fn ensure_networks_and_volumes(docker: &Docker, plan: &Plan, reporter: &Reporter) -> Result<(), DockerError> {
+    for n in plan.networks.iter().filter(|n| n.action == Ensure::Create) {
+        reporter.info(format!("creating network `{}`", n.name));
+        let request = NetworkCreateRequest {
+            name: n.name.clone(),
+            driver: n.driver.clone(),
+            internal: Some(n.internal),
+            labels: Some(n.labels.clone().into_iter().collect()),
+            ..Default::default()
+        };
+        docker
+            .create_network(request)
+            .await
+            .map_err(|e| DockerError::api(&format!("create network `{}`", n.name), e))?;
+    }
+    for v in plan.volumes.iter().filter(|v| v.action == Ensure::Create) {
+        reporter.info(format!("creating volume `{}`", v.name));
+        let request = VolumeCreateRequest {
+            name: Some(v.name.clone()),
+            driver: v.driver.clone(),
+            driver_opts: Some(v.driver_opts.clone().into_iter().collect()),
+            labels: Some(v.labels.clone().into_iter().collect()),
+            ..Default::default()
+        };
+        docker
+            .create_volume(request)
+            .await
+            .map_err(|e| DockerError::api(&format!("create volume `{}`", v.name), e))?;
+    }
+    Ok(())
+}
+
+/// Something to do if a later step fails.
+enum Undo {
+    /// A container this run created.
+    Remove { id: String, name: String },
+    /// A container this run stopped or renamed to make room.
+    Restore { old: ObservedContainer, renamed: bool, stopped: bool },
+}
+
+struct Run<'a> {
+    docker: &'a Docker,
+    reporter: &'a Reporter,
+    options: &'a ApplyOptions,
+    undo: Vec<Undo>,
+    /// Replaced containers, removed once the whole plan succeeded.
+    retire: Vec<ObservedContainer>,
+    /// The container id now serving each service.
+    ids: HashMap<ServiceName, String>,
+}
+
+impl Run<'_> {
+    async fn services(&mut self, plan: &Plan) -> Result<(), ApplyError> {
+        // A service others wait on with `service_completed_successfully` is a one-shot job:
+        // it is ready when it exits 0, not while it runs.
+        let one_shots: BTreeSet<&ServiceName> = plan
+            .services
+            .iter()
+            .flat_map(|s| &s.waits)
+            .filter(|(_, c)| *c == Condition::ServiceCompletedSuccessfully)
+            .map(|(d, _)| d)
+            .collect();
+
+        for step in &plan.services {
+            for (dep, condition) in &step.waits {
+                self.wait_dependency(&step.service, dep, *condition).await?;
+            }
+            let one_shot = one_shots.contains(&step.service);
+            match &step.action {
+                Action::Keep(c) => {
+                    self.ids.insert(step.service.clone(), c.id.clone());
+                    if !c.running {
+                        let s = self.reporter.step(format!("start {}", step.service));
+                        start(self.docker, &c.id, &c.name).await?;
+                        self.gate(&step.service, &c.id, one_shot).await?;
+                        s.finish();
+                    } else {
+                        self.reporter.info(format!("{}: unchanged, `{}` keeps running", step.service, c.name));
+                    }
+                }
+                Action::Create => {
+                    let s = self.reporter.step(format!("start {}", step.service));
+                    let id = self.create_and_start(&step.container, &[]).await?;
+                    self.gate(&step.service, &id, one_shot).await?;
+                    s.finish();
+                }
+                Action::Replace(old) => {
+                    let s = self.reporter.step(format!("replace {}", step.service));
+                    self.replace(step, old, one_shot).await?;
+                    s.finish();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn replace(
+        &mut self,
+        step: &crate::plan::ServiceStep,
+        old: &ObservedContainer,
+        one_shot: bool,
+    ) -> Result<(), ApplyError> {
+        let spec = &step.container;
+        let clash = old.name == spec.name;
+        // Only an app built from the repo, with no fixed host port, may run beside its
+        // predecessor; a database must never have two servers on one data directory.
+        let start_first = step.built && !spec.ports.iter().any(|p| p.host_port.is_some()) && old.running;
+        let stopped = old.running && !start_first;
+        if stopped {
+            self.reporter.info(format!("stopping `{}`", old.name));
+            stop(self.docker, &old.id, &old.name, crate::plan::stop_timeout(spec)).await?;
+        }
+        if clash {
+            rename(self.docker, &old.id, &names::parked(&old.name)).await?;
+        }
+        self.undo.push(Undo::Restore { old: old.clone(), renamed: clash, stopped });
+        self.retire.push(old.clone());
+
+        let keep = anonymous_volumes(self.docker, &old.id, spec).await?;
+        let id = self.create_and_start(spec, &keep).await?;
+        self.gate(&step.service, &id, one_shot).await
+    }
+
+    async fn create_and_start(&mut self, spec: &ContainerSpec, keep: &[Mount]) -> Result<String, ApplyError> {
+        let id = create(self.docker, spec, keep).await?;
+        self.undo.push(Undo::Remove { id: id.clone(), name: spec.name.clone() });
+        start(self.docker, &id, &spec.name).await?;
+        if let Some(service) = spec.labels.get(names::LABEL_SERVICE).and_then(|s| ServiceName::parse(s).ok()) {
+            self.ids.insert(service, id.clone());
+        }
+        Ok(id)
+    }
+
+    /// Waits until a container just started is ready; on failure its last log lines go to
+    /// the build log.
+    async fn gate(&mut self, service: &ServiceName, id: &str, one_shot: bool) -> Result<(), ApplyError> {
+        let want = if one_shot {
+            Readiness::Completed
+        } else {
+            let inspect = self
+                .docker
+                .inspect_container(id, None)
+                .await
+                .map_err(|e| DockerError::api(&format!("inspect the container of `{service}`"), e))?;
+            health::readiness(&inspect, &tcp_ports(&inspect))
+        };
+        match health::wait(self.docker, id, &want, self.options.health_timeout).await {
+            Ok(()) => Ok(()),
+            Err(reason) => {
+                self.log_tail(service, id).await;
+                Err(ApplyError::NotReady { service: service.clone(), reason })
+            }
+        }
+    }
+
+    async fn wait_dependency(
+        &mut self,
+        service: &ServiceName,
+        dependency: &ServiceName,
+        condition: Condition,
+    ) -> Result<(), ApplyError> {
+        let Some(id) = self.ids.get(dependency).cloned() else { return Ok(()) };
+        let want = match condition {
+            Condition::ServiceStarted => return Ok(()),
+            Condition::ServiceHealthy => Readiness::Healthy,
+            Condition::ServiceCompletedSuccessfully => Readiness::Completed,
+        };
+        health::wait(self.docker, &id, &want, self.options.health_timeout)
+            .await
+            .map_err(|reason| ApplyError::Dependency {
+                service: service.clone(),
+                dependency: dependency.clone(),
+                reason,
+            })
+    }
+
+    async fn log_tail(&self, service: &ServiceName, id: &str) {
+        let options = LogsOptions { stdout: true, stderr: true, tail: LOG_TAIL.to_string(), ..Default::default() };
+        let mut logs = self.docker.logs(id, Some(options));
+        let source = format!("logs {service}");
+        self.reporter.warn(format!("last {LOG_TAIL} log lines of the new `{service}` container:"));
+        while let Some(Ok(chunk)) = logs.next().await {
+            for line in chunk.to_string().lines() {
+                self.reporter.emit(Event::Output { source: source.clone(), line: line.to_owned() });
+            }
+        }
+    }
+
+    /// Puts back what this run changed, newest change first. Best effort: each failure is
+    /// reported and the rest still runs.
+    async fn rollback(&mut self) {
+        if self.undo.is_empty() {
+            return;
+        }
+        self.reporter.warn("putting the previous containers back");
+        while let Some(undo) = self.undo.pop() {
+            let result = match undo {
+                Undo::Remove { id, name } => remove(self.docker, &id, &name).await,
+                Undo::Restore { old, renamed, stopped } => {
+                    let mut r = Ok(());
+                    if renamed {
+                        r = rename(self.docker, &old.id, &old.name).await;
+                    }
+                    if r.is_ok() && stopped {
+                        r = start(self.docker, &old.id, &old.name).await;
+                        if r.is_ok() {
+                            self.reporter.info(format!("`{}` is running again", old.name));
+                        }
+                    }
+                    r
+                }
+            };
+            if let Err(e) = result {
+                self.reporter.warn(format!("could not undo a step: {e}"));
+            }
+        }
+    }
+}
+
+/// Stops and removes a replaced container; a failure is only a warning, since the new
+/// revision already serves.
+async fn retire(docker: &Docker, reporter: &Reporter, old: &ObservedContainer) {
+    if let Err(e) = remove(docker, &old.id, &old.name).await {
+        reporter.warn(format!("could not remove `{}`: {e}", old.name));
+    }
+}
+
+/// The TCP ports a container listens on, from its image and the compose file.
+fn tcp_ports(inspect: &bollard::models::ContainerInspectResponse) -> Vec<u16> {
+    let mut ports: Vec<u16> = inspect
+        .config
+        .as_ref()
+        .and_then(|c| c.exposed_ports.as_ref())
+        .map(|p| {
+            p.iter()
+                .filter_map(|p| p.strip_suffix("/tcp"))
+                .filter_map(|p| p.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    ports.sort_unstable();
+    ports
+}
+
+/// Anonymous volumes of the old container whose target the new one does not mount
+/// otherwise: carried over, so data in a `VOLUME` of the image survives a replacement, as
+/// docker-compose does.
+async fn anonymous_volumes(docker: &Docker, old_id: &str, spec: &ContainerSpec) -> Result<Vec<Mount>, DockerError> {
+    let inspect = docker
+        .inspect_container(old_id, None)
+        .await
+        .map_err(|e| DockerError::api(&format!("inspect container `{old_id}`"), e))?;
+    let configured: BTreeSet<&str> = spec.mounts.iter().map(|m| m.target.as_str()).collect();
+    Ok(inspect
+        .mounts
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| m.typ.as_deref() == Some("volume"))
+        .filter(|m| m.name.as_deref().is_some_and(is_anonymous))
+        .filter(|m| m.destination.as_deref().is_some_and(|d| !configured.contains(d)))
+        .map(|m| Mount {
+            typ: Some(MountType::VOLUME),
+            source: m.name,
+            target: m.destination,
+            read_only: Some(!m.rw.unwrap_or(true)),
+            ..Default::default()
+        })
+        .collect())
+}
+
+fn is_anonymous(volume: &str) -> bool {
+    volume.len() == 64 && volume.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+async fn create(docker: &Docker, spec: &ContainerSpec, keep: &[Mount]) -> Result<String, DockerError> {
+    let (body, extra_networks) = create_body(spec, keep);
+    let options = CreateContainerOptions { name: Some(spec.name.clone()), ..Default::default() };
+    let created = docker
+        .create_container(Some(options), body)
+        .await
+        .map_err(|e| DockerError::api(&format!("create container `{}`", spec.name), e))?;
+    // Engines before API 1.44 accept one network at creation; the rest are connected
+    // before the container starts.
+    for (network, endpoint) in extra_networks {
+        let request = NetworkConnectRequest { container: created.id.clone(), endpoint_config: Some(endpoint) };
+        docker
+            .connect_network(&network, request)
+            .await
+            .map_err(|e| DockerError::api(&format!("connect `{}` to network `{network}`", spec.name), e))?;
+    }
+    Ok(created.id)
+}
+
+/// The Engine API body for a container, and the networks to connect after creation.
+fn create_body(spec: &ContainerSpec, keep: &[Mount]) -> (ContainerCreateBody, Vec<(String, EndpointSettings)>) {
+    let mut port_bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
+    for p in &spec.ports {
+        port_bindings.entry(p.container_port.clone()).or_insert_with(|| Some(Vec::new())).get_or_insert_with(Vec::new).push(
+            PortBinding {
+                host_ip: p.host_ip.clone(),
+                host_port: p.host_port.map(|p| p.to_string()),
+            },
+        );
+    }
+    let mut mounts: Vec<Mount> = spec
+        .mounts
+        .iter()
+        .map(|m| Mount {
+            typ: Some(match m.kind {
+                MountKind::Bind => MountType::BIND,
+                MountKind::Volume => MountType::VOLUME,
+                MountKind::Tmpfs => MountType::TMPFS,
+            }),
+            source: (!m.source.is_empty()).then(|| m.source.clone()),
+            target: Some(m.target.clone()),
+            read_only: Some(m.read_only),
+            ..Default::default()
+        })
+        .collect();
+    mounts.extend(keep.iter().cloned());
+
+    let mut endpoints = spec.networks.iter().map(|n| {
+        (
+            n.network.clone(),
+            EndpointSettings {
+                aliases: Some(n.aliases.clone()),
+                ipam_config: n.ipv4_address.as_ref().map(|ip| EndpointIpamConfig {
+                    ipv4_address: Some(ip.clone()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )
+    });
+    let first = endpoints.next();
+    let rest: Vec<_> = endpoints.collect();
+    let network_mode = spec.network_mode.clone().or_else(|| first.as_ref().map(|(n, _)| n.clone()));
+
+    let host_config = HostConfig {
+        port_bindings: Some(port_bindings),
+        mounts: Some(mounts),
+        restart_policy: Some(RestartPolicy {
+            name: Some(match spec.restart.name {
+                "no" => RestartPolicyNameEnum::NO,
+                "always" => RestartPolicyNameEnum::ALWAYS,
+                "on-failure" => RestartPolicyNameEnum::ON_FAILURE,
+                _ => RestartPolicyNameEnum::UNLESS_STOPPED,
+            }),
+            maximum_retry_count: spec.restart.max_retries.map(i64::from),
+        }),
+        network_mode,
+        privileged: Some(spec.privileged),
+        cap_add: non_empty(&spec.cap_add),
+        cap_drop: non_empty(&spec.cap_drop),
+        devices: non_empty(&spec.devices).map(|d| d.iter().map(|d| device(d)).collect()),
+        pid_mode: spec.pid.clone(),
+        ipc_mode: spec.ipc.clone(),
+        userns_mode: spec.userns_mode.clone(),
+        security_opt: non_empty(&spec.security_opt),
+        ..Default::default()
+    };
+
+    let body = ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        cmd: spec.command.clone(),
+        entrypoint: spec.entrypoint.clone(),
+        env: Some(spec.env.clone()),
+        labels: Some(spec.labels.clone().into_iter().collect()),
+        user: spec.user.clone(),
+        working_dir: spec.working_dir.clone(),
+        exposed_ports: Some(spec.exposed.clone()),
+        healthcheck: spec.healthcheck.as_ref().map(|h| HealthConfig {
+            test: (!h.test.is_empty()).then(|| h.test.clone()),
+            interval: h.interval.map(nanos),
+            timeout: h.timeout.map(nanos),
+            retries: h.retries.map(i64::from),
+            start_period: h.start_period.map(nanos),
+            ..Default::default()
+        }),
+        stop_timeout: spec.stop_timeout.map(|d| d.as_secs() as i64),
+        stop_signal: spec.stop_signal.clone(),
+        host_config: Some(host_config),
+        networking_config: first.map(|(n, e)| NetworkingConfig { endpoints_config: Some(HashMap::from([(n, e)])) }),
+        ..Default::default()
+    };
+    (body, rest)
+}
+
+fn non_empty(v: &[String]) -> Option<Vec<String>> {
+    (!v.is_empty()).then(|| v.to_vec())
+}
+
+/// `/dev/x[:/dev/y[:rwm]]` as docker-compose writes devices.
+fn device(d: &str) -> bollard::models::DeviceMapping {
+    let mut parts = d.split(':');
+    let host = parts.next().unwrap_or_default().to_owned();
+    let container = parts.next().map_or_else(|| host.clone(), str::to_owned);
+    let perms = parts.next().unwrap_or("rwm").to_owned();
+    bollard::models::DeviceMapping {
+        path_on_host: Some(host),
+        path_in_container: Some(container),
+        cgroup_permissions: Some(perms),
+    }
+}
+
+fn nanos(d: Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
+pub(crate) async fn start(docker: &Docker, id: &str, name: &str) -> Result<(), DockerError> {
+    docker
+        .start_container(id, None)
+        .await
+        .map_err(|e| DockerError::api(&format!("start container `{name}`"), e))
+}
+
+pub(crate) async fn stop(docker: &Docker, id: &str, name: &str, timeout: Duration) -> Result<(), DockerError> {
+    let options = StopContainerOptions { t: Some(timeout.as_secs() as i32), signal: None };
+    match docker.stop_container(id, Some(options)).await {
+        Ok(()) => Ok(()),
+        // 304: already stopped.
+        Err(bollard::errors::Error::DockerResponseServerError { status_code: 304, .. }) => Ok(()),
+        Err(e) => Err(DockerError::api(&format!("stop container `{name}`"), e)),
+    }
+}
+
+async fn rename(docker: &Docker, id: &str, to: &str) -> Result<(), DockerError> {
+    docker
+        .rename_container(id, RenameContainerOptions { name: to.to_owned() })
+        .await
+        .map_err(|e| DockerError::api(&format!("rename container to `{to}`"), e))
+}
+
+/// Removes a container, never its volumes: data outlives every container.
+pub(crate) async fn remove(docker: &Docker, id: &str, name: &str) -> Result<(), DockerError> {
+    let options = RemoveContainerOptions { force: true, v: false, link: false };
+    match docker.remove_container(id, Some(options)).await {
+        Ok(()) => Ok(()),
+        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+        Err(e) => Err(DockerError::api(&format!("remove container `{name}`"), e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn anonymous_volume_names() {
+        assert!(is_anonymous(&"a1".repeat(32)));
+        assert!(!is_anonymous("shop_pgdata"));
+    }
+
+    #[test]
+    fn devices_parse() {
+        let d = device("/dev/fuse");
+        assert_eq!(d.path_in_container.as_deref(), Some("/dev/fuse"));
+        assert_eq!(d.cgroup_permissions.as_deref(), Some("rwm"));
+        let d = device("/dev/a:/dev/b:r");
+        assert_eq!(d.path_in_container.as_deref(), Some("/dev/b"));
+        assert_eq!(d.cgroup_permissions.as_deref(), Some("r"));
+    }
+}

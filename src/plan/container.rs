@@ -1,0 +1,292 @@
+//! A service's container as plain data: what `docker::apply` creates, and what the config
+//! hash covers.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::compose::Spec;
+use crate::compose::spec::{HealthTest, Mount, Restart, Service};
+use crate::ids::{ProjectName, Revision, ServiceName};
+
+use super::names;
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub(crate) struct ContainerSpec {
+    pub(crate) name: String,
+    /// An image reference: `<repo>:<sha>` for built services, the `image:` key otherwise.
+    pub(crate) image: String,
+    pub(crate) command: Option<Vec<String>>,
+    pub(crate) entrypoint: Option<Vec<String>>,
+    /// `KEY=value`, sorted.
+    pub(crate) env: Vec<String>,
+    pub(crate) labels: BTreeMap<String, String>,
+    pub(crate) user: Option<String>,
+    pub(crate) working_dir: Option<String>,
+    /// `80/tcp`: every port the container listens on that we know of (published or exposed).
+    pub(crate) exposed: Vec<String>,
+    pub(crate) ports: Vec<PortBinding>,
+    pub(crate) mounts: Vec<MountSpec>,
+    /// The first network is attached at creation, the others right after.
+    pub(crate) networks: Vec<NetworkAttach>,
+    pub(crate) healthcheck: Option<HealthSpec>,
+    pub(crate) restart: RestartSpec,
+    pub(crate) stop_timeout: Option<Duration>,
+    pub(crate) stop_signal: Option<String>,
+    pub(crate) privileged: bool,
+    pub(crate) cap_add: Vec<String>,
+    pub(crate) cap_drop: Vec<String>,
+    pub(crate) devices: Vec<String>,
+    pub(crate) network_mode: Option<String>,
+    pub(crate) pid: Option<String>,
+    pub(crate) ipc: Option<String>,
+    pub(crate) userns_mode: Option<String>,
+    pub(crate) security_opt: Vec<String>,
+    /// sha256 over everything above except the name and the revision label: equal hashes
+    /// mean an unchanged container that can be kept running.
+    #[serde(skip)]
+    pub(crate) config_hash: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub(crate) struct PortBinding {
+    /// `80/tcp`
+    pub(crate) container_port: String,
+    pub(crate) host_ip: Option<String>,
+    pub(crate) host_port: Option<u16>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub(crate) enum MountKind {
+    Bind,
+    Volume,
+    Tmpfs,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub(crate) struct MountSpec {
+    pub(crate) kind: MountKind,
+    /// Host path, volume name, or empty for anonymous volumes and tmpfs.
+    pub(crate) source: String,
+    pub(crate) target: String,
+    pub(crate) read_only: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub(crate) struct NetworkAttach {
+    /// Docker network name.
+    pub(crate) network: String,
+    pub(crate) aliases: Vec<String>,
+    pub(crate) ipv4_address: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub(crate) struct HealthSpec {
+    /// Docker's form: `["CMD", …]`, `["CMD-SHELL", "…"]`, `["NONE"]`, or empty to inherit.
+    pub(crate) test: Vec<String>,
+    pub(crate) interval: Option<Duration>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) retries: Option<u32>,
+    pub(crate) start_period: Option<Duration>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub(crate) struct RestartSpec {
+    /// Docker's policy name: `no`, `always`, `unless-stopped`, `on-failure`.
+    pub(crate) name: &'static str,
+    pub(crate) max_retries: Option<u32>,
+}
+
+/// The restart policy when the compose file sets none. Containers must come back after an
+/// engine restart or a reboot without anyone running `deploy` again.
+pub(crate) const DEFAULT_RESTART: RestartSpec = RestartSpec { name: "unless-stopped", max_retries: None };
+
+/// Builds the container for one service; `None` when it has neither image nor build.
+pub(crate) fn spec(
+    spec: &Spec,
+    project: &ProjectName,
+    revision: &Revision,
+    name: &ServiceName,
+    svc: &Service,
+) -> Option<ContainerSpec> {
+    let built = svc.build.is_some();
+    let image = if built {
+        names::revision_tag(&names::image_repo(project, name, svc.image.as_deref()), revision)
+    } else {
+        svc.image.clone()?
+    };
+
+    let mut labels = svc.labels.clone();
+    labels.extend(names::labels(project, Some(name), revision));
+
+    let env = svc
+        .environment
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}")))
+        .collect();
+
+    let mut exposed: Vec<String> = svc
+        .ports
+        .iter()
+        .map(|p| format!("{}/{}", p.target, p.protocol.as_str()))
+        .chain(svc.expose.iter().cloned())
+        .collect();
+    exposed.sort();
+    exposed.dedup();
+
+    let ports = svc
+        .ports
+        .iter()
+        .map(|p| PortBinding {
+            container_port: format!("{}/{}", p.target, p.protocol.as_str()),
+            host_ip: p.host_ip.clone(),
+            host_port: p.published,
+        })
+        .collect();
+
+    let mut mounts: Vec<MountSpec> = svc
+        .volumes
+        .iter()
+        .map(|m| match m {
+            Mount::Bind { source, target, read_only } => MountSpec {
+                kind: MountKind::Bind,
+                source: source.to_string_lossy().into_owned(),
+                target: target.clone(),
+                read_only: *read_only,
+            },
+            Mount::Volume { source, target, read_only } => MountSpec {
+                kind: MountKind::Volume,
+                source: source
+                    .as_ref()
+                    .map(|key| volume_name(spec, project, key))
+                    .unwrap_or_default(),
+                target: target.clone(),
+                read_only: *read_only,
+            },
+            Mount::Tmpfs { target } => MountSpec {
+                kind: MountKind::Tmpfs,
+                source: String::new(),
+                target: target.clone(),
+                read_only: false,
+            },
+        })
+        .collect();
+    // Secrets are files on the host, bind-mounted read-only: never env, never in an image.
+    for s in &svc.secrets {
+        if let Some(secret) = spec.secrets.get(&s.source) {
+            mounts.push(MountSpec {
+                kind: MountKind::Bind,
+                source: secret.file.to_string_lossy().into_owned(),
+                target: s.target.clone(),
+                read_only: true,
+            });
+        }
+    }
+
+    let networks = if svc.network_mode.is_some() {
+        Vec::new()
+    } else {
+        let keys: Vec<(&str, _)> = if svc.networks.is_empty() {
+            vec![("default", None)]
+        } else {
+            svc.networks.iter().map(|(k, n)| (k.as_str(), Some(n))).collect()
+        };
+        keys.into_iter()
+            .map(|(key, n)| {
+                let mut aliases = vec![name.as_str().to_owned()];
+                if let Some(n) = n {
+                    aliases.extend(n.aliases.iter().cloned());
+                }
+                NetworkAttach {
+                    network: network_name(spec, project, key),
+                    aliases,
+                    ipv4_address: n.and_then(|n| n.ipv4_address.clone()),
+                }
+            })
+            .collect()
+    };
+
+    let healthcheck = svc.healthcheck.as_ref().map(|h| HealthSpec {
+        test: match &h.test {
+            HealthTest::Disabled => vec!["NONE".to_owned()],
+            HealthTest::Inherit => Vec::new(),
+            HealthTest::Cmd(args) => std::iter::once("CMD".to_owned()).chain(args.iter().cloned()).collect(),
+            HealthTest::Shell(cmd) => vec!["CMD-SHELL".to_owned(), cmd.clone()],
+        },
+        interval: h.interval,
+        timeout: h.timeout,
+        retries: h.retries,
+        start_period: h.start_period,
+    });
+
+    let restart = match &svc.restart {
+        None => DEFAULT_RESTART,
+        Some(Restart::No) => RestartSpec { name: "no", max_retries: None },
+        Some(Restart::Always) => RestartSpec { name: "always", max_retries: None },
+        Some(Restart::UnlessStopped) => DEFAULT_RESTART,
+        Some(Restart::OnFailure { max_retries }) => RestartSpec { name: "on-failure", max_retries: *max_retries },
+    };
+
+    let mut c = ContainerSpec {
+        name: names::container(project, name, built.then_some(revision), svc.container_name.as_deref()),
+        image,
+        command: svc.command.clone(),
+        entrypoint: svc.entrypoint.clone(),
+        env,
+        labels,
+        user: svc.user.clone(),
+        working_dir: svc.working_dir.clone(),
+        exposed,
+        ports,
+        mounts,
+        networks,
+        healthcheck,
+        restart,
+        stop_timeout: svc.stop_grace_period,
+        stop_signal: svc.stop_signal.clone(),
+        privileged: svc.privileged,
+        cap_add: svc.cap_add.clone(),
+        cap_drop: svc.cap_drop.clone(),
+        devices: svc.devices.clone(),
+        network_mode: svc.network_mode.clone(),
+        pid: svc.pid.clone(),
+        ipc: svc.ipc.clone(),
+        userns_mode: svc.userns_mode.clone(),
+        security_opt: svc.security_opt.clone(),
+        config_hash: String::new(),
+    };
+    c.config_hash = config_hash(&c);
+    c.labels.insert(names::LABEL_CONFIG_HASH.to_owned(), c.config_hash.clone());
+    Some(c)
+}
+
+fn network_name(spec: &Spec, project: &ProjectName, key: &str) -> String {
+    match spec.networks.get(key) {
+        Some(n) if n.external => n.name.clone().unwrap_or_else(|| key.to_owned()),
+        Some(n) => names::network(project, key, n.name.as_deref()),
+        None => names::network(project, key, None),
+    }
+}
+
+fn volume_name(spec: &Spec, project: &ProjectName, key: &str) -> String {
+    match spec.volumes.get(key) {
+        Some(v) if v.external => v.name.clone().unwrap_or_else(|| key.to_owned()),
+        Some(v) => names::volume(project, key, v.name.as_deref()),
+        None => names::volume(project, key, None),
+    }
+}
+
+/// Hashes the container's configuration without its name and revision label, so that a
+/// service whose configuration did not change between revisions (the database, usually)
+/// keeps running untouched.
+fn config_hash(c: &ContainerSpec) -> String {
+    let mut copy = c.clone();
+    copy.name.clear();
+    copy.labels.remove(names::LABEL_REVISION);
+    copy.labels.remove(names::LABEL_CONFIG_HASH);
+    let json = serde_json::to_vec(&copy).expect("a container spec always serializes");
+    let digest = Sha256::digest(&json);
+    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}

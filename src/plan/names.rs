@@ -1,0 +1,123 @@
+//! Names, labels and tags of everything `deploy` creates: pure functions, one place.
+
+use std::collections::BTreeMap;
+
+use crate::ids::{ProjectName, Revision, ServiceName};
+
+pub(crate) const LABEL_PROJECT: &str = "deploy.project";
+pub(crate) const LABEL_SERVICE: &str = "deploy.service";
+pub(crate) const LABEL_REVISION: &str = "deploy.revision";
+pub(crate) const LABEL_CONFIG_HASH: &str = "deploy.config-hash";
+
+/// The labels every container, network, volume and image we create carries, so that state
+/// is read back from Docker rather than guessed from names.
+pub(crate) fn labels(
+    project: &ProjectName,
+    service: Option<&ServiceName>,
+    revision: &Revision,
+) -> BTreeMap<String, String> {
+    let mut l = BTreeMap::new();
+    l.insert(LABEL_PROJECT.to_owned(), project.as_str().to_owned());
+    if let Some(s) = service {
+        l.insert(LABEL_SERVICE.to_owned(), s.as_str().to_owned());
+    }
+    l.insert(LABEL_REVISION.to_owned(), revision.as_str().to_owned());
+    l
+}
+
+/// A network's Docker name: its `name:`, or `<project>_<key>` as docker-compose does.
+pub(crate) fn network(project: &ProjectName, key: &str, explicit: Option<&str>) -> String {
+    explicit.map_or_else(|| format!("{project}_{key}"), str::to_owned)
+}
+
+/// A volume's Docker name: its `name:`, or `<project>_<key>` as docker-compose does.
+pub(crate) fn volume(project: &ProjectName, key: &str, explicit: Option<&str>) -> String {
+    explicit.map_or_else(|| format!("{project}_{key}"), str::to_owned)
+}
+
+/// The repository a built service's image is tagged in: the `image:` key without its tag,
+/// or `<project>-<service>`.
+pub(crate) fn image_repo(project: &ProjectName, service: &ServiceName, image: Option<&str>) -> String {
+    match image {
+        Some(image) => split_tag(image).0.to_owned(),
+        None => format!("{project}-{service}"),
+    }
+}
+
+/// `<repo>:<full sha>`, the tag that identifies a revision's image.
+pub(crate) fn revision_tag(repo: &str, revision: &Revision) -> String {
+    format!("{repo}:{revision}")
+}
+
+pub(crate) fn latest_tag(repo: &str) -> String {
+    format!("{repo}:latest")
+}
+
+/// Splits `registry:5000/name:tag` into (`registry:5000/name`, `Some("tag")`); a digest or a
+/// port colon is not a tag.
+pub(crate) fn split_tag(image: &str) -> (&str, Option<&str>) {
+    let image = image.split('@').next().unwrap_or(image);
+    match image.rfind(':') {
+        Some(i) if !image[i + 1..].contains('/') => (&image[..i], Some(&image[i + 1..])),
+        _ => (image, None),
+    }
+}
+
+/// A container's name. `container_name:` wins. Services built from the repo carry the
+/// revision, so the new one can start beside the old one; the others keep one stable name.
+pub(crate) fn container(
+    project: &ProjectName,
+    service: &ServiceName,
+    built_at: Option<&Revision>,
+    explicit: Option<&str>,
+) -> String {
+    match (explicit, built_at) {
+        (Some(name), _) => name.to_owned(),
+        (None, Some(rev)) => format!("{project}-{service}-{}", rev.short()),
+        (None, None) => format!("{project}-{service}"),
+    }
+}
+
+/// Where a replaced container is moved while its successor proves itself, so that a fixed
+/// name is free and the old one can be put back if the new one fails.
+pub(crate) fn parked(name: &str) -> String {
+    format!("{name}{PARKED_SUFFIX}")
+}
+
+pub(crate) const PARKED_SUFFIX: &str = ".replaced";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p() -> ProjectName {
+        ProjectName::parse("shop").unwrap()
+    }
+    fn s(n: &str) -> ServiceName {
+        ServiceName::parse(n).unwrap()
+    }
+
+    #[test]
+    fn names() {
+        let rev = Revision::parse(&"ab".repeat(20)).unwrap();
+        assert_eq!(network(&p(), "default", None), "shop_default");
+        assert_eq!(network(&p(), "x", Some("prod-net")), "prod-net");
+        assert_eq!(volume(&p(), "pg", None), "shop_pg");
+        assert_eq!(image_repo(&p(), &s("web"), None), "shop-web");
+        assert_eq!(image_repo(&p(), &s("web"), Some("bpt-server:1.2")), "bpt-server");
+        assert_eq!(image_repo(&p(), &s("web"), Some("reg:5000/bpt")), "reg:5000/bpt");
+        assert_eq!(revision_tag("bpt-server", &rev), format!("bpt-server:{rev}"));
+        assert_eq!(container(&p(), &s("web"), Some(&rev), None), "shop-web-abababababab");
+        assert_eq!(container(&p(), &s("db"), None, None), "shop-db");
+        assert_eq!(container(&p(), &s("db"), None, Some("db-production")), "db-production");
+    }
+
+    #[test]
+    fn tags() {
+        assert_eq!(split_tag("postgres:15"), ("postgres", Some("15")));
+        assert_eq!(split_tag("postgres"), ("postgres", None));
+        assert_eq!(split_tag("localhost:5000/app"), ("localhost:5000/app", None));
+        assert_eq!(split_tag("localhost:5000/app:v1"), ("localhost:5000/app", Some("v1")));
+        assert_eq!(split_tag("app@sha256:abc"), ("app", None));
+    }
+}
