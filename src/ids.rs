@@ -14,7 +14,11 @@ impl Revision {
         if s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
             Ok(Self(s.to_ascii_lowercase()))
         } else {
-            Err(InvalidId::new("revision", s, "expected a full 40-hex commit id"))
+            Err(InvalidId::new(
+                "revision",
+                s,
+                "expected a full 40-hex commit id",
+            ))
         }
     }
 
@@ -60,7 +64,11 @@ impl ServiceName {
         if ok {
             Ok(Self(s.to_owned()))
         } else {
-            Err(InvalidId::new("service name", s, "use only letters, digits, `.`, `_` and `-`"))
+            Err(InvalidId::new(
+                "service name",
+                s,
+                "use only letters, digits, `.`, `_` and `-`",
+            ))
         }
     }
 
@@ -100,7 +108,8 @@ impl ProjectName {
         let ok = bytes
             .next()
             .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-            && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+            && bytes
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
         if ok {
             Ok(Self(s.to_owned()))
         } else {
@@ -208,7 +217,11 @@ pub(crate) struct InvalidId {
 
 impl InvalidId {
     fn new(kind: &'static str, value: &str, reason: &'static str) -> Self {
-        Self { kind, value: value.escape_debug().to_string(), reason }
+        Self {
+            kind,
+            value: value.escape_debug().to_string(),
+            reason,
+        }
     }
 }
 

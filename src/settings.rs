@@ -76,7 +76,9 @@ impl Settings {
         match std::fs::read_to_string(&path) {
             Ok(text) => Self::parse(&text, &path),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
-            Err(e) => Err(anyhow::anyhow!(e).context(format!("failed to read `{}`", path.display()))),
+            Err(e) => {
+                Err(anyhow::anyhow!(e).context(format!("failed to read `{}`", path.display())))
+            }
         }
     }
 
@@ -102,7 +104,11 @@ impl Settings {
         if let Some(p) = &self.project {
             return Ok(p.clone());
         }
-        let dir = root.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let dir = root
+            .path()
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         ProjectName::sanitize(&dir).ok_or_else(|| {
             anyhow::anyhow!(
                 "cannot derive a project name from `{}`; set `project:` in `{}`",
@@ -175,7 +181,9 @@ mod tests {
     fn unknown_key_is_named() {
         let err = parse("brnach: main\n").unwrap_err().to_string();
         assert!(err.contains("unknown field `brnach`"), "{err}");
-        let err = parse("allow:\n  priviliged: true\n").unwrap_err().to_string();
+        let err = parse("allow:\n  priviliged: true\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("allow: unknown field `priviliged`"), "{err}");
     }
 

@@ -20,7 +20,11 @@ pub(crate) async fn run(root: Root, args: Args) -> anyhow::Result<u8> {
     } else {
         Trigger::Manual
     };
-    let request = Request { target: Target::Expression(args.revision), user: super::pusher(), trigger };
+    let request = Request {
+        target: Target::Expression(args.revision),
+        user: super::pusher(),
+        trigger,
+    };
     pipeline::deploy(&root, request, &reporter).await?;
     Ok(super::exit::SUCCESS)
 }
@@ -30,9 +34,15 @@ async fn was_deployed(root: &Root, expr: Option<&str>) -> bool {
     let Some(expr) = expr else { return false };
     let repo = root.repo();
     let expr = expr.to_owned();
-    let Ok(Ok(revision)) = pipeline::blocking(move || crate::git::resolve(&repo, &expr)).await else {
+    let Ok(Ok(revision)) = pipeline::blocking(move || crate::git::resolve(&repo, &expr)).await
+    else {
         return false;
     };
-    let Ok(ledger) = Ledger::open(&root.ledger_file()).await else { return false };
-    ledger.succeeded_revisions(u32::MAX).await.is_ok_and(|revs| revs.contains(&revision))
+    let Ok(ledger) = Ledger::open(&root.ledger_file()).await else {
+        return false;
+    };
+    ledger
+        .succeeded_revisions(u32::MAX)
+        .await
+        .is_ok_and(|revs| revs.contains(&revision))
 }

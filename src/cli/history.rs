@@ -20,20 +20,32 @@ pub(crate) async fn run(root: Root, args: Args) -> anyhow::Result<u8> {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(super::exit::SUCCESS);
     }
-    println!("{:<6} {:<12} {:<10} {:<9} {:<16} {:<20} {}", "ID", "REVISION", "STATUS", "TRIGGER", "USER", "STARTED", "TOOK");
+    println!(
+        "{:<6} {:<12} {:<10} {:<9} {:<16} {:<20} {}",
+        "ID", "REVISION", "STATUS", "TRIGGER", "USER", "STARTED", "TOOK"
+    );
     for d in rows {
         let took = d
             .finished_at
-            .map(|f| format!("{:.1}s", (f - d.started_at).num_milliseconds() as f64 / 1000.0))
+            .map(|f| {
+                format!(
+                    "{:.1}s",
+                    (f - d.started_at).num_milliseconds() as f64 / 1000.0
+                )
+            })
             .unwrap_or_else(|| "-".to_owned());
         println!(
             "{:<6} {:<12} {:<10} {:<9} {:<16} {:<20} {}",
             d.id.0,
             d.revision.short(),
             serde_json::to_value(d.status)?.as_str().unwrap_or_default(),
-            serde_json::to_value(d.trigger)?.as_str().unwrap_or_default(),
+            serde_json::to_value(d.trigger)?
+                .as_str()
+                .unwrap_or_default(),
             d.user,
-            d.started_at.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S"),
+            d.started_at
+                .with_timezone(&chrono::Local)
+                .format("%Y-%m-%d %H:%M:%S"),
             took
         );
     }

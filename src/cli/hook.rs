@@ -18,7 +18,9 @@ pub(crate) struct Args {}
 
 pub(crate) async fn run(root: Root, _args: Args) -> anyhow::Result<u8> {
     let mut input = String::new();
-    std::io::stdin().read_to_string(&mut input).context("failed to read the ref updates from git")?;
+    std::io::stdin()
+        .read_to_string(&mut input)
+        .context("failed to read the ref updates from git")?;
     let updates = parse_hook_input(&input)?;
     let settings = Settings::load(&root)?;
     let reporter = Reporter::new().with_terminal();
@@ -30,7 +32,9 @@ pub(crate) async fn run(root: Root, _args: Args) -> anyhow::Result<u8> {
             Decision::Skip(why) => reporter.info(format!("not deployed: {why}")),
         }
     }
-    let Some((revision, refname)) = deploy else { return Ok(super::exit::SUCCESS) };
+    let Some((revision, refname)) = deploy else {
+        return Ok(super::exit::SUCCESS);
+    };
     let request = Request {
         target: Target::Pushed { revision, refname },
         user: super::pusher(),
@@ -47,9 +51,9 @@ enum Decision {
 
 fn decide(update: &RefUpdate, branch: &str) -> Decision {
     match update.branch() {
-        Some(b) if b == branch && update.is_delete() => {
-            Decision::Skip(format!("the deploy branch `{b}` was deleted; what runs keeps running"))
-        }
+        Some(b) if b == branch && update.is_delete() => Decision::Skip(format!(
+            "the deploy branch `{b}` was deleted; what runs keeps running"
+        )),
         Some(b) if b == branch => match Revision::parse(&update.new) {
             Ok(rev) => Decision::Deploy(rev),
             Err(e) => Decision::Skip(e.to_string()),

@@ -26,14 +26,28 @@ pub(crate) struct Args {
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<u8> {
-    let path = std::path::absolute(&args.root).with_context(|| format!("failed to resolve `{}`", args.root.display()))?;
+    let path = std::path::absolute(&args.root)
+        .with_context(|| format!("failed to resolve `{}`", args.root.display()))?;
     let root = Root::new(path);
-    for dir in [root.path().to_path_buf(), root.code(), root.build_logs(), root.db_data()] {
-        std::fs::create_dir_all(&dir).with_context(|| format!("failed to create `{}`", dir.display()))?;
+    for dir in [
+        root.path().to_path_buf(),
+        root.code(),
+        root.build_logs(),
+        root.db_data(),
+    ] {
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("failed to create `{}`", dir.display()))?;
     }
-    std::fs::create_dir_all(root.secrets()).with_context(|| format!("failed to create `{}`", root.secrets().display()))?;
-    std::fs::set_permissions(root.secrets(), std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("failed to restrict `{}` to its owner", root.secrets().display()))?;
+    std::fs::create_dir_all(root.secrets())
+        .with_context(|| format!("failed to create `{}`", root.secrets().display()))?;
+    std::fs::set_permissions(root.secrets(), std::fs::Permissions::from_mode(0o700)).with_context(
+        || {
+            format!(
+                "failed to restrict `{}` to its owner",
+                root.secrets().display()
+            )
+        },
+    )?;
 
     let (repo, branch) = (root.repo(), args.branch.clone());
     blocking(move || git::init_bare(&repo, &branch)).await??;
@@ -44,7 +58,10 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<u8> {
 
     let repo = root.repo();
     println!("deploy root ready at {}", root.path().display());
-    println!("put secret files in {}/ (e.g. db_password), then push:", root.secrets().display());
+    println!(
+        "put secret files in {}/ (e.g. db_password), then push:",
+        root.secrets().display()
+    );
     println!();
     println!("  git remote add prod {}", remote_url(&repo));
     println!("  git push prod {}", args.branch);
@@ -82,8 +99,12 @@ fn install_hook(root: &Root) -> anyhow::Result<()> {
     if let Ok(existing) = std::fs::read_to_string(&path) {
         if !existing.contains(MANAGED) {
             let aside = path.with_extension("before-deploy");
-            std::fs::rename(&path, &aside).with_context(|| format!("failed to move `{}` aside", path.display()))?;
-            eprintln!("deploy: an existing post-receive hook was moved to `{}`", aside.display());
+            std::fs::rename(&path, &aside)
+                .with_context(|| format!("failed to move `{}` aside", path.display()))?;
+            eprintln!(
+                "deploy: an existing post-receive hook was moved to `{}`",
+                aside.display()
+            );
         }
     }
     let hook = hook.replace(HOOK_MARKER, MANAGED);
@@ -113,8 +134,13 @@ fn shell_quote(path: &Path) -> String {
 /// `ssh://user@host/ROOT/code.git` when run as a user with a host name; the plain path
 /// works for pushes from this machine.
 fn remote_url(repo: &Path) -> String {
-    let host = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok());
-    let user = nix::unistd::User::from_uid(nix::unistd::geteuid()).ok().flatten().map(|u| u.name);
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok());
+    let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name);
     match (user, host) {
         (Some(user), Some(host)) => format!("ssh://{user}@{host}{}", repo.display()),
         _ => repo.display().to_string(),

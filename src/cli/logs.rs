@@ -31,7 +31,12 @@ pub(crate) async fn run(root: Root, args: Args) -> anyhow::Result<u8> {
         }
     };
     let Some(row) = row else {
-        bail!("no deploy found{}", args.revision.map(|r| format!(" for `{r}`")).unwrap_or_default());
+        bail!(
+            "no deploy found{}",
+            args.revision
+                .map(|r| format!(" for `{r}`"))
+                .unwrap_or_default()
+        );
     };
     print_log(&ledger, row.id, row.log_path, args.follow).await?;
     Ok(super::exit::SUCCESS)
@@ -39,19 +44,29 @@ pub(crate) async fn run(root: Root, args: Args) -> anyhow::Result<u8> {
 
 /// Copies the log to stdout; when following, keeps reading until the ledger says the
 /// deploy is over and nothing more arrives.
-async fn print_log(ledger: &Ledger, id: crate::ids::DeploymentId, path: PathBuf, follow: bool) -> anyhow::Result<()> {
-    let mut file = std::fs::File::open(&path).with_context(|| format!("failed to open `{}`", path.display()))?;
+async fn print_log(
+    ledger: &Ledger,
+    id: crate::ids::DeploymentId,
+    path: PathBuf,
+    follow: bool,
+) -> anyhow::Result<()> {
+    let mut file = std::fs::File::open(&path)
+        .with_context(|| format!("failed to open `{}`", path.display()))?;
     let mut out = std::io::stdout();
     let mut buf = Vec::new();
     loop {
         buf.clear();
-        file.read_to_end(&mut buf).with_context(|| format!("failed to read `{}`", path.display()))?;
+        file.read_to_end(&mut buf)
+            .with_context(|| format!("failed to read `{}`", path.display()))?;
         out.write_all(&buf)?;
         out.flush()?;
         if !follow {
             return Ok(());
         }
-        let running = ledger.get(id).await?.is_some_and(|d| d.status == Status::Running);
+        let running = ledger
+            .get(id)
+            .await?
+            .is_some_and(|d| d.status == Status::Running);
         if !running && buf.is_empty() {
             return Ok(());
         }

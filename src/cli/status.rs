@@ -28,7 +28,11 @@ pub(crate) async fn run(root: Root, args: Args) -> anyhow::Result<u8> {
     let live = ledger.last_succeeded().await?;
     let docker = docker::connect().await?;
     let containers = docker::status::containers(&docker, &project).await?;
-    let status = Status { project: project.to_string(), live, containers };
+    let status = Status {
+        project: project.to_string(),
+        live,
+        containers,
+    };
 
     if args.json {
         println!("{}", serde_json::to_string_pretty(&status)?);
@@ -40,7 +44,10 @@ pub(crate) async fn run(root: Root, args: Args) -> anyhow::Result<u8> {
             "live     {} deployed by {} at {}",
             d.revision,
             d.user,
-            d.finished_at.unwrap_or(d.started_at).with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S")
+            d.finished_at
+                .unwrap_or(d.started_at)
+                .with_timezone(&chrono::Local)
+                .format("%Y-%m-%d %H:%M:%S")
         ),
         None => println!("live     nothing deployed yet"),
     }

@@ -105,16 +105,28 @@ pub(crate) struct Port {
 #[serde(tag = "type", rename_all = "lowercase")]
 pub(crate) enum Mount {
     /// A host path, absolute after resolution against the compose file's directory.
-    Bind { source: PathBuf, target: String, read_only: bool },
+    Bind {
+        source: PathBuf,
+        target: String,
+        read_only: bool,
+    },
     /// A named volume (top-level key), or an anonymous one when `source` is `None`.
-    Volume { source: Option<String>, target: String, read_only: bool },
-    Tmpfs { target: String },
+    Volume {
+        source: Option<String>,
+        target: String,
+        read_only: bool,
+    },
+    Tmpfs {
+        target: String,
+    },
 }
 
 impl Mount {
     pub(crate) fn target(&self) -> &str {
         match self {
-            Mount::Bind { target, .. } | Mount::Volume { target, .. } | Mount::Tmpfs { target } => target,
+            Mount::Bind { target, .. } | Mount::Volume { target, .. } | Mount::Tmpfs { target } => {
+                target
+            }
         }
     }
 }

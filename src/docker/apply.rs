@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use bollard::Docker;
 use bollard::models::{
-    ContainerCreateBody, EndpointIpamConfig, EndpointSettings, HealthConfig, HostConfig, Mount, MountType,
-    NetworkConnectRequest, NetworkCreateRequest, NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
-    VolumeCreateRequest,
+    ContainerCreateBody, EndpointIpamConfig, EndpointSettings, HealthConfig, HostConfig, Mount,
+    MountType, NetworkConnectRequest, NetworkCreateRequest, NetworkingConfig, PortBinding,
+    RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, LogsOptions, RemoveContainerOptions, RenameContainerOptions,
-    StopContainerOptions,
+    CreateContainerOptions, CreateImageOptions, LogsOptions, RemoveContainerOptions,
+    RenameContainerOptions, StopContainerOptions,
 };
 use futures_util::StreamExt;
 
@@ -38,12 +38,25 @@ pub(crate) struct ApplyOptions {
 pub(crate) enum ApplyError {
     #[error("external {kind} `{name}` does not exist; create it first or drop `external: true`")]
     MissingExternal { kind: &'static str, name: String },
-    #[error("image `{image}` for service `{service}` is not on this host and could not be pulled: {reason}")]
-    MissingImage { image: String, service: ServiceName, reason: String },
+    #[error(
+        "image `{image}` for service `{service}` is not on this host and could not be pulled: {reason}"
+    )]
+    MissingImage {
+        image: String,
+        service: ServiceName,
+        reason: String,
+    },
     #[error("service `{service}` did not become ready: {reason}")]
-    NotReady { service: ServiceName, reason: NotReady },
+    NotReady {
+        service: ServiceName,
+        reason: NotReady,
+    },
     #[error("service `{service}` waits for `{dependency}`, which did not become ready: {reason}")]
-    Dependency { service: ServiceName, dependency: ServiceName, reason: NotReady },
+    Dependency {
+        service: ServiceName,
+        dependency: ServiceName,
+        reason: NotReady,
+    },
     #[error(transparent)]
     Docker(#[from] DockerError),
 }
@@ -58,19 +71,32 @@ pub(crate) async fn apply(
 ) -> Result<(), ApplyError> {
     preflight(docker, plan, reporter).await?;
     for c in &plan.leftovers {
-        reporter.info(format!("removing `{}`, left over by an earlier deploy", c.name));
+        reporter.info(format!(
+            "removing `{}`, left over by an earlier deploy",
+            c.name
+        ));
         remove(docker, &c.id, &c.name).await?;
     }
     ensure_networks_and_volumes(docker, plan, reporter).await?;
 
-    let mut run = Run { docker, reporter, options, undo: Vec::new(), retire: Vec::new(), ids: HashMap::new() };
+    let mut run = Run {
+        docker,
+        reporter,
+        options,
+        undo: Vec::new(),
+        retire: Vec::new(),
+        ids: HashMap::new(),
+    };
     match run.services(plan).await {
         Ok(()) => {
             for old in std::mem::take(&mut run.retire) {
                 retire(docker, reporter, &old).await;
             }
             for c in &plan.orphans {
-                reporter.info(format!("removing `{}`: its service is no longer in the compose file", c.name));
+                reporter.info(format!(
+                    "removing `{}`: its service is no longer in the compose file",
+                    c.name
+                ));
                 retire(docker, reporter, c).await;
             }
             Ok(())
@@ -84,11 +110,25 @@ pub(crate) async fn apply(
 
 /// Everything that could stop the deploy before a container is touched.
 async fn preflight(docker: &Docker, plan: &Plan, reporter: &Reporter) -> Result<(), ApplyError> {
-    if let Some(n) = plan.networks.iter().find(|n| n.action == Ensure::MissingExternal) {
-        return Err(ApplyError::MissingExternal { kind: "network", name: n.name.clone() });
+    if let Some(n) = plan
+        .networks
+        .iter()
+        .find(|n| n.action == Ensure::MissingExternal)
+    {
+        return Err(ApplyError::MissingExternal {
+            kind: "network",
+            name: n.name.clone(),
+        });
     }
-    if let Some(v) = plan.volumes.iter().find(|v| v.action == Ensure::MissingExternal) {
-        return Err(ApplyError::MissingExternal { kind: "volume", name: v.name.clone() });
+    if let Some(v) = plan
+        .volumes
+        .iter()
+        .find(|v| v.action == Ensure::MissingExternal)
+    {
+        return Err(ApplyError::MissingExternal {
+            kind: "volume",
+            name: v.name.clone(),
+        });
     }
     let mut seen = BTreeSet::new();
     for s in plan.services.iter().filter(|s| !s.built) {
@@ -99,25 +139,39 @@ async fn preflight(docker: &Docker, plan: &Plan, reporter: &Reporter) -> Result<
         let step = reporter.step(format!("pull {image}"));
         pull(docker, image, reporter)
             .await
-            .map_err(|reason| ApplyError::MissingImage { image: image.clone(), service: s.service.clone(), reason })?;
+            .map_err(|reason| ApplyError::MissingImage {
+                image: image.clone(),
+                service: s.service.clone(),
+                reason,
+            })?;
         step.finish();
     }
     Ok(())
 }
 
 async fn pull(docker: &Docker, image: &str, reporter: &Reporter) -> Result<(), String> {
-    let options = CreateImageOptions { from_image: Some(image.to_owned()), ..Default::default() };
+    let options = CreateImageOptions {
+        from_image: Some(image.to_owned()),
+        ..Default::default()
+    };
     let mut stream = docker.create_image(Some(options), None, None);
     while let Some(item) = stream.next().await {
         let info = item.map_err(|e| e.to_string())?;
         if let Some(status) = info.status {
-            reporter.emit(Event::Output { source: format!("pull {image}"), line: status });
+            reporter.emit(Event::Output {
+                source: format!("pull {image}"),
+                line: status,
+            });
         }
     }
     Ok(())
 }
 
-async fn ensure_networks_and_volumes(docker: &Docker, plan: &Plan, reporter: &Reporter) -> Result<(), DockerError> {
+async fn ensure_networks_and_volumes(
+    docker: &Docker,
+    plan: &Plan,
+    reporter: &Reporter,
+) -> Result<(), DockerError> {
     for n in plan.networks.iter().filter(|n| n.action == Ensure::Create) {
         reporter.info(format!("creating network `{}`", n.name));
         let request = NetworkCreateRequest {
@@ -154,7 +208,11 @@ enum Undo {
     /// A container this run created.
     Remove { id: String, name: String },
     /// A container this run stopped or renamed to make room.
-    Restore { old: ObservedContainer, renamed: bool, stopped: bool },
+    Restore {
+        old: ObservedContainer,
+        renamed: bool,
+        stopped: bool,
+    },
 }
 
 struct Run<'a> {
@@ -194,7 +252,10 @@ impl Run<'_> {
                         self.gate(&step.service, &c.id, one_shot).await?;
                         s.finish();
                     } else {
-                        self.reporter.info(format!("{}: unchanged, `{}` keeps running", step.service, c.name));
+                        self.reporter.info(format!(
+                            "{}: unchanged, `{}` keeps running",
+                            step.service, c.name
+                        ));
                     }
                 }
                 Action::Create => {
@@ -223,16 +284,27 @@ impl Run<'_> {
         let clash = old.name == spec.name;
         // Only an app built from the repo, with no fixed host port, may run beside its
         // predecessor; a database must never have two servers on one data directory.
-        let start_first = step.built && !spec.ports.iter().any(|p| p.host_port.is_some()) && old.running;
+        let start_first =
+            step.built && !spec.ports.iter().any(|p| p.host_port.is_some()) && old.running;
         let stopped = old.running && !start_first;
         if stopped {
             self.reporter.info(format!("stopping `{}`", old.name));
-            stop(self.docker, &old.id, &old.name, crate::plan::stop_timeout(spec)).await?;
+            stop(
+                self.docker,
+                &old.id,
+                &old.name,
+                crate::plan::stop_timeout(spec),
+            )
+            .await?;
         }
         if clash {
             rename(self.docker, &old.id, &names::parked(&old.name)).await?;
         }
-        self.undo.push(Undo::Restore { old: old.clone(), renamed: clash, stopped });
+        self.undo.push(Undo::Restore {
+            old: old.clone(),
+            renamed: clash,
+            stopped,
+        });
         self.retire.push(old.clone());
 
         let keep = anonymous_volumes(self.docker, &old.id, spec).await?;
@@ -240,11 +312,22 @@ impl Run<'_> {
         self.gate(&step.service, &id, one_shot).await
     }
 
-    async fn create_and_start(&mut self, spec: &ContainerSpec, keep: &[Mount]) -> Result<String, ApplyError> {
+    async fn create_and_start(
+        &mut self,
+        spec: &ContainerSpec,
+        keep: &[Mount],
+    ) -> Result<String, ApplyError> {
         let id = create(self.docker, spec, keep).await?;
-        self.undo.push(Undo::Remove { id: id.clone(), name: spec.name.clone() });
+        self.undo.push(Undo::Remove {
+            id: id.clone(),
+            name: spec.name.clone(),
+        });
         start(self.docker, &id, &spec.name).await?;
-        if let Some(service) = spec.labels.get(names::LABEL_SERVICE).and_then(|s| ServiceName::parse(s).ok()) {
+        if let Some(service) = spec
+            .labels
+            .get(names::LABEL_SERVICE)
+            .and_then(|s| ServiceName::parse(s).ok())
+        {
             self.ids.insert(service, id.clone());
         }
         Ok(id)
@@ -252,22 +335,28 @@ impl Run<'_> {
 
     /// Waits until a container just started is ready; on failure its last log lines go to
     /// the build log.
-    async fn gate(&mut self, service: &ServiceName, id: &str, one_shot: bool) -> Result<(), ApplyError> {
+    async fn gate(
+        &mut self,
+        service: &ServiceName,
+        id: &str,
+        one_shot: bool,
+    ) -> Result<(), ApplyError> {
         let want = if one_shot {
             Readiness::Completed
         } else {
-            let inspect = self
-                .docker
-                .inspect_container(id, None)
-                .await
-                .map_err(|e| DockerError::api(&format!("inspect the container of `{service}`"), e))?;
+            let inspect = self.docker.inspect_container(id, None).await.map_err(|e| {
+                DockerError::api(&format!("inspect the container of `{service}`"), e)
+            })?;
             health::readiness(&inspect, &tcp_ports(&inspect))
         };
         match health::wait(self.docker, id, &want, self.options.health_timeout).await {
             Ok(()) => Ok(()),
             Err(reason) => {
                 self.log_tail(service, id).await;
-                Err(ApplyError::NotReady { service: service.clone(), reason })
+                Err(ApplyError::NotReady {
+                    service: service.clone(),
+                    reason,
+                })
             }
         }
     }
@@ -278,7 +367,9 @@ impl Run<'_> {
         dependency: &ServiceName,
         condition: Condition,
     ) -> Result<(), ApplyError> {
-        let Some(id) = self.ids.get(dependency).cloned() else { return Ok(()) };
+        let Some(id) = self.ids.get(dependency).cloned() else {
+            return Ok(());
+        };
         let want = match condition {
             Condition::ServiceStarted => return Ok(()),
             Condition::ServiceHealthy => Readiness::Healthy,
@@ -294,13 +385,23 @@ impl Run<'_> {
     }
 
     async fn log_tail(&self, service: &ServiceName, id: &str) {
-        let options = LogsOptions { stdout: true, stderr: true, tail: LOG_TAIL.to_string(), ..Default::default() };
+        let options = LogsOptions {
+            stdout: true,
+            stderr: true,
+            tail: LOG_TAIL.to_string(),
+            ..Default::default()
+        };
         let mut logs = self.docker.logs(id, Some(options));
         let source = format!("logs {service}");
-        self.reporter.warn(format!("last {LOG_TAIL} log lines of the new `{service}` container:"));
+        self.reporter.warn(format!(
+            "last {LOG_TAIL} log lines of the new `{service}` container:"
+        ));
         while let Some(Ok(chunk)) = logs.next().await {
             for line in chunk.to_string().lines() {
-                self.reporter.emit(Event::Output { source: source.clone(), line: line.to_owned() });
+                self.reporter.emit(Event::Output {
+                    source: source.clone(),
+                    line: line.to_owned(),
+                });
             }
         }
     }
@@ -315,7 +416,11 @@ impl Run<'_> {
         while let Some(undo) = self.undo.pop() {
             let result = match undo {
                 Undo::Remove { id, name } => remove(self.docker, &id, &name).await,
-                Undo::Restore { old, renamed, stopped } => {
+                Undo::Restore {
+                    old,
+                    renamed,
+                    stopped,
+                } => {
                     let mut r = Ok(());
                     if renamed {
                         r = rename(self.docker, &old.id, &old.name).await;
@@ -323,7 +428,8 @@ impl Run<'_> {
                     if r.is_ok() && stopped {
                         r = start(self.docker, &old.id, &old.name).await;
                         if r.is_ok() {
-                            self.reporter.info(format!("`{}` is running again", old.name));
+                            self.reporter
+                                .info(format!("`{}` is running again", old.name));
                         }
                     }
                     r
@@ -364,7 +470,11 @@ fn tcp_ports(inspect: &bollard::models::ContainerInspectResponse) -> Vec<u16> {
 /// Anonymous volumes of the old container whose target the new one does not mount
 /// otherwise: carried over, so data in a `VOLUME` of the image survives a replacement, as
 /// docker-compose does.
-async fn anonymous_volumes(docker: &Docker, old_id: &str, spec: &ContainerSpec) -> Result<Vec<Mount>, DockerError> {
+async fn anonymous_volumes(
+    docker: &Docker,
+    old_id: &str,
+    spec: &ContainerSpec,
+) -> Result<Vec<Mount>, DockerError> {
     let inspect = docker
         .inspect_container(old_id, None)
         .await
@@ -376,7 +486,11 @@ async fn anonymous_volumes(docker: &Docker, old_id: &str, spec: &ContainerSpec) 
         .into_iter()
         .filter(|m| m.typ.as_deref() == Some("volume"))
         .filter(|m| m.name.as_deref().is_some_and(is_anonymous))
-        .filter(|m| m.destination.as_deref().is_some_and(|d| !configured.contains(d)))
+        .filter(|m| {
+            m.destination
+                .as_deref()
+                .is_some_and(|d| !configured.contains(d))
+        })
         .map(|m| Mount {
             typ: Some(MountType::VOLUME),
             source: m.name,
@@ -391,9 +505,16 @@ fn is_anonymous(volume: &str) -> bool {
     volume.len() == 64 && volume.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-async fn create(docker: &Docker, spec: &ContainerSpec, keep: &[Mount]) -> Result<String, DockerError> {
+async fn create(
+    docker: &Docker,
+    spec: &ContainerSpec,
+    keep: &[Mount],
+) -> Result<String, DockerError> {
     let (body, extra_networks) = create_body(spec, keep);
-    let options = CreateContainerOptions { name: Some(spec.name.clone()), ..Default::default() };
+    let options = CreateContainerOptions {
+        name: Some(spec.name.clone()),
+        ..Default::default()
+    };
     let created = docker
         .create_container(Some(options), body)
         .await
@@ -401,25 +522,38 @@ async fn create(docker: &Docker, spec: &ContainerSpec, keep: &[Mount]) -> Result
     // Engines before API 1.44 accept one network at creation; the rest are connected
     // before the container starts.
     for (network, endpoint) in extra_networks {
-        let request = NetworkConnectRequest { container: created.id.clone(), endpoint_config: Some(endpoint) };
+        let request = NetworkConnectRequest {
+            container: created.id.clone(),
+            endpoint_config: Some(endpoint),
+        };
         docker
             .connect_network(&network, request)
             .await
-            .map_err(|e| DockerError::api(&format!("connect `{}` to network `{network}`", spec.name), e))?;
+            .map_err(|e| {
+                DockerError::api(
+                    &format!("connect `{}` to network `{network}`", spec.name),
+                    e,
+                )
+            })?;
     }
     Ok(created.id)
 }
 
 /// The Engine API body for a container, and the networks to connect after creation.
-fn create_body(spec: &ContainerSpec, keep: &[Mount]) -> (ContainerCreateBody, Vec<(String, EndpointSettings)>) {
+fn create_body(
+    spec: &ContainerSpec,
+    keep: &[Mount],
+) -> (ContainerCreateBody, Vec<(String, EndpointSettings)>) {
     let mut port_bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
     for p in &spec.ports {
-        port_bindings.entry(p.container_port.clone()).or_insert_with(|| Some(Vec::new())).get_or_insert_with(Vec::new).push(
-            PortBinding {
+        port_bindings
+            .entry(p.container_port.clone())
+            .or_insert_with(|| Some(Vec::new()))
+            .get_or_insert_with(Vec::new)
+            .push(PortBinding {
                 host_ip: p.host_ip.clone(),
                 host_port: p.host_port.map(|p| p.to_string()),
-            },
-        );
+            });
     }
     let mut mounts: Vec<Mount> = spec
         .mounts
@@ -453,7 +587,10 @@ fn create_body(spec: &ContainerSpec, keep: &[Mount]) -> (ContainerCreateBody, Ve
     });
     let first = endpoints.next();
     let rest: Vec<_> = endpoints.collect();
-    let network_mode = spec.network_mode.clone().or_else(|| first.as_ref().map(|(n, _)| n.clone()));
+    let network_mode = spec
+        .network_mode
+        .clone()
+        .or_else(|| first.as_ref().map(|(n, _)| n.clone()));
 
     let host_config = HostConfig {
         port_bindings: Some(port_bindings),
@@ -499,7 +636,9 @@ fn create_body(spec: &ContainerSpec, keep: &[Mount]) -> (ContainerCreateBody, Ve
         stop_timeout: spec.stop_timeout.map(|d| d.as_secs() as i64),
         stop_signal: spec.stop_signal.clone(),
         host_config: Some(host_config),
-        networking_config: first.map(|(n, e)| NetworkingConfig { endpoints_config: Some(HashMap::from([(n, e)])) }),
+        networking_config: first.map(|(n, e)| NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(n, e)])),
+        }),
         ..Default::default()
     };
     (body, rest)
@@ -533,29 +672,50 @@ pub(crate) async fn start(docker: &Docker, id: &str, name: &str) -> Result<(), D
         .map_err(|e| DockerError::api(&format!("start container `{name}`"), e))
 }
 
-pub(crate) async fn stop(docker: &Docker, id: &str, name: &str, timeout: Duration) -> Result<(), DockerError> {
-    let options = StopContainerOptions { t: Some(timeout.as_secs() as i32), signal: None };
+pub(crate) async fn stop(
+    docker: &Docker,
+    id: &str,
+    name: &str,
+    timeout: Duration,
+) -> Result<(), DockerError> {
+    let options = StopContainerOptions {
+        t: Some(timeout.as_secs() as i32),
+        signal: None,
+    };
     match docker.stop_container(id, Some(options)).await {
         Ok(()) => Ok(()),
         // 304: already stopped.
-        Err(bollard::errors::Error::DockerResponseServerError { status_code: 304, .. }) => Ok(()),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 304, ..
+        }) => Ok(()),
         Err(e) => Err(DockerError::api(&format!("stop container `{name}`"), e)),
     }
 }
 
 async fn rename(docker: &Docker, id: &str, to: &str) -> Result<(), DockerError> {
     docker
-        .rename_container(id, RenameContainerOptions { name: to.to_owned() })
+        .rename_container(
+            id,
+            RenameContainerOptions {
+                name: to.to_owned(),
+            },
+        )
         .await
         .map_err(|e| DockerError::api(&format!("rename container to `{to}`"), e))
 }
 
 /// Removes a container, never its volumes: data outlives every container.
 pub(crate) async fn remove(docker: &Docker, id: &str, name: &str) -> Result<(), DockerError> {
-    let options = RemoveContainerOptions { force: true, v: false, link: false };
+    let options = RemoveContainerOptions {
+        force: true,
+        v: false,
+        link: false,
+    };
     match docker.remove_container(id, Some(options)).await {
         Ok(()) => Ok(()),
-        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(()),
         Err(e) => Err(DockerError::api(&format!("remove container `{name}`"), e)),
     }
 }

@@ -64,7 +64,12 @@ pub(crate) fn readiness(inspect: &ContainerInspectResponse, ports: &[u16]) -> Re
 }
 
 /// Polls the container until it is ready, fails, or `timeout` passes.
-pub(crate) async fn wait(docker: &Docker, id: &str, want: &Readiness, timeout: Duration) -> Result<(), NotReady> {
+pub(crate) async fn wait(
+    docker: &Docker,
+    id: &str,
+    want: &Readiness,
+    timeout: Duration,
+) -> Result<(), NotReady> {
     let started = Instant::now();
     let mut last_state = String::from("not started");
     loop {
@@ -102,7 +107,9 @@ pub(crate) async fn wait(docker: &Docker, id: &str, want: &Readiness, timeout: D
                         None | Some(HealthStatusEnum::NONE | HealthStatusEnum::EMPTY) => {
                             return Err(NotReady::NoHealthcheck);
                         }
-                        Some(HealthStatusEnum::STARTING) => last_state = "health: starting".to_owned(),
+                        Some(HealthStatusEnum::STARTING) => {
+                            last_state = "health: starting".to_owned()
+                        }
                     },
                     Readiness::Tcp(ports) => {
                         if tcp_accepts(&inspect, ports).await {
@@ -123,7 +130,10 @@ pub(crate) async fn wait(docker: &Docker, id: &str, want: &Readiness, timeout: D
         }
 
         if started.elapsed() >= timeout {
-            return Err(NotReady::Timeout { limit: timeout, state: last_state });
+            return Err(NotReady::Timeout {
+                limit: timeout,
+                state: last_state,
+            });
         }
         tokio::time::sleep(PROBE_INTERVAL).await;
     }
@@ -148,7 +158,9 @@ async fn tcp_accepts(inspect: &ContainerInspectResponse, ports: &[u16]) -> bool 
     for ip in addresses(inspect) {
         for port in ports {
             let addr = SocketAddr::new(ip, *port);
-            let attempt = tokio::time::timeout(PROBE_INTERVAL * 2, tokio::net::TcpStream::connect(addr)).await;
+            let attempt =
+                tokio::time::timeout(PROBE_INTERVAL * 2, tokio::net::TcpStream::connect(addr))
+                    .await;
             if matches!(attempt, Ok(Ok(_))) {
                 return true;
             }
@@ -161,10 +173,18 @@ fn running_for(started_at: &Option<String>) -> Duration {
     started_at
         .as_deref()
         .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
-        .and_then(|t| (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).to_std().ok())
+        .and_then(|t| {
+            (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
+                .to_std()
+                .ok()
+        })
         .unwrap_or_default()
 }
 
 fn join(ports: &[u16]) -> String {
-    ports.iter().map(u16::to_string).collect::<Vec<_>>().join(", ")
+    ports
+        .iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }

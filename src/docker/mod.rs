@@ -9,11 +9,17 @@ pub(crate) mod status;
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum DockerError {
     #[error("failed to {action}: {source}")]
-    Api { action: String, source: bollard::errors::Error },
+    Api {
+        action: String,
+        source: bollard::errors::Error,
+    },
 }
 
 impl DockerError {
     pub(crate) fn api(action: &str, source: bollard::errors::Error) -> Self {
-        Self::Api { action: action.to_owned(), source }
+        Self::Api {
+            action: action.to_owned(),
+            source,
+        }
     }
 }

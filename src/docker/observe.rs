@@ -46,14 +46,29 @@ pub(crate) async fn observe(
         }
     }
 
-    Ok(Observed { containers, networks, volumes, images })
+    Ok(Observed {
+        containers,
+        networks,
+        volumes,
+        images,
+    })
 }
 
 /// The project's containers, newest first, whatever their state.
-pub(crate) async fn containers(docker: &Docker, project: &ProjectName) -> Result<Vec<ObservedContainer>, DockerError> {
-    let filters = HashMap::from([("label".to_owned(), vec![format!("{LABEL_PROJECT}={project}")])]);
+pub(crate) async fn containers(
+    docker: &Docker,
+    project: &ProjectName,
+) -> Result<Vec<ObservedContainer>, DockerError> {
+    let filters = HashMap::from([(
+        "label".to_owned(),
+        vec![format!("{LABEL_PROJECT}={project}")],
+    )]);
     let list = docker
-        .list_containers(Some(ListContainersOptions { all: true, filters: Some(filters), ..Default::default() }))
+        .list_containers(Some(ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        }))
         .await
         .map_err(|e| DockerError::api(&format!("list the containers of project `{project}`"), e))?;
     Ok(list
@@ -68,12 +83,16 @@ pub(crate) async fn containers(docker: &Docker, project: &ProjectName) -> Result
             ObservedContainer {
                 id: c.id.unwrap_or_default(),
                 name,
-                service: labels.get(LABEL_SERVICE).and_then(|s| ServiceName::parse(s).ok()),
+                service: labels
+                    .get(LABEL_SERVICE)
+                    .and_then(|s| ServiceName::parse(s).ok()),
                 revision: labels.get(LABEL_REVISION).cloned(),
                 config_hash: labels.get(LABEL_CONFIG_HASH).cloned(),
                 running: matches!(
                     c.state,
-                    Some(ContainerSummaryStateEnum::RUNNING | ContainerSummaryStateEnum::RESTARTING)
+                    Some(
+                        ContainerSummaryStateEnum::RUNNING | ContainerSummaryStateEnum::RESTARTING
+                    )
                 ),
             }
         })
@@ -83,7 +102,9 @@ pub(crate) async fn containers(docker: &Docker, project: &ProjectName) -> Result
 pub(crate) async fn image_exists(docker: &Docker, image: &str) -> Result<bool, DockerError> {
     match docker.inspect_image(image).await {
         Ok(_) => Ok(true),
-        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(false),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(false),
         Err(e) => Err(DockerError::api(&format!("inspect image `{image}`"), e)),
     }
 }

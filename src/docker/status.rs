@@ -19,7 +19,10 @@ pub(crate) struct ContainerStatus {
     pub(crate) image: String,
 }
 
-pub(crate) async fn containers(docker: &Docker, project: &ProjectName) -> Result<Vec<ContainerStatus>, DockerError> {
+pub(crate) async fn containers(
+    docker: &Docker,
+    project: &ProjectName,
+) -> Result<Vec<ContainerStatus>, DockerError> {
     let mut out = Vec::new();
     for c in super::observe::containers(docker, project).await? {
         let inspect = docker

@@ -14,7 +14,10 @@ pub(crate) enum GitError {
     #[error("failed to {action}: {source}")]
     Git { action: String, source: git2::Error },
     #[error("failed to {action}: {source}")]
-    Io { action: String, source: std::io::Error },
+    Io {
+        action: String,
+        source: std::io::Error,
+    },
 }
 
 /// Creates the bare push target (idempotent) with HEAD on `branch`.

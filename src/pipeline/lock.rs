@@ -16,7 +16,11 @@ pub(crate) struct Lock {
 
 /// Takes the lock at `path`. If another deploy holds it, says who and what it waits for,
 /// then waits.
-pub(crate) async fn acquire(path: &Path, holder: &str, reporter: &Reporter) -> anyhow::Result<Lock> {
+pub(crate) async fn acquire(
+    path: &Path,
+    holder: &str,
+    reporter: &Reporter,
+) -> anyhow::Result<Lock> {
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -30,7 +34,11 @@ pub(crate) async fn acquire(path: &Path, holder: &str, reporter: &Reporter) -> a
             let mut current = String::new();
             let _ = file.read_to_string(&mut current);
             let current = current.trim();
-            let who = if current.is_empty() { "another deploy" } else { current };
+            let who = if current.is_empty() {
+                "another deploy"
+            } else {
+                current
+            };
             reporter.info(format!("waiting for {who} to finish"));
             file = tokio::task::spawn_blocking(move || file.lock().map(|()| file))
                 .await
@@ -66,16 +74,28 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("deploy.lock");
         let reporter = Reporter::new();
-        let first = acquire(&path, "deploy of abc by alice", &reporter).await.unwrap();
+        let first = acquire(&path, "deploy of abc by alice", &reporter)
+            .await
+            .unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.trim(), "deploy of abc by alice");
 
         let p2 = path.clone();
-        let second = tokio::spawn(async move { acquire(&p2, "deploy of def by bob", &Reporter::new()).await });
+        let second =
+            tokio::spawn(
+                async move { acquire(&p2, "deploy of def by bob", &Reporter::new()).await },
+            );
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(!second.is_finished(), "the second deploy must wait");
         drop(first);
-        let _second = tokio::time::timeout(Duration::from_secs(5), second).await.unwrap().unwrap().unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap().trim(), "deploy of def by bob");
+        let _second = tokio::time::timeout(Duration::from_secs(5), second)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap().trim(),
+            "deploy of def by bob"
+        );
     }
 }

@@ -44,7 +44,11 @@ pub(crate) struct Outcome {
 }
 
 /// Runs one deploy from start to finish.
-pub(crate) async fn deploy(root: &Root, request: Request, reporter: &Reporter) -> anyhow::Result<Outcome> {
+pub(crate) async fn deploy(
+    root: &Root,
+    request: Request,
+    reporter: &Reporter,
+) -> anyhow::Result<Outcome> {
     let settings = Settings::load(root)?;
     let project = settings.project(root)?;
     let repo = root.repo();
@@ -70,8 +74,17 @@ pub(crate) async fn deploy(root: &Root, request: Request, reporter: &Reporter) -
     let ledger = Ledger::open(&root.ledger_file()).await?;
     for row in ledger.running().await? {
         // We hold the lock, so whoever wrote a `running` row is gone.
-        ledger.mark(row.id, Status::Abandoned, Some("the deploying process died")).await?;
-        reporter.warn(format!("deploy {} of {} was interrupted; marked abandoned", row.id, row.revision));
+        ledger
+            .mark(
+                row.id,
+                Status::Abandoned,
+                Some("the deploying process died"),
+            )
+            .await?;
+        reporter.warn(format!(
+            "deploy {} of {} was interrupted; marked abandoned",
+            row.id, row.revision
+        ));
     }
 
     // A push that waited may have been overtaken: deploy the branch's newest commit.
@@ -81,7 +94,11 @@ pub(crate) async fn deploy(root: &Root, request: Request, reporter: &Reporter) -
         let branch = settings.branch.clone();
         if let Some(tip) = blocking(move || git::branch_tip(&repo, &branch)).await?? {
             if tip != revision {
-                reporter.info(format!("{} was superseded by a newer push; deploying {}", revision.short(), tip.short()));
+                reporter.info(format!(
+                    "{} was superseded by a newer push; deploying {}",
+                    revision.short(),
+                    tip.short()
+                ));
                 superseded = Some(revision.clone());
                 revision = tip;
             }
@@ -115,20 +132,39 @@ pub(crate) async fn deploy(root: &Root, request: Request, reporter: &Reporter) -
         trigger_word(request.trigger)
     ));
 
+    if request.trigger == Trigger::Rollback {
+        reporter.warn("rolling back the code only: the database keeps its data, and its schema is not rolled back");
+    }
     let live = ledger.last_succeeded().await?.map(|d| d.revision);
-    let run = Run { root, settings: &settings, project: &project, revision: &revision, reporter };
+    let run = Run {
+        root,
+        settings: &settings,
+        project: &project,
+        revision: &revision,
+        reporter,
+    };
     match run.execute().await {
         Ok(images) => {
             ledger.finish(id, Status::Succeeded, &images, None).await?;
-            reporter.info(format!("deployed {} in {:.1}s", revision.short(), elapsed(started)));
+            reporter.info(format!(
+                "deployed {} in {:.1}s",
+                revision.short(),
+                elapsed(started)
+            ));
             Ok(Outcome { revision, log })
         }
         Err(e) => {
             let message = format!("{e:#}");
             reporter.error(format!("deploy failed: {message}"));
-            ledger.finish(id, Status::Failed, &[], Some(&message)).await?;
+            ledger
+                .finish(id, Status::Failed, &[], Some(&message))
+                .await?;
             restore_work_tree(root, live.as_ref(), reporter).await;
-            Err(e.context(format!("deploy of {} failed; see `{}`", revision.short(), log.display())))
+            Err(e.context(format!(
+                "deploy of {} failed; see `{}`",
+                revision.short(),
+                log.display()
+            )))
         }
     }
 }
@@ -171,11 +207,14 @@ impl Run<'_> {
             step.finish();
         }
         for tag in &plan.reused_images {
-            self.reporter.info(format!("reusing `{tag}`, built earlier"));
+            self.reporter
+                .info(format!("reusing `{tag}`, built earlier"));
             docker::build::tag_latest(&docker, tag).await?;
         }
 
-        let options = apply::ApplyOptions { health_timeout: self.settings.health_timeout };
+        let options = apply::ApplyOptions {
+            health_timeout: self.settings.health_timeout,
+        };
         apply::apply(&docker, &plan, self.reporter, &options).await?;
         Ok(plan.images())
     }
@@ -191,24 +230,44 @@ impl Run<'_> {
             })
             .collect();
         let observed = docker::observe::observe(docker, self.project, &tags).await?;
-        let options = PlanOptions { rebuild: Rebuild::IfMissing };
-        Ok(plan::plan(spec, self.project, self.revision, &observed, &options)?)
+        let options = PlanOptions {
+            rebuild: Rebuild::IfMissing,
+        };
+        Ok(plan::plan(
+            spec,
+            self.project,
+            self.revision,
+            &observed,
+            &options,
+        )?)
     }
 }
 
 /// Reads the compose files of the checked-out tree into a validated `Spec`.
-pub(crate) fn load_spec(root: &Root, settings: &Settings, reporter: &Reporter) -> anyhow::Result<Spec> {
+pub(crate) fn load_spec(
+    root: &Root,
+    settings: &Settings,
+    reporter: &Reporter,
+) -> anyhow::Result<Spec> {
     let code = root.code();
     let files = compose_files(&code, settings)?;
     let sources = files
         .iter()
         .map(|path| {
-            let text = std::fs::read_to_string(path).with_context(|| format!("failed to read `{}`", path.display()))?;
-            Ok(SourceFile { path: path.strip_prefix(&code).unwrap_or(path).to_path_buf(), text })
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("failed to read `{}`", path.display()))?;
+            Ok(SourceFile {
+                path: path.strip_prefix(&code).unwrap_or(path).to_path_buf(),
+                text,
+            })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let env = interpolation_env(root, settings)?;
-    let options = compose::LoadOptions { project_dir: &code, env: &env, profiles: &settings.profiles };
+    let options = compose::LoadOptions {
+        project_dir: &code,
+        env: &env,
+        profiles: &settings.profiles,
+    };
     let loaded = compose::load(&sources, &options)?;
     for warning in &loaded.warnings {
         reporter.warn(warning.clone());
@@ -220,19 +279,39 @@ pub(crate) fn load_spec(root: &Root, settings: &Settings, reporter: &Reporter) -
 /// its override file.
 fn compose_files(code: &Path, settings: &Settings) -> anyhow::Result<Vec<PathBuf>> {
     if !settings.compose_files.is_empty() {
-        let files: Vec<PathBuf> = settings.compose_files.iter().map(|f| code.join(f)).collect();
+        let files: Vec<PathBuf> = settings
+            .compose_files
+            .iter()
+            .map(|f| code.join(f))
+            .collect();
         if let Some(missing) = files.iter().find(|f| !f.is_file()) {
-            bail!("compose file `{}` (from `compose_files` in deploy.yml) is not in the pushed tree", missing.display());
+            bail!(
+                "compose file `{}` (from `compose_files` in deploy.yml) is not in the pushed tree",
+                missing.display()
+            );
         }
         return Ok(files);
     }
-    const DEFAULTS: [&str; 4] = ["compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml"];
+    const DEFAULTS: [&str; 4] = [
+        "compose.yaml",
+        "compose.yml",
+        "docker-compose.yaml",
+        "docker-compose.yml",
+    ];
     let Some(main) = DEFAULTS.iter().map(|n| code.join(n)).find(|p| p.is_file()) else {
-        bail!("no compose file in the pushed tree: add `compose.yaml` or `docker-compose.yml` at the repo root");
+        bail!(
+            "no compose file in the pushed tree: add `compose.yaml` or `docker-compose.yml` at the repo root"
+        );
     };
     let mut files = vec![main.clone()];
-    let stem = main.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let ext = main.extension().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let stem = main
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let ext = main
+        .extension()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let override_file = code.join(format!("{stem}.override.{ext}"));
     if override_file.is_file() {
         files.push(override_file);
@@ -251,7 +330,10 @@ fn interpolation_env(root: &Root, settings: &Settings) -> anyhow::Result<BTreeMa
     }
     if let Some(file) = &settings.env_file {
         let path = root.path().join(file);
-        env.extend(compose::env_file::read(&path).with_context(|| format!("failed to read `env_file` of deploy.yml"))?);
+        env.extend(
+            compose::env_file::read(&path)
+                .with_context(|| format!("failed to read `env_file` of deploy.yml"))?,
+        );
     }
     env.extend(std::env::vars());
     Ok(env)
@@ -282,6 +364,10 @@ fn elapsed(since: chrono::DateTime<chrono::Local>) -> f64 {
 }
 
 /// Runs blocking git2 work off the async runtime.
-pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
-    tokio::task::spawn_blocking(f).await.context("a background task panicked")
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> anyhow::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .context("a background task panicked")
 }

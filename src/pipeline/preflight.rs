@@ -14,7 +14,12 @@ use crate::settings::Settings;
 
 /// Refuses a spec whose files are missing or whose mounts break the policy. Secret values
 /// are registered for redaction as they are found.
-pub(crate) fn check(root: &Root, settings: &Settings, spec: &Spec, reporter: &Reporter) -> anyhow::Result<()> {
+pub(crate) fn check(
+    root: &Root,
+    settings: &Settings,
+    spec: &Spec,
+    reporter: &Reporter,
+) -> anyhow::Result<()> {
     for (name, secret) in &spec.secrets {
         let value = std::fs::read_to_string(&secret.file).map_err(|e| {
             anyhow::anyhow!(
@@ -28,10 +33,16 @@ pub(crate) fn check(root: &Root, settings: &Settings, spec: &Spec, reporter: &Re
         if let Some(build) = &svc.build {
             let dockerfile = build.context.join(&build.dockerfile);
             if !build.context.is_dir() {
-                bail!("services.{name}.build: context `{}` is not a directory in the pushed tree", build.context.display());
+                bail!(
+                    "services.{name}.build: context `{}` is not a directory in the pushed tree",
+                    build.context.display()
+                );
             }
             if !dockerfile.is_file() {
-                bail!("services.{name}.build: Dockerfile `{}` is not in the pushed tree", build.dockerfile);
+                bail!(
+                    "services.{name}.build: Dockerfile `{}` is not in the pushed tree",
+                    build.dockerfile
+                );
             }
         }
     }
@@ -69,8 +80,13 @@ fn resolve(path: &Path) -> PathBuf {
 /// Refuses to build when the disk holding Docker's data is nearly full: a full disk breaks
 /// the running stack too.
 pub(crate) async fn free_space(docker: &Docker, settings: &Settings) -> anyhow::Result<()> {
-    let info = docker.info().await.context("failed to ask the Docker engine where it keeps its data")?;
-    let dir = info.docker_root_dir.unwrap_or_else(|| "/var/lib/docker".to_owned());
+    let info = docker
+        .info()
+        .await
+        .context("failed to ask the Docker engine where it keeps its data")?;
+    let dir = info
+        .docker_root_dir
+        .unwrap_or_else(|| "/var/lib/docker".to_owned());
     let stat = nix::sys::statvfs::statvfs(Path::new(&dir))
         .with_context(|| format!("failed to read the free space of `{dir}`"))?;
     let free = stat.blocks_available() as u64 * stat.fragment_size() as u64;

@@ -101,7 +101,10 @@ pub(crate) struct RestartSpec {
 
 /// The restart policy when the compose file sets none. Containers must come back after an
 /// engine restart or a reboot without anyone running `deploy` again.
-pub(crate) const DEFAULT_RESTART: RestartSpec = RestartSpec { name: "unless-stopped", max_retries: None };
+pub(crate) const DEFAULT_RESTART: RestartSpec = RestartSpec {
+    name: "unless-stopped",
+    max_retries: None,
+};
 
 /// Builds the container for one service; `None` when it has neither image nor build.
 pub(crate) fn spec(
@@ -113,7 +116,10 @@ pub(crate) fn spec(
 ) -> Option<ContainerSpec> {
     let built = svc.build.is_some();
     let image = if built {
-        names::revision_tag(&names::image_repo(project, name, svc.image.as_deref()), revision)
+        names::revision_tag(
+            &names::image_repo(project, name, svc.image.as_deref()),
+            revision,
+        )
     } else {
         svc.image.clone()?
     };
@@ -150,13 +156,21 @@ pub(crate) fn spec(
         .volumes
         .iter()
         .map(|m| match m {
-            Mount::Bind { source, target, read_only } => MountSpec {
+            Mount::Bind {
+                source,
+                target,
+                read_only,
+            } => MountSpec {
                 kind: MountKind::Bind,
                 source: source.to_string_lossy().into_owned(),
                 target: target.clone(),
                 read_only: *read_only,
             },
-            Mount::Volume { source, target, read_only } => MountSpec {
+            Mount::Volume {
+                source,
+                target,
+                read_only,
+            } => MountSpec {
                 kind: MountKind::Volume,
                 source: source
                     .as_ref()
@@ -191,7 +205,10 @@ pub(crate) fn spec(
         let keys: Vec<(&str, _)> = if svc.networks.is_empty() {
             vec![("default", None)]
         } else {
-            svc.networks.iter().map(|(k, n)| (k.as_str(), Some(n))).collect()
+            svc.networks
+                .iter()
+                .map(|(k, n)| (k.as_str(), Some(n)))
+                .collect()
         };
         keys.into_iter()
             .map(|(key, n)| {
@@ -212,7 +229,9 @@ pub(crate) fn spec(
         test: match &h.test {
             HealthTest::Disabled => vec!["NONE".to_owned()],
             HealthTest::Inherit => Vec::new(),
-            HealthTest::Cmd(args) => std::iter::once("CMD".to_owned()).chain(args.iter().cloned()).collect(),
+            HealthTest::Cmd(args) => std::iter::once("CMD".to_owned())
+                .chain(args.iter().cloned())
+                .collect(),
             HealthTest::Shell(cmd) => vec!["CMD-SHELL".to_owned(), cmd.clone()],
         },
         interval: h.interval,
@@ -223,14 +242,28 @@ pub(crate) fn spec(
 
     let restart = match &svc.restart {
         None => DEFAULT_RESTART,
-        Some(Restart::No) => RestartSpec { name: "no", max_retries: None },
-        Some(Restart::Always) => RestartSpec { name: "always", max_retries: None },
+        Some(Restart::No) => RestartSpec {
+            name: "no",
+            max_retries: None,
+        },
+        Some(Restart::Always) => RestartSpec {
+            name: "always",
+            max_retries: None,
+        },
         Some(Restart::UnlessStopped) => DEFAULT_RESTART,
-        Some(Restart::OnFailure { max_retries }) => RestartSpec { name: "on-failure", max_retries: *max_retries },
+        Some(Restart::OnFailure { max_retries }) => RestartSpec {
+            name: "on-failure",
+            max_retries: *max_retries,
+        },
     };
 
     let mut c = ContainerSpec {
-        name: names::container(project, name, built.then_some(revision), svc.container_name.as_deref()),
+        name: names::container(
+            project,
+            name,
+            built.then_some(revision),
+            svc.container_name.as_deref(),
+        ),
         image,
         command: svc.command.clone(),
         entrypoint: svc.entrypoint.clone(),
@@ -258,7 +291,8 @@ pub(crate) fn spec(
         config_hash: String::new(),
     };
     c.config_hash = config_hash(&c);
-    c.labels.insert(names::LABEL_CONFIG_HASH.to_owned(), c.config_hash.clone());
+    c.labels
+        .insert(names::LABEL_CONFIG_HASH.to_owned(), c.config_hash.clone());
     Some(c)
 }
 

@@ -211,7 +211,9 @@ pub(crate) fn plan(
         let current = live_container(&observed.containers, &name);
         let action = match current {
             None => Action::Create,
-            Some(c) if c.config_hash.as_deref() == Some(container.config_hash.as_str()) => Action::Keep(c.clone()),
+            Some(c) if c.config_hash.as_deref() == Some(container.config_hash.as_str()) => {
+                Action::Keep(c.clone())
+            }
             Some(c) => Action::Replace(c.clone()),
         };
         if let Some(c) = current {
@@ -223,7 +225,13 @@ pub(crate) fn plan(
             .filter(|(dep, _)| spec.services.contains_key(*dep))
             .map(|(dep, d)| (dep.clone(), d.condition))
             .collect();
-        services.push(ServiceStep { service: name, container, action, waits, built });
+        services.push(ServiceStep {
+            service: name,
+            container,
+            action,
+            waits,
+            built,
+        });
     }
 
     let (orphans, leftovers) = observed
@@ -231,7 +239,11 @@ pub(crate) fn plan(
         .iter()
         .filter(|c| !current_ids.contains(&c.id))
         .cloned()
-        .partition(|c| c.service.as_ref().is_none_or(|s| !spec.services.contains_key(s)));
+        .partition(|c| {
+            c.service
+                .as_ref()
+                .is_none_or(|s| !spec.services.contains_key(s))
+        });
 
     Ok(Plan {
         project: project.clone(),
@@ -257,8 +269,15 @@ fn ensure(exists: bool, external: bool) -> Ensure {
 /// The container that counts as a service's current one: a running one (not parked by an
 /// interrupted swap, if there is a choice), else a stopped one to start again. Docker lists
 /// newest first, so ties go to the newest.
-fn live_container<'a>(containers: &'a [ObservedContainer], service: &ServiceName) -> Option<&'a ObservedContainer> {
-    let mine = || containers.iter().filter(move |c| c.service.as_ref() == Some(service));
+fn live_container<'a>(
+    containers: &'a [ObservedContainer],
+    service: &ServiceName,
+) -> Option<&'a ObservedContainer> {
+    let mine = || {
+        containers
+            .iter()
+            .filter(move |c| c.service.as_ref() == Some(service))
+    };
     let parked = |c: &&ObservedContainer| c.name.ends_with(names::PARKED_SUFFIX);
     mine()
         .find(|c| c.running && !parked(c))
@@ -341,7 +360,11 @@ pub(crate) fn dependency_order(spec: &Spec) -> Vec<ServiceName> {
 impl Plan {
     /// Every tag this revision's images carry, built or reused: what the ledger records.
     pub(crate) fn images(&self) -> Vec<String> {
-        let mut out: Vec<String> = self.builds.iter().filter_map(|b| b.tags.first().cloned()).collect();
+        let mut out: Vec<String> = self
+            .builds
+            .iter()
+            .filter_map(|b| b.tags.first().cloned())
+            .collect();
         out.extend(self.reused_images.iter().cloned());
         out
     }
@@ -375,13 +398,27 @@ impl fmt::Display for Plan {
                 Action::Replace(old) => format!("replace `{}`", old.name),
                 Action::Keep(_) => "keep (unchanged)".to_owned(),
             };
-            writeln!(f, "  service {:<28} {} as `{}`", s.service.as_str(), what, s.container.name)?;
+            writeln!(
+                f,
+                "  service {:<28} {} as `{}`",
+                s.service.as_str(),
+                what,
+                s.container.name
+            )?;
         }
         for c in &self.orphans {
-            writeln!(f, "  remove  {:<28} (service no longer in the compose file)", c.name)?;
+            writeln!(
+                f,
+                "  remove  {:<28} (service no longer in the compose file)",
+                c.name
+            )?;
         }
         for c in &self.leftovers {
-            writeln!(f, "  remove  {:<28} (left over by an earlier deploy)", c.name)?;
+            writeln!(
+                f,
+                "  remove  {:<28} (left over by an earlier deploy)",
+                c.name
+            )?;
         }
         Ok(())
     }

@@ -37,7 +37,11 @@ pub(crate) fn volume(project: &ProjectName, key: &str, explicit: Option<&str>) -
 
 /// The repository a built service's image is tagged in: the `image:` key without its tag,
 /// or `<project>-<service>`.
-pub(crate) fn image_repo(project: &ProjectName, service: &ServiceName, image: Option<&str>) -> String {
+pub(crate) fn image_repo(
+    project: &ProjectName,
+    service: &ServiceName,
+    image: Option<&str>,
+) -> String {
     match image {
         Some(image) => split_tag(image).0.to_owned(),
         None => format!("{project}-{service}"),
@@ -104,20 +108,41 @@ mod tests {
         assert_eq!(network(&p(), "x", Some("prod-net")), "prod-net");
         assert_eq!(volume(&p(), "pg", None), "shop_pg");
         assert_eq!(image_repo(&p(), &s("web"), None), "shop-web");
-        assert_eq!(image_repo(&p(), &s("web"), Some("bpt-server:1.2")), "bpt-server");
-        assert_eq!(image_repo(&p(), &s("web"), Some("reg:5000/bpt")), "reg:5000/bpt");
-        assert_eq!(revision_tag("bpt-server", &rev), format!("bpt-server:{rev}"));
-        assert_eq!(container(&p(), &s("web"), Some(&rev), None), "shop-web-abababababab");
+        assert_eq!(
+            image_repo(&p(), &s("web"), Some("bpt-server:1.2")),
+            "bpt-server"
+        );
+        assert_eq!(
+            image_repo(&p(), &s("web"), Some("reg:5000/bpt")),
+            "reg:5000/bpt"
+        );
+        assert_eq!(
+            revision_tag("bpt-server", &rev),
+            format!("bpt-server:{rev}")
+        );
+        assert_eq!(
+            container(&p(), &s("web"), Some(&rev), None),
+            "shop-web-abababababab"
+        );
         assert_eq!(container(&p(), &s("db"), None, None), "shop-db");
-        assert_eq!(container(&p(), &s("db"), None, Some("db-production")), "db-production");
+        assert_eq!(
+            container(&p(), &s("db"), None, Some("db-production")),
+            "db-production"
+        );
     }
 
     #[test]
     fn tags() {
         assert_eq!(split_tag("postgres:15"), ("postgres", Some("15")));
         assert_eq!(split_tag("postgres"), ("postgres", None));
-        assert_eq!(split_tag("localhost:5000/app"), ("localhost:5000/app", None));
-        assert_eq!(split_tag("localhost:5000/app:v1"), ("localhost:5000/app", Some("v1")));
+        assert_eq!(
+            split_tag("localhost:5000/app"),
+            ("localhost:5000/app", None)
+        );
+        assert_eq!(
+            split_tag("localhost:5000/app:v1"),
+            ("localhost:5000/app", Some("v1"))
+        );
         assert_eq!(split_tag("app@sha256:abc"), ("app", None));
     }
 }

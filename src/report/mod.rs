@@ -14,11 +14,20 @@ use crate::ids::{Revision, UserName};
 #[derive(Clone, Debug)]
 pub(crate) enum Event {
     /// A pipeline step begins (`checkout`, `build web`, `start db`, …).
-    StepStarted { step: String },
+    StepStarted {
+        step: String,
+    },
     /// A step ends; `ok: false` means it failed (the error follows as `Error`).
-    StepFinished { step: String, elapsed: Duration, ok: bool },
+    StepFinished {
+        step: String,
+        elapsed: Duration,
+        ok: bool,
+    },
     /// A line of output from something we ran: Docker build output, a container's log.
-    Output { source: String, line: String },
+    Output {
+        source: String,
+        line: String,
+    },
     Info(String),
     Warn(String),
     /// The one-line reason a deploy failed.
@@ -71,7 +80,12 @@ impl Step {
 
 /// `<YYYY-MM-DD> <HH:MM:SS> <full sha> <user>.log`, the build log's file name.
 pub(crate) fn build_log_name(at: DateTime<Local>, revision: &Revision, user: &UserName) -> String {
-    format!("{} {} {}.log", at.format("%Y-%m-%d %H:%M:%S"), revision, user)
+    format!(
+        "{} {} {}.log",
+        at.format("%Y-%m-%d %H:%M:%S"),
+        revision,
+        user
+    )
 }
 
 /// Opens `dir/name` as the build log and points `dir/latest` at it.
