@@ -1,6 +1,7 @@
 //! Command-line interface: clap structs, one file per subcommand, and exit codes.
 
 mod deploy;
+mod down;
 mod history;
 mod hook;
 mod init;
@@ -58,6 +59,8 @@ enum Command {
     History(history::Args),
     /// Print a deploy's build log.
     Logs(logs::Args),
+    /// Stop the stack and remove its containers and networks; data is kept.
+    Down(down::Args),
 }
 
 pub(crate) fn main() -> ExitCode {
@@ -83,6 +86,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Some(Command::Status(args)) => status::run(Root::discover(cli.root)?, args).await,
         Some(Command::History(args)) => history::run(Root::discover(cli.root)?, args).await,
         Some(Command::Logs(args)) => logs::run(Root::discover(cli.root)?, args).await,
+        Some(Command::Down(args)) => down::run(Root::discover(cli.root)?, args).await,
         None => deploy::run(Root::discover(cli.root)?, cli.deploy).await,
     }
 }

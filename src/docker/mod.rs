@@ -1,6 +1,7 @@
 //! bollard: the only code that talks to the Docker engine.
 
 pub(crate) mod apply;
+pub(crate) mod down;
 pub(crate) mod health;
 pub(crate) mod observe;
 pub(crate) mod status;
