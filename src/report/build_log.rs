@@ -37,7 +37,7 @@ impl BuildLogError {
     }
 }
 
-/// An open build log: give it to `Reporter::with_build_log`.
+/// An open build log, a sink of the reporter (`Reporter::add_build_log` opens and adds one).
 pub(crate) struct BuildLog {
     path: PathBuf,
     /// Unbuffered: every line is one `write(2)` on an `O_APPEND` file, so `tail -f` sees it at
