@@ -3,15 +3,29 @@
 //! The pipeline only ever calls `Reporter`; each sink renders the same event stream. Every
 //! line passes the `Redactor` before any sink sees it.
 
-use std::path::Path;
-use std::time::Duration;
+mod build_log;
+#[cfg(test)]
+mod capture;
+mod redact;
+mod terminal;
+mod trace;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Local};
 
 use crate::ids::{Revision, UserName};
 
+pub(crate) use build_log::{BuildLogError, open_build_log};
+#[cfg(test)]
+pub(crate) use capture::Captured;
+pub(crate) use redact::Redactor;
+
 /// Something the pipeline wants the pusher, the operator and the daemon log to know.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Event {
     /// A pipeline step begins (`checkout`, `build web`, `start db`, …).
     StepStarted {
@@ -34,17 +48,121 @@ pub(crate) enum Event {
     Error(String),
 }
 
+impl Event {
+    /// The same event with every secret in every text replaced by `***`.
+    fn redacted(self, redactor: &Redactor) -> Self {
+        let r = |s: String| redactor.redact(&s).into_owned();
+        match self {
+            Event::StepStarted { step } => Event::StepStarted { step: r(step) },
+            Event::StepFinished { step, elapsed, ok } => Event::StepFinished {
+                step: r(step),
+                elapsed,
+                ok,
+            },
+            Event::Output { source, line } => Event::Output {
+                source: r(source),
+                line: r(line),
+            },
+            Event::Info(line) => Event::Info(r(line)),
+            Event::Warn(line) => Event::Warn(r(line)),
+            Event::Error(line) => Event::Error(r(line)),
+        }
+    }
+}
+
+/// One renderer of the event stream: the terminal, the build log, tracing, and later the
+/// daemon's socket clients.
+///
+/// Sinks are called in emit order with the reporter's lock held, so `emit` must not block for
+/// long: a sink feeding a slow network client should queue (and drop) rather than wait.
+pub(crate) trait Sink: Send {
+    /// Renders one event, already redacted. An error detaches the sink and the deploy goes on
+    /// without it: a pusher who hung up must not leave a deploy half-done.
+    fn emit(&mut self, at: DateTime<Local>, event: &Event) -> std::io::Result<()>;
+
+    /// What to call this sink when it is detached: `terminal`, `build log `…``.
+    fn name(&self) -> String;
+}
+
 /// Cheap to clone; every clone feeds the same sinks.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub(crate) struct Reporter {
-    // filled in by the report module
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[derive(Default)]
+struct Inner {
+    redactor: Redactor,
+    sinks: Vec<Box<dyn Sink>>,
 }
 
 impl Reporter {
+    /// A reporter with no sinks: events go nowhere until sinks are added.
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds the pusher's terminal (stderr): colour only when stderr is a tty, plain lines
+    /// otherwise (in hook mode git relays them as `remote:` lines).
+    pub(crate) fn with_terminal(self) -> Self {
+        self.add_sink(Box::new(terminal::TerminalSink::stderr()));
+        self
+    }
+
+    /// Opens `dir/name` as the build log (see `open_build_log`) and adds it to this reporter
+    /// and every clone of it, from the next event on. Returns the log's path.
+    pub(crate) fn add_build_log(&self, dir: &Path, name: &str) -> Result<PathBuf, BuildLogError> {
+        let log = open_build_log(dir, name)?;
+        let path = log.path().to_owned();
+        self.add_sink(Box::new(log));
+        Ok(path)
+    }
+
+    /// Adds `tracing` (the daemon's own log): steps and messages at info/warn/error, output
+    /// lines at debug.
+    pub(crate) fn with_tracing(self) -> Self {
+        self.add_sink(Box::new(trace::TracingSink));
+        self
+    }
+
+    /// Adds a sink to this reporter and every clone of it, from the next event on.
+    pub(crate) fn add_sink(&self, sink: Box<dyn Sink>) {
+        self.lock().sinks.push(sink);
+    }
+
+    /// A reporter whose events tests can read back.
+    #[cfg(test)]
+    pub(crate) fn capture() -> (Self, Captured) {
+        let captured = Captured::default();
+        let reporter = Self::new();
+        reporter.add_sink(Box::new(captured.clone()));
+        (reporter, captured)
+    }
+
     /// Sends an event through the redactor to every sink.
     pub(crate) fn emit(&self, event: Event) {
-        let _ = event;
-        todo!()
+        let at = Local::now();
+        let mut inner = self.lock();
+        let event = event.redacted(&inner.redactor);
+        let mut detached = Vec::new();
+        let mut i = 0;
+        while i < inner.sinks.len() {
+            match inner.sinks[i].emit(at, &event) {
+                Ok(()) => i += 1,
+                Err(err) => {
+                    let sink = inner.sinks.remove(i);
+                    detached.push(format!("stopped writing to the {}: {err}", sink.name()));
+                }
+            }
+        }
+        for message in detached {
+            tracing::warn!("{message}");
+            let warning = Event::Warn(message);
+            // The remaining sinks get one chance; a second failure is not worth a cascade.
+            for sink in &mut inner.sinks {
+                let _ = sink.emit(at, &warning);
+            }
+        }
     }
 
     pub(crate) fn info(&self, line: impl Into<String>) {
@@ -55,26 +173,86 @@ impl Reporter {
         self.emit(Event::Warn(line.into()));
     }
 
+    /// The one-line reason a deploy failed.
+    pub(crate) fn error(&self, line: impl Into<String>) {
+        self.emit(Event::Error(line.into()));
+    }
+
+    /// A line of output from something we ran (`source`: `build web`, `web`, …).
+    pub(crate) fn output(&self, source: impl Into<String>, line: impl Into<String>) {
+        self.emit(Event::Output {
+            source: source.into(),
+            line: line.into(),
+        });
+    }
+
     /// Starts a step; the guard reports its duration when `finish`ed (or failure if dropped
     /// unfinished).
     pub(crate) fn step(&self, step: impl Into<String>) -> Step {
-        let _ = step;
-        todo!()
+        let name = step.into();
+        self.emit(Event::StepStarted { step: name.clone() });
+        Step {
+            reporter: self.clone(),
+            name,
+            started: Instant::now(),
+            finished: false,
+        }
     }
 
-    /// From now on, `value` is replaced by `***` in every line.
+    /// From now on, `value` is replaced by `***` in every line. Surrounding whitespace is
+    /// ignored (secret files usually end with a newline); an empty value is ignored.
     pub(crate) fn redact(&self, value: &str) {
-        let _ = value;
-        todo!()
+        self.lock().redactor.add(value);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A sink that panicked must not silence the rest of the deploy's reporting.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl fmt::Debug for Reporter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sinks: Vec<String> = self.lock().sinks.iter().map(|s| s.name()).collect();
+        f.debug_struct("Reporter")
+            .field("sinks", &sinks)
+            .finish_non_exhaustive()
     }
 }
 
 /// A running step. `finish()` reports success; dropping it unfinished reports failure.
-pub(crate) struct Step {}
+#[must_use = "dropping a step right away reports it as failed"]
+pub(crate) struct Step {
+    reporter: Reporter,
+    name: String,
+    started: Instant,
+    finished: bool,
+}
 
 impl Step {
-    pub(crate) fn finish(self) {
-        todo!()
+    pub(crate) fn finish(mut self) {
+        self.finished = true;
+        self.reporter.emit(Event::StepFinished {
+            step: std::mem::take(&mut self.name),
+            elapsed: self.started.elapsed(),
+            ok: true,
+        });
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for Step {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.reporter.emit(Event::StepFinished {
+                step: std::mem::take(&mut self.name),
+                elapsed: self.started.elapsed(),
+                ok: false,
+            });
+        }
     }
 }
 
@@ -88,8 +266,134 @@ pub(crate) fn build_log_name(at: DateTime<Local>, revision: &Revision, user: &Us
     )
 }
 
-/// Opens `dir/name` as the build log and points `dir/latest` at it.
-pub(crate) fn open_build_log(dir: &Path, name: &str) -> std::io::Result<()> {
-    let _ = (dir, name);
-    todo!()
+/// `350ms`, `1.2s`, `2m05s`: short enough for a step line, precise enough to compare pushes.
+pub(crate) fn format_elapsed(elapsed: Duration) -> String {
+    let ms = elapsed.as_millis();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{:.1}s", elapsed.as_secs_f64())
+    } else {
+        let secs = elapsed.as_secs();
+        format!("{}m{:02}s", secs / 60, secs % 60)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    #[test]
+    fn build_log_name_format() {
+        let at = Local.with_ymd_and_hms(2026, 11, 29, 10, 12, 13).unwrap();
+        let sha = "0123456789abcdef0123456789abcdef01234567";
+        let name = build_log_name(
+            at,
+            &Revision::parse(sha).unwrap(),
+            &UserName::sanitize("alice"),
+        );
+        assert_eq!(name, format!("2026-11-29 10:12:13 {sha} alice.log"));
+    }
+
+    #[test]
+    fn step_finish_reports_success_and_drop_reports_failure() {
+        let (reporter, captured) = Reporter::capture();
+        reporter.step("build web").finish();
+        drop(reporter.step("start web"));
+        let events = captured.events();
+        assert_eq!(events.len(), 4);
+        assert_eq!(
+            events[0],
+            Event::StepStarted {
+                step: "build web".into()
+            }
+        );
+        assert!(
+            matches!(&events[1], Event::StepFinished { step, ok: true, .. } if step == "build web")
+        );
+        assert_eq!(
+            events[2],
+            Event::StepStarted {
+                step: "start web".into()
+            }
+        );
+        assert!(
+            matches!(&events[3], Event::StepFinished { step, ok: false, .. } if step == "start web")
+        );
+    }
+
+    #[test]
+    fn every_sink_sees_redacted_text() {
+        let (reporter, captured) = Reporter::capture();
+        reporter.redact("hunter2\n");
+        reporter.output("build web", "password=hunter2");
+        reporter.info("using hunter2");
+        reporter.step("connect as hunter2").finish();
+        let lines = captured.lines().join("\n");
+        assert!(!lines.contains("hunter2"), "{lines}");
+        assert!(lines.contains("password=***"), "{lines}");
+    }
+
+    #[test]
+    fn a_build_log_added_mid_deploy_gets_the_next_events_redacted() {
+        let dir = tempfile::tempdir().unwrap();
+        let reporter = Reporter::new();
+        reporter.info("before the log");
+        reporter.redact("s3cret");
+        let path = reporter.add_build_log(dir.path(), "x.log").unwrap();
+        assert_eq!(path, dir.path().join("x.log"));
+        reporter.clone().output("build web", "pw s3cret");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(text.ends_with(" OUT   build web | pw ***\n"), "{text}");
+    }
+
+    #[test]
+    fn clones_share_sinks_across_tasks() {
+        let (reporter, captured) = Reporter::capture();
+        let threads: Vec<_> = (0..4)
+            .map(|i| {
+                let reporter = reporter.clone();
+                std::thread::spawn(move || reporter.info(format!("from {i}")))
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(captured.events().len(), 4);
+    }
+
+    struct Failing;
+
+    impl Sink for Failing {
+        fn emit(&mut self, _: DateTime<Local>, _: &Event) -> std::io::Result<()> {
+            Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+        }
+        fn name(&self) -> String {
+            "terminal".into()
+        }
+    }
+
+    #[test]
+    fn a_failing_sink_is_detached_and_the_others_are_told() {
+        let (reporter, captured) = Reporter::capture();
+        reporter.add_sink(Box::new(Failing));
+        reporter.info("one");
+        reporter.info("two");
+        let events = captured.events();
+        assert_eq!(events.len(), 3, "{events:?}");
+        assert!(
+            matches!(&events[1], Event::Warn(w) if w.starts_with("stopped writing to the terminal"))
+        );
+        assert_eq!(events[2], Event::Info("two".into()));
+    }
+
+    #[test]
+    fn elapsed_formats() {
+        assert_eq!(format_elapsed(Duration::from_millis(350)), "350ms");
+        assert_eq!(format_elapsed(Duration::from_millis(1234)), "1.2s");
+        assert_eq!(format_elapsed(Duration::from_secs(125)), "2m05s");
+    }
 }

@@ -1,0 +1,574 @@
+//! Image builds through the Engine API (classic builder), output streamed to the reporter.
+
+use std::collections::HashMap;
+
+use bollard::Docker;
+use bollard::query_parameters::{BuildImageOptionsBuilder, BuilderVersion, TagImageOptionsBuilder};
+use futures_util::StreamExt;
+
+use super::context::{self, ContextError};
+use super::error_chain;
+use crate::plan::BuildStep;
+use crate::report::Reporter;
+
+/// A build that did not produce its tagged image. Every message names the image and the
+/// services it was for.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BuildError {
+    /// The Dockerfile failed; `reason` is Docker's own text.
+    #[error("failed to build `{image}` for {services}: {reason}")]
+    Failed {
+        image: String,
+        services: String,
+        reason: String,
+    },
+    #[error("failed to build `{image}` for {services}: {problem}")]
+    Dockerfile {
+        image: String,
+        services: String,
+        problem: String,
+    },
+    #[error("failed to build `{image}` for {services}: {error}")]
+    Context {
+        image: String,
+        services: String,
+        error: ContextError,
+    },
+    /// The engine could not be asked, or stopped answering.
+    #[error("failed to build `{image}` for {services}: {action}: {}", error_chain(.error))]
+    Engine {
+        image: String,
+        services: String,
+        action: &'static str,
+        error: bollard::errors::Error,
+    },
+    #[error("failed to tag `{image}` as `{tag}`: {}", error_chain(.error))]
+    Tag {
+        image: String,
+        tag: String,
+        error: bollard::errors::Error,
+    },
+}
+
+/// The reporter's `source` for a build's output: `build web`, `build web, worker`. The
+/// pipeline names the build's step the same, so the terminal shows the output as its body.
+pub(crate) fn output_source(step: &BuildStep) -> String {
+    format!("build {}", service_list(step, ", "))
+}
+
+fn service_list(step: &BuildStep, separator: &str) -> String {
+    let names: Vec<&str> = step.services.iter().map(|s| s.as_str()).collect();
+    names.join(separator)
+}
+
+/// `service `web`` or `services `web`, `worker``, for messages.
+fn services_phrase(step: &BuildStep) -> String {
+    let quoted = service_list(step, "`, `");
+    if step.services.len() == 1 {
+        format!("service `{quoted}`")
+    } else {
+        format!("services `{quoted}`")
+    }
+}
+
+/// Builds `step` from its context with the engine's classic builder, tags it with every tag of
+/// the step, and returns the image id (`sha256:…`). Each line of build output goes to the
+/// reporter as `Output { source: "build <services>" }` as it arrives.
+pub(crate) async fn build_image(
+    docker: &Docker,
+    step: &BuildStep,
+    reporter: &Reporter,
+) -> Result<String, BuildError> {
+    let image = step.image.clone();
+    let services = services_phrase(step);
+    let dockerfile_error = |problem: String| BuildError::Dockerfile {
+        image: image.clone(),
+        services: services.clone(),
+        problem,
+    };
+    let Some(first_tag) = step.tags.first() else {
+        return Err(dockerfile_error("the plan gave it no tag".to_owned()));
+    };
+    let dockerfile = check_dockerfile(step).map_err(dockerfile_error)?;
+    let engine_error = |action: &'static str| {
+        let (image, services) = (image.clone(), services.clone());
+        move |error| BuildError::Engine {
+            image,
+            services,
+            action,
+            error,
+        }
+    };
+    let context_error = |error| BuildError::Context {
+        image: image.clone(),
+        services: services.clone(),
+        error,
+    };
+
+    let tar = context::tar_stream(&step.context, &dockerfile).map_err(context_error)?;
+    let args: HashMap<&str, &str> = step
+        .args
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let labels: HashMap<&str, &str> = step
+        .labels
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let mut options = BuildImageOptionsBuilder::new()
+        .dockerfile(&dockerfile)
+        .t(first_tag)
+        .buildargs(&args)
+        .labels(&labels)
+        // Intermediate containers go even when a step fails: a failing push must not leave
+        // litter on the host.
+        .rm(true)
+        .forcerm(true)
+        // API 1.41 engines have no BuildKit session over the API; the classic builder needs
+        // none.
+        .version(BuilderVersion::BuilderV1);
+    if let Some(target) = &step.target {
+        options = options.target(target);
+    }
+    if let Some(network) = &step.network {
+        options = options.networkmode(network);
+    }
+
+    let source = output_source(step);
+    let mut lines = LineSplitter::default();
+    let mut image_id = None;
+    let mut failure = None;
+    {
+        let mut stream = docker.build_image(
+            options.build(),
+            None,
+            Some(bollard::body_try_stream(tar.body)),
+        );
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(info) => {
+                    if let Some(text) = &info.stream {
+                        for line in lines.push(text) {
+                            reporter.output(&source, line);
+                        }
+                    }
+                    // Only a base image pull reports status; its progress ticks are noise.
+                    if let Some(status) = &info.status
+                        && info
+                            .progress_detail
+                            .as_ref()
+                            .is_none_or(|p| p.current.is_none())
+                    {
+                        let line = match &info.id {
+                            Some(id) => format!("{id}: {status}"),
+                            None => status.clone(),
+                        };
+                        reporter.output(&source, line);
+                    }
+                    if let Some(id) = info.aux.and_then(|aux| aux.id) {
+                        image_id = Some(id);
+                    }
+                }
+                Err(bollard::errors::Error::DockerStreamError { error }) => {
+                    failure = Some(Err(error));
+                    break;
+                }
+                Err(error) => {
+                    failure = Some(Ok(error));
+                    break;
+                }
+            }
+        }
+        // Dropping the request here lets the context walker see the engine has stopped
+        // reading, so `done` below cannot wait forever.
+    }
+    if let Some(rest) = lines.finish() {
+        reporter.output(&source, rest);
+    }
+
+    let sent = match tar.done.await {
+        Ok(result) => result,
+        Err(join) => Err(ContextError::Io {
+            path: step.context.clone(),
+            error: std::io::Error::other(format!("the context walker stopped: {join}")),
+        }),
+    };
+    match (failure, sent) {
+        (Some(Err(reason)), _) => {
+            return Err(BuildError::Failed {
+                image: image.clone(),
+                services: services.clone(),
+                reason: reason.trim_end().to_owned(),
+            });
+        }
+        // The request failed because the tar did: the context's error says why.
+        (_, Err(error)) if !matches!(error, ContextError::Aborted) => {
+            return Err(context_error(error));
+        }
+        (Some(Ok(error)), _) => return Err(engine_error("the build request failed")(error)),
+        (None, Err(error)) => return Err(context_error(error)),
+        (None, Ok(stats)) => {
+            tracing::debug!(image = %image, files = stats.files, bytes = stats.bytes, "sent build context");
+        }
+    }
+
+    let id = match image_id {
+        Some(id) => id,
+        // Engines that do not report the id in the stream: ask for the tag just built.
+        None => docker
+            .inspect_image(first_tag)
+            .await
+            .map_err(engine_error("inspect the built image"))?
+            .id
+            .ok_or_else(|| BuildError::Failed {
+                image: image.clone(),
+                services: services.clone(),
+                reason: format!("the engine reported no id for `{first_tag}`"),
+            })?,
+    };
+    for tag in &step.tags[1..] {
+        tag_image(docker, &id, tag).await?;
+    }
+    Ok(id)
+}
+
+/// Also tags `tag` (`<repo>:<full sha>`, an image built by an earlier deploy) as
+/// `<repo>:latest`, so a rollback or a reused image moves `latest` like a build does.
+pub(crate) async fn tag_latest(docker: &Docker, tag: &str) -> Result<(), BuildError> {
+    let (repo, _) = split_tag(tag);
+    tag_image(docker, tag, &format!("{repo}:latest")).await
+}
+
+async fn tag_image(docker: &Docker, image: &str, tag: &str) -> Result<(), BuildError> {
+    let (repo, name) = split_tag(tag);
+    let options = TagImageOptionsBuilder::new()
+        .repo(repo)
+        .tag(name.unwrap_or("latest"))
+        .build();
+    docker
+        .tag_image(image, Some(options))
+        .await
+        .map_err(|error| BuildError::Tag {
+            image: image.to_owned(),
+            tag: tag.to_owned(),
+            error,
+        })
+}
+
+/// `registry:5000/app:v1` → (`registry:5000/app`, `Some("v1")`): a colon before the last `/`
+/// is a port, not a tag.
+fn split_tag(reference: &str) -> (&str, Option<&str>) {
+    match reference.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => (repo, Some(tag)),
+        _ => (reference, None),
+    }
+}
+
+/// The Dockerfile's path inside the context, after checking it is there and may be sent.
+fn check_dockerfile(step: &BuildStep) -> Result<String, String> {
+    let name = if step.dockerfile.is_empty() {
+        "Dockerfile"
+    } else {
+        step.dockerfile.as_str()
+    };
+    let context = step.context.display();
+    if !step.context.is_dir() {
+        return Err(format!("the build context `{context}` is not a directory"));
+    }
+    let relative = context::dockerfile_in_context(name)
+        .map_err(|why| format!("cannot use the Dockerfile `{name}`: {why}"))?;
+    if !step.context.join(&relative).is_file() {
+        return Err(format!(
+            "no Dockerfile `{relative}` in the build context `{context}`; add it, or set `build.dockerfile` in the compose file"
+        ));
+    }
+    Ok(relative)
+}
+
+/// Cuts the build's `stream` chunks into lines: the engine splits a command's output wherever
+/// its writes fell, so a line may span chunks.
+#[derive(Default)]
+struct LineSplitter {
+    pending: String,
+}
+
+impl LineSplitter {
+    /// The lines `chunk` completes.
+    fn push(&mut self, chunk: &str) -> Vec<String> {
+        self.pending.push_str(chunk);
+        let Some(end) = self.pending.rfind('\n') else {
+            return Vec::new();
+        };
+        let rest = self.pending.split_off(end + 1);
+        let done = std::mem::replace(&mut self.pending, rest);
+        done.lines().map(last_redraw).collect()
+    }
+
+    /// What is left without a final newline.
+    fn finish(&mut self) -> Option<String> {
+        let rest = std::mem::take(&mut self.pending);
+        (!rest.is_empty()).then(|| last_redraw(&rest))
+    }
+}
+
+/// A progress bar redraws its line with `\r`; the last redraw is what a terminal shows, and
+/// the only part worth a line in a log.
+fn last_redraw(line: &str) -> String {
+    let line = line.trim_end_matches('\r');
+    line.rsplit('\r').next().unwrap_or(line).to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    use bollard::query_parameters::RemoveImageOptionsBuilder;
+
+    use super::*;
+    use crate::ids::ServiceName;
+    use crate::report::Event;
+
+    #[test]
+    fn lines_are_joined_across_chunks() {
+        let mut s = LineSplitter::default();
+        assert!(s.push("Step 1/2 : FR").is_empty());
+        assert_eq!(s.push("OM debian\nStep 2/2"), ["Step 1/2 : FROM debian"]);
+        assert_eq!(s.push(" : RUN x\n\nlast"), ["Step 2/2 : RUN x", ""]);
+        assert_eq!(s.finish().as_deref(), Some("last"));
+        assert_eq!(s.finish(), None);
+        assert_eq!(s.push("10%\r50%\r100%\r\n"), ["100%"]);
+    }
+
+    #[test]
+    fn tags_split_at_the_last_colon_that_is_not_a_port() {
+        assert_eq!(
+            split_tag("bpt-server:latest"),
+            ("bpt-server", Some("latest"))
+        );
+        assert_eq!(
+            split_tag("localhost:5000/app:v1"),
+            ("localhost:5000/app", Some("v1"))
+        );
+        assert_eq!(
+            split_tag("localhost:5000/app"),
+            ("localhost:5000/app", None)
+        );
+        assert_eq!(split_tag("app"), ("app", None));
+    }
+
+    fn step(context: &Path, image: &str, services: &[&str]) -> BuildStep {
+        BuildStep {
+            services: services
+                .iter()
+                .map(|s| ServiceName::parse(s).unwrap())
+                .collect(),
+            image: image.to_owned(),
+            tags: vec![format!("{image}:one"), format!("{image}:two")],
+            context: context.to_owned(),
+            dockerfile: "Dockerfile".to_owned(),
+            args: BTreeMap::new(),
+            target: None,
+            labels: BTreeMap::new(),
+            network: None,
+        }
+    }
+
+    #[test]
+    fn a_missing_dockerfile_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = step(dir.path(), "app", &["web"]);
+        let err = check_dockerfile(&s).unwrap_err();
+        assert_eq!(
+            err,
+            format!(
+                "no Dockerfile `Dockerfile` in the build context `{}`; add it, or set `build.dockerfile` in the compose file",
+                dir.path().display()
+            )
+        );
+        s.dockerfile = "../Dockerfile".to_owned();
+        assert_eq!(
+            check_dockerfile(&s).unwrap_err(),
+            "cannot use the Dockerfile `../Dockerfile`: it is outside the build context"
+        );
+        s.context = dir.path().join("missing");
+        assert!(
+            check_dockerfile(&s)
+                .unwrap_err()
+                .ends_with("is not a directory")
+        );
+    }
+
+    /// Removes the images a test made, whatever the test's outcome.
+    struct Cleanup(Vec<String>);
+
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let tags = std::mem::take(&mut self.0);
+            // Drop cannot await, and the test's runtime may be the one unwinding: use a
+            // runtime of our own on a thread of our own.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    let Ok(docker) = super::super::connect().await else {
+                        return;
+                    };
+                    for tag in tags {
+                        let options = RemoveImageOptionsBuilder::new().force(true).build();
+                        let _ = docker.remove_image(&tag, Some(options), None).await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+
+    /// A name no other test run uses, so parallel runs never touch each other's images.
+    fn unique_image(what: &str) -> String {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        format!("deploy-test-{what}-{}-{nanos}", std::process::id())
+    }
+
+    fn write(dir: &Path, path: &str, content: &str) {
+        let full = dir.join(path);
+        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+        std::fs::write(full, content).unwrap();
+    }
+
+    #[tokio::test]
+    async fn builds_tags_and_sends_only_what_the_context_allows() {
+        let docker = crate::docker::connect()
+            .await
+            .expect("these tests need a Docker engine");
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = dir.path();
+        write(
+            ctx,
+            "Dockerfile",
+            "FROM debian:bookworm-slim\nARG GREETING\nCOPY . /ctx\nRUN echo \"greeting=$GREETING\" && cd /ctx && find . | sort\n",
+        );
+        write(
+            ctx,
+            ".dockerignore",
+            "ignored.txt\n!.secrets\n!.secrets/pw\n",
+        );
+        write(ctx, "ignored.txt", "not sent\n");
+        write(ctx, "app/main.py", "print('hi')\n");
+        write(ctx, ".secrets/pw", "hunter2\n");
+
+        let image = unique_image("build");
+        let mut s = step(ctx, &image, &["web", "worker"]);
+        s.args.insert("GREETING".into(), "hello".into());
+        s.labels.insert("deploy.project".into(), "test".into());
+        let _cleanup = Cleanup(s.tags.clone());
+        let (reporter, captured) = Reporter::capture();
+
+        let id = build_image(&docker, &s, &reporter)
+            .await
+            .expect("the build succeeds");
+        assert!(id.starts_with("sha256:"), "{id}");
+
+        let output = captured.output("build web, worker");
+        let listing: Vec<&str> = output
+            .iter()
+            .map(|l| l.trim())
+            .filter(|l| l.starts_with("./") || *l == ".")
+            .collect();
+        assert_eq!(
+            listing,
+            [
+                ".",
+                "./.dockerignore",
+                "./Dockerfile",
+                "./app",
+                "./app/main.py"
+            ],
+            "build output: {output:#?}"
+        );
+        assert!(output.iter().any(|l| l == "greeting=hello"), "{output:#?}");
+        // No output line is a multi-line chunk.
+        assert!(captured.events().iter().all(|e| match e {
+            Event::Output { line, .. } => !line.contains('\n'),
+            _ => true,
+        }));
+
+        for tag in &s.tags {
+            let inspect = docker.inspect_image(tag).await.unwrap();
+            assert_eq!(inspect.id.as_deref(), Some(id.as_str()), "{tag}");
+            let labels = inspect.config.unwrap().labels.unwrap();
+            assert_eq!(
+                labels.get("deploy.project").map(String::as_str),
+                Some("test")
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_dockerfile_returns_dockers_error_text() {
+        let docker = crate::docker::connect()
+            .await
+            .expect("these tests need a Docker engine");
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "Dockerfile",
+            "FROM debian:bookworm-slim\nRUN false\n",
+        );
+        let image = unique_image("fail");
+        let s = step(dir.path(), &image, &["web"]);
+        let _cleanup = Cleanup(s.tags.clone());
+        let (reporter, captured) = Reporter::capture();
+
+        let err = build_image(&docker, &s, &reporter)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            format!(
+                "failed to build `{image}` for service `web`: The command '/bin/sh -c false' returned a non-zero code: 1"
+            )
+        );
+        assert!(
+            captured
+                .output("build web")
+                .iter()
+                .any(|l| l.contains("RUN false"))
+        );
+        assert!(
+            docker.inspect_image(&s.tags[0]).await.is_err(),
+            "nothing is tagged"
+        );
+    }
+
+    #[tokio::test]
+    async fn tag_latest_moves_latest_to_an_earlier_build() {
+        let docker = crate::docker::connect()
+            .await
+            .expect("these tests need a Docker engine");
+        let image = unique_image("latest");
+        let sha_tag = format!("{image}:0123456789abcdef0123456789abcdef01234567");
+        let latest = format!("{image}:latest");
+        let _cleanup = Cleanup(vec![sha_tag.clone(), latest.clone()]);
+        let (repo, tag) = split_tag(&sha_tag);
+        let options = TagImageOptionsBuilder::new()
+            .repo(repo)
+            .tag(tag.unwrap())
+            .build();
+        docker
+            .tag_image("debian:bookworm-slim", Some(options))
+            .await
+            .unwrap();
+
+        tag_latest(&docker, &sha_tag).await.unwrap();
+        let by_sha = docker.inspect_image(&sha_tag).await.unwrap().id;
+        assert_eq!(docker.inspect_image(&latest).await.unwrap().id, by_sha);
+    }
+}
