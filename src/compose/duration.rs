@@ -19,7 +19,9 @@ pub(crate) fn parse(s: &str) -> Result<Duration, String> {
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .ok_or_else(|| format!("`{s}` has a number without a unit"))?;
         if num_len == 0 {
-            return Err(format!("`{s}` is not a duration (use forms like `30s`, `1m30s`, `500ms`)"));
+            return Err(format!(
+                "`{s}` is not a duration (use forms like `30s`, `1m30s`, `500ms`)"
+            ));
         }
         let value: f64 = rest[..num_len]
             .parse()
@@ -35,7 +37,11 @@ pub(crate) fn parse(s: &str) -> Result<Duration, String> {
             "s" => 1.0,
             "m" => 60.0,
             "h" => 3600.0,
-            unit => return Err(format!("`{s}` has an unknown unit `{unit}` (use ms, s, m or h)")),
+            unit => {
+                return Err(format!(
+                    "`{s}` has an unknown unit `{unit}` (use ms, s, m or h)"
+                ));
+            }
         };
         total += value * factor;
         rest = &rest[unit_len..];
@@ -50,7 +56,7 @@ fn from_secs(secs: f64, original: &str) -> Result<Duration, String> {
 /// Formats a duration the way compose files write it, for `deploy config`.
 pub(crate) fn format(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 != 0 {
+    if !ms.is_multiple_of(1000) {
         return format!("{ms}ms");
     }
     let mut secs = d.as_secs();

@@ -34,6 +34,9 @@ pub(crate) struct Service {
     /// `env_file` contents, then `environment`, later entries winning. `None` means the
     /// variable was listed without a value and is not set in the host env either.
     pub(crate) environment: BTreeMap<String, Option<String>>,
+    /// The `env_file:` files that were read, absolute, so the policy can refuse host files
+    /// outside ROOT (their values end up in the container).
+    pub(crate) env_files: Vec<PathBuf>,
     pub(crate) ports: Vec<Port>,
     /// `expose:` entries, as `80/tcp`.
     pub(crate) expose: Vec<String>,
@@ -105,16 +108,28 @@ pub(crate) struct Port {
 #[serde(tag = "type", rename_all = "lowercase")]
 pub(crate) enum Mount {
     /// A host path, absolute after resolution against the compose file's directory.
-    Bind { source: PathBuf, target: String, read_only: bool },
+    Bind {
+        source: PathBuf,
+        target: String,
+        read_only: bool,
+    },
     /// A named volume (top-level key), or an anonymous one when `source` is `None`.
-    Volume { source: Option<String>, target: String, read_only: bool },
-    Tmpfs { target: String },
+    Volume {
+        source: Option<String>,
+        target: String,
+        read_only: bool,
+    },
+    Tmpfs {
+        target: String,
+    },
 }
 
 impl Mount {
     pub(crate) fn target(&self) -> &str {
         match self {
-            Mount::Bind { target, .. } | Mount::Volume { target, .. } | Mount::Tmpfs { target } => target,
+            Mount::Bind { target, .. } | Mount::Volume { target, .. } | Mount::Tmpfs { target } => {
+                target
+            }
         }
     }
 }
@@ -127,6 +142,10 @@ pub(crate) struct ServiceNetwork {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[expect(
+    clippy::enum_variant_names,
+    reason = "the names mirror the compose values"
+)]
 pub(crate) enum Condition {
     ServiceStarted,
     ServiceHealthy,
