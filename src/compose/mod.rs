@@ -11,11 +11,14 @@ mod interpolate;
 mod layer;
 mod mounts;
 mod normalize;
+pub(crate) mod policy;
 mod ports;
 mod raw;
 pub(crate) mod spec;
 mod tree;
 
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
