@@ -12,8 +12,12 @@
 //! - `ports` merge by container port and protocol, `volumes` by mount target, `secrets` by
 //!   target, `devices` by container path, `expose` by port and `dns` by address: a later entry
 //!   with the same key replaces the earlier one in place, others are appended;
-//! - `cap_add`, `cap_drop`, `security_opt`, `env_file` and `dns_search` append without
-//!   repeating an entry already there;
+//! - `configs` merge by target too;
+//! - `cap_add`, `cap_drop`, `security_opt`, `env_file`, `dns_search`, `profiles`, `tmpfs`
+//!   and `extra_hosts` append without repeating an entry already there;
+//! - `logging` merges as a mapping, unless the later file names another driver: options
+//!   belong to their driver, so then it replaces;
+//! - a single string where a list is allowed (`dns: 1.1.1.1`) counts as a list of one;
 //! - every other sequence appends.
 
 use serde_yaml::{Mapping, Value};
@@ -38,6 +42,8 @@ enum Rule {
     Build,
     Keyed(fn(&Value) -> Option<String>),
     AppendUnique,
+    /// Options belong to a driver: a different driver brings its own options.
+    Logging,
 }
 
 fn rule(path: &[String]) -> Rule {
@@ -53,10 +59,11 @@ fn rule(path: &[String]) -> Rule {
             "secrets" => Rule::Keyed(secret_key),
             "devices" => Rule::Keyed(device_key),
             "expose" => Rule::Keyed(expose_key),
+            "configs" => Rule::Keyed(config_key),
             "dns" => Rule::Keyed(scalar_key),
-            "cap_add" | "cap_drop" | "security_opt" | "env_file" | "dns_search" => {
-                Rule::AppendUnique
-            }
+            "cap_add" | "cap_drop" | "security_opt" | "env_file" | "dns_search" | "profiles"
+            | "tmpfs" | "extra_hosts" => Rule::AppendUnique,
+            "logging" => Rule::Logging,
             _ => Rule::Default,
         },
         ["services", _, "healthcheck", "test"] => Rule::Replace,
@@ -90,11 +97,12 @@ fn merge_at(path: &mut Vec<String>, base: Value, over: Value) -> Value {
             (_, o) => o,
         },
         Rule::Build => merge_at_default(path, build_map(base), build_map(over)),
-        Rule::Keyed(key) => match (base, over) {
+        // A single string (`dns: 1.1.1.1`, `env_file: a.env`) is a list of one.
+        Rule::Keyed(key) => match (as_list(base), as_list(over)) {
             (Value::Sequence(b), Value::Sequence(o)) => Value::Sequence(merge_keyed(b, o, key)),
             (_, o) => o,
         },
-        Rule::AppendUnique => match (base, over) {
+        Rule::AppendUnique => match (as_list(base), as_list(over)) {
             (Value::Sequence(mut b), Value::Sequence(o)) => {
                 for item in o {
                     if !b.contains(&item) {
@@ -103,14 +111,16 @@ fn merge_at(path: &mut Vec<String>, base: Value, over: Value) -> Value {
                 }
                 Value::Sequence(b)
             }
-            // `env_file: a.env` layered with a list: both are lists of files.
-            (b @ Value::String(_), o) | (b, o @ Value::String(_))
-                if path.last().is_some_and(|k| k == "env_file") =>
-            {
-                merge_at(path, as_list(b), as_list(o))
-            }
             (_, o) => o,
         },
+        Rule::Logging => {
+            let driver = |v: &Value| v.get("driver").cloned();
+            if driver(&over).is_some() && driver(&over) != driver(&base) {
+                over
+            } else {
+                merge_at_default(path, base, over)
+            }
+        }
         Rule::Default => merge_at_default(path, base, over),
     }
 }
@@ -194,8 +204,8 @@ fn build_map(v: Value) -> Value {
 
 fn as_list(v: Value) -> Value {
     match v {
-        Value::Sequence(_) => v,
-        other => Value::Sequence(vec![other]),
+        Value::String(_) => Value::Sequence(vec![v]),
+        other => other,
     }
 }
 
@@ -311,6 +321,19 @@ fn secret_key(v: &Value) -> Option<String> {
     } else {
         format!("/run/secrets/{}", trim_slash(&target))
     })
+}
+
+/// Configs mount at `/<source>` unless given a target.
+fn config_key(v: &Value) -> Option<String> {
+    let target = match v {
+        Value::String(s) => format!("/{s}"),
+        Value::Mapping(m) => match m.get("target") {
+            Some(t) => t.as_str()?.to_owned(),
+            None => format!("/{}", m.get("source")?.as_str()?),
+        },
+        _ => return None,
+    };
+    Some(trim_slash(&target))
 }
 
 fn trim_slash(s: &str) -> String {

@@ -1,16 +1,16 @@
 //! The raw serde model → the validated `Spec`: short forms expanded, paths resolved,
 //! references between services, networks, volumes and secrets checked.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::mounts::{self, PathContext};
 use super::raw::{self, Flag, Scalar, StringOr, StringOrList};
 use super::spec::{
-    Build, Condition, Dependency, HealthTest, Healthcheck, Network, Restart, Secret, SecretMount,
-    Service, ServiceNetwork, Spec, Volume,
+    Build, Condition, Config, ConfigMount, Dependency, HealthTest, Healthcheck, Logging, Network,
+    Resources, Restart, Secret, SecretMount, Service, ServiceNetwork, Spec, Ulimit, Volume,
 };
-use super::{ComposeError, LoadOptions, duration, envfile, ports};
+use super::{ComposeError, LoadOptions, bytes, duration, envfile, ports};
 use crate::ids::{ProjectName, ServiceName};
 
 /// The validated spec and the project name the file asks for, if any.
@@ -32,6 +32,7 @@ pub(crate) fn spec(
         networks: networks(raw.networks.unwrap_or_default()),
         volumes: volumes(raw.volumes.unwrap_or_default()),
         secrets: secrets(raw.secrets.unwrap_or_default(), &paths)?,
+        configs: configs(raw.configs.unwrap_or_default(), &paths)?,
         ..Spec::default()
     };
     let raw_services = raw.services.unwrap_or_default();
@@ -41,11 +42,25 @@ pub(crate) fn spec(
             "at least one service is required",
         ));
     }
-    let mut names = BTreeSet::new();
-    for name in raw_services.keys() {
-        let parsed = ServiceName::parse(name)
-            .map_err(|e| ComposeError::at(format!("services.{name}"), e.to_string()))?;
-        names.insert(parsed);
+    let mut names = BTreeMap::new();
+    let mut defined = Vec::new();
+    for (name, raw_service) in raw_services {
+        let at = format!("services.{name}");
+        let parsed = ServiceName::parse(&name).map_err(|e| ComposeError::at(&at, e.to_string()))?;
+        let raw_service = raw_service.ok_or_else(|| {
+            ComposeError::at(&at, "the service is empty; give it an `image` or a `build`")
+        })?;
+        let enabled = profiles_enabled(&at, &raw_service.profiles, options.profiles)?;
+        names.insert(parsed.clone(), (enabled, raw_service.profiles.clone()));
+        if enabled {
+            defined.push((at, parsed, raw_service));
+        }
+    }
+    if defined.is_empty() {
+        return Err(ComposeError::at(
+            "services",
+            "no service is enabled: every service is in a profile that is not enabled",
+        ));
     }
     let ctx = Ctx {
         options,
@@ -54,13 +69,8 @@ pub(crate) fn spec(
         spec: &spec,
     };
     let mut services = BTreeMap::new();
-    for (name, raw_service) in raw_services {
-        let at = format!("services.{name}");
-        let raw_service = raw_service.ok_or_else(|| {
-            ComposeError::at(&at, "the service is empty; give it an `image` or a `build`")
-        })?;
-        let service = ctx.service(&at, raw_service)?;
-        services.insert(ServiceName::parse(&name).expect("checked above"), service);
+    for (at, name, raw_service) in defined {
+        services.insert(name, ctx.service(&at, raw_service)?);
     }
     spec.services = services;
     check_cycles(&spec)?;
@@ -78,7 +88,8 @@ pub(crate) fn spec(
 struct Ctx<'a> {
     options: &'a LoadOptions<'a>,
     paths: PathContext<'a>,
-    names: &'a BTreeSet<ServiceName>,
+    /// Every defined service: whether its profiles enable it, and those profiles.
+    names: &'a BTreeMap<ServiceName, (bool, Vec<String>)>,
     /// The top-level declarations, already converted.
     spec: &'a Spec,
 }
@@ -162,7 +173,63 @@ impl Ctx<'_> {
             ipc: raw.ipc,
             userns_mode: raw.userns_mode,
             security_opt: raw.security_opt,
+            configs: Vec::new(),
+            hostname: raw.hostname,
+            dns: list(raw.dns),
+            dns_search: list(raw.dns_search),
+            extra_hosts: extra_hosts(&raw.extra_hosts).map_err(|m| err(at, "extra_hosts", m))?,
+            init: raw.init.map(|f| f.0),
+            read_only: flag(raw.read_only),
+            shm_size: raw
+                .shm_size
+                .map(|s| bytes::parse(&s.0).map_err(|m| err(at, "shm_size", m)))
+                .transpose()?,
+            tmpfs: BTreeMap::new(),
+            ulimits: ulimits(at, raw.ulimits)?,
+            sysctls: sysctls(&raw.sysctls).map_err(|m| err(at, "sysctls", m))?,
+            logging: raw.logging.map(|l| Logging {
+                driver: l.driver,
+                options: l
+                    .options
+                    .into_iter()
+                    .map(|(k, v)| (k, v.map(|s| s.0).unwrap_or_default()))
+                    .collect(),
+            }),
+            resources: resources(
+                at,
+                raw.deploy.and_then(|d| d.resources).unwrap_or_default(),
+                [raw.cpus, raw.mem_limit, raw.mem_reservation, raw.pids_limit],
+            )?,
         };
+        let tmpfs = match raw.tmpfs {
+            None => Vec::new(),
+            Some(StringOrList::Str(s)) => vec![("tmpfs".to_owned(), s)],
+            Some(StringOrList::List(items)) => items
+                .into_iter()
+                .enumerate()
+                .map(|(i, s)| (format!("tmpfs[{i}]"), s))
+                .collect(),
+        };
+        for (key, entry) in tmpfs {
+            let (target, opts) = entry.split_once(':').unwrap_or((&entry, ""));
+            if !target.starts_with('/') {
+                return Err(err(
+                    at,
+                    &key,
+                    format!("the container path `{target}` must be absolute (start with `/`)"),
+                ));
+            }
+            let target = mounts::normalize(std::path::Path::new(target))
+                .to_string_lossy()
+                .into_owned();
+            service.tmpfs.insert(target, opts.to_owned());
+        }
+        for (i, entry) in raw.configs.into_iter().enumerate() {
+            service.configs.push(
+                self.config_mount(entry)
+                    .map_err(|m| err(at, &format!("configs[{i}]"), m))?,
+            );
+        }
         for (i, entry) in raw.ports.into_iter().enumerate() {
             let parsed = match entry {
                 StringOr::Short(s) => ports::parse_short(&s),
@@ -197,6 +264,17 @@ impl Ctx<'_> {
             }
             service.volumes.push(mount);
         }
+        if let Some((target, first)) = service
+            .tmpfs
+            .keys()
+            .find_map(|t| targets.get(t).map(|i| (t, i)))
+        {
+            return Err(err(
+                at,
+                "tmpfs",
+                format!("`{target}` is already mounted by `volumes[{first}]`"),
+            ));
+        }
         service.networks =
             self.service_networks(at, raw.networks, service.network_mode.as_deref())?;
         service.depends_on = self.depends_on(at, raw.depends_on)?;
@@ -208,7 +286,9 @@ impl Ctx<'_> {
             // `service:NAME` shares another service's namespace, so that service must exist
             // and start first, as docker-compose orders it.
             if let Some(other) = value.as_deref().and_then(|v| v.strip_prefix("service:")) {
-                let other = self.known_service(other).map_err(|m| err(at, key, m))?;
+                let other = self
+                    .known_service(other)
+                    .map_err(|(Unknown::Disabled(m) | Unknown::Undefined(m))| err(at, key, m))?;
                 service.depends_on.entry(other).or_insert(Dependency {
                     condition: Condition::ServiceStarted,
                     restart: false,
@@ -404,7 +484,12 @@ impl Ctx<'_> {
                 Some(i) => format!("depends_on[{i}]"),
                 None => format!("depends_on.{name}"),
             };
-            let service = self.known_service(&name).map_err(|m| err(at, &key, m))?;
+            let service = match self.known_service(&name) {
+                Ok(s) => s,
+                // An optional dependency on a service left out by profiles is just absent.
+                Err(Unknown::Disabled(_)) if dep.required.is_some_and(|f| !f.0) => continue,
+                Err(Unknown::Disabled(m) | Unknown::Undefined(m)) => return Err(err(at, &key, m)),
+            };
             let condition = match dep.condition {
                 None | Some(raw::Condition::ServiceStarted) => Condition::ServiceStarted,
                 Some(raw::Condition::ServiceHealthy) => Condition::ServiceHealthy,
@@ -424,11 +509,47 @@ impl Ctx<'_> {
         Ok(out)
     }
 
-    fn known_service(&self, name: &str) -> Result<ServiceName, String> {
-        ServiceName::parse(name)
-            .ok()
-            .filter(|n| self.names.contains(n))
-            .ok_or_else(|| format!("service `{name}` is not defined"))
+    /// The enabled service called `name`.
+    fn known_service(&self, name: &str) -> Result<ServiceName, Unknown> {
+        let parsed = ServiceName::parse(name).ok();
+        match parsed.as_ref().and_then(|n| self.names.get(n)) {
+            None => Err(Unknown::Undefined(format!(
+                "service `{name}` is not defined"
+            ))),
+            Some((false, profiles)) => Err(Unknown::Disabled(format!(
+                "service `{name}` is left out: none of its profiles ({}) is enabled",
+                profiles
+                    .iter()
+                    .map(|p| format!("`{p}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+            Some((true, _)) => Ok(parsed.expect("found by it")),
+        }
+    }
+
+    fn config_mount(&self, raw: StringOr<raw::ConfigRef>) -> Result<ConfigMount, String> {
+        let (source, target) = match raw {
+            StringOr::Short(source) => (source, None),
+            StringOr::Long(l) => (l.source, l.target),
+        };
+        if !self.spec.configs.contains_key(&source) {
+            return Err(format!(
+                "config `{source}` is not declared under top-level `configs`"
+            ));
+        }
+        let target = match target {
+            None => format!("/{source}"),
+            Some(t) if t.starts_with('/') => mounts::normalize(std::path::Path::new(&t))
+                .to_string_lossy()
+                .into_owned(),
+            Some(t) => {
+                return Err(format!(
+                    "the container path `{t}` must be absolute (start with `/`)"
+                ));
+            }
+        };
+        Ok(ConfigMount { source, target })
     }
 
     fn secret_mount(&self, raw: StringOr<raw::SecretRef>) -> Result<SecretMount, String> {
@@ -455,6 +576,73 @@ impl Ctx<'_> {
         };
         Ok(SecretMount { source, target })
     }
+}
+
+enum Unknown {
+    Undefined(String),
+    Disabled(String),
+}
+
+/// Whether a service with `profiles` runs: it has none, or one of them is enabled (`*`
+/// enables all, as with `docker compose --profile '*'`).
+fn profiles_enabled(
+    at: &str,
+    profiles: &[String],
+    enabled: &[String],
+) -> Result<bool, ComposeError> {
+    for (i, p) in profiles.iter().enumerate() {
+        let mut chars = p.chars();
+        let ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+            && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        if !ok {
+            return Err(err(
+                at,
+                &format!("profiles[{i}]"),
+                format!("`{p}` is not a profile name (use letters, digits, `_`, `.` and `-`)"),
+            ));
+        }
+    }
+    Ok(profiles.is_empty()
+        || enabled.iter().any(|e| e == "*")
+        || profiles.iter().any(|p| enabled.contains(p)))
+}
+
+fn configs(
+    raw: BTreeMap<String, Option<raw::Config>>,
+    paths: &PathContext<'_>,
+) -> Result<BTreeMap<String, Config>, ComposeError> {
+    let mut out = BTreeMap::new();
+    for (key, c) in raw {
+        let at = format!("configs.{key}");
+        let c = c.unwrap_or_default();
+        if c.external.is_some() {
+            return Err(err(
+                &at,
+                "external",
+                "not supported: external configs need Docker Swarm; use `file:` or `content:`",
+            ));
+        }
+        let config = match (c.file, c.content) {
+            (Some(file), None) => {
+                Config::File(paths.resolve(&file).map_err(|m| err(&at, "file", m))?)
+            }
+            (None, Some(content)) => Config::Content(content),
+            (Some(_), Some(_)) => {
+                return Err(ComposeError::at(
+                    &at,
+                    "give either `file:` or `content:`, not both",
+                ));
+            }
+            (None, None) => {
+                return Err(ComposeError::at(
+                    &at,
+                    "a config needs a `file:` or a `content:`",
+                ));
+            }
+        };
+        out.insert(key, config);
+    }
+    Ok(out)
 }
 
 fn networks(raw: BTreeMap<String, Option<raw::Network>>) -> BTreeMap<String, Network> {
@@ -518,6 +706,174 @@ fn secrets(
         out.insert(key, Secret { file });
     }
     Ok(out)
+}
+
+fn list(raw: Option<StringOrList<String>>) -> Vec<String> {
+    match raw {
+        None => Vec::new(),
+        Some(StringOrList::Str(s)) => vec![s],
+        Some(StringOrList::List(items)) => items,
+    }
+}
+
+/// `host:ip` (or `host=ip`) entries, or a mapping of host to address, as `host:ip`.
+fn extra_hosts(raw: &raw::ListOrMap) -> Result<Vec<String>, String> {
+    let pairs: Vec<(String, String)> = match raw {
+        raw::ListOrMap::List(items) => items
+            .iter()
+            .map(|Scalar(s)| {
+                s.split_once('=')
+                    .or_else(|| s.split_once(':'))
+                    .map(|(h, ip)| (h.to_owned(), ip.to_owned()))
+                    .ok_or_else(|| format!("`{s}` is not `host:address`"))
+            })
+            .collect::<Result<_, _>>()?,
+        raw::ListOrMap::Map(map) => map
+            .iter()
+            .map(|(h, ip)| match ip {
+                Some(Scalar(ip)) => Ok((h.clone(), ip.clone())),
+                None => Err(format!("`{h}` has no address")),
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    pairs
+        .into_iter()
+        .map(|(host, ip)| {
+            // `[::1]` is how IPv6 is written next to a `:`; the API wants it bare.
+            let ip = ip.trim_start_matches('[').trim_end_matches(']');
+            if ip != "host-gateway" && ip.parse::<std::net::IpAddr>().is_err() {
+                return Err(format!(
+                    "`{ip}` is not an IP address (or `host-gateway`) for `{host}`"
+                ));
+            }
+            Ok(format!("{host}:{ip}"))
+        })
+        .collect()
+}
+
+fn sysctls(raw: &raw::ListOrMap) -> Result<BTreeMap<String, String>, String> {
+    raw.entries()
+        .into_iter()
+        .map(|(k, v)| match v {
+            Some(v) => Ok((k, v)),
+            None => Err(format!("`{k}` has no value")),
+        })
+        .collect()
+}
+
+fn ulimits(
+    at: &str,
+    raw: BTreeMap<String, StringOr<raw::Ulimit>>,
+) -> Result<BTreeMap<String, Ulimit>, ComposeError> {
+    let number = |key: &str, s: &str| {
+        s.trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= -1)
+            .ok_or_else(|| {
+                err(
+                    at,
+                    key,
+                    format!("`{s}` is not a limit (a whole number, or -1 for unlimited)"),
+                )
+            })
+    };
+    let mut out = BTreeMap::new();
+    for (name, value) in raw {
+        let key = format!("ulimits.{name}");
+        let limit = match value {
+            StringOr::Short(s) => {
+                let n = number(&key, &s)?;
+                Ulimit { soft: n, hard: n }
+            }
+            StringOr::Long(l) => Ulimit {
+                soft: number(&format!("{key}.soft"), &l.soft.0)?,
+                hard: number(&format!("{key}.hard"), &l.hard.0)?,
+            },
+        };
+        if limit.hard != -1 && (limit.soft == -1 || limit.soft > limit.hard) {
+            return Err(err(at, &key, "the soft limit is above the hard limit"));
+        }
+        out.insert(name, limit);
+    }
+    Ok(out)
+}
+
+/// `deploy.resources` and the older service-level keys (`cpus`, `mem_limit`,
+/// `mem_reservation`, `pids_limit`). Both may be written; if they disagree, it is an error
+/// rather than a guess.
+fn resources(
+    at: &str,
+    deploy: raw::DeployResources,
+    [cpus, mem_limit, mem_reservation, pids_limit]: [Option<Scalar>; 4],
+) -> Result<Resources, ComposeError> {
+    let limits = deploy.limits.unwrap_or_default();
+    let reservations = deploy.reservations.unwrap_or_default();
+    let cpus_of = |s: &str| {
+        s.trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|c| c.is_finite() && *c > 0.0)
+            .ok_or_else(|| format!("`{s}` is not a number of CPUs (like `0.5` or `2`)"))
+    };
+    let pids_of = |s: &str| {
+        s.trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n == -1 || *n > 0)
+            .ok_or_else(|| {
+                format!("`{s}` is not a process limit (a positive number, or -1 for unlimited)")
+            })
+    };
+    Ok(Resources {
+        cpus: either(
+            at,
+            (limits.cpus, "deploy.resources.limits.cpus"),
+            (cpus, "cpus"),
+            cpus_of,
+        )?,
+        memory: either(
+            at,
+            (limits.memory, "deploy.resources.limits.memory"),
+            (mem_limit, "mem_limit"),
+            bytes::parse,
+        )?,
+        memory_reservation: either(
+            at,
+            (reservations.memory, "deploy.resources.reservations.memory"),
+            (mem_reservation, "mem_reservation"),
+            bytes::parse,
+        )?,
+        pids: either(
+            at,
+            (limits.pids, "deploy.resources.limits.pids"),
+            (pids_limit, "pids_limit"),
+            pids_of,
+        )?,
+    })
+}
+
+/// One setting written in its current spelling (`new`) or its older one (`old`).
+fn either<T: PartialEq>(
+    at: &str,
+    (new, new_key): (Option<Scalar>, &str),
+    (old, old_key): (Option<Scalar>, &str),
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Option<T>, ComposeError> {
+    let new = new
+        .map(|s| parse(&s.0).map_err(|m| err(at, new_key, m)))
+        .transpose()?;
+    let old = old
+        .map(|s| parse(&s.0).map_err(|m| err(at, old_key, m)))
+        .transpose()?;
+    match (new, old) {
+        (Some(n), Some(o)) if n != o => Err(err(
+            at,
+            old_key,
+            format!("conflicts with `{new_key}`; keep one of them"),
+        )),
+        (n, o) => Ok(n.or(o)),
+    }
 }
 
 fn flag(f: Option<Flag>) -> bool {

@@ -9,7 +9,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use super::normalize::capability;
-use super::spec::{Mount, Spec};
+use super::spec::{Config, Mount, Spec};
 use crate::settings::Allowances;
 
 /// One thing the compose file asks for that the policy refuses.
@@ -203,6 +203,13 @@ pub(crate) fn check(spec: &Spec, root: &Path, allow: &Allowances) -> Result<(), 
     for (name, secret) in &spec.secrets {
         if let Some((reason, allowance)) = host_path(&secret.file, root, allow) {
             refuse(format!("secrets.{name}.file"), reason, allowance);
+        }
+    }
+    for (name, config) in &spec.configs {
+        if let Config::File(file) = config
+            && let Some((reason, allowance)) = host_path(file, root, allow)
+        {
+            refuse(format!("configs.{name}.file"), reason, allowance);
         }
     }
     if refusals.is_empty() {

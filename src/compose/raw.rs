@@ -30,6 +30,8 @@ pub(crate) struct Compose {
     pub(crate) volumes: Option<BTreeMap<String, Option<Volume>>>,
     #[serde(default)]
     pub(crate) secrets: Option<BTreeMap<String, Option<Secret>>>,
+    #[serde(default)]
+    pub(crate) configs: Option<BTreeMap<String, Option<Config>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -74,6 +76,90 @@ pub(crate) struct Service {
     pub(crate) userns_mode: Option<String>,
     #[serde(default)]
     pub(crate) security_opt: Vec<String>,
+    #[serde(default)]
+    pub(crate) profiles: Vec<String>,
+    #[serde(default)]
+    pub(crate) configs: Vec<StringOr<ConfigRef>>,
+    pub(crate) hostname: Option<String>,
+    pub(crate) dns: Option<StringOrList<String>>,
+    pub(crate) dns_search: Option<StringOrList<String>>,
+    #[serde(default)]
+    pub(crate) extra_hosts: ListOrMap,
+    pub(crate) init: Option<Flag>,
+    pub(crate) read_only: Option<Flag>,
+    pub(crate) shm_size: Option<Scalar>,
+    pub(crate) tmpfs: Option<StringOrList<String>>,
+    #[serde(default)]
+    pub(crate) ulimits: BTreeMap<String, StringOr<Ulimit>>,
+    #[serde(default)]
+    pub(crate) sysctls: ListOrMap,
+    pub(crate) logging: Option<Logging>,
+    pub(crate) deploy: Option<Deploy>,
+    /// The pre-`deploy:` spellings of the resource limits, still common.
+    pub(crate) mem_limit: Option<Scalar>,
+    pub(crate) mem_reservation: Option<Scalar>,
+    pub(crate) cpus: Option<Scalar>,
+    pub(crate) pids_limit: Option<Scalar>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Ulimit {
+    pub(crate) soft: Scalar,
+    pub(crate) hard: Scalar,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Logging {
+    pub(crate) driver: Option<String>,
+    #[serde(default)]
+    pub(crate) options: BTreeMap<String, Option<Scalar>>,
+}
+
+/// Only `resources` of `deploy:` applies to a single Docker host; the rest is Swarm's.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Deploy {
+    pub(crate) resources: Option<DeployResources>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DeployResources {
+    pub(crate) limits: Option<Limits>,
+    pub(crate) reservations: Option<Reservations>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Limits {
+    pub(crate) cpus: Option<Scalar>,
+    pub(crate) memory: Option<Scalar>,
+    pub(crate) pids: Option<Scalar>,
+}
+
+/// CPU and device reservations only mean something to Swarm's scheduler.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Reservations {
+    pub(crate) memory: Option<Scalar>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ConfigRef {
+    pub(crate) source: String,
+    pub(crate) target: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Config {
+    pub(crate) file: Option<String>,
+    pub(crate) content: Option<String>,
+    /// Read only to refuse it with a reason.
+    pub(crate) external: Option<Flag>,
 }
 
 #[derive(Debug, Default, Deserialize)]
