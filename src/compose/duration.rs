@@ -56,7 +56,7 @@ fn from_secs(secs: f64, original: &str) -> Result<Duration, String> {
 /// Formats a duration the way compose files write it, for `deploy config`.
 pub(crate) fn format(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 != 0 {
+    if !ms.is_multiple_of(1000) {
         return format!("{ms}ms");
     }
     let mut secs = d.as_secs();

@@ -20,6 +20,8 @@ pub(crate) struct Spec {
     pub(crate) volumes: BTreeMap<String, Volume>,
     /// Top-level secrets by their compose key.
     pub(crate) secrets: BTreeMap<String, Secret>,
+    /// Top-level configs by their compose key.
+    pub(crate) configs: BTreeMap<String, Config>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -34,6 +36,9 @@ pub(crate) struct Service {
     /// `env_file` contents, then `environment`, later entries winning. `None` means the
     /// variable was listed without a value and is not set in the host env either.
     pub(crate) environment: BTreeMap<String, Option<String>>,
+    /// The `env_file:` files that were read, absolute, so the policy can refuse host files
+    /// outside ROOT (their values end up in the container).
+    pub(crate) env_files: Vec<PathBuf>,
     pub(crate) ports: Vec<Port>,
     /// `expose:` entries, as `80/tcp`.
     pub(crate) expose: Vec<String>,
@@ -61,6 +66,67 @@ pub(crate) struct Service {
     pub(crate) ipc: Option<String>,
     pub(crate) userns_mode: Option<String>,
     pub(crate) security_opt: Vec<String>,
+    pub(crate) configs: Vec<ConfigMount>,
+    pub(crate) hostname: Option<String>,
+    pub(crate) dns: Vec<String>,
+    pub(crate) dns_search: Vec<String>,
+    /// `host:ip` entries, as the Engine API's `ExtraHosts` takes them.
+    pub(crate) extra_hosts: Vec<String>,
+    pub(crate) init: Option<bool>,
+    pub(crate) read_only: bool,
+    /// Bytes.
+    pub(crate) shm_size: Option<u64>,
+    /// `tmpfs:` entries: container path → mount options (`size=64m`, or empty).
+    pub(crate) tmpfs: BTreeMap<String, String>,
+    pub(crate) ulimits: BTreeMap<String, Ulimit>,
+    pub(crate) sysctls: BTreeMap<String, String>,
+    pub(crate) logging: Option<Logging>,
+    /// `deploy.resources`, or the older `mem_limit`, `cpus`, … keys.
+    pub(crate) resources: Resources,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub(crate) struct Ulimit {
+    /// `-1` is unlimited.
+    pub(crate) soft: i64,
+    pub(crate) hard: i64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub(crate) struct Logging {
+    /// `None` keeps the daemon's default driver.
+    pub(crate) driver: Option<String>,
+    pub(crate) options: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub(crate) struct Resources {
+    /// Number of CPUs, fractional (`0.5`).
+    pub(crate) cpus: Option<f64>,
+    /// Memory limit in bytes.
+    pub(crate) memory: Option<u64>,
+    /// Soft memory limit in bytes.
+    pub(crate) memory_reservation: Option<u64>,
+    /// Maximum number of processes; `-1` is unlimited.
+    pub(crate) pids: Option<i64>,
+}
+
+/// A config file mounted read-only into a container.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub(crate) struct ConfigMount {
+    /// Top-level config key.
+    pub(crate) source: String,
+    /// Absolute path in the container: `/<source>` unless `target:` says otherwise.
+    pub(crate) target: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Config {
+    /// Absolute path of the file holding the value.
+    File(PathBuf),
+    /// The value itself (`content:`), already interpolated.
+    Content(String),
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -139,6 +205,10 @@ pub(crate) struct ServiceNetwork {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[expect(
+    clippy::enum_variant_names,
+    reason = "the names mirror the compose values"
+)]
 pub(crate) enum Condition {
     ServiceStarted,
     ServiceHealthy,

@@ -1,0 +1,1070 @@
+//! The raw serde model → the validated `Spec`: short forms expanded, paths resolved,
+//! references between services, networks, volumes and secrets checked.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use super::mounts::{self, PathContext};
+use super::raw::{self, Flag, Scalar, StringOr, StringOrList};
+use super::spec::{
+    Build, Condition, Config, ConfigMount, Dependency, HealthTest, Healthcheck, Logging, Network,
+    Resources, Restart, Secret, SecretMount, Service, ServiceNetwork, Spec, Ulimit, Volume,
+};
+use super::{ComposeError, LoadOptions, bytes, duration, envfile, ports};
+use crate::ids::{ProjectName, ServiceName};
+
+/// The validated spec and the project name the file asks for, if any.
+pub(crate) fn spec(
+    raw: raw::Compose,
+    options: &LoadOptions<'_>,
+) -> Result<(Spec, Option<ProjectName>), ComposeError> {
+    let name = match raw.name {
+        Some(n) => {
+            Some(ProjectName::parse(&n).map_err(|e| ComposeError::at("name", e.to_string()))?)
+        }
+        None => None,
+    };
+    let paths = PathContext {
+        project_dir: options.project_dir,
+        home: options.env.get("HOME").map(String::as_str),
+    };
+    let mut spec = Spec {
+        networks: networks(raw.networks.unwrap_or_default()),
+        volumes: volumes(raw.volumes.unwrap_or_default()),
+        secrets: secrets(raw.secrets.unwrap_or_default(), &paths)?,
+        configs: configs(raw.configs.unwrap_or_default(), &paths)?,
+        ..Spec::default()
+    };
+    let raw_services = raw.services.unwrap_or_default();
+    if raw_services.is_empty() {
+        return Err(ComposeError::at(
+            "services",
+            "at least one service is required",
+        ));
+    }
+    let mut names = BTreeMap::new();
+    let mut defined = Vec::new();
+    for (name, raw_service) in raw_services {
+        let at = format!("services.{name}");
+        let parsed = ServiceName::parse(&name).map_err(|e| ComposeError::at(&at, e.to_string()))?;
+        let raw_service = raw_service.ok_or_else(|| {
+            ComposeError::at(&at, "the service is empty; give it an `image` or a `build`")
+        })?;
+        let enabled = profiles_enabled(&at, &raw_service.profiles, options.profiles)?;
+        names.insert(parsed.clone(), (enabled, raw_service.profiles.clone()));
+        if enabled {
+            defined.push((at, parsed, raw_service));
+        }
+    }
+    if defined.is_empty() {
+        return Err(ComposeError::at(
+            "services",
+            "no service is enabled: every service is in a profile that is not enabled",
+        ));
+    }
+    let ctx = Ctx {
+        options,
+        paths,
+        names: &names,
+        spec: &spec,
+    };
+    let mut services = BTreeMap::new();
+    for (at, name, raw_service) in defined {
+        services.insert(name, ctx.service(&at, raw_service)?);
+    }
+    spec.services = services;
+    check_cycles(&spec)?;
+    check_container_names(&spec)?;
+    let uses_default = spec
+        .services
+        .values()
+        .any(|s| s.networks.contains_key("default"));
+    if uses_default {
+        spec.networks.entry("default".to_owned()).or_default();
+    }
+    Ok((spec, name))
+}
+
+struct Ctx<'a> {
+    options: &'a LoadOptions<'a>,
+    paths: PathContext<'a>,
+    /// Every defined service: whether its profiles enable it, and those profiles.
+    names: &'a BTreeMap<ServiceName, (bool, Vec<String>)>,
+    /// The top-level declarations, already converted.
+    spec: &'a Spec,
+}
+
+fn err(at: &str, key: &str, message: impl Into<String>) -> ComposeError {
+    ComposeError::at(format!("{at}.{key}"), message)
+}
+
+impl Ctx<'_> {
+    fn service(&self, at: &str, raw: raw::Service) -> Result<Service, ComposeError> {
+        if raw.build.is_none() && raw.image.is_none() {
+            return Err(ComposeError::at(
+                at,
+                "a service needs an `image` or a `build`",
+            ));
+        }
+        let (env_files, mut environment) = self.env_files(at, raw.env_file)?;
+        for (k, v) in raw.environment.entries() {
+            let v = v.or_else(|| self.options.env.get(&k).cloned());
+            environment.insert(k, v);
+        }
+        let mut service = Service {
+            build: raw.build.map(|b| self.build(at, b)).transpose()?,
+            image: raw.image,
+            container_name: raw
+                .container_name
+                .map(|n| {
+                    container_name(&n)
+                        .map(|()| n)
+                        .map_err(|m| err(at, "container_name", m))
+                })
+                .transpose()?,
+            command: raw
+                .command
+                .map(|c| command(c).map_err(|m| err(at, "command", m)))
+                .transpose()?,
+            entrypoint: raw
+                .entrypoint
+                .map(|c| command(c).map_err(|m| err(at, "entrypoint", m)))
+                .transpose()?,
+            environment,
+            env_files,
+            ports: Vec::new(),
+            expose: Vec::new(),
+            volumes: Vec::new(),
+            networks: BTreeMap::new(),
+            depends_on: BTreeMap::new(),
+            healthcheck: raw.healthcheck.map(|h| healthcheck(at, h)).transpose()?,
+            restart: raw
+                .restart
+                .map(|r| restart(&r.0).map_err(|m| err(at, "restart", m)))
+                .transpose()?,
+            secrets: Vec::new(),
+            user: raw.user.map(|u| u.0),
+            working_dir: raw
+                .working_dir
+                .map(|w| {
+                    if w.starts_with('/') {
+                        Ok(w)
+                    } else {
+                        Err(err(
+                            at,
+                            "working_dir",
+                            format!("`{w}` must be an absolute path"),
+                        ))
+                    }
+                })
+                .transpose()?,
+            labels: labels(&raw.labels),
+            stop_grace_period: raw
+                .stop_grace_period
+                .map(|d| duration::parse(&d.0).map_err(|m| err(at, "stop_grace_period", m)))
+                .transpose()?,
+            stop_signal: raw.stop_signal,
+            privileged: raw.privileged.is_some_and(|f| f.0),
+            cap_add: raw.cap_add.iter().map(|c| capability(c)).collect(),
+            cap_drop: raw.cap_drop.iter().map(|c| capability(c)).collect(),
+            devices: raw.devices,
+            network_mode: raw.network_mode,
+            pid: raw.pid,
+            ipc: raw.ipc,
+            userns_mode: raw.userns_mode,
+            security_opt: raw.security_opt,
+            configs: Vec::new(),
+            hostname: raw.hostname,
+            dns: list(raw.dns),
+            dns_search: list(raw.dns_search),
+            extra_hosts: extra_hosts(&raw.extra_hosts).map_err(|m| err(at, "extra_hosts", m))?,
+            init: raw.init.map(|f| f.0),
+            read_only: flag(raw.read_only),
+            shm_size: raw
+                .shm_size
+                .map(|s| bytes::parse(&s.0).map_err(|m| err(at, "shm_size", m)))
+                .transpose()?,
+            tmpfs: BTreeMap::new(),
+            ulimits: ulimits(at, raw.ulimits)?,
+            sysctls: sysctls(&raw.sysctls).map_err(|m| err(at, "sysctls", m))?,
+            logging: raw.logging.map(|l| Logging {
+                driver: l.driver,
+                options: l
+                    .options
+                    .into_iter()
+                    .map(|(k, v)| (k, v.map(|s| s.0).unwrap_or_default()))
+                    .collect(),
+            }),
+            resources: resources(
+                at,
+                raw.deploy.and_then(|d| d.resources).unwrap_or_default(),
+                [raw.cpus, raw.mem_limit, raw.mem_reservation, raw.pids_limit],
+            )?,
+        };
+        let tmpfs = match raw.tmpfs {
+            None => Vec::new(),
+            Some(StringOrList::Str(s)) => vec![("tmpfs".to_owned(), s)],
+            Some(StringOrList::List(items)) => items
+                .into_iter()
+                .enumerate()
+                .map(|(i, s)| (format!("tmpfs[{i}]"), s))
+                .collect(),
+        };
+        for (key, entry) in tmpfs {
+            let (target, opts) = entry.split_once(':').unwrap_or((&entry, ""));
+            if !target.starts_with('/') {
+                return Err(err(
+                    at,
+                    &key,
+                    format!("the container path `{target}` must be absolute (start with `/`)"),
+                ));
+            }
+            let target = mounts::normalize(std::path::Path::new(target))
+                .to_string_lossy()
+                .into_owned();
+            service.tmpfs.insert(target, opts.to_owned());
+        }
+        for (i, entry) in raw.configs.into_iter().enumerate() {
+            service.configs.push(
+                self.config_mount(entry)
+                    .map_err(|m| err(at, &format!("configs[{i}]"), m))?,
+            );
+        }
+        for (i, entry) in raw.ports.into_iter().enumerate() {
+            let parsed = match entry {
+                StringOr::Short(s) => ports::parse_short(&s),
+                StringOr::Long(l) => ports::parse_long(&l).map(|p| vec![p]),
+            };
+            service
+                .ports
+                .extend(parsed.map_err(|m| err(at, &format!("ports[{i}]"), m))?);
+        }
+        for (i, Scalar(entry)) in raw.expose.into_iter().enumerate() {
+            service.expose.extend(
+                ports::parse_expose(&entry).map_err(|m| err(at, &format!("expose[{i}]"), m))?,
+            );
+        }
+        let mut targets: BTreeMap<String, usize> = BTreeMap::new();
+        for (i, entry) in raw.volumes.into_iter().enumerate() {
+            let key = format!("volumes[{i}]");
+            let mount = match entry {
+                StringOr::Short(s) => mounts::parse_short(&s, &self.paths, &self.spec.volumes),
+                StringOr::Long(l) => mounts::parse_long(&l, &self.paths, &self.spec.volumes),
+            }
+            .map_err(|m| err(at, &key, m))?;
+            if let Some(first) = targets.insert(mount.target().to_owned(), i) {
+                return Err(err(
+                    at,
+                    &key,
+                    format!(
+                        "`{}` is already mounted by `volumes[{first}]`",
+                        mount.target()
+                    ),
+                ));
+            }
+            service.volumes.push(mount);
+        }
+        if let Some((target, first)) = service
+            .tmpfs
+            .keys()
+            .find_map(|t| targets.get(t).map(|i| (t, i)))
+        {
+            return Err(err(
+                at,
+                "tmpfs",
+                format!("`{target}` is already mounted by `volumes[{first}]`"),
+            ));
+        }
+        service.networks =
+            self.service_networks(at, raw.networks, service.network_mode.as_deref())?;
+        service.depends_on = self.depends_on(at, raw.depends_on)?;
+        for (key, value) in [
+            ("network_mode", &service.network_mode),
+            ("pid", &service.pid),
+            ("ipc", &service.ipc),
+        ] {
+            // `service:NAME` shares another service's namespace, so that service must exist
+            // and start first, as docker-compose orders it.
+            if let Some(other) = value.as_deref().and_then(|v| v.strip_prefix("service:")) {
+                let other = self
+                    .known_service(other)
+                    .map_err(|(Unknown::Disabled(m) | Unknown::Undefined(m))| err(at, key, m))?;
+                service.depends_on.entry(other).or_insert(Dependency {
+                    condition: Condition::ServiceStarted,
+                    restart: false,
+                    required: true,
+                });
+            }
+        }
+        for (i, entry) in raw.secrets.into_iter().enumerate() {
+            service.secrets.push(
+                self.secret_mount(entry)
+                    .map_err(|m| err(at, &format!("secrets[{i}]"), m))?,
+            );
+        }
+        Ok(service)
+    }
+
+    fn build(&self, at: &str, raw: StringOr<raw::Build>) -> Result<Build, ComposeError> {
+        let (raw, context_key) = match raw {
+            StringOr::Short(context) => (
+                raw::Build {
+                    context: Some(context),
+                    ..raw::Build::default()
+                },
+                "build",
+            ),
+            StringOr::Long(b) => (b, "build.context"),
+        };
+        let written = raw.context.as_deref().unwrap_or(".");
+        if written.contains("://") || written.starts_with("git@") {
+            return Err(err(
+                at,
+                context_key,
+                format!(
+                    "remote build context `{written}` is not supported; build from a directory of the repository"
+                ),
+            ));
+        }
+        let context = self
+            .paths
+            .resolve(written)
+            .map_err(|m| err(at, context_key, m))?;
+        let dockerfile_written = raw.dockerfile.as_deref().unwrap_or("Dockerfile");
+        let dockerfile_path = mounts::normalize(&context.join(dockerfile_written));
+        let dockerfile = dockerfile_path
+            .strip_prefix(&context)
+            .ok()
+            .filter(|rel| !rel.as_os_str().is_empty())
+            .ok_or_else(|| {
+                err(
+                    at,
+                    "build.dockerfile",
+                    format!("`{dockerfile_written}` is outside the build context `{written}`"),
+                )
+            })?
+            .to_string_lossy()
+            .into_owned();
+        let mut args = BTreeMap::new();
+        for (k, v) in raw.args.entries() {
+            // A bare `ARG` passes the host's value through, or nothing when it is unset.
+            if let Some(v) = v.or_else(|| self.options.env.get(&k).cloned()) {
+                args.insert(k, v);
+            }
+        }
+        Ok(Build {
+            context,
+            dockerfile,
+            args,
+            target: raw.target,
+            labels: labels(&raw.labels),
+            network: raw.network,
+        })
+    }
+
+    /// Reads the `env_file:` files in order; later files win.
+    #[expect(clippy::type_complexity, reason = "a pair returned to one caller")]
+    fn env_files(
+        &self,
+        at: &str,
+        raw: Option<StringOrList<StringOr<raw::EnvFile>>>,
+    ) -> Result<(Vec<PathBuf>, BTreeMap<String, Option<String>>), ComposeError> {
+        let entries: Vec<(String, String, bool)> = match raw {
+            None => Vec::new(),
+            Some(StringOrList::Str(s)) => vec![(format!("{at}.env_file"), s, true)],
+            Some(StringOrList::List(items)) => items
+                .into_iter()
+                .enumerate()
+                .map(|(i, item)| {
+                    let key = format!("{at}.env_file[{i}]");
+                    match item {
+                        StringOr::Short(s) => (key, s, true),
+                        StringOr::Long(l) => (key, l.path, l.required.is_none_or(|f| f.0)),
+                    }
+                })
+                .collect(),
+        };
+        let mut files = Vec::new();
+        let mut env = BTreeMap::new();
+        for (key, written, required) in entries {
+            let path = self
+                .paths
+                .resolve(&written)
+                .map_err(|m| ComposeError::at(&key, m))?;
+            let text = match std::fs::read_to_string(&path) {
+                Ok(text) => text,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(ComposeError::at(
+                        &key,
+                        format!("env file `{}` does not exist", path.display()),
+                    ));
+                }
+                Err(e) => {
+                    return Err(ComposeError::at(
+                        &key,
+                        format!("cannot read env file `{}`: {e}", path.display()),
+                    ));
+                }
+            };
+            let parsed = envfile::parse(&text).map_err(|(line, m)| {
+                ComposeError::at(&key, format!("`{}` line {line}: {m}", path.display()))
+            })?;
+            for (k, v) in parsed {
+                let v = v.or_else(|| self.options.env.get(&k).cloned());
+                env.insert(k, v);
+            }
+            files.push(path);
+        }
+        Ok((files, env))
+    }
+
+    fn service_networks(
+        &self,
+        at: &str,
+        raw: Option<raw::NamesOr<raw::ServiceNetwork>>,
+        network_mode: Option<&str>,
+    ) -> Result<BTreeMap<String, ServiceNetwork>, ComposeError> {
+        let Some(raw) = raw else {
+            // A service with its own network mode joins no network; every other one is on
+            // the project's default network.
+            return Ok(match network_mode {
+                Some(_) => BTreeMap::new(),
+                None => [("default".to_owned(), ServiceNetwork::default())].into(),
+            });
+        };
+        if network_mode.is_some() {
+            return Err(err(
+                at,
+                "network_mode",
+                "cannot be combined with `networks`",
+            ));
+        }
+        let mut out = BTreeMap::new();
+        for (name, index, opts) in raw.into_entries() {
+            let key = match index {
+                Some(i) => format!("networks[{i}]"),
+                None => format!("networks.{name}"),
+            };
+            if name != "default" && !self.spec.networks.contains_key(&name) {
+                return Err(err(
+                    at,
+                    &key,
+                    format!("network `{name}` is not declared under top-level `networks`"),
+                ));
+            }
+            if let Some(ip) = &opts.ipv4_address
+                && ip.parse::<std::net::Ipv4Addr>().is_err()
+            {
+                return Err(err(
+                    at,
+                    &format!("{key}.ipv4_address"),
+                    format!("`{ip}` is not an IPv4 address"),
+                ));
+            }
+            out.insert(
+                name,
+                ServiceNetwork {
+                    aliases: opts.aliases,
+                    ipv4_address: opts.ipv4_address,
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    fn depends_on(
+        &self,
+        at: &str,
+        raw: Option<raw::NamesOr<raw::Dependency>>,
+    ) -> Result<BTreeMap<ServiceName, Dependency>, ComposeError> {
+        let mut out = BTreeMap::new();
+        for (name, index, dep) in raw.map(raw::NamesOr::into_entries).unwrap_or_default() {
+            let key = match index {
+                Some(i) => format!("depends_on[{i}]"),
+                None => format!("depends_on.{name}"),
+            };
+            let service = match self.known_service(&name) {
+                Ok(s) => s,
+                // An optional dependency on a service left out by profiles is just absent.
+                Err(Unknown::Disabled(_)) if dep.required.is_some_and(|f| !f.0) => continue,
+                Err(Unknown::Disabled(m) | Unknown::Undefined(m)) => return Err(err(at, &key, m)),
+            };
+            let condition = match dep.condition {
+                None | Some(raw::Condition::ServiceStarted) => Condition::ServiceStarted,
+                Some(raw::Condition::ServiceHealthy) => Condition::ServiceHealthy,
+                Some(raw::Condition::ServiceCompletedSuccessfully) => {
+                    Condition::ServiceCompletedSuccessfully
+                }
+            };
+            out.insert(
+                service,
+                Dependency {
+                    condition,
+                    restart: dep.restart.is_some_and(|f| f.0),
+                    required: dep.required.is_none_or(|f| f.0),
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    /// The enabled service called `name`.
+    fn known_service(&self, name: &str) -> Result<ServiceName, Unknown> {
+        let parsed = ServiceName::parse(name).ok();
+        match parsed.as_ref().and_then(|n| self.names.get(n)) {
+            None => Err(Unknown::Undefined(format!(
+                "service `{name}` is not defined"
+            ))),
+            Some((false, profiles)) => Err(Unknown::Disabled(format!(
+                "service `{name}` is left out: none of its profiles ({}) is enabled",
+                profiles
+                    .iter()
+                    .map(|p| format!("`{p}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+            Some((true, _)) => Ok(parsed.expect("found by it")),
+        }
+    }
+
+    fn config_mount(&self, raw: StringOr<raw::ConfigRef>) -> Result<ConfigMount, String> {
+        let (source, target) = match raw {
+            StringOr::Short(source) => (source, None),
+            StringOr::Long(l) => (l.source, l.target),
+        };
+        if !self.spec.configs.contains_key(&source) {
+            return Err(format!(
+                "config `{source}` is not declared under top-level `configs`"
+            ));
+        }
+        let target = match target {
+            None => format!("/{source}"),
+            Some(t) if t.starts_with('/') => mounts::normalize(std::path::Path::new(&t))
+                .to_string_lossy()
+                .into_owned(),
+            Some(t) => {
+                return Err(format!(
+                    "the container path `{t}` must be absolute (start with `/`)"
+                ));
+            }
+        };
+        Ok(ConfigMount { source, target })
+    }
+
+    fn secret_mount(&self, raw: StringOr<raw::SecretRef>) -> Result<SecretMount, String> {
+        let (source, target) = match raw {
+            StringOr::Short(source) => (source, None),
+            StringOr::Long(l) => (l.source, l.target),
+        };
+        if !self.spec.secrets.contains_key(&source) {
+            return Err(format!(
+                "secret `{source}` is not declared under top-level `secrets`"
+            ));
+        }
+        let target = match target {
+            None => format!("/run/secrets/{source}"),
+            Some(t) if t.starts_with('/') => mounts::normalize(std::path::Path::new(&t))
+                .to_string_lossy()
+                .into_owned(),
+            Some(t) if t.is_empty() || t.split('/').any(|part| part == "..") => {
+                return Err(format!(
+                    "secret target `{t}` must stay under `/run/secrets`"
+                ));
+            }
+            Some(t) => format!("/run/secrets/{t}"),
+        };
+        Ok(SecretMount { source, target })
+    }
+}
+
+enum Unknown {
+    Undefined(String),
+    Disabled(String),
+}
+
+/// Whether a service with `profiles` runs: it has none, or one of them is enabled (`*`
+/// enables all, as with `docker compose --profile '*'`).
+fn profiles_enabled(
+    at: &str,
+    profiles: &[String],
+    enabled: &[String],
+) -> Result<bool, ComposeError> {
+    for (i, p) in profiles.iter().enumerate() {
+        let mut chars = p.chars();
+        let ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+            && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        if !ok {
+            return Err(err(
+                at,
+                &format!("profiles[{i}]"),
+                format!("`{p}` is not a profile name (use letters, digits, `_`, `.` and `-`)"),
+            ));
+        }
+    }
+    Ok(profiles.is_empty()
+        || enabled.iter().any(|e| e == "*")
+        || profiles.iter().any(|p| enabled.contains(p)))
+}
+
+fn configs(
+    raw: BTreeMap<String, Option<raw::Config>>,
+    paths: &PathContext<'_>,
+) -> Result<BTreeMap<String, Config>, ComposeError> {
+    let mut out = BTreeMap::new();
+    for (key, c) in raw {
+        let at = format!("configs.{key}");
+        let c = c.unwrap_or_default();
+        if c.external.is_some() {
+            return Err(err(
+                &at,
+                "external",
+                "not supported: external configs need Docker Swarm; use `file:` or `content:`",
+            ));
+        }
+        let config = match (c.file, c.content) {
+            (Some(file), None) => {
+                Config::File(paths.resolve(&file).map_err(|m| err(&at, "file", m))?)
+            }
+            (None, Some(content)) => Config::Content(content),
+            (Some(_), Some(_)) => {
+                return Err(ComposeError::at(
+                    &at,
+                    "give either `file:` or `content:`, not both",
+                ));
+            }
+            (None, None) => {
+                return Err(ComposeError::at(
+                    &at,
+                    "a config needs a `file:` or a `content:`",
+                ));
+            }
+        };
+        out.insert(key, config);
+    }
+    Ok(out)
+}
+
+fn networks(raw: BTreeMap<String, Option<raw::Network>>) -> BTreeMap<String, Network> {
+    raw.into_iter()
+        .map(|(key, n)| {
+            let n = n.unwrap_or_default();
+            let network = Network {
+                name: n.name,
+                external: flag(n.external),
+                internal: flag(n.internal),
+                driver: n.driver,
+                labels: labels(&n.labels),
+            };
+            (key, network)
+        })
+        .collect()
+}
+
+fn volumes(raw: BTreeMap<String, Option<raw::Volume>>) -> BTreeMap<String, Volume> {
+    raw.into_iter()
+        .map(|(key, v)| {
+            let v = v.unwrap_or_default();
+            let volume = Volume {
+                name: v.name,
+                external: flag(v.external),
+                driver: v.driver,
+                driver_opts: v.driver_opts.into_iter().map(|(k, s)| (k, s.0)).collect(),
+                labels: labels(&v.labels),
+            };
+            (key, volume)
+        })
+        .collect()
+}
+
+fn secrets(
+    raw: BTreeMap<String, Option<raw::Secret>>,
+    paths: &PathContext<'_>,
+) -> Result<BTreeMap<String, Secret>, ComposeError> {
+    let mut out = BTreeMap::new();
+    for (key, s) in raw {
+        let at = format!("secrets.{key}");
+        let s = s.unwrap_or_default();
+        if s.external.is_some() {
+            return Err(err(
+                &at,
+                "external",
+                "not supported: external secrets need Docker Swarm; put the value in a file and use `file:`",
+            ));
+        }
+        if s.environment.is_some() {
+            return Err(err(
+                &at,
+                "environment",
+                "not supported: a secret taken from the environment could leak into logs; put the value in a file and use `file:`",
+            ));
+        }
+        let file = s
+            .file
+            .ok_or_else(|| ComposeError::at(&at, "a secret needs a `file:`"))?;
+        let file = paths.resolve(&file).map_err(|m| err(&at, "file", m))?;
+        out.insert(key, Secret { file });
+    }
+    Ok(out)
+}
+
+fn list(raw: Option<StringOrList<String>>) -> Vec<String> {
+    match raw {
+        None => Vec::new(),
+        Some(StringOrList::Str(s)) => vec![s],
+        Some(StringOrList::List(items)) => items,
+    }
+}
+
+/// `host:ip` (or `host=ip`) entries, or a mapping of host to address, as `host:ip`.
+fn extra_hosts(raw: &raw::ListOrMap) -> Result<Vec<String>, String> {
+    let pairs: Vec<(String, String)> = match raw {
+        raw::ListOrMap::List(items) => items
+            .iter()
+            .map(|Scalar(s)| {
+                s.split_once('=')
+                    .or_else(|| s.split_once(':'))
+                    .map(|(h, ip)| (h.to_owned(), ip.to_owned()))
+                    .ok_or_else(|| format!("`{s}` is not `host:address`"))
+            })
+            .collect::<Result<_, _>>()?,
+        raw::ListOrMap::Map(map) => map
+            .iter()
+            .map(|(h, ip)| match ip {
+                Some(Scalar(ip)) => Ok((h.clone(), ip.clone())),
+                None => Err(format!("`{h}` has no address")),
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    pairs
+        .into_iter()
+        .map(|(host, ip)| {
+            // `[::1]` is how IPv6 is written next to a `:`; the API wants it bare.
+            let ip = ip.trim_start_matches('[').trim_end_matches(']');
+            if ip != "host-gateway" && ip.parse::<std::net::IpAddr>().is_err() {
+                return Err(format!(
+                    "`{ip}` is not an IP address (or `host-gateway`) for `{host}`"
+                ));
+            }
+            Ok(format!("{host}:{ip}"))
+        })
+        .collect()
+}
+
+fn sysctls(raw: &raw::ListOrMap) -> Result<BTreeMap<String, String>, String> {
+    raw.entries()
+        .into_iter()
+        .map(|(k, v)| match v {
+            Some(v) => Ok((k, v)),
+            None => Err(format!("`{k}` has no value")),
+        })
+        .collect()
+}
+
+fn ulimits(
+    at: &str,
+    raw: BTreeMap<String, StringOr<raw::Ulimit>>,
+) -> Result<BTreeMap<String, Ulimit>, ComposeError> {
+    let number = |key: &str, s: &str| {
+        s.trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= -1)
+            .ok_or_else(|| {
+                err(
+                    at,
+                    key,
+                    format!("`{s}` is not a limit (a whole number, or -1 for unlimited)"),
+                )
+            })
+    };
+    let mut out = BTreeMap::new();
+    for (name, value) in raw {
+        let key = format!("ulimits.{name}");
+        let limit = match value {
+            StringOr::Short(s) => {
+                let n = number(&key, &s)?;
+                Ulimit { soft: n, hard: n }
+            }
+            StringOr::Long(l) => Ulimit {
+                soft: number(&format!("{key}.soft"), &l.soft.0)?,
+                hard: number(&format!("{key}.hard"), &l.hard.0)?,
+            },
+        };
+        if limit.hard != -1 && (limit.soft == -1 || limit.soft > limit.hard) {
+            return Err(err(at, &key, "the soft limit is above the hard limit"));
+        }
+        out.insert(name, limit);
+    }
+    Ok(out)
+}
+
+/// `deploy.resources` and the older service-level keys (`cpus`, `mem_limit`,
+/// `mem_reservation`, `pids_limit`). Both may be written; if they disagree, it is an error
+/// rather than a guess.
+fn resources(
+    at: &str,
+    deploy: raw::DeployResources,
+    [cpus, mem_limit, mem_reservation, pids_limit]: [Option<Scalar>; 4],
+) -> Result<Resources, ComposeError> {
+    let limits = deploy.limits.unwrap_or_default();
+    let reservations = deploy.reservations.unwrap_or_default();
+    let cpus_of = |s: &str| {
+        s.trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|c| c.is_finite() && *c > 0.0)
+            .ok_or_else(|| format!("`{s}` is not a number of CPUs (like `0.5` or `2`)"))
+    };
+    let pids_of = |s: &str| {
+        s.trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n == -1 || *n > 0)
+            .ok_or_else(|| {
+                format!("`{s}` is not a process limit (a positive number, or -1 for unlimited)")
+            })
+    };
+    Ok(Resources {
+        cpus: either(
+            at,
+            (limits.cpus, "deploy.resources.limits.cpus"),
+            (cpus, "cpus"),
+            cpus_of,
+        )?,
+        memory: either(
+            at,
+            (limits.memory, "deploy.resources.limits.memory"),
+            (mem_limit, "mem_limit"),
+            bytes::parse,
+        )?,
+        memory_reservation: either(
+            at,
+            (reservations.memory, "deploy.resources.reservations.memory"),
+            (mem_reservation, "mem_reservation"),
+            bytes::parse,
+        )?,
+        pids: either(
+            at,
+            (limits.pids, "deploy.resources.limits.pids"),
+            (pids_limit, "pids_limit"),
+            pids_of,
+        )?,
+    })
+}
+
+/// One setting written in its current spelling (`new`) or its older one (`old`).
+fn either<T: PartialEq>(
+    at: &str,
+    (new, new_key): (Option<Scalar>, &str),
+    (old, old_key): (Option<Scalar>, &str),
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Option<T>, ComposeError> {
+    let new = new
+        .map(|s| parse(&s.0).map_err(|m| err(at, new_key, m)))
+        .transpose()?;
+    let old = old
+        .map(|s| parse(&s.0).map_err(|m| err(at, old_key, m)))
+        .transpose()?;
+    match (new, old) {
+        (Some(n), Some(o)) if n != o => Err(err(
+            at,
+            old_key,
+            format!("conflicts with `{new_key}`; keep one of them"),
+        )),
+        (n, o) => Ok(n.or(o)),
+    }
+}
+
+fn flag(f: Option<Flag>) -> bool {
+    f.is_some_and(|f| f.0)
+}
+
+/// Labels take an empty value when written without one.
+fn labels(raw: &raw::ListOrMap) -> BTreeMap<String, String> {
+    raw.entries()
+        .into_iter()
+        .map(|(k, v)| (k, v.unwrap_or_default()))
+        .collect()
+}
+
+fn command(raw: StringOrList<Scalar>) -> Result<Vec<String>, String> {
+    match raw {
+        StringOrList::Str(s) => shlex::split(&s)
+            .ok_or_else(|| format!("`{s}` has an unclosed quote or a trailing `\\`")),
+        StringOrList::List(items) => Ok(items.into_iter().map(|s| s.0).collect()),
+    }
+}
+
+fn container_name(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{name}` is not a container name (use letters, digits, `_`, `.` and `-`, starting with a letter or digit)"
+        ))
+    }
+}
+
+/// Docker accepts `net_admin`, `NET_ADMIN` and `CAP_NET_ADMIN` alike; one spelling lets the
+/// policy compare them.
+pub(crate) fn capability(c: &str) -> String {
+    let upper = c.trim().to_ascii_uppercase();
+    upper
+        .strip_prefix("CAP_")
+        .map(str::to_owned)
+        .unwrap_or(upper)
+}
+
+fn restart(s: &str) -> Result<Restart, String> {
+    let bad = || {
+        format!(
+            "`{s}` is not a restart policy (use `no`, `always`, `unless-stopped` or `on-failure[:N]`)"
+        )
+    };
+    match s {
+        "no" => Ok(Restart::No),
+        "always" => Ok(Restart::Always),
+        "unless-stopped" => Ok(Restart::UnlessStopped),
+        "on-failure" => Ok(Restart::OnFailure { max_retries: None }),
+        _ => {
+            let n = s.strip_prefix("on-failure:").ok_or_else(bad)?;
+            let n = n.parse::<u32>().map_err(|_| bad())?;
+            Ok(Restart::OnFailure {
+                max_retries: Some(n),
+            })
+        }
+    }
+}
+
+fn healthcheck(at: &str, raw: raw::Healthcheck) -> Result<Healthcheck, ComposeError> {
+    let at = format!("{at}.healthcheck");
+    let dur = |v: Option<Scalar>, key: &str| {
+        v.map(|s| duration::parse(&s.0).map_err(|m| err(&at, key, m)))
+            .transpose()
+    };
+    let test = match raw.test {
+        None => HealthTest::Inherit,
+        Some(StringOrList::Str(s)) => HealthTest::Shell(s),
+        Some(StringOrList::List(items)) => {
+            let mut items = items.into_iter().map(|s| s.0);
+            let form = items.next().unwrap_or_default();
+            let rest: Vec<String> = items.collect();
+            match (form.as_str(), rest.as_slice()) {
+                ("NONE", []) => HealthTest::Disabled,
+                ("CMD", [_, ..]) => HealthTest::Cmd(rest),
+                ("CMD-SHELL", [script]) => HealthTest::Shell(script.clone()),
+                _ => {
+                    return Err(err(
+                        &at,
+                        "test",
+                        "use `[\"CMD\", \"prog\", \"arg\", …]`, `[\"CMD-SHELL\", \"script\"]`, `[\"NONE\"]` or a string",
+                    ));
+                }
+            }
+        }
+    };
+    let test = match (raw.disable.is_some_and(|f| f.0), test) {
+        (false, test) => test,
+        (true, HealthTest::Inherit | HealthTest::Disabled) => HealthTest::Disabled,
+        (true, _) => {
+            return Err(err(&at, "disable", "cannot be combined with a `test`"));
+        }
+    };
+    Ok(Healthcheck {
+        test,
+        interval: dur(raw.interval, "interval")?,
+        timeout: dur(raw.timeout, "timeout")?,
+        retries: raw.retries.map(|r| r.0),
+        start_period: dur(raw.start_period, "start_period")?,
+    })
+}
+
+/// A dependency cycle would leave no service to start first.
+fn check_cycles(spec: &Spec) -> Result<(), ComposeError> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        Visiting,
+        Done,
+    }
+    fn visit<'a>(
+        spec: &'a Spec,
+        name: &'a ServiceName,
+        marks: &mut BTreeMap<&'a ServiceName, Mark>,
+        stack: &mut Vec<&'a ServiceName>,
+    ) -> Result<(), ComposeError> {
+        match marks.get(name) {
+            Some(Mark::Done) => return Ok(()),
+            Some(Mark::Visiting) => {
+                let start = stack.iter().position(|n| *n == name).unwrap_or(0);
+                let cycle: Vec<String> = stack[start..]
+                    .iter()
+                    .chain(std::iter::once(&name))
+                    .map(|n| format!("`{n}`"))
+                    .collect();
+                return Err(ComposeError::at(
+                    format!("services.{}.depends_on", stack[start]),
+                    format!("dependency cycle: {}", cycle.join(" → ")),
+                ));
+            }
+            None => {}
+        }
+        marks.insert(name, Mark::Visiting);
+        stack.push(name);
+        if let Some(service) = spec.services.get(name) {
+            for dep in service.depends_on.keys() {
+                visit(spec, dep, marks, stack)?;
+            }
+        }
+        stack.pop();
+        marks.insert(name, Mark::Done);
+        Ok(())
+    }
+    let mut marks = BTreeMap::new();
+    for name in spec.services.keys() {
+        visit(spec, name, &mut marks, &mut Vec::new())?;
+    }
+    Ok(())
+}
+
+fn check_container_names(spec: &Spec) -> Result<(), ComposeError> {
+    let mut seen: BTreeMap<&str, &ServiceName> = BTreeMap::new();
+    for (name, service) in &spec.services {
+        if let Some(c) = &service.container_name
+            && let Some(first) = seen.insert(c, name)
+        {
+            return Err(ComposeError::at(
+                format!("services.{name}.container_name"),
+                format!("`{c}` is already the container name of `{first}`"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_policies() {
+        assert_eq!(restart("no").unwrap(), Restart::No);
+        assert_eq!(
+            restart("on-failure:3").unwrap(),
+            Restart::OnFailure {
+                max_retries: Some(3)
+            }
+        );
+        assert!(restart("on-failure:x").is_err());
+        assert!(restart("sometimes").is_err());
+    }
+
+    #[test]
+    fn capabilities_compare_in_one_spelling() {
+        assert_eq!(capability("cap_net_admin"), "NET_ADMIN");
+        assert_eq!(capability("SYS_TIME"), "SYS_TIME");
+    }
+}

@@ -1,0 +1,126 @@
+//! Fixture-driven tests: every folder of `tests/fixtures/compose/` is one case, and its
+//! `expected.snap` holds the loaded `Spec` as YAML, or the exact error text.
+//!
+//! A case folder holds:
+//! - `docker-compose.yml`, then any `docker-compose.*.yml` layered on it in name order;
+//! - `interpolation.env` (optional): the variables for `${…}`;
+//! - `deploy.yml` (optional): host settings whose `allow:` the policy check uses;
+//! - any env or secret files the compose file names.
+//!
+//! The case folder is the project directory and its parent plays ROOT; both are replaced by
+//! `ROOT/code` and `ROOT` in the snapshot so it reads the same on every machine.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::{LoadOptions, SourceFile, envfile, load, policy};
+use crate::settings::Settings;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/compose")
+}
+
+fn compose_files(case: &Path) -> Vec<PathBuf> {
+    let mut layered: Vec<PathBuf> = std::fs::read_dir(case)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name.starts_with("docker-compose.")
+                && name.ends_with(".yml")
+                && name != "docker-compose.yml"
+        })
+        .collect();
+    layered.sort();
+    let mut files = vec![case.join("docker-compose.yml")];
+    files.extend(layered);
+    files
+}
+
+/// Loads one case the way the pipeline will: compose files, then the policy.
+fn run_case(case: &Path) -> String {
+    let root = case.parent().unwrap();
+    let files: Vec<SourceFile> = compose_files(case)
+        .into_iter()
+        .map(|path| SourceFile {
+            text: std::fs::read_to_string(&path).unwrap(),
+            path,
+        })
+        .collect();
+    let env: BTreeMap<String, String> =
+        match std::fs::read_to_string(case.join("interpolation.env")) {
+            Ok(text) => envfile::parse(&text)
+                .unwrap()
+                .into_iter()
+                .filter_map(|(k, v)| Some((k, v?)))
+                .collect(),
+            Err(_) => BTreeMap::new(),
+        };
+    let settings = match std::fs::read_to_string(case.join("deploy.yml")) {
+        Ok(text) => Settings::parse(&text, &case.join("deploy.yml")).unwrap(),
+        Err(_) => Settings::default(),
+    };
+    let options = LoadOptions {
+        project_dir: case,
+        env: &env,
+        profiles: &settings.profiles,
+    };
+    let out = match load(&files, &options) {
+        Err(e) => format!("error: {e}\n"),
+        Ok(loaded) => match policy::check(&loaded.spec, root, &settings.allow) {
+            Err(e) => format!("refused:\n{e}\n"),
+            Ok(()) => {
+                #[derive(Serialize)]
+                struct Shown<'a> {
+                    name: Option<&'a str>,
+                    warnings: &'a [String],
+                    spec: &'a super::Spec,
+                }
+                serde_yaml::to_string(&Shown {
+                    name: loaded.name.as_ref().map(|n| n.as_str()),
+                    warnings: &loaded.warnings,
+                    spec: &loaded.spec,
+                })
+                .unwrap()
+            }
+        },
+    };
+    out.replace(&case.display().to_string(), "ROOT/code")
+        .replace(&root.display().to_string(), "ROOT")
+}
+
+#[test]
+fn compose_fixtures() {
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(fixtures())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("docker-compose.yml").is_file())
+        .collect();
+    cases.sort();
+    assert!(
+        !cases.is_empty(),
+        "no fixtures found under {}",
+        fixtures().display()
+    );
+    let mut failed = Vec::new();
+    for case in &cases {
+        let output = run_case(case);
+        let mut settings = insta::Settings::clone_current();
+        settings.set_snapshot_path(case);
+        settings.set_prepend_module_to_snapshot(false);
+        settings.set_omit_expression(true);
+        settings.set_input_file(case.join("docker-compose.yml"));
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            settings.bind(|| insta::assert_snapshot!("expected", output));
+        }));
+        if outcome.is_err() {
+            failed.push(case.file_name().unwrap().to_string_lossy().into_owned());
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "fixtures whose output changed: {failed:?}"
+    );
+}
