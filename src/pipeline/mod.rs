@@ -326,17 +326,29 @@ fn interpolation_env(root: &Root, settings: &Settings) -> anyhow::Result<BTreeMa
     let mut env = BTreeMap::new();
     let dot_env = root.code().join(".env");
     if dot_env.is_file() {
-        env.extend(compose::env_file::read(&dot_env)?);
+        env.extend(read_env_file(&dot_env)?);
     }
     if let Some(file) = &settings.env_file {
-        let path = root.path().join(file);
         env.extend(
-            compose::env_file::read(&path)
-                .with_context(|| format!("failed to read `env_file` of deploy.yml"))?,
+            read_env_file(&root.path().join(file))
+                .context("failed to read the `env_file` of deploy.yml")?,
         );
     }
     env.extend(std::env::vars());
     Ok(env)
+}
+
+/// `KEY=VALUE` pairs of an env file; bare `KEY` lines give nothing to interpolate with.
+fn read_env_file(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("failed to read `{}`", path.display()))?;
+    let entries = compose::envfile::parse(&text).map_err(|(line, message)| {
+        anyhow::anyhow!("`{}` line {line}: {message}", path.display())
+    })?;
+    Ok(entries
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect())
 }
 
 /// Puts the work tree back to the live revision after a failed deploy, so that bind
