@@ -1,9 +1,25 @@
 //! The deploy ledger: one row per deploy in `ROOT/deploy.db` (SQLite through sqlx).
+//!
+//! Several processes use the file at once (deploys from different pushes, the daemon,
+//! `deploy status`): it runs in WAL mode, and every connection waits up to `BUSY_TIMEOUT` for
+//! another's write to end instead of failing. Writes are single statements, so none of them
+//! holds the write lock across an await.
 
+// Nothing calls into this module until the pipeline is wired; the lead drops this then.
+#![cfg_attr(not(test), allow(dead_code))]
+
+use std::fmt;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+};
+use sqlx::{Connection, Row};
 
 use crate::ids::{DeploymentId, Revision, UserName};
 
@@ -57,30 +73,140 @@ pub(crate) struct Deployment {
     pub(crate) log_path: PathBuf,
     pub(crate) error: Option<String>,
     pub(crate) pid: u32,
+    /// The deploy that went out instead of this one, when it was superseded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) superseded_by: Option<DeploymentId>,
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("failed to {action} in the ledger `{path}`: {source}")]
-pub(crate) struct LedgerError {
-    action: &'static str,
-    path: PathBuf,
-    source: sqlx::Error,
+pub(crate) enum LedgerError {
+    #[error("failed to {action} in the ledger `{path}`: {source}")]
+    Db {
+        action: &'static str,
+        path: PathBuf,
+        source: sqlx::Error,
+    },
+    #[error("deploy {id} is not in the ledger `{path}`")]
+    NotFound { id: DeploymentId, path: PathBuf },
+    /// See `Ledger::finish` for why this is an error and not a silent no-op.
+    #[error("deploy {id} is already {status}; only a running deploy can be given an outcome")]
+    NotRunning { id: DeploymentId, status: Status },
+    #[error("`{0}` is not an outcome; a deploy ends as succeeded, failed, abandoned or superseded")]
+    NotAnOutcome(Status),
+    #[error("log path `{0}` is not valid UTF-8, which the ledger cannot store")]
+    NonUtf8LogPath(PathBuf),
 }
 
-pub(crate) struct Ledger {}
+/// The checked-in migrations under `migrations/`, embedded at compile time.
+static MIGRATOR: Migrator = sqlx::migrate!();
+
+/// How long a connection waits for another process's write before giving up. Deploy writes
+/// are tiny; this only has to outlast a slow disk or a burst of concurrent pushes.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Every column of `deployments`, in the order `decode` reads them.
+macro_rules! select_deployments {
+    ($($rest:literal)*) => {
+        concat!(
+            r#"SELECT id, revision, "ref", "user", "trigger", status, started_at, finished_at,
+                      images, log_path, error, pid, superseded_by
+               FROM deployments "#,
+            $($rest, " ",)*
+        )
+    };
+}
+
+pub(crate) struct Ledger {
+    pool: SqlitePool,
+    path: PathBuf,
+}
 
 impl Ledger {
     /// Opens (creating if needed) the ledger and applies the checked-in migrations.
     pub(crate) async fn open(path: &Path) -> Result<Self, LedgerError> {
-        let _ = path;
-        todo!()
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let pool = connect(options).await.map_err(|source| LedgerError::Db {
+            action: "open the database",
+            path: path.to_owned(),
+            source,
+        })?;
+        let ledger = Self {
+            pool,
+            path: path.to_owned(),
+        };
+        ledger.migrate().await?;
+        Ok(ledger)
     }
 
+    /// sqlx takes no lock around SQLite migrations, so two processes opening a new ledger at
+    /// once would both find it empty and both create the table. Holding the write lock
+    /// (`BEGIN IMMEDIATE`) across the whole run makes the second wait, then find nothing to do.
+    async fn migrate(&self) -> Result<(), LedgerError> {
+        let action = "apply the schema migrations";
+        let mut conn = self.pool.acquire().await.map_err(self.db(action))?;
+        let mut tx = conn
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(self.db(action))?;
+        MIGRATOR
+            .run(&mut *tx)
+            .await
+            .map_err(|e| self.db(action)(e.into()))?;
+        tx.commit().await.map_err(self.db(action))
+    }
+
+    /// A ledger on a pool made elsewhere (by `#[sqlx::test]`, which has already migrated it).
+    #[cfg(test)]
+    fn from_pool(pool: SqlitePool) -> Self {
+        let path = pool.connect_options().get_filename().to_owned();
+        Self { pool, path }
+    }
+
+    fn db(&self, action: &'static str) -> impl FnOnce(sqlx::Error) -> LedgerError + '_ {
+        move |source| LedgerError::Db {
+            action,
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Records a deploy as `running` and returns its id.
     pub(crate) async fn start(&self, new: &NewDeployment) -> Result<DeploymentId, LedgerError> {
-        let _ = new;
-        todo!()
+        let log_path = new
+            .log_path
+            .to_str()
+            .ok_or_else(|| LedgerError::NonUtf8LogPath(new.log_path.clone()))?;
+        let id: i64 = sqlx::query_scalar(
+            r#"INSERT INTO deployments
+                   (revision, "ref", "user", "trigger", status, started_at, log_path, pid)
+               VALUES (?, ?, ?, ?, 'running', ?, ?, ?)
+               RETURNING id"#,
+        )
+        .bind(new.revision.as_str())
+        .bind(new.refname.as_deref())
+        .bind(new.user.as_str())
+        .bind(new.trigger.as_str())
+        .bind(timestamp(Utc::now()))
+        .bind(log_path)
+        .bind(i64::from(new.pid))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(self.db("record the start of a deploy"))?;
+        Ok(DeploymentId(id))
     }
 
+    /// Records how a running deploy ended, with the images it built or used.
+    ///
+    /// Only a `running` row can be finished; any other is left as it is and the call fails
+    /// with `NotRunning`. Someone else already gave it an outcome (a later run that believed
+    /// this process dead marked it abandoned, say), so the ledger and what actually runs may
+    /// disagree: that must be seen, not silently papered over. The caller decides whether it
+    /// is worth more than a warning.
     pub(crate) async fn finish(
         &self,
         id: DeploymentId,
@@ -88,13 +214,311 @@ impl Ledger {
         images: &[String],
         error: Option<&str>,
     ) -> Result<(), LedgerError> {
-        let _ = (id, status, images, error);
-        todo!()
+        let images = serde_json::to_string(images).expect("a list of strings is valid JSON");
+        self.close(id, status, Some(&images), error).await
+    }
+
+    /// Gives a running deploy an outcome without images: `Abandoned` for one whose process is
+    /// gone, `Superseded` for one a newer push overtook. Same rules as `finish`.
+    pub(crate) async fn mark(
+        &self,
+        id: DeploymentId,
+        status: Status,
+        error: Option<&str>,
+    ) -> Result<(), LedgerError> {
+        self.close(id, status, None, error).await
+    }
+
+    async fn close(
+        &self,
+        id: DeploymentId,
+        status: Status,
+        images_json: Option<&str>,
+        error: Option<&str>,
+    ) -> Result<(), LedgerError> {
+        if status == Status::Running {
+            return Err(LedgerError::NotAnOutcome(status));
+        }
+        let action = "record the outcome of a deploy";
+        let done = sqlx::query(
+            "UPDATE deployments
+             SET status = ?, finished_at = ?, images = coalesce(?, images), error = ?
+             WHERE id = ? AND status = 'running'",
+        )
+        .bind(status.as_str())
+        .bind(timestamp(Utc::now()))
+        .bind(images_json)
+        .bind(error)
+        .bind(id.0)
+        .execute(&self.pool)
+        .await
+        .map_err(self.db(action))?;
+        if done.rows_affected() == 1 {
+            return Ok(());
+        }
+        match self.get(id).await? {
+            Some(row) => Err(LedgerError::NotRunning {
+                id,
+                status: row.status,
+            }),
+            None => Err(self.not_found(id)),
+        }
+    }
+
+    /// Records that `id` was overtaken by the deploy `by` (give it its status with `mark`).
+    pub(crate) async fn set_superseded(
+        &self,
+        id: DeploymentId,
+        by: DeploymentId,
+    ) -> Result<(), LedgerError> {
+        let done = sqlx::query("UPDATE deployments SET superseded_by = ? WHERE id = ?")
+            .bind(by.0)
+            .bind(id.0)
+            .execute(&self.pool)
+            .await
+            .map_err(self.db("record which deploy superseded another"))?;
+        if done.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(self.not_found(id))
+        }
+    }
+
+    fn not_found(&self, id: DeploymentId) -> LedgerError {
+        LedgerError::NotFound {
+            id,
+            path: self.path.clone(),
+        }
+    }
+
+    pub(crate) async fn get(&self, id: DeploymentId) -> Result<Option<Deployment>, LedgerError> {
+        sqlx::query(select_deployments!("WHERE id = ?"))
+            .bind(id.0)
+            .try_map(|row: SqliteRow| decode(&row))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(self.db("read a deploy"))
     }
 
     /// Newest first.
     pub(crate) async fn history(&self, limit: u32) -> Result<Vec<Deployment>, LedgerError> {
-        let _ = limit;
-        todo!()
+        sqlx::query(select_deployments!("ORDER BY id DESC LIMIT ?"))
+            .bind(i64::from(limit))
+            .try_map(|row: SqliteRow| decode(&row))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(self.db("read the deploy history"))
+    }
+
+    /// The row of what is live now: the success that finished last.
+    pub(crate) async fn last_succeeded(&self) -> Result<Option<Deployment>, LedgerError> {
+        sqlx::query(select_deployments!(
+            "WHERE status = 'succeeded' ORDER BY finished_at DESC, id DESC LIMIT 1"
+        ))
+        .try_map(|row: SqliteRow| decode(&row))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(self.db("read the live deploy"))
+    }
+
+    /// Rows still `running`, newest first: under the deploy lock, their processes are gone.
+    pub(crate) async fn running(&self) -> Result<Vec<Deployment>, LedgerError> {
+        sqlx::query(select_deployments!(
+            "WHERE status = 'running' ORDER BY id DESC"
+        ))
+        .try_map(|row: SqliteRow| decode(&row))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.db("read the running deploys"))
+    }
+
+    /// Distinct revisions that deployed successfully, the most recent success first: the
+    /// rollback targets, and the images worth keeping.
+    pub(crate) async fn succeeded_revisions(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<Revision>, LedgerError> {
+        sqlx::query(
+            "SELECT revision FROM deployments WHERE status = 'succeeded'
+             GROUP BY revision ORDER BY max(finished_at) DESC, max(id) DESC LIMIT ?",
+        )
+        .bind(i64::from(limit))
+        .try_map(|row: SqliteRow| {
+            let revision: String = row.try_get("revision")?;
+            column("revision", Revision::parse(&revision))
+        })
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.db("read the deployed revisions"))
+    }
+
+    /// Deletes finished rows beyond the newest `keep_last` finished ones, except rows whose
+    /// revision is in `keep_revisions`, and returns the deleted rows' log paths for the caller
+    /// to delete. Never deletes a `running` row, nor the live row (`last_succeeded`), whatever
+    /// the arguments: `deploy status` and rollbacks depend on it.
+    pub(crate) async fn prune(
+        &self,
+        keep_last: u32,
+        keep_revisions: &[Revision],
+    ) -> Result<Vec<PathBuf>, LedgerError> {
+        let keep_revisions =
+            serde_json::to_string(keep_revisions).expect("a list of revisions is valid JSON");
+        // One statement, so it is atomic without a transaction.
+        let deleted: Vec<String> = sqlx::query_scalar(
+            "DELETE FROM deployments
+             WHERE status <> 'running'
+               AND id NOT IN (SELECT id FROM deployments WHERE status <> 'running'
+                              ORDER BY id DESC LIMIT ?)
+               AND revision NOT IN (SELECT value FROM json_each(?))
+               AND id IS NOT (SELECT id FROM deployments WHERE status = 'succeeded'
+                              ORDER BY finished_at DESC, id DESC LIMIT 1)
+             RETURNING log_path",
+        )
+        .bind(i64::from(keep_last))
+        .bind(keep_revisions)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.db("prune old deploys"))?;
+        Ok(deleted.into_iter().map(PathBuf::from).collect())
     }
 }
+
+/// Connects, retrying while the file is busy. Turning a new file to WAL needs an exclusive
+/// lock, and SQLite refuses a second process that wants it at once (`SQLITE_BUSY`) instead of
+/// waiting through the busy timeout, so two processes creating the ledger together would fail.
+async fn connect(options: SqliteConnectOptions) -> Result<SqlitePool, sqlx::Error> {
+    let deadline = tokio::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        // One connection would do for the pipeline; the second lets `deploy logs --follow`
+        // poll while something else writes.
+        let attempt = SqlitePoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(BUSY_TIMEOUT)
+            .connect_with(options.clone())
+            .await;
+        match attempt {
+            Err(e) if is_busy(&e) && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+fn is_busy(e: &sqlx::Error) -> bool {
+    const SQLITE_BUSY: i32 = 5;
+    let code = e.as_database_error().and_then(|d| d.code());
+    // Extended codes (`SQLITE_BUSY_RECOVERY`, …) keep the primary code in their low byte.
+    code.and_then(|c| c.parse::<i32>().ok())
+        .is_some_and(|c| c & 0xff == SQLITE_BUSY)
+}
+
+/// Fixed width (microseconds, `Z`) so that times compare correctly as text in SQL.
+fn timestamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn parse_time(s: &str) -> Result<DateTime<Utc>, chrono::ParseError> {
+    DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc))
+}
+
+/// A value the ledger holds but cannot read: named by its column, so the message says where.
+fn column<T, E>(name: &str, value: Result<T, E>) -> Result<T, sqlx::Error>
+where
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    value.map_err(|e| sqlx::Error::ColumnDecode {
+        index: format!("`{name}`"),
+        source: e.into(),
+    })
+}
+
+fn decode(row: &SqliteRow) -> Result<Deployment, sqlx::Error> {
+    let text = |name: &str| row.try_get::<String, _>(name);
+    let finished_at: Option<String> = row.try_get("finished_at")?;
+    let pid: i64 = row.try_get("pid")?;
+    Ok(Deployment {
+        id: DeploymentId(row.try_get("id")?),
+        revision: column("revision", Revision::parse(&text("revision")?))?,
+        refname: row.try_get("ref")?,
+        user: text("user")?,
+        trigger: column("trigger", text("trigger")?.parse())?,
+        status: column("status", text("status")?.parse())?,
+        started_at: column("started_at", parse_time(&text("started_at")?))?,
+        finished_at: finished_at
+            .map(|t| column("finished_at", parse_time(&t)))
+            .transpose()?,
+        images: column("images", serde_json::from_str(&text("images")?))?,
+        log_path: PathBuf::from(text("log_path")?),
+        error: row.try_get("error")?,
+        pid: column("pid", u32::try_from(pid))?,
+        superseded_by: row
+            .try_get::<Option<i64>, _>("superseded_by")?
+            .map(DeploymentId),
+    })
+}
+
+impl Trigger {
+    /// The ledger's spelling, the same as the JSON output's.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Push => "push",
+            Self::Manual => "manual",
+            Self::Rollback => "rollback",
+        }
+    }
+}
+
+impl FromStr for Trigger {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        [Self::Push, Self::Manual, Self::Rollback]
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| format!("unknown trigger `{}`", s.escape_debug()))
+    }
+}
+
+impl Status {
+    /// The ledger's spelling, the same as the JSON output's.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Abandoned => "abandoned",
+            Self::Superseded => "superseded",
+        }
+    }
+}
+
+impl FromStr for Status {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        [
+            Self::Running,
+            Self::Succeeded,
+            Self::Failed,
+            Self::Abandoned,
+            Self::Superseded,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == s)
+        .ok_or_else(|| format!("unknown status `{}`", s.escape_debug()))
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Display for Trigger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests;
