@@ -1,9 +1,6 @@
 //! Compose files → validated `Spec`: parsing, interpolation, layering, key-path errors and
 //! the security policy. Reads only the files it is given; no Docker, git or database.
 
-// Nothing outside tests calls `load` until the pipeline is merged.
-#![cfg_attr(not(test), allow(dead_code))]
-
 pub(crate) mod bytes;
 pub(crate) mod duration;
 pub(crate) mod envfile;

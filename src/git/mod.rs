@@ -4,7 +4,6 @@
 //! whole tree): async callers go through `tokio::task::spawn_blocking`.
 
 // Nothing calls into this module until the pipeline is wired; the lead drops this then.
-#![cfg_attr(not(test), allow(dead_code))]
 
 pub(crate) mod hook;
 mod worktree;
@@ -54,12 +53,14 @@ pub(crate) enum GitError {
         work_tree: PathBuf,
         paths: Vec<String>,
     },
-    #[error("failed to {action}: {source}")]
-    Git { action: String, source: git2::Error },
-    #[error("failed to {action}: {source}")]
+    // The cause is in the message and deliberately not a `source`: the printed error
+    // chain then shows the library's text once.
+    #[error("failed to {action}: {cause}")]
+    Git { action: String, cause: git2::Error },
+    #[error("failed to {action}: {cause}")]
     Io {
         action: String,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -79,18 +80,18 @@ trait Doing<T> {
 
 impl<T> Doing<T> for Result<T, git2::Error> {
     fn doing(self, action: impl FnOnce() -> String) -> Result<T, GitError> {
-        self.map_err(|source| GitError::Git {
+        self.map_err(|cause| GitError::Git {
             action: action(),
-            source,
+            cause,
         })
     }
 }
 
 impl<T> Doing<T> for Result<T, std::io::Error> {
     fn doing(self, action: impl FnOnce() -> String) -> Result<T, GitError> {
-        self.map_err(|source| GitError::Io {
+        self.map_err(|cause| GitError::Io {
             action: action(),
-            source,
+            cause,
         })
     }
 }
@@ -194,7 +195,7 @@ fn find_commit<'r>(r: &'r Repository, rev: &Revision) -> Result<git2::Commit<'r>
         ErrorCode::NotFound => unknown(),
         _ => GitError::Git {
             action: format!("read commit {rev}"),
-            source: e,
+            cause: e,
         },
     })
 }
@@ -229,7 +230,7 @@ pub(crate) fn resolve(repo: &Path, rev: &str) -> Result<Revision, GitError> {
             }
             _ => GitError::Git {
                 action: format!("resolve revision `{rev}`"),
-                source: e,
+                cause: e,
             },
         }),
     }

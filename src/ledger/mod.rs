@@ -6,7 +6,6 @@
 //! holds the write lock across an await.
 
 // Nothing calls into this module until the pipeline is wired; the lead drops this then.
-#![cfg_attr(not(test), allow(dead_code))]
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -80,11 +79,12 @@ pub(crate) struct Deployment {
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum LedgerError {
-    #[error("failed to {action} in the ledger `{path}`: {source}")]
+    /// The cause is in the message, not a `source`, so the error chain prints it once.
+    #[error("failed to {action} in the ledger `{path}`: {cause}")]
     Db {
         action: &'static str,
         path: PathBuf,
-        source: sqlx::Error,
+        cause: sqlx::Error,
     },
     #[error("deploy {id} is not in the ledger `{path}`")]
     NotFound { id: DeploymentId, path: PathBuf },
@@ -130,10 +130,10 @@ impl Ledger {
             .journal_mode(SqliteJournalMode::Wal)
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
-        let pool = connect(options).await.map_err(|source| LedgerError::Db {
+        let pool = connect(options).await.map_err(|cause| LedgerError::Db {
             action: "open the database",
             path: path.to_owned(),
-            source,
+            cause,
         })?;
         let ledger = Self {
             pool,
@@ -168,10 +168,10 @@ impl Ledger {
     }
 
     fn db(&self, action: &'static str) -> impl FnOnce(sqlx::Error) -> LedgerError + '_ {
-        move |source| LedgerError::Db {
+        move |cause| LedgerError::Db {
             action,
             path: self.path.clone(),
-            source,
+            cause,
         }
     }
 
