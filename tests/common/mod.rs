@@ -320,14 +320,8 @@ pub fn http_get(port: u16, path: &str) -> Option<String> {
     write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
-    response
-        .starts_with("HTTP/1.0 200")
-        .then_some(response)
-        .or_else(|| {
-            response
-                .starts_with("HTTP/1.1 200")
-                .then_some(response.clone())
-        })
+    let ok = response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200");
+    ok.then_some(response)
 }
 
 pub fn fixture(name: &str) -> PathBuf {
