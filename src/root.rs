@@ -77,6 +77,11 @@ impl Root {
         self.path.join("db-data")
     }
 
+    /// Files written from `content:` configs, bind-mounted into containers.
+    pub(crate) fn configs(&self) -> PathBuf {
+        self.path.join("configs")
+    }
+
     pub(crate) fn settings_file(&self) -> PathBuf {
         self.path.join("deploy.yml")
     }

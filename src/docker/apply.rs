@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use bollard::Docker;
 use bollard::models::{
-    ContainerCreateBody, EndpointIpamConfig, EndpointSettings, HealthConfig, HostConfig, Mount,
-    MountType, NetworkConnectRequest, NetworkCreateRequest, NetworkingConfig, PortBinding,
-    RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
+    ContainerCreateBody, EndpointIpamConfig, EndpointSettings, HealthConfig, HostConfig,
+    HostConfigLogConfig, Mount, MountType, NetworkConnectRequest, NetworkCreateRequest,
+    NetworkingConfig, PortBinding, ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
+    VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, LogsOptions, RemoveContainerOptions,
@@ -613,6 +614,35 @@ fn create_body(
         ipc_mode: spec.ipc.clone(),
         userns_mode: spec.userns_mode.clone(),
         security_opt: non_empty(&spec.security_opt),
+        dns: non_empty(&spec.dns),
+        dns_search: non_empty(&spec.dns_search),
+        extra_hosts: non_empty(&spec.extra_hosts),
+        init: spec.init,
+        readonly_rootfs: spec.read_only.then_some(true),
+        shm_size: spec.shm_size.map(|s| i64::try_from(s).unwrap_or(i64::MAX)),
+        tmpfs: (!spec.tmpfs.is_empty()).then(|| spec.tmpfs.clone().into_iter().collect()),
+        ulimits: (!spec.ulimits.is_empty()).then(|| {
+            spec.ulimits
+                .iter()
+                .map(|(name, (soft, hard))| ResourcesUlimits {
+                    name: Some(name.clone()),
+                    soft: Some(*soft),
+                    hard: Some(*hard),
+                })
+                .collect()
+        }),
+        sysctls: (!spec.sysctls.is_empty()).then(|| spec.sysctls.clone().into_iter().collect()),
+        log_config: spec
+            .logging
+            .as_ref()
+            .map(|(driver, options)| HostConfigLogConfig {
+                typ: driver.clone(),
+                config: Some(options.clone().into_iter().collect()),
+            }),
+        nano_cpus: spec.resources.nano_cpus,
+        memory: spec.resources.memory,
+        memory_reservation: spec.resources.memory_reservation,
+        pids_limit: spec.resources.pids,
         ..Default::default()
     };
 
@@ -624,6 +654,7 @@ fn create_body(
         labels: Some(spec.labels.clone().into_iter().collect()),
         user: spec.user.clone(),
         working_dir: spec.working_dir.clone(),
+        hostname: spec.hostname.clone(),
         exposed_ports: Some(spec.exposed.clone()),
         healthcheck: spec.healthcheck.as_ref().map(|h| HealthConfig {
             test: (!h.test.is_empty()).then(|| h.test.clone()),

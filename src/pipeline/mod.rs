@@ -193,10 +193,12 @@ impl Run<'_> {
         let docker = docker::connect().await?;
         preflight::free_space(&docker, self.settings).await?;
 
+        let step = self.reporter.step("plan");
         let plan = self.plan(&docker, &spec).await?;
-        for line in plan.to_string().lines() {
-            self.reporter.info(line.to_owned());
+        for line in plan.to_string().lines().skip(1) {
+            self.reporter.output("plan", line.trim_start());
         }
+        step.finish();
 
         // Every image is built before any container is touched: a failed build leaves the
         // running revision alone.
@@ -232,6 +234,7 @@ impl Run<'_> {
         let observed = docker::observe::observe(docker, self.project, &tags).await?;
         let options = PlanOptions {
             rebuild: Rebuild::IfMissing,
+            config_dir: self.root.configs(),
         };
         Ok(plan::plan(
             spec,

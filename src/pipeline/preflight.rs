@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use bollard::Docker;
 
 use crate::compose::Spec;
-use crate::compose::spec::Mount;
+use crate::compose::spec::{Config, Mount};
 use crate::report::Reporter;
 use crate::root::Root;
 use crate::settings::Settings;
@@ -29,6 +29,7 @@ pub(crate) fn check(
         })?;
         reporter.redact(&value);
     }
+    write_content_configs(root, spec)?;
     for (name, svc) in &spec.services {
         if let Some(build) = &svc.build {
             let dockerfile = build.context.join(&build.dockerfile);
@@ -62,6 +63,26 @@ pub(crate) fn check(
         secret.file = resolve(&secret.file);
     }
     crate::compose::policy::check(&real, &real_root, &settings.allow)?;
+    Ok(())
+}
+
+/// Writes each `content:` config to `ROOT/configs/<name>`, where its container mounts it.
+fn write_content_configs(root: &Root, spec: &Spec) -> anyhow::Result<()> {
+    for (name, config) in &spec.configs {
+        if let Config::Content(text) = config {
+            if name.contains('/') || name.starts_with('.') {
+                bail!(
+                    "configs.{name}: a config with `content:` needs a plain name (no `/`, no leading `.`)"
+                );
+            }
+            let dir = root.configs();
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("failed to create `{}`", dir.display()))?;
+            let path = dir.join(name);
+            std::fs::write(&path, text)
+                .with_context(|| format!("failed to write config `{}`", path.display()))?;
+        }
+    }
     Ok(())
 }
 

@@ -2,13 +2,14 @@
 //! hash covers.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::compose::Spec;
-use crate::compose::spec::{HealthTest, Mount, Restart, Service};
+use crate::compose::spec::{Config, HealthTest, Mount, Restart, Service};
 use crate::ids::{ProjectName, Revision, ServiceName};
 
 use super::names;
@@ -44,10 +45,35 @@ pub(crate) struct ContainerSpec {
     pub(crate) ipc: Option<String>,
     pub(crate) userns_mode: Option<String>,
     pub(crate) security_opt: Vec<String>,
+    pub(crate) hostname: Option<String>,
+    pub(crate) dns: Vec<String>,
+    pub(crate) dns_search: Vec<String>,
+    /// `host:ip`
+    pub(crate) extra_hosts: Vec<String>,
+    pub(crate) init: Option<bool>,
+    pub(crate) read_only: bool,
+    pub(crate) shm_size: Option<u64>,
+    /// Mount point → mount options.
+    pub(crate) tmpfs: BTreeMap<String, String>,
+    /// Name → (soft, hard).
+    pub(crate) ulimits: BTreeMap<String, (i64, i64)>,
+    pub(crate) sysctls: BTreeMap<String, String>,
+    pub(crate) logging: Option<(Option<String>, BTreeMap<String, String>)>,
+    pub(crate) resources: Resources,
     /// sha256 over everything above except the name and the revision label: equal hashes
     /// mean an unchanged container that can be kept running.
     #[serde(skip)]
     pub(crate) config_hash: String,
+}
+
+/// CPU and memory limits, in Docker's units.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub(crate) struct Resources {
+    /// Billionths of a CPU (`cpus: 0.5` → 500 000 000).
+    pub(crate) nano_cpus: Option<i64>,
+    pub(crate) memory: Option<i64>,
+    pub(crate) memory_reservation: Option<i64>,
+    pub(crate) pids: Option<i64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -113,6 +139,7 @@ pub(crate) fn spec(
     revision: &Revision,
     name: &ServiceName,
     svc: &Service,
+    config_dir: &Path,
 ) -> Option<ContainerSpec> {
     let built = svc.build.is_some();
     let image = if built {
@@ -197,6 +224,22 @@ pub(crate) fn spec(
                 read_only: true,
             });
         }
+    }
+
+    // Configs are files too, mounted read-only; `content:` configs were written under
+    // `config_dir` by the pipeline.
+    for c in &svc.configs {
+        let source = match spec.configs.get(&c.source) {
+            Some(Config::File(path)) => path.clone(),
+            Some(Config::Content(_)) => config_dir.join(&c.source),
+            None => continue,
+        };
+        mounts.push(MountSpec {
+            kind: MountKind::Bind,
+            source: source.to_string_lossy().into_owned(),
+            target: c.target.clone(),
+            read_only: true,
+        });
     }
 
     let networks = if svc.network_mode.is_some() {
@@ -288,12 +331,40 @@ pub(crate) fn spec(
         ipc: svc.ipc.clone(),
         userns_mode: svc.userns_mode.clone(),
         security_opt: svc.security_opt.clone(),
+        hostname: svc.hostname.clone(),
+        dns: svc.dns.clone(),
+        dns_search: svc.dns_search.clone(),
+        extra_hosts: svc.extra_hosts.clone(),
+        init: svc.init,
+        read_only: svc.read_only,
+        shm_size: svc.shm_size,
+        tmpfs: svc.tmpfs.clone(),
+        ulimits: svc
+            .ulimits
+            .iter()
+            .map(|(k, u)| (k.clone(), (u.soft, u.hard)))
+            .collect(),
+        sysctls: svc.sysctls.clone(),
+        logging: svc
+            .logging
+            .as_ref()
+            .map(|l| (l.driver.clone(), l.options.clone())),
+        resources: Resources {
+            nano_cpus: svc.resources.cpus.map(|c| (c * 1e9).round() as i64),
+            memory: svc.resources.memory.map(saturating_i64),
+            memory_reservation: svc.resources.memory_reservation.map(saturating_i64),
+            pids: svc.resources.pids,
+        },
         config_hash: String::new(),
     };
     c.config_hash = config_hash(&c);
     c.labels
         .insert(names::LABEL_CONFIG_HASH.to_owned(), c.config_hash.clone());
     Some(c)
+}
+
+fn saturating_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 fn network_name(spec: &Spec, project: &ProjectName, key: &str) -> String {

@@ -63,6 +63,8 @@ pub(crate) struct ObservedContainer {
 pub(crate) struct PlanOptions {
     /// Rebuild images even when the revision's tag exists.
     pub(crate) rebuild: Rebuild,
+    /// Where the pipeline writes `content:` configs, to be bind-mounted.
+    pub(crate) config_dir: PathBuf,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -206,7 +208,7 @@ pub(crate) fn plan(
     for name in order {
         let svc = &spec.services[&name];
         let built = svc.build.is_some();
-        let container = container::spec(spec, project, revision, &name, svc)
+        let container = container::spec(spec, project, revision, &name, svc, &options.config_dir)
             .ok_or_else(|| PlanError::NoImage(name.clone()))?;
         let current = live_container(&observed.containers, &name);
         let action = match current {
@@ -308,8 +310,12 @@ fn builds(
             }
             continue;
         }
+        // No revision label on images: the classic builder turns each label into a LABEL
+        // step, and one that changes every revision would defeat the layer cache. The
+        // `<repo>:<sha>` tag already says which revision an image is.
         let mut labels = build.labels.clone();
-        labels.extend(names::labels(project, Some(name), revision));
+        labels.insert(names::LABEL_PROJECT.to_owned(), project.to_string());
+        labels.insert(names::LABEL_SERVICE.to_owned(), name.to_string());
         steps.push(BuildStep {
             services: vec![name.clone()],
             tags: vec![tag, names::latest_tag(&repo)],
