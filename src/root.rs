@@ -37,10 +37,10 @@ impl Root {
         candidates.push(std::env::current_dir().context("failed to read the current directory")?);
         for start in candidates {
             for dir in start.ancestors() {
-                if dir.file_name().is_some_and(|n| n == "code.git") {
-                    if let Some(parent) = dir.parent() {
-                        return Ok(Self::new(parent.to_path_buf()));
-                    }
+                if dir.file_name().is_some_and(|n| n == "code.git")
+                    && let Some(parent) = dir.parent()
+                {
+                    return Ok(Self::new(parent.to_path_buf()));
                 }
                 if dir.join("code.git").is_dir() {
                     return Ok(Self::new(dir.to_path_buf()));
@@ -94,6 +94,13 @@ impl Root {
         self.path.join("deploy.lock")
     }
 
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "the daemon's control socket comes with `deploy serve`"
+        )
+    )]
     pub(crate) fn socket(&self) -> PathBuf {
         self.path.join("deploy.sock")
     }

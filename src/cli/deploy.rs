@@ -14,7 +14,7 @@ pub(crate) struct Args {
 }
 
 pub(crate) async fn run(root: Root, args: Args) -> anyhow::Result<u8> {
-    let reporter = Reporter::new().with_terminal();
+    let reporter = Reporter::new().with_terminal().with_tracing();
     let trigger = if was_deployed(&root, args.revision.as_deref()).await {
         Trigger::Rollback
     } else {

@@ -18,7 +18,7 @@ pub(crate) struct Args {
 pub(crate) async fn run(root: Root, args: Args) -> anyhow::Result<u8> {
     let settings = Settings::load(&root)?;
     let project = settings.project(&root)?;
-    let reporter = Reporter::new().with_terminal();
+    let reporter = Reporter::new().with_terminal().with_tracing();
     let holder = format!("`deploy down` (pid {})", std::process::id());
     let _lock = lock::acquire(&root.lock_file(), &holder, &reporter).await?;
     let docker = docker::connect().await?;

@@ -21,8 +21,8 @@ pub(crate) async fn run(root: Root, args: Args) -> anyhow::Result<u8> {
         return Ok(super::exit::SUCCESS);
     }
     println!(
-        "{:<6} {:<12} {:<10} {:<9} {:<16} {:<20} {}",
-        "ID", "REVISION", "STATUS", "TRIGGER", "USER", "STARTED", "TOOK"
+        "{:<6} {:<12} {:<10} {:<9} {:<16} {:<20} TOOK",
+        "ID", "REVISION", "STATUS", "TRIGGER", "USER", "STARTED"
     );
     for d in rows {
         let took = d

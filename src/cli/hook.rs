@@ -23,7 +23,7 @@ pub(crate) async fn run(root: Root, _args: Args) -> anyhow::Result<u8> {
         .context("failed to read the ref updates from git")?;
     let updates = parse_hook_input(&input)?;
     let settings = Settings::load(&root)?;
-    let reporter = Reporter::new().with_terminal();
+    let reporter = Reporter::new().with_terminal().with_tracing();
 
     let mut deploy = None;
     for update in &updates {

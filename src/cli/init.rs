@@ -96,16 +96,16 @@ fn install_hook(root: &Root) -> anyhow::Result<()> {
         .replace("@DEPLOY_BIN@", &shell_quote(&exe))
         .replace("@DEPLOY_ROOT@", &shell_quote(root.path()));
     let path = root.hook();
-    if let Ok(existing) = std::fs::read_to_string(&path) {
-        if !existing.contains(MANAGED) {
-            let aside = path.with_extension("before-deploy");
-            std::fs::rename(&path, &aside)
-                .with_context(|| format!("failed to move `{}` aside", path.display()))?;
-            eprintln!(
-                "deploy: an existing post-receive hook was moved to `{}`",
-                aside.display()
-            );
-        }
+    if let Ok(existing) = std::fs::read_to_string(&path)
+        && !existing.contains(MANAGED)
+    {
+        let aside = path.with_extension("before-deploy");
+        std::fs::rename(&path, &aside)
+            .with_context(|| format!("failed to move `{}` aside", path.display()))?;
+        eprintln!(
+            "deploy: an existing post-receive hook was moved to `{}`",
+            aside.display()
+        );
     }
     let hook = hook.replace(HOOK_MARKER, MANAGED);
     std::fs::write(&path, hook).with_context(|| format!("failed to write `{}`", path.display()))?;

@@ -1,6 +1,6 @@
 //! `deploy logs [REV] [--follow]`: print a deploy's build log, or follow one as it runs.
 
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -70,7 +70,7 @@ async fn print_log(
         if !running && buf.is_empty() {
             return Ok(());
         }
-        file.seek(SeekFrom::Current(0))?;
+        file.stream_position()?;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

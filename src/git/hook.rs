@@ -28,6 +28,7 @@ impl RefUpdate {
         is_zero(&self.new)
     }
 
+    #[cfg(test)]
     pub(crate) fn is_create(&self) -> bool {
         is_zero(&self.old)
     }

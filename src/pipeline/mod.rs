@@ -15,7 +15,7 @@ use crate::docker::{self, apply};
 use crate::git;
 use crate::ids::{ProjectName, Revision, UserName};
 use crate::ledger::{Ledger, NewDeployment, Status, Trigger};
-use crate::plan::{self, Plan, PlanOptions, Rebuild};
+use crate::plan::{self, Plan, PlanOptions};
 use crate::report::{self, Reporter};
 use crate::root::Root;
 use crate::settings::Settings;
@@ -36,19 +36,12 @@ pub(crate) enum Target {
     Expression(Option<String>),
 }
 
-/// A finished, successful deploy.
-#[derive(Debug)]
-pub(crate) struct Outcome {
-    pub(crate) revision: Revision,
-    pub(crate) log: PathBuf,
-}
-
 /// Runs one deploy from start to finish.
 pub(crate) async fn deploy(
     root: &Root,
     request: Request,
     reporter: &Reporter,
-) -> anyhow::Result<Outcome> {
+) -> anyhow::Result<()> {
     let settings = Settings::load(root)?;
     let project = settings.project(root)?;
     let repo = root.repo();
@@ -92,16 +85,16 @@ pub(crate) async fn deploy(
     if let Target::Pushed { .. } = &request.target {
         let repo = root.repo();
         let branch = settings.branch.clone();
-        if let Some(tip) = blocking(move || git::branch_tip(&repo, &branch)).await?? {
-            if tip != revision {
-                reporter.info(format!(
-                    "{} was superseded by a newer push; deploying {}",
-                    revision.short(),
-                    tip.short()
-                ));
-                superseded = Some(revision.clone());
-                revision = tip;
-            }
+        if let Some(tip) = blocking(move || git::branch_tip(&repo, &branch)).await??
+            && tip != revision
+        {
+            reporter.info(format!(
+                "{} was superseded by a newer push; deploying {}",
+                revision.short(),
+                tip.short()
+            ));
+            superseded = Some(revision.clone());
+            revision = tip;
         }
     }
 
@@ -118,16 +111,26 @@ pub(crate) async fn deploy(
         log_path: log.clone(),
         pid: std::process::id(),
     };
-    if let Some(own) = superseded {
-        let mut row = new.clone();
-        row.revision = own;
-        let id = ledger.start(&row).await?;
-        ledger.mark(id, Status::Superseded, None).await?;
-    }
+    let own = match superseded {
+        Some(own) => {
+            let mut row = new.clone();
+            row.revision = own;
+            Some(ledger.start(&row).await?)
+        }
+        None => None,
+    };
     let id = ledger.start(&new).await?;
+    if let Some(own) = own {
+        ledger.mark(own, Status::Superseded, None).await?;
+        ledger.set_superseded(own, id).await?;
+    }
+    let (repo, rev) = (root.repo(), revision.clone());
+    let commit = blocking(move || git::commit_info(&repo, &rev)).await??;
     reporter.info(format!(
-        "deploying {} of `{project}` for {} ({})",
+        "deploying {} \"{}\" by {} to `{project}` for {} ({})",
         revision,
+        commit.subject,
+        commit.author,
         request.user,
         trigger_word(request.trigger)
     ));
@@ -151,7 +154,7 @@ pub(crate) async fn deploy(
                 revision.short(),
                 elapsed(started)
             ));
-            Ok(Outcome { revision, log })
+            Ok(())
         }
         Err(e) => {
             let message = format!("{e:#}");
@@ -186,7 +189,7 @@ impl Run<'_> {
         step.finish();
 
         let step = self.reporter.step("read compose file");
-        let spec = load_spec(self.root, self.settings, self.reporter)?;
+        let spec = load_spec(self.root, self.settings, self.project, self.reporter)?;
         preflight::check(self.root, self.settings, &spec, self.reporter)?;
         step.finish();
 
@@ -233,7 +236,6 @@ impl Run<'_> {
             .collect();
         let observed = docker::observe::observe(docker, self.project, &tags).await?;
         let options = PlanOptions {
-            rebuild: Rebuild::IfMissing,
             config_dir: self.root.configs(),
         };
         Ok(plan::plan(
@@ -250,6 +252,7 @@ impl Run<'_> {
 pub(crate) fn load_spec(
     root: &Root,
     settings: &Settings,
+    project: &ProjectName,
     reporter: &Reporter,
 ) -> anyhow::Result<Spec> {
     let code = root.code();
@@ -274,6 +277,13 @@ pub(crate) fn load_spec(
     let loaded = compose::load(&sources, &options)?;
     for warning in &loaded.warnings {
         reporter.warn(warning.clone());
+    }
+    // The project must not move when a push edits `name:`: that would start a second stack
+    // beside the first. deploy.yml decides.
+    if let Some(name) = loaded.name.filter(|n| n != project) {
+        reporter.warn(format!(
+            "`name: {name}` in the compose file is ignored; the project is `{project}` (set `project:` in deploy.yml to change it)"
+        ));
     }
     Ok(loaded.spec)
 }

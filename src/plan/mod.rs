@@ -61,17 +61,8 @@ pub(crate) struct ObservedContainer {
 /// Knobs that come from the host, not the compose file.
 #[derive(Clone, Debug)]
 pub(crate) struct PlanOptions {
-    /// Rebuild images even when the revision's tag exists.
-    pub(crate) rebuild: Rebuild,
     /// Where the pipeline writes `content:` configs, to be bind-mounted.
     pub(crate) config_dir: PathBuf,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Rebuild {
-    /// Reuse `<image>:<sha>` when it exists (rollback in seconds).
-    IfMissing,
-    Always,
 }
 
 #[derive(Clone, Debug)]
@@ -200,7 +191,7 @@ pub(crate) fn plan(
         })
         .collect();
 
-    let (builds, reused_images) = builds(spec, project, revision, observed, options);
+    let (builds, reused_images) = builds(spec, project, revision, observed);
 
     let order = dependency_order(spec);
     let mut services = Vec::new();
@@ -292,7 +283,6 @@ fn builds(
     project: &ProjectName,
     revision: &Revision,
     observed: &Observed,
-    options: &PlanOptions,
 ) -> (Vec<BuildStep>, Vec<String>) {
     let mut steps: Vec<BuildStep> = Vec::new();
     let mut reused = Vec::new();
@@ -304,7 +294,8 @@ fn builds(
             continue;
         }
         let tag = names::revision_tag(&repo, revision);
-        if options.rebuild == Rebuild::IfMissing && observed.images.contains(&tag) {
+        // An image built earlier for this revision is reused: rollback in seconds.
+        if observed.images.contains(&tag) {
             if !reused.contains(&tag) {
                 reused.push(tag);
             }

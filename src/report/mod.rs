@@ -238,10 +238,6 @@ impl Step {
             ok: true,
         });
     }
-
-    pub(crate) fn name(&self) -> &str {
-        &self.name
-    }
 }
 
 impl Drop for Step {

@@ -19,7 +19,6 @@ pub const PASSWORD: &str = "s3cret-Pa55word-for-tests";
 /// The Docker engine, or a loud failure: these tests never skip.
 pub async fn docker() -> Docker {
     let docker = Docker::connect_with_local_defaults()
-        .and_then(|d| Ok(d))
         .expect("Docker engine socket not usable: these tests need a running Docker engine");
     let docker = docker.negotiate_version().await.expect(
         "no Docker engine answers at the local socket: start Docker; these tests never skip",
