@@ -94,12 +94,9 @@ impl Root {
         self.path.join("deploy.lock")
     }
 
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "the daemon's control socket comes with `deploy serve`"
-        )
+    #[expect(
+        dead_code,
+        reason = "the daemon's control socket comes with `deploy serve`"
     )]
     pub(crate) fn socket(&self) -> PathBuf {
         self.path.join("deploy.sock")
