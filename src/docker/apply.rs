@@ -100,6 +100,17 @@ pub(crate) async fn apply(
                 ));
                 retire(docker, reporter, c).await;
             }
+            for n in &plan.orphan_networks {
+                reporter.info(format!(
+                    "removing network `{n}`: no longer in the compose file"
+                ));
+                if let Err(e) = docker.remove_network(n).await {
+                    reporter.warn(format!(
+                        "could not remove network `{n}`: {}",
+                        super::error_chain(&e)
+                    ));
+                }
+            }
             Ok(())
         }
         Err(e) => {

@@ -3,6 +3,7 @@
 
 pub(crate) mod lock;
 mod preflight;
+mod retention;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -144,16 +145,31 @@ pub(crate) async fn deploy(
         settings: &settings,
         project: &project,
         revision: &revision,
+        trigger: request.trigger,
         reporter,
     };
-    match run.execute().await {
-        Ok(images) => {
+    let result = async {
+        let docker = docker::connect().await?;
+        let images = run.execute(&docker).await?;
+        anyhow::Ok((docker, images))
+    }
+    .await;
+    match result {
+        Ok((docker, images)) => {
             ledger.finish(id, Status::Succeeded, &images, None).await?;
             reporter.info(format!(
                 "deployed {} in {:.1}s",
                 revision.short(),
                 elapsed(started)
             ));
+            let retention = settings.retention;
+            if let Err(e) = retention::apply(
+                root, &docker, &ledger, &project, &revision, retention, reporter,
+            )
+            .await
+            {
+                reporter.warn(format!("retention: {e:#}"));
+            }
             Ok(())
         }
         Err(e) => {
@@ -177,12 +193,16 @@ struct Run<'a> {
     settings: &'a Settings,
     project: &'a ProjectName,
     revision: &'a Revision,
+    trigger: Trigger,
     reporter: &'a Reporter,
 }
 
 impl Run<'_> {
     /// The steps after the ledger row exists; returns the images of the deployed revision.
-    async fn execute(&self) -> anyhow::Result<Vec<String>> {
+    async fn execute(&self, docker: &Docker) -> anyhow::Result<Vec<String>> {
+        // A full disk breaks what runs too: refuse before touching anything.
+        preflight::free_space(docker, self.settings).await?;
+
         let step = self.reporter.step("checkout");
         let (repo, code, rev) = (self.root.repo(), self.root.code(), self.revision.clone());
         blocking(move || git::checkout(&repo, &code, &rev)).await??;
@@ -193,34 +213,37 @@ impl Run<'_> {
         preflight::check(self.root, self.settings, &spec, self.reporter)?;
         step.finish();
 
-        let docker = docker::connect().await?;
-        preflight::free_space(&docker, self.settings).await?;
-
         let step = self.reporter.step("plan");
-        let plan = self.plan(&docker, &spec).await?;
+        let plan = self.plan(docker, &spec).await?;
         for line in plan.to_string().lines().skip(1) {
             self.reporter.output("plan", line.trim_start());
         }
         step.finish();
+        if self.trigger == Trigger::Rollback && !plan.builds.is_empty() {
+            self.reporter.info(format!(
+                "the image of {} was removed by retention; rebuilding it from git",
+                self.revision.short()
+            ));
+        }
 
         // Every image is built before any container is touched: a failed build leaves the
         // running revision alone.
         for build in &plan.builds {
             let services: Vec<&str> = build.services.iter().map(|s| s.as_str()).collect();
             let step = self.reporter.step(format!("build {}", services.join(", ")));
-            docker::build::build_image(&docker, build, self.reporter).await?;
+            docker::build::build_image(docker, build, self.reporter).await?;
             step.finish();
         }
         for tag in &plan.reused_images {
             self.reporter
                 .info(format!("reusing `{tag}`, built earlier"));
-            docker::build::tag_latest(&docker, tag).await?;
+            docker::build::tag_latest(docker, tag).await?;
         }
 
         let options = apply::ApplyOptions {
             health_timeout: self.settings.health_timeout,
         };
-        apply::apply(&docker, &plan, self.reporter, &options).await?;
+        apply::apply(docker, &plan, self.reporter, &options).await?;
         Ok(plan.images())
     }
 
