@@ -192,15 +192,13 @@ fn issue3_bad_pushes_never_take_down_the_running_version() {
     stack.write("Dockerfile", &dockerfile);
 
     // Too little free disk: refused before anything is touched.
-    stack.add_setting("min_free_space: 100000GiB");
+    let settings = std::fs::read_to_string(stack.root.join("deploy.yml")).unwrap();
+    let tight = settings.replace("min_free_space: 1GiB", "min_free_space: 100000GiB");
+    assert_ne!(tight, settings);
+    std::fs::write(stack.root.join("deploy.yml"), tight).unwrap();
     stack.write("VERSION", "v-disk\n");
     push_refused(&stack, "free space", &["free", "min_free_space"]);
-    let settings = std::fs::read_to_string(stack.root.join("deploy.yml")).unwrap();
-    std::fs::write(
-        stack.root.join("deploy.yml"),
-        settings.replace("min_free_space: 100000GiB\n", ""),
-    )
-    .unwrap();
+    std::fs::write(stack.root.join("deploy.yml"), settings).unwrap();
 
     // An unknown revision changes nothing, not even the ledger.
     let rows_before = stack.history().len();

@@ -179,11 +179,12 @@ pub(crate) async fn deploy(
                 .finish(id, Status::Failed, &[], Some(&message))
                 .await?;
             restore_work_tree(root, live.as_ref(), reporter).await;
-            Err(e.context(format!(
+            // The reason was just reported; the last line only says where to read more.
+            Err(anyhow::anyhow!(
                 "deploy of {} failed; see `{}`",
                 revision.short(),
                 log.display()
-            )))
+            ))
         }
     }
 }
