@@ -212,12 +212,12 @@ fn issue3_bad_pushes_never_take_down_the_running_version() {
     assert_eq!(stack.history().len(), rows_before);
 
     // A crash-looping new version: reported, the old version serves again.
+    // It prints the database password before dying: the build log gets its last lines,
+    // with the password redacted.
+    let crash = r#"CMD ["python", "-c", "print('pw=' + open('/run/secrets/db_password').read()); raise SystemExit(3)"]"#;
     stack.write(
         "Dockerfile",
-        &dockerfile.replace(
-            "CMD [\"python\", \"/app/app.py\"]",
-            "CMD [\"python\", \"-c\", \"raise SystemExit(3)\"]",
-        ),
+        &dockerfile.replace(r#"CMD ["python", "/app/app.py"]"#, crash),
     );
     stack.write("VERSION", "v-crash\n");
     push_refused(
@@ -234,6 +234,11 @@ fn issue3_bad_pushes_never_take_down_the_running_version() {
         log.contains("log lines of the new `server` container"),
         "{log}"
     );
+    assert!(
+        log.contains("pw=***"),
+        "the secret is redacted in the log tail: {log}"
+    );
+    assert!(!log.contains(PASSWORD));
     stack.write("Dockerfile", &dockerfile);
     assert!(stack.visits("v1") > rows, "the rows survive every bad push");
 
@@ -263,7 +268,29 @@ fn issue3_bad_pushes_never_take_down_the_running_version() {
         !std::path::Path::new("/tmp/pwned").exists(),
         "a user name ran as shell"
     );
-    assert!(stack.visits("v2") > rows);
+    let rows = stack.visits("v2");
+
+    // A branch name with shell characters is data: not deployed, nothing run.
+    let _ = std::fs::remove_file("/tmp/pwned-branch");
+    let out = run(Command::new("git").current_dir(&stack.work).args([
+        "push",
+        "prod",
+        "HEAD:refs/heads/x$(touch${IFS}/tmp/pwned-branch);y",
+    ]));
+    assert!(text(&out).contains("not deployed"), "{}", text(&out));
+    assert!(
+        !std::path::Path::new("/tmp/pwned-branch").exists(),
+        "a branch name ran as shell"
+    );
+
+    // `deploy down` stops the stack and keeps the data; `deploy` brings it back.
+    let out = stack.deploy(&["down"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(containers(&stack.project).is_empty());
+    assert!(stack.get("/").is_none(), "nothing answers after down");
+    let out = stack.deploy(&[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(stack.visits("v2") > rows, "the rows survive `deploy down`");
 }
 
 #[test]
