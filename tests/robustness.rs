@@ -368,11 +368,16 @@ fn kill_deploy_at(stack: &Stack, sha: &str, marker: &str, after: Duration) {
             child.wait().unwrap();
             return;
         }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         assert!(
             Instant::now() < deadline,
             "`{marker}` never appeared: {seen:#?}"
         );
     }
+    let _ = child.wait();
     panic!("the deploy ended before `{marker}`: {seen:#?}");
 }
 

@@ -25,7 +25,13 @@ pub(crate) async fn run(root: Root, args: Args) -> anyhow::Result<u8> {
         user: super::pusher(),
         trigger,
     };
-    pipeline::deploy(&root, request, &reporter).await?;
+    pipeline::deploy(
+        &root,
+        request,
+        pipeline::traffic::Traffic::Direct,
+        &reporter,
+    )
+    .await?;
     Ok(super::exit::SUCCESS)
 }
 

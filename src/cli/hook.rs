@@ -40,7 +40,13 @@ pub(crate) async fn run(root: Root, _args: Args) -> anyhow::Result<u8> {
         user: super::pusher(),
         trigger: Trigger::Push,
     };
-    pipeline::deploy(&root, request, &reporter).await?;
+    pipeline::deploy(
+        &root,
+        request,
+        pipeline::traffic::Traffic::Direct,
+        &reporter,
+    )
+    .await?;
     Ok(super::exit::SUCCESS)
 }
 

@@ -4,6 +4,7 @@
 pub(crate) mod lock;
 mod preflight;
 mod retention;
+pub(crate) mod traffic;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,6 +21,8 @@ use crate::plan::{self, Plan, PlanOptions};
 use crate::report::{self, Reporter};
 use crate::root::Root;
 use crate::settings::Settings;
+
+use traffic::Traffic;
 
 /// What to deploy and on whose behalf.
 #[derive(Clone, Debug)]
@@ -41,6 +44,7 @@ pub(crate) enum Target {
 pub(crate) async fn deploy(
     root: &Root,
     request: Request,
+    traffic: Traffic<'_>,
     reporter: &Reporter,
 ) -> anyhow::Result<()> {
     let settings = Settings::load(root)?;
@@ -146,6 +150,7 @@ pub(crate) async fn deploy(
         project: &project,
         revision: &revision,
         trigger: request.trigger,
+        traffic,
         reporter,
     };
     let result = async {
@@ -195,6 +200,7 @@ struct Run<'a> {
     project: &'a ProjectName,
     revision: &'a Revision,
     trigger: Trigger,
+    traffic: Traffic<'a>,
     reporter: &'a Reporter,
 }
 
@@ -243,8 +249,10 @@ impl Run<'_> {
 
         let options = apply::ApplyOptions {
             health_timeout: self.settings.health_timeout,
+            http_path: self.settings.health_path.clone(),
         };
-        apply::apply(docker, &plan, self.reporter, &options).await?;
+        let applied = apply::apply(docker, &plan, self.reporter, &options).await?;
+        traffic::cut_over(self.traffic, docker, &plan, applied, self.reporter).await?;
         Ok(plan.images())
     }
 
@@ -261,6 +269,7 @@ impl Run<'_> {
         let observed = docker::observe::observe(docker, self.project, &tags).await?;
         let options = PlanOptions {
             config_dir: self.root.configs(),
+            publish: self.traffic.publish(),
         };
         Ok(plan::plan(
             spec,

@@ -45,16 +45,14 @@ pub(crate) async fn apply(
     let keep: Vec<Revision> = keep.into_iter().collect();
     for log in ledger.prune(KEEP_DEPLOYS, &keep).await? {
         // Only our own build logs, never a path a corrupted row might point elsewhere.
-        if log.parent() == Some(root.build_logs().as_path()) {
-            if let Err(e) = std::fs::remove_file(&log) {
-                if e.kind() != std::io::ErrorKind::NotFound {
+        if log.parent() == Some(root.build_logs().as_path())
+            && let Err(e) = std::fs::remove_file(&log)
+                && e.kind() != std::io::ErrorKind::NotFound {
                     reporter.warn(format!(
                         "could not remove old build log `{}`: {e}",
                         log.display()
                     ));
                 }
-            }
-        }
     }
     Ok(())
 }

@@ -65,6 +65,7 @@ pub(crate) struct ObservedContainer {
 pub(crate) struct PlanOptions {
     /// Where the pipeline writes `content:` configs, to be bind-mounted.
     pub(crate) config_dir: PathBuf,
+    pub(crate) publish: container::Publish,
 }
 
 #[derive(Clone, Debug)]
@@ -198,14 +199,21 @@ pub(crate) fn plan(
 
     let (builds, reused_images) = builds(spec, project, revision, observed);
 
+    let ctx = container::Context {
+        spec,
+        project,
+        revision,
+        config_dir: &options.config_dir,
+        publish: options.publish,
+    };
     let order = dependency_order(spec);
     let mut services = Vec::new();
     let mut current_ids = BTreeSet::new();
     for name in order {
         let svc = &spec.services[&name];
         let built = svc.build.is_some();
-        let container = container::spec(spec, project, revision, &name, svc, &options.config_dir)
-            .ok_or_else(|| PlanError::NoImage(name.clone()))?;
+        let container =
+            container::spec(&ctx, &name, svc).ok_or_else(|| PlanError::NoImage(name.clone()))?;
         let current = live_container(&observed.containers, &name);
         let action = match current {
             None => Action::Create,
