@@ -22,7 +22,7 @@ use sqlx::{Connection, Row};
 
 use crate::ids::{DeploymentId, Revision, UserName};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum Trigger {
     Push,

@@ -47,12 +47,13 @@ pub(crate) async fn apply(
         // Only our own build logs, never a path a corrupted row might point elsewhere.
         if log.parent() == Some(root.build_logs().as_path())
             && let Err(e) = std::fs::remove_file(&log)
-                && e.kind() != std::io::ErrorKind::NotFound {
-                    reporter.warn(format!(
-                        "could not remove old build log `{}`: {e}",
-                        log.display()
-                    ));
-                }
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            reporter.warn(format!(
+                "could not remove old build log `{}`: {e}",
+                log.display()
+            ));
+        }
     }
     Ok(())
 }

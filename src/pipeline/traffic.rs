@@ -2,10 +2,12 @@
 //! owned by `deploy serve`'s proxy, which the pipeline switches to the new containers.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use bollard::Docker;
 use futures_util::future::BoxFuture;
 
+use crate::docker;
 use crate::docker::apply::Applied;
 use crate::docker::routes::{self, Route};
 use crate::plan::Plan;
@@ -71,9 +73,28 @@ pub(crate) async fn cut_over(
         );
     }
     if !new.is_empty() {
-        if let Err(e) = switch.switch(new.clone()).await {
-            applied.rollback(docker, reporter).await;
-            return Err(e.context("failed to switch traffic to the new containers"));
+        if let Err(first) = switch.switch(new.clone()).await {
+            // The old containers may hold the host ports themselves (deployed while the
+            // daemon was not running): stop them, a short gap, and take the ports over.
+            reporter.warn(format!(
+                "{first:#}; stopping the old containers to take over their ports"
+            ));
+            let mut stopped = Vec::new();
+            for old in applied.retiring() {
+                if docker::apply::stop(docker, &old.id, &old.name, Duration::from_secs(10))
+                    .await
+                    .is_ok()
+                {
+                    stopped.push(old.clone());
+                }
+            }
+            if let Err(e) = switch.switch(new.clone()).await {
+                for old in &stopped {
+                    let _ = docker::apply::start(docker, &old.id, &old.name).await;
+                }
+                applied.rollback(docker, reporter).await;
+                return Err(e.context("failed to switch traffic to the new containers"));
+            }
         }
         for r in &new {
             reporter.info(format!(

@@ -1,6 +1,10 @@
-//! `deploy serve`: the daemon. So far its reverse proxy, which the daemon will drive.
+//! `deploy serve`: the daemon (zero-downtime proxy, deploys handed over from the hook,
+//! autoheal, restart-safe), and the hook's client side of the hand-off.
 
-// Nothing outside calls the proxy until the daemon is wired into the pipeline; its tests do.
-#![cfg_attr(not(test), allow(dead_code))]
-
+mod autoheal;
+pub(crate) mod client;
+mod daemon;
+mod protocol;
 pub(crate) mod proxy;
+
+pub(crate) use daemon::run;

@@ -430,12 +430,16 @@ impl Stack {
         std::fs::read_to_string(self.work.join("docker-compose.yml")).unwrap()
     }
 
-    /// Appends lines to `ROOT/deploy.yml`.
+    /// Sets top-level keys of `ROOT/deploy.yml` (each line `key: value`), replacing the
+    /// lines of keys already there.
     pub fn add_setting(&self, lines: &str) {
         let path = self.root.join("deploy.yml");
         let mut text = std::fs::read_to_string(&path).unwrap();
-        text.push_str(lines);
-        text.push('\n');
+        for line in lines.lines() {
+            let key = line.split(':').next().unwrap();
+            let kept: Vec<&str> = text.lines().filter(|l| !l.starts_with(&format!("{key}:"))).collect();
+            text = kept.join("\n") + "\n" + line + "\n";
+        }
         std::fs::write(path, text).unwrap();
     }
 
