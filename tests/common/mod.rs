@@ -437,7 +437,10 @@ impl Stack {
         let mut text = std::fs::read_to_string(&path).unwrap();
         for line in lines.lines() {
             let key = line.split(':').next().unwrap();
-            let kept: Vec<&str> = text.lines().filter(|l| !l.starts_with(&format!("{key}:"))).collect();
+            let kept: Vec<&str> = text
+                .lines()
+                .filter(|l| !l.starts_with(&format!("{key}:")))
+                .collect();
             text = kept.join("\n") + "\n" + line + "\n";
         }
         std::fs::write(path, text).unwrap();
