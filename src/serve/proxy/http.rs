@@ -121,6 +121,9 @@ impl Handler {
             let backend_upgrade = hyper::upgrade::on(&mut response);
             let shared = Arc::clone(&self.shared);
             let active = active.into_tunnel();
+            // The client connection ends as hyper hands it over; the tunnel is what a shutdown
+            // waits for now.
+            let connection = self.shared.connection_opened();
             tokio::spawn(async move {
                 match tokio::try_join!(client_upgrade, backend_upgrade) {
                     Ok((client, upstream)) => {
@@ -134,6 +137,7 @@ impl Handler {
                     Err(error) => tracing::debug!(%error, "upgrade failed after `101`"),
                 }
                 drop(active);
+                drop(connection);
             });
             strip_hop_by_hop(response.headers_mut(), UpgradeHeaders::Keep);
             return response.map(|_| RespBody::Full(None));
@@ -160,10 +164,11 @@ pub(super) enum ForwardError {
 /// Sends `request` over an idle pooled connection if there is one, else over a new one.
 ///
 /// A pooled connection can be closed by the server at the moment we reuse it (its keep-alive
-/// timeout, or a restart). Two cases are safe to retry, once, on a fresh connection: hyper
-/// hands the request back when it never wrote it (any method), and an idempotent request
-/// without a body can be sent again when the connection failed before any answer (RFC 9112
-/// §9.3.1). A fresh connection failing is the backend's failure, answered `502`.
+/// timeout, or a restart). Two cases are safe to send again: hyper hands the request back when
+/// it never wrote it (any method; it goes to the next connection), and an idempotent request
+/// without a body may be repeated, once, on a fresh connection when the pooled one failed
+/// before any answer (RFC 9112 §9.3.1). Anything else, and a fresh connection failing, is
+/// the backend's failure, answered `502`: a POST the app may have acted on is never repeated.
 async fn send(
     backend: &Arc<Backend>,
     request: Request<ReqBody>,

@@ -675,6 +675,36 @@ async fn a_shutdown_finishes_requests_in_flight_and_frees_the_port() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_cuts_tunnels_after_its_grace_period() {
+    let a = App::start("A").await;
+    let lines = apps::start_line_server("L").await;
+    let (proxy, http_addr) = proxy().await;
+    let tcp_addr = proxy
+        .listen("127.0.0.1:0".parse().expect("address"))
+        .expect("listen");
+    proxy.set_backend(http_addr.port(), a.addr).expect("switch");
+    proxy.set_backend(tcp_addr.port(), lines).expect("switch");
+    let mut upgraded = BufReader::new(TcpStream::connect(http_addr).await.expect("connect"));
+    upgraded
+        .get_mut()
+        .write_all(b"GET /ws HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n")
+        .await
+        .expect("upgrade request");
+    apps::read_head(&mut upgraded).await.expect("response head");
+    let mut tcp = BufReader::new(TcpStream::connect(tcp_addr).await.expect("connect"));
+    assert_eq!(line_exchange(&mut tcp, "hello").await, "L: hello\n");
+
+    let report = proxy.shutdown(Duration::from_millis(100)).await;
+    assert_eq!(report.cut, 2, "{report:?}");
+    for stream in [&mut upgraded, &mut tcp] {
+        let mut rest = Vec::new();
+        let read =
+            tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await;
+        assert!(read.is_ok(), "a tunnel outlived the shutdown");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_proxy_serves_again_within_a_second() {
     let a = App::start("A").await;
     let (proxy, addr) = proxy().await;
