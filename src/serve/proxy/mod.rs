@@ -455,7 +455,14 @@ impl Proxy {
     /// for connections to end, then cuts the rest (tunnels, mostly).
     pub(crate) async fn shutdown(&self, grace: Duration) -> ShutdownReport {
         let started = Instant::now();
-        self.shared.phase.send_replace(Phase::Draining);
+        // Only ever forward: a second call must not take a stopped proxy back to draining.
+        self.shared.phase.send_if_modified(|phase| {
+            let earlier = *phase < Phase::Draining;
+            if earlier {
+                *phase = Phase::Draining;
+            }
+            earlier
+        });
         let accept_loops = std::mem::take(&mut self.shared.registry().accept_loops);
         for accept_loop in accept_loops {
             if let Err(error) = accept_loop.await {
