@@ -3,7 +3,7 @@
 
 use std::convert::Infallible;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -28,8 +28,10 @@ pub(super) async fn serve(io: Prefixed, peer: SocketAddr, route: Arc<Route>, sha
     let handler = Arc::new(Handler {
         route,
         shared: Arc::clone(shared),
-        // A client reaching a `[::]` listener over IPv4 should appear as `1.2.3.4`.
-        client_ip: peer.ip().to_canonical(),
+        // A client reaching a `[::]` listener over IPv4 should appear as `1.2.3.4`. Made once
+        // per connection rather than per request.
+        client: HeaderValue::from_str(&peer.ip().to_canonical().to_string())
+            .expect("an IP address is a valid header value"),
     });
     let service = hyper::service::service_fn(move |request| {
         let handler = Arc::clone(&handler);
@@ -62,7 +64,8 @@ fn log_end(peer: SocketAddr, done: hyper::Result<()>) {
 struct Handler {
     route: Arc<Route>,
     shared: Arc<Shared>,
-    client_ip: IpAddr,
+    /// The client's address, as `X-Forwarded-For` gives it.
+    client: HeaderValue,
 }
 
 impl Handler {
@@ -90,12 +93,7 @@ impl Handler {
         } else {
             UpgradeHeaders::Strip
         };
-        let request = rewrite_request(
-            request,
-            self.client_ip,
-            self.shared.config.forwarded,
-            upgrade,
-        );
+        let request = rewrite_request(request, &self.client, self.shared.config.forwarded, upgrade);
         let backend = Arc::clone(active.backend());
         let mut response = match send(&backend, request, &self.shared).await {
             Ok(response) => response,
@@ -121,6 +119,9 @@ impl Handler {
             let backend_upgrade = hyper::upgrade::on(&mut response);
             let shared = Arc::clone(&self.shared);
             let active = active.into_tunnel();
+            // The client connection ends as hyper hands it over; the tunnel is what a shutdown
+            // waits for now.
+            let connection = self.shared.connection_opened();
             tokio::spawn(async move {
                 match tokio::try_join!(client_upgrade, backend_upgrade) {
                     Ok((client, upstream)) => {
@@ -134,6 +135,7 @@ impl Handler {
                     Err(error) => tracing::debug!(%error, "upgrade failed after `101`"),
                 }
                 drop(active);
+                drop(connection);
             });
             strip_hop_by_hop(response.headers_mut(), UpgradeHeaders::Keep);
             return response.map(|_| RespBody::Full(None));
@@ -160,10 +162,11 @@ pub(super) enum ForwardError {
 /// Sends `request` over an idle pooled connection if there is one, else over a new one.
 ///
 /// A pooled connection can be closed by the server at the moment we reuse it (its keep-alive
-/// timeout, or a restart). Two cases are safe to retry, once, on a fresh connection: hyper
-/// hands the request back when it never wrote it (any method), and an idempotent request
-/// without a body can be sent again when the connection failed before any answer (RFC 9112
-/// §9.3.1). A fresh connection failing is the backend's failure, answered `502`.
+/// timeout, or a restart). Two cases are safe to send again: hyper hands the request back when
+/// it never wrote it (any method; it goes to the next connection), and an idempotent request
+/// without a body may be repeated, once, on a fresh connection when the pooled one failed
+/// before any answer (RFC 9112 §9.3.1). Anything else, and a fresh connection failing, is
+/// the backend's failure, answered `502`: a POST the app may have acted on is never repeated.
 async fn send(
     backend: &Arc<Backend>,
     request: Request<ReqBody>,
@@ -335,7 +338,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: UpgradeHeaders) {
 /// connection stays open), hop-by-hop headers replaced, `X-Forwarded-*` added. `Host` is kept.
 fn rewrite_request(
     request: Request<Incoming>,
-    client_ip: IpAddr,
+    client: &HeaderValue,
     forwarded: ForwardedHeaders,
     upgrade: UpgradeHeaders,
 ) -> Request<ReqBody> {
@@ -355,16 +358,15 @@ fn rewrite_request(
     // Hyper's server answers `Expect: 100-continue` itself when the body is first read.
     parts.headers.remove(header::EXPECT);
     strip_hop_by_hop(&mut parts.headers, upgrade);
-    add_forwarded(&mut parts.headers, client_ip, forwarded);
+    add_forwarded(&mut parts.headers, client, forwarded);
     // Nothing hyper's server attached to the request means anything to its client.
     parts.extensions.clear();
     Request::from_parts(parts, ReqBody::Incoming(body))
 }
 
-fn add_forwarded(headers: &mut HeaderMap, client_ip: IpAddr, forwarded: ForwardedHeaders) {
+fn add_forwarded(headers: &mut HeaderMap, client: &HeaderValue, forwarded: ForwardedHeaders) {
     let x_forwarded_for = HeaderName::from_static("x-forwarded-for");
     let x_forwarded_proto = HeaderName::from_static("x-forwarded-proto");
-    let client = client_ip.to_string();
     let earlier: Vec<&str> = match forwarded {
         ForwardedHeaders::Extend => headers
             .get_all(&x_forwarded_for)
@@ -373,13 +375,13 @@ fn add_forwarded(headers: &mut HeaderMap, client_ip: IpAddr, forwarded: Forwarde
             .collect(),
         ForwardedHeaders::Replace => Vec::new(),
     };
-    let value = if earlier.is_empty() {
-        client
+    if earlier.is_empty() {
+        headers.insert(x_forwarded_for, client.clone());
     } else {
-        format!("{}, {client}", earlier.join(", "))
-    };
-    if let Ok(value) = HeaderValue::from_str(&value) {
-        headers.insert(x_forwarded_for, value);
+        let client = client.to_str().unwrap_or_default();
+        if let Ok(value) = HeaderValue::from_str(&format!("{}, {client}", earlier.join(", "))) {
+            headers.insert(x_forwarded_for, value);
+        }
     }
     // With `Extend`, a TLS terminator in front has already said `https`.
     if forwarded == ForwardedHeaders::Replace || !headers.contains_key(&x_forwarded_proto) {

@@ -16,8 +16,11 @@
 //! proxy.listen("0.0.0.0:8080".parse()?)?;           // at start, for each published port
 //! proxy.set_backend(8080, live_container_addr)?;     // from Docker labels, before any deploy
 //! // a deploy, once the new container is healthy:
-//! let old = proxy.set_backend(8080, new_container_addr)?;
-//! let report = proxy.drain(old, DEFAULT_DRAIN_TIMEOUT).await?;   // then stop the old container
+//! if let Some(old) = proxy.set_backend(8080, new_container_addr)? {
+//!     let report = proxy.drain(old, DEFAULT_DRAIN_TIMEOUT).await?;  // log it,
+//!     // then stop the old container
+//! }
+//! tracing::info!("{}", proxy.stats());               // counters for the daemon's log
 //! // on SIGTERM:
 //! proxy.shutdown(grace).await;
 //! ```
@@ -202,7 +205,7 @@ struct Shared {
     phase: watch::Sender<Phase>,
     server: hyper::server::conn::http1::Builder,
     client: hyper::client::conn::http1::Builder,
-    /// Locked before any route, by the only writers: `set_backend` and `drain`.
+    /// Lock order: the registry, then a route. Requests take only their route's.
     registry: Mutex<Registry>,
     open_connections: AtomicU64,
     connections_closed: Notify,
@@ -240,6 +243,28 @@ impl Route {
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         live.as_ref().map(|backend| backend.addr)
+    }
+
+    /// Replaces the live backend under the write lock; returns the old one's address, or
+    /// `None` when there was none or it stays.
+    fn switch(&self, next: Option<Arc<Backend>>) -> Option<SocketAddr> {
+        let mut live = self
+            .live
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let (Some(current), Some(next)) = (live.as_ref(), next.as_ref())
+            && Arc::ptr_eq(current, next)
+        {
+            return None;
+        }
+        if let Some(next) = &next {
+            next.route_added();
+        }
+        let previous = std::mem::replace(&mut *live, next);
+        if let Some(previous) = &previous {
+            previous.route_removed();
+        }
+        previous.map(|previous| previous.addr)
     }
 }
 
@@ -307,8 +332,8 @@ impl Proxy {
         }
     }
 
-    /// Binds `addr` and starts accepting; returns the bound address (port 0 picks one). Binding
-    /// the same port on another address (`[::]` beside `0.0.0.0`) shares its route.
+    /// Binds `addr` and starts accepting; returns the bound address (port 0 picks one). The
+    /// same port bound on another address shares its route.
     pub(crate) fn listen(&self, addr: SocketAddr) -> Result<SocketAddr, ProxyError> {
         if *self.shared.phase.borrow() != Phase::Running {
             return Err(ProxyError::ShutDown { addr });
@@ -430,7 +455,14 @@ impl Proxy {
     /// for connections to end, then cuts the rest (tunnels, mostly).
     pub(crate) async fn shutdown(&self, grace: Duration) -> ShutdownReport {
         let started = Instant::now();
-        self.shared.phase.send_replace(Phase::Draining);
+        // Only ever forward: a second call must not take a stopped proxy back to draining.
+        self.shared.phase.send_if_modified(|phase| {
+            let earlier = *phase < Phase::Draining;
+            if earlier {
+                *phase = Phase::Draining;
+            }
+            earlier
+        });
         let accept_loops = std::mem::take(&mut self.shared.registry().accept_loops);
         for accept_loop in accept_loops {
             if let Err(error) = accept_loop.await {
@@ -516,29 +548,5 @@ impl Registry {
             let (requests, tunnels) = backend.open();
             backend.is_live() || requests > 0 || tunnels > 0
         });
-    }
-}
-
-impl Route {
-    /// Replaces the live backend under the write lock; returns the old one's address, or
-    /// `None` when there was none or it stays.
-    fn switch(&self, next: Option<Arc<Backend>>) -> Option<SocketAddr> {
-        let mut live = self
-            .live
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let (Some(current), Some(next)) = (live.as_ref(), next.as_ref())
-            && Arc::ptr_eq(current, next)
-        {
-            return None;
-        }
-        if let Some(next) = &next {
-            next.route_added();
-        }
-        let previous = std::mem::replace(&mut *live, next);
-        if let Some(previous) = &previous {
-            previous.route_removed();
-        }
-        previous.map(|previous| previous.addr)
     }
 }

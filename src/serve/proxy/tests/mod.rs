@@ -72,6 +72,33 @@ async fn requests_reach_the_backend_and_a_keep_alive_connection_sees_the_switch(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_requests_and_http_1_0_clients_are_served() {
+    let a = App::start("A").await;
+    let (proxy, addr) = proxy().await;
+    proxy.set_backend(addr.port(), a.addr).expect("switch");
+    let mut client = Client::connect(addr).await.expect("connect");
+    let head = Request::head("/").body(Full::default()).expect("request");
+    let answer = client.send(head).await.expect("HEAD");
+    assert_eq!((answer.status, answer.body.as_str()), (StatusCode::OK, ""));
+    // The connection is still usable: the bodiless answer was framed right.
+    assert_eq!(client.get("/").await.expect("GET").body, "backend A");
+
+    // An HTTP/1.0 client without `Host` gets an HTTP/1.0 answer, and the connection closes.
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(b"GET / HTTP/1.0\r\n\r\n")
+        .await
+        .expect("write");
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut answer))
+        .await
+        .expect("an answer within 5 s")
+        .expect("read");
+    assert!(answer.starts_with("HTTP/1.0 200 OK\r\n"), "{answer}");
+    assert!(answer.ends_with("\r\n\r\nbackend A"), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn headers_are_forwarded_like_other_proxies_do_and_host_is_kept() {
     let a = App::start("A").await;
     let (proxy, addr) = proxy().await;
@@ -672,6 +699,38 @@ async fn a_shutdown_finishes_requests_in_flight_and_frees_the_port() {
         proxy.listen(addr),
         Err(ProxyError::ShutDown { .. })
     ));
+    // Again: nothing left to wait for.
+    assert_eq!(proxy.shutdown(Duration::from_secs(5)).await.cut, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_cuts_tunnels_after_its_grace_period() {
+    let a = App::start("A").await;
+    let lines = apps::start_line_server("L").await;
+    let (proxy, http_addr) = proxy().await;
+    let tcp_addr = proxy
+        .listen("127.0.0.1:0".parse().expect("address"))
+        .expect("listen");
+    proxy.set_backend(http_addr.port(), a.addr).expect("switch");
+    proxy.set_backend(tcp_addr.port(), lines).expect("switch");
+    let mut upgraded = BufReader::new(TcpStream::connect(http_addr).await.expect("connect"));
+    upgraded
+        .get_mut()
+        .write_all(b"GET /ws HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n")
+        .await
+        .expect("upgrade request");
+    apps::read_head(&mut upgraded).await.expect("response head");
+    let mut tcp = BufReader::new(TcpStream::connect(tcp_addr).await.expect("connect"));
+    assert_eq!(line_exchange(&mut tcp, "hello").await, "L: hello\n");
+
+    let report = proxy.shutdown(Duration::from_millis(100)).await;
+    assert_eq!(report.cut, 2, "{report:?}");
+    for stream in [&mut upgraded, &mut tcp] {
+        let mut rest = Vec::new();
+        let read =
+            tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await;
+        assert!(read.is_ok(), "a tunnel outlived the shutdown");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
