@@ -93,11 +93,6 @@ impl Root {
     pub(crate) fn lock_file(&self) -> PathBuf {
         self.path.join("deploy.lock")
     }
-
-    #[expect(
-        dead_code,
-        reason = "the daemon's control socket comes with `deploy serve`"
-    )]
     pub(crate) fn socket(&self) -> PathBuf {
         self.path.join("deploy.sock")
     }

@@ -264,13 +264,6 @@ pub(crate) fn checkout(repo: &Path, work_tree: &Path, rev: &Revision) -> Result<
 /// The tree id of `subdir` (relative to the repo root; empty means the root) at `rev`, or
 /// `None` if there is no directory there. Equal ids mean identical contents, so an image
 /// built from one can be reused for the other.
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "reusing the image of an identical tree comes with the benchmarks issue"
-    )
-)]
 pub(crate) fn tree_id(
     repo: &Path,
     rev: &Revision,

@@ -105,6 +105,7 @@ pub(crate) async fn run(root: Root) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     drop(worker);
+    tracing::info!(stats = %switch.proxy.stats(), "proxy");
     let report = switch.proxy.shutdown(SHUTDOWN_GRACE).await;
     tracing::info!(?report, "deploy serve stopped");
     Ok(())
@@ -353,7 +354,9 @@ impl ProxySwitch {
                 self.proxy.listen(r.listen)?;
                 listening.insert(r.listen);
             }
-            self.proxy.set_backend(r.listen.port(), r.backend)?;
+            if self.proxy.backend(r.listen.port()) != Some(r.backend) {
+                self.proxy.set_backend(r.listen.port(), r.backend)?;
+            }
         }
         Ok(())
     }
@@ -368,10 +371,11 @@ impl Switch for ProxySwitch {
         async move {
             for addr in old {
                 match self.proxy.drain(addr, self.drain_timeout).await {
-                    Ok(report) => tracing::info!(%addr, ?report, "drained"),
+                    Ok(report) => tracing::info!(%report, "drained"),
                     Err(e) => tracing::warn!(%addr, error = %e, "not drained"),
                 }
             }
+            tracing::info!(stats = %self.proxy.stats(), "proxy");
         }
         .boxed()
     }

@@ -71,6 +71,7 @@ use backend::{Active, Backend, Work};
 pub(crate) use stats::{BackendStats, ProxyStats};
 
 /// How long a drain waits for the old backend's requests and tunnels unless told otherwise.
+#[cfg(test)]
 pub(crate) const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Tunables; `ProxyConfig::default()` suits the daemon.
@@ -384,6 +385,10 @@ impl Proxy {
 
     /// Stops routing `port` anywhere: requests get `503` until `set_backend` (after the stack
     /// is taken down, say). Returns the backend it was routing to, for a drain.
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "nothing takes a port away from the daemon yet")
+    )]
     pub(crate) fn remove_backend(&self, port: u16) -> Result<Option<SocketAddr>, ProxyError> {
         let mut registry = self.shared.registry();
         let route = registry.route(port)?;

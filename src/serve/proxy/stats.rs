@@ -84,11 +84,13 @@ impl ProxyStats {
     }
 
     /// Requests and connections the proxy could not serve, for whatever reason.
+    #[cfg(test)]
     pub(crate) fn failures(&self) -> u64 {
         self.bad_gateway + self.no_backend + self.tcp_failed
     }
 
     /// The backend at `addr`, if it is live or has work open.
+    #[cfg(test)]
     pub(crate) fn backend(&self, addr: SocketAddr) -> Option<&BackendStats> {
         self.backends.iter().find(|backend| backend.addr == addr)
     }
