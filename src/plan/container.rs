@@ -46,6 +46,9 @@ pub(crate) struct ContainerSpec {
     pub(crate) userns_mode: Option<String>,
     pub(crate) security_opt: Vec<String>,
     pub(crate) hostname: Option<String>,
+    /// Left out of the hash when unset, so adding the key did not replace every container.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) domainname: Option<String>,
     pub(crate) dns: Vec<String>,
     pub(crate) dns_search: Vec<String>,
     /// `host:ip`
@@ -332,6 +335,7 @@ pub(crate) fn spec(
         userns_mode: svc.userns_mode.clone(),
         security_opt: svc.security_opt.clone(),
         hostname: svc.hostname.clone(),
+        domainname: svc.domainname.clone(),
         dns: svc.dns.clone(),
         dns_search: svc.dns_search.clone(),
         extra_hosts: svc.extra_hosts.clone(),
