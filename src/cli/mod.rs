@@ -1,5 +1,6 @@
 //! Command-line interface: clap structs, one file per subcommand, and exit codes.
 
+mod config;
 mod deploy;
 mod down;
 mod history;
@@ -61,6 +62,8 @@ enum Command {
     Logs(logs::Args),
     /// Stop the stack and remove its containers and networks; data is kept.
     Down(down::Args),
+    /// Print the compose file as deploy will run it: layered, interpolated, long forms.
+    Config(config::Args),
 }
 
 pub(crate) fn main() -> ExitCode {
@@ -87,6 +90,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Some(Command::History(args)) => history::run(Root::discover(cli.root)?, args).await,
         Some(Command::Logs(args)) => logs::run(Root::discover(cli.root)?, args).await,
         Some(Command::Down(args)) => down::run(Root::discover(cli.root)?, args).await,
+        Some(Command::Config(args)) => config::run(Root::discover(cli.root)?, args).await,
         None => deploy::run(Root::discover(cli.root)?, cli.deploy).await,
     }
 }
