@@ -74,8 +74,9 @@ pub(crate) fn work_tree_sources(
 }
 
 /// Loads compose files (already read, from the work tree or a revision) into a validated
-/// `Spec`. Relative paths resolve against `ROOT/code`, and the files they name (`env_file:`,
-/// `.env`) are read from there. Warnings go to the reporter.
+/// `Spec`. Relative paths resolve against the directory of the first file in `ROOT/code`, as
+/// docker-compose resolves them against its project directory, and the files they name
+/// (`env_file:`, `.env`) are read from there. Warnings go to the reporter.
 pub(crate) fn load_spec(
     root: &Root,
     settings: &Settings,
@@ -83,10 +84,10 @@ pub(crate) fn load_spec(
     sources: &[SourceFile],
     reporter: &Reporter,
 ) -> anyhow::Result<Spec> {
-    let code = root.code();
-    let env = interpolation_env(root, settings)?;
+    let project_dir = project_dir(root, sources);
+    let env = interpolation_env(root, &project_dir, settings)?;
     let options = compose::LoadOptions {
-        project_dir: &code,
+        project_dir: &project_dir,
         env: &env,
         profiles: &settings.profiles,
     };
@@ -104,12 +105,26 @@ pub(crate) fn load_spec(
     Ok(loaded.spec)
 }
 
-/// Variables for `${…}`: the deploy process's env, then `ROOT/code/.env`, then
-/// `deploy.yml`'s `env_file` (later wins over earlier, the process env wins over files,
-/// as docker-compose does).
-fn interpolation_env(root: &Root, settings: &Settings) -> anyhow::Result<BTreeMap<String, String>> {
+/// The directory of the first compose file, in `ROOT/code`: `ROOT/code` itself unless
+/// `compose_files` names files in a subdirectory.
+fn project_dir(root: &Root, sources: &[SourceFile]) -> PathBuf {
+    let code = root.code();
+    match sources.first().and_then(|f| f.path.parent()) {
+        Some(dir) => code.join(dir),
+        None => code,
+    }
+}
+
+/// Variables for `${…}`: the `.env` of the project directory, then `deploy.yml`'s
+/// `env_file`, then the deploy process's env (later wins over earlier: the process env wins
+/// over files, as docker-compose does).
+fn interpolation_env(
+    root: &Root,
+    project_dir: &Path,
+    settings: &Settings,
+) -> anyhow::Result<BTreeMap<String, String>> {
     let mut env = BTreeMap::new();
-    let dot_env = root.code().join(".env");
+    let dot_env = project_dir.join(".env");
     if dot_env.is_file() {
         env.extend(read_env_file(&dot_env)?);
     }
