@@ -60,7 +60,7 @@ fn render(root: &Root, revision: Option<&str>, reporter: &Reporter) -> anyhow::R
         }
     }
     redact(&mut value, &redactor);
-    Ok(serde_yaml::to_string(&value)?)
+    Ok(compose::render::to_yaml(&value))
 }
 
 fn redact(value: &mut Value, redactor: &Redactor) {

@@ -63,6 +63,10 @@ enum Command {
     /// Stop the stack and remove its containers and networks; data is kept.
     Down(down::Args),
     /// Print the compose file as deploy will run it: layered, interpolated, long forms.
+    ///
+    /// The output is a compose file docker-compose reads back the same: keys are sorted,
+    /// a literal `$` is written `$$`, and secrets appear as the paths of their files, never
+    /// as values. Warnings (unset variables) go to stderr.
     Config(config::Args),
 }
 

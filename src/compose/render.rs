@@ -67,6 +67,83 @@ pub(crate) fn render(spec: &Spec, project: &str) -> serde_yaml::Value {
     serde_yaml::to_value(&file).expect("plain data always serializes")
 }
 
+/// The document as compose file text, which docker-compose and `deploy` read back as the same
+/// configuration: `$` is written `$$`, so nothing is interpolated twice, and strings such as
+/// `no`, `on` or `y` are quoted, or YAML 1.1 readers (docker-compose 1.x, PyYAML) would read
+/// them as booleans (`restart: no` would be `false`).
+pub(crate) fn to_yaml(value: &serde_yaml::Value) -> String {
+    let mut value = value.clone();
+    escape_dollars(&mut value);
+    let text = serde_yaml::to_string(&value).expect("a YAML value always serializes");
+    let mut out = String::with_capacity(text.len());
+    // Inside a block scalar (`key: |`), lines are text, not YAML: the indent of its key.
+    let mut block: Option<usize> = None;
+    for line in text.lines() {
+        let indent = line.len() - line.trim_start().len();
+        if block.is_some_and(|key| line.trim().is_empty() || indent > key) {
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        }
+        block = None;
+        let (head, scalar) = match line.rsplit_once(": ") {
+            Some((head, scalar)) => (format!("{head}: "), scalar),
+            None => match line.trim_start().strip_prefix("- ") {
+                Some(scalar) => (format!("{}- ", &line[..indent]), scalar),
+                None => (String::new(), line),
+            },
+        };
+        if scalar.starts_with('|') || scalar.starts_with('>') {
+            block = Some(indent);
+        }
+        if is_yaml11_bool(scalar) && !head.is_empty() {
+            out.push_str(&format!("{head}'{scalar}'\n"));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn escape_dollars(value: &mut serde_yaml::Value) {
+    use serde_yaml::Value;
+    match value {
+        Value::String(s) => *s = s.replace('$', "$$"),
+        Value::Sequence(items) => items.iter_mut().for_each(escape_dollars),
+        Value::Mapping(map) => map.values_mut().for_each(escape_dollars),
+        Value::Tagged(tagged) => escape_dollars(&mut tagged.value),
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+}
+
+/// The words YAML 1.1 reads as booleans, except `true` and `false`, which serde_yaml only
+/// writes for real booleans and quotes when they are strings.
+fn is_yaml11_bool(s: &str) -> bool {
+    matches!(
+        s,
+        "y" | "Y"
+            | "yes"
+            | "Yes"
+            | "YES"
+            | "n"
+            | "N"
+            | "no"
+            | "No"
+            | "NO"
+            | "on"
+            | "On"
+            | "ON"
+            | "off"
+            | "Off"
+            | "OFF"
+            | "True"
+            | "TRUE"
+            | "False"
+            | "FALSE"
+    )
+}
+
 #[derive(Serialize)]
 struct File<'a> {
     name: &'a str,
@@ -557,4 +634,34 @@ struct FileRef {
     file: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     content: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dollars_are_escaped_as_in_a_compose_file() {
+        let value: serde_yaml::Value =
+            serde_yaml::from_str("environment: {PRICE: $5, RAW: '${X}'}").unwrap();
+        assert_eq!(
+            to_yaml(&value),
+            "environment:\n  PRICE: $$5\n  RAW: $${X}\n"
+        );
+    }
+
+    #[test]
+    fn yaml11_booleans_stay_strings() {
+        let value: serde_yaml::Value = serde_yaml::from_str(
+            "restart: 'no'\nflags: ['on', 'off', 'y', ok, true]\nenvironment: {DEBUG: 'yes', REAL: false}\ncontent: \"a\\nno\\n- on\\n\"\n",
+        )
+        .unwrap();
+        let text = to_yaml(&value);
+        assert_eq!(
+            text,
+            "restart: 'no'\nflags:\n- 'on'\n- 'off'\n- 'y'\n- ok\n- true\nenvironment:\n  DEBUG: 'yes'\n  REAL: false\ncontent: |\n  a\n  no\n  - on\n"
+        );
+        let back: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        assert_eq!(back, value);
+    }
 }

@@ -87,7 +87,7 @@ fn run_case(case: &Path) -> (String, Option<String>) {
                 })
                 .unwrap();
                 let config = render::render(&loaded.spec, "project");
-                (shown, Some(serde_yaml::to_string(&config).unwrap()))
+                (shown, Some(render::to_yaml(&config)))
             }
         },
     };
