@@ -323,6 +323,34 @@ pub fn cleanup_labelled(key: &str, project: &str) {
     let _ = handle.join();
 }
 
+/// Removes every image with a tag whose repository starts with `prefix` (a unique project
+/// name): the images docker-compose builds carry no label to find them by.
+pub fn remove_images_named(prefix: &str) {
+    let prefix = prefix.to_owned();
+    block(async move {
+        let docker = docker().await;
+        let images = docker
+            .list_images(None::<bollard::query_parameters::ListImagesOptions>)
+            .await
+            .unwrap_or_default();
+        for i in images {
+            if i.repo_tags.iter().any(|t| t.starts_with(&prefix)) {
+                let _ = docker
+                    .remove_image(
+                        &i.id,
+                        Some(bollard::query_parameters::RemoveImageOptions {
+                            force: true,
+                            noprune: false,
+                            ..Default::default()
+                        }),
+                        None,
+                    )
+                    .await;
+            }
+        }
+    });
+}
+
 pub fn http_get(port: u16, path: &str) -> Option<String> {
     let mut stream =
         TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2)).ok()?;
