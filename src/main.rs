@@ -10,6 +10,7 @@ mod pipeline;
 mod plan;
 mod report;
 mod root;
+mod serve;
 mod settings;
 
 fn main() -> std::process::ExitCode {

@@ -30,6 +30,12 @@ pub(crate) struct Settings {
     /// How long a new revision has to prove healthy.
     #[serde(deserialize_with = "de_duration")]
     pub(crate) health_timeout: Duration,
+    /// An HTTP path (`/up`) that answers 2xx/3xx when the app is ready; probed on services
+    /// without a healthcheck instead of a bare TCP connect.
+    pub(crate) health_path: Option<String>,
+    /// How long `deploy serve` lets requests to a replaced container finish before it stops.
+    #[serde(deserialize_with = "de_duration")]
+    pub(crate) drain_timeout: Duration,
     /// Refuse to build when the Docker data dir has less free space than this.
     #[serde(deserialize_with = "de_bytes")]
     pub(crate) min_free_space: u64,
@@ -47,6 +53,8 @@ impl Default for Settings {
             env_file: None,
             retention: 5,
             health_timeout: Duration::from_secs(60),
+            health_path: None,
+            drain_timeout: Duration::from_secs(30),
             min_free_space: 2 << 30,
             allow: Allowances::default(),
         }

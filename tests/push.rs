@@ -116,18 +116,6 @@ fn push_deploys_the_stack_and_rolls_back() {
     assert!(visits(&page) > visits1);
 }
 
-fn visits(page: &str) -> u64 {
-    let at = page
-        .find("visits: ")
-        .unwrap_or_else(|| panic!("no visit count in {page}"));
-    page[at + 8..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect::<String>()
-        .parse()
-        .unwrap()
-}
-
 fn assert_log_name(name: &str, sha: &str, user: &str) {
     // <YYYY-MM-DD> <HH:MM:SS> <sha> <user>.log
     let parts: Vec<&str> = name.trim_end_matches(".log").split(' ').collect();

@@ -40,7 +40,20 @@ pub(crate) async fn run(root: Root, _args: Args) -> anyhow::Result<u8> {
         user: super::pusher(),
         trigger: Trigger::Push,
     };
-    pipeline::deploy(&root, request, &reporter).await?;
+    // With `deploy serve` running, it deploys (and keeps going if this process dies);
+    // without it, the deploy runs here.
+    match crate::serve::client::hand_off(&root, &request, &reporter).await {
+        Some(result) => result?,
+        None => {
+            pipeline::deploy(
+                &root,
+                request,
+                pipeline::traffic::Traffic::Direct,
+                &reporter,
+            )
+            .await?
+        }
+    }
     Ok(super::exit::SUCCESS)
 }
 

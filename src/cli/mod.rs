@@ -7,6 +7,7 @@ mod history;
 mod hook;
 mod init;
 mod logs;
+mod serve;
 mod status;
 
 use std::path::PathBuf;
@@ -68,11 +69,23 @@ enum Command {
     /// a literal `$` is written `$$`, and secrets appear as the paths of their files, never
     /// as values. Warnings (unset variables) go to stderr.
     Config(config::Args),
+    /// Run the daemon: zero-downtime proxy, deploys that outlive the push, autoheal.
+    Serve(serve::Args),
 }
 
 pub(crate) fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    // The daemon keeps its own log in ROOT/serve.log; the guard flushes it at exit.
+    let _log_guard = match &cli.command {
+        Some(Command::Serve(_)) => match Root::discover(cli.root.clone()) {
+            Ok(root) => Some(init_daemon_tracing(&root)),
+            Err(e) => return fail(&e),
+        },
+        _ => {
+            init_tracing();
+            None
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -95,6 +108,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Some(Command::Logs(args)) => logs::run(Root::discover(cli.root)?, args).await,
         Some(Command::Down(args)) => down::run(Root::discover(cli.root)?, args).await,
         Some(Command::Config(args)) => config::run(Root::discover(cli.root)?, args).await,
+        Some(Command::Serve(args)) => serve::run(Root::discover(cli.root)?, args).await,
         None => deploy::run(Root::discover(cli.root)?, cli.deploy).await,
     }
 }
@@ -114,6 +128,27 @@ fn init_tracing() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// The daemon's own log: `RUST_LOG` (default `info`) to stderr (the journal under systemd)
+/// and to `ROOT/serve.log`.
+fn init_daemon_tracing(root: &Root) -> tracing_appender::non_blocking::WorkerGuard {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (file, guard) =
+        tracing_appender::non_blocking(tracing_appender::rolling::never(root.path(), "serve.log"));
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_writer(file),
+        )
+        .try_init();
+    guard
 }
 
 /// Who is deploying: `DEPLOY_USER`, then gitolite's `GL_USER`, then Gitea/Forgejo's

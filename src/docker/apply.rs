@@ -33,6 +33,9 @@ const LOG_TAIL: usize = 30;
 pub(crate) struct ApplyOptions {
     /// How long each new container has to prove ready.
     pub(crate) health_timeout: Duration,
+    /// An HTTP path that answers when the app is up (`health_path` in deploy.yml), probed on
+    /// a container without a healthcheck instead of a bare TCP connect.
+    pub(crate) http_path: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,14 +65,15 @@ pub(crate) enum ApplyError {
     Docker(#[from] DockerError),
 }
 
-/// Applies the plan. On error, the containers this run replaced are running again and the
-/// ones it created are gone.
+/// Brings the plan's containers up, each proven ready, beside or in place of the old ones.
+/// The old ones are not removed yet: the caller `commit`s once traffic is on the new ones,
+/// or `rollback`s. On error, this run's changes are already undone.
 pub(crate) async fn apply(
     docker: &Docker,
     plan: &Plan,
     reporter: &Reporter,
     options: &ApplyOptions,
-) -> Result<(), ApplyError> {
+) -> Result<Applied, ApplyError> {
     preflight(docker, plan, reporter).await?;
     for c in &plan.leftovers {
         reporter.info(format!(
@@ -84,27 +88,96 @@ pub(crate) async fn apply(
         docker,
         reporter,
         options,
-        undo: Vec::new(),
-        retire: Vec::new(),
-        ids: HashMap::new(),
+        applied: Applied::default(),
     };
     match run.services(plan).await {
-        Ok(()) => {
-            for old in std::mem::take(&mut run.retire) {
-                retire(docker, reporter, &old).await;
-            }
-            for c in &plan.orphans {
-                reporter.info(format!(
-                    "removing `{}`: its service is no longer in the compose file",
-                    c.name
-                ));
-                retire(docker, reporter, c).await;
-            }
-            Ok(())
-        }
+        Ok(()) => Ok(run.applied),
         Err(e) => {
-            run.rollback().await;
+            run.applied.rollback(docker, reporter).await;
             Err(e)
+        }
+    }
+}
+
+/// The new containers are up and ready; the replaced ones still exist (stopped, or running
+/// beside the new ones).
+#[derive(Default)]
+pub(crate) struct Applied {
+    undo: Vec<Undo>,
+    /// Replaced containers, removed by `commit`.
+    retire: Vec<ObservedContainer>,
+    /// The container id now serving each service.
+    ids: HashMap<ServiceName, String>,
+}
+
+impl Applied {
+    /// The container now serving `service`.
+    pub(crate) fn container(&self, service: &ServiceName) -> Option<&str> {
+        self.ids.get(service).map(String::as_str)
+    }
+
+    /// The containers `commit` will remove.
+    pub(crate) fn retiring(&self) -> &[ObservedContainer] {
+        &self.retire
+    }
+
+    /// Removes the replaced containers, the containers of services no longer in the compose
+    /// file, and networks no longer declared.
+    pub(crate) async fn commit(self, docker: &Docker, plan: &Plan, reporter: &Reporter) {
+        for old in &self.retire {
+            retire(docker, reporter, old).await;
+        }
+        for c in &plan.orphans {
+            reporter.info(format!(
+                "removing `{}`: its service is no longer in the compose file",
+                c.name
+            ));
+            retire(docker, reporter, c).await;
+        }
+        for n in &plan.orphan_networks {
+            reporter.info(format!(
+                "removing network `{n}`: no longer in the compose file"
+            ));
+            if let Err(e) = docker.remove_network(n).await {
+                reporter.warn(format!(
+                    "could not remove network `{n}`: {}",
+                    super::error_chain(&e)
+                ));
+            }
+        }
+    }
+
+    /// Puts back what this run changed, newest change first. Best effort: each failure is
+    /// reported and the rest still runs.
+    pub(crate) async fn rollback(mut self, docker: &Docker, reporter: &Reporter) {
+        if self.undo.is_empty() {
+            return;
+        }
+        reporter.warn("putting the previous containers back");
+        while let Some(undo) = self.undo.pop() {
+            let result = match undo {
+                Undo::Remove { id, name } => remove(docker, &id, &name).await,
+                Undo::Restore {
+                    old,
+                    renamed,
+                    stopped,
+                } => {
+                    let mut r = Ok(());
+                    if renamed {
+                        r = rename(docker, &old.id, &old.name).await;
+                    }
+                    if r.is_ok() && stopped {
+                        r = start(docker, &old.id, &old.name).await;
+                        if r.is_ok() {
+                            reporter.info(format!("`{}` is running again", old.name));
+                        }
+                    }
+                    r
+                }
+            };
+            if let Err(e) = result {
+                reporter.warn(format!("could not undo a step: {e}"));
+            }
         }
     }
 }
@@ -220,11 +293,7 @@ struct Run<'a> {
     docker: &'a Docker,
     reporter: &'a Reporter,
     options: &'a ApplyOptions,
-    undo: Vec<Undo>,
-    /// Replaced containers, removed once the whole plan succeeded.
-    retire: Vec<ObservedContainer>,
-    /// The container id now serving each service.
-    ids: HashMap<ServiceName, String>,
+    applied: Applied,
 }
 
 impl Run<'_> {
@@ -246,7 +315,7 @@ impl Run<'_> {
             let one_shot = one_shots.contains(&step.service);
             match &step.action {
                 Action::Keep(c) => {
-                    self.ids.insert(step.service.clone(), c.id.clone());
+                    self.applied.ids.insert(step.service.clone(), c.id.clone());
                     if !c.running {
                         let s = self.reporter.step(format!("start {}", step.service));
                         start(self.docker, &c.id, &c.name).await?;
@@ -301,12 +370,12 @@ impl Run<'_> {
         if clash {
             rename(self.docker, &old.id, &names::parked(&old.name)).await?;
         }
-        self.undo.push(Undo::Restore {
+        self.applied.undo.push(Undo::Restore {
             old: old.clone(),
             renamed: clash,
             stopped,
         });
-        self.retire.push(old.clone());
+        self.applied.retire.push(old.clone());
 
         let keep = anonymous_volumes(self.docker, &old.id, spec).await?;
         let id = self.create_and_start(spec, &keep).await?;
@@ -319,7 +388,7 @@ impl Run<'_> {
         keep: &[Mount],
     ) -> Result<String, ApplyError> {
         let id = create(self.docker, spec, keep).await?;
-        self.undo.push(Undo::Remove {
+        self.applied.undo.push(Undo::Remove {
             id: id.clone(),
             name: spec.name.clone(),
         });
@@ -329,7 +398,7 @@ impl Run<'_> {
             .get(names::LABEL_SERVICE)
             .and_then(|s| ServiceName::parse(s).ok())
         {
-            self.ids.insert(service, id.clone());
+            self.applied.ids.insert(service, id.clone());
         }
         Ok(id)
     }
@@ -348,7 +417,7 @@ impl Run<'_> {
             let inspect = self.docker.inspect_container(id, None).await.map_err(|e| {
                 DockerError::api(&format!("inspect the container of `{service}`"), e)
             })?;
-            health::readiness(&inspect, &tcp_ports(&inspect))
+            health::readiness(&inspect, self.options.http_path.as_deref())
         };
         match health::wait(self.docker, id, &want, self.options.health_timeout).await {
             Ok(()) => Ok(()),
@@ -368,21 +437,22 @@ impl Run<'_> {
         dependency: &ServiceName,
         condition: Condition,
     ) -> Result<(), ApplyError> {
-        let Some(id) = self.ids.get(dependency).cloned() else {
+        let Some(id) = self.applied.ids.get(dependency).cloned() else {
             return Ok(());
         };
-        let want = match condition {
+        let timeout = self.options.health_timeout;
+        let waited = match condition {
             Condition::ServiceStarted => return Ok(()),
-            Condition::ServiceHealthy => Readiness::Healthy,
-            Condition::ServiceCompletedSuccessfully => Readiness::Completed,
+            Condition::ServiceHealthy => health::wait_healthy(self.docker, &id, timeout).await,
+            Condition::ServiceCompletedSuccessfully => {
+                health::wait(self.docker, &id, &Readiness::Completed, timeout).await
+            }
         };
-        health::wait(self.docker, &id, &want, self.options.health_timeout)
-            .await
-            .map_err(|reason| ApplyError::Dependency {
-                service: service.clone(),
-                dependency: dependency.clone(),
-                reason,
-            })
+        waited.map_err(|reason| ApplyError::Dependency {
+            service: service.clone(),
+            dependency: dependency.clone(),
+            reason,
+        })
     }
 
     async fn log_tail(&self, service: &ServiceName, id: &str) {
@@ -406,41 +476,6 @@ impl Run<'_> {
             }
         }
     }
-
-    /// Puts back what this run changed, newest change first. Best effort: each failure is
-    /// reported and the rest still runs.
-    async fn rollback(&mut self) {
-        if self.undo.is_empty() {
-            return;
-        }
-        self.reporter.warn("putting the previous containers back");
-        while let Some(undo) = self.undo.pop() {
-            let result = match undo {
-                Undo::Remove { id, name } => remove(self.docker, &id, &name).await,
-                Undo::Restore {
-                    old,
-                    renamed,
-                    stopped,
-                } => {
-                    let mut r = Ok(());
-                    if renamed {
-                        r = rename(self.docker, &old.id, &old.name).await;
-                    }
-                    if r.is_ok() && stopped {
-                        r = start(self.docker, &old.id, &old.name).await;
-                        if r.is_ok() {
-                            self.reporter
-                                .info(format!("`{}` is running again", old.name));
-                        }
-                    }
-                    r
-                }
-            };
-            if let Err(e) = result {
-                self.reporter.warn(format!("could not undo a step: {e}"));
-            }
-        }
-    }
 }
 
 /// Stops and removes a replaced container; a failure is only a warning, since the new
@@ -449,23 +484,6 @@ async fn retire(docker: &Docker, reporter: &Reporter, old: &ObservedContainer) {
     if let Err(e) = remove(docker, &old.id, &old.name).await {
         reporter.warn(format!("could not remove `{}`: {e}", old.name));
     }
-}
-
-/// The TCP ports a container listens on, from its image and the compose file.
-fn tcp_ports(inspect: &bollard::models::ContainerInspectResponse) -> Vec<u16> {
-    let mut ports: Vec<u16> = inspect
-        .config
-        .as_ref()
-        .and_then(|c| c.exposed_ports.as_ref())
-        .map(|p| {
-            p.iter()
-                .filter_map(|p| p.strip_suffix("/tcp"))
-                .filter_map(|p| p.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    ports.sort_unstable();
-    ports
 }
 
 /// Anonymous volumes of the old container whose target the new one does not mount

@@ -9,6 +9,7 @@ use futures_util::StreamExt;
 use super::context::{self, ContextError};
 use super::error_chain;
 use crate::plan::BuildStep;
+use crate::plan::names::split_tag;
 use crate::report::Reporter;
 
 /// A build that did not produce its tagged image. Every message names the image and the
@@ -139,6 +140,8 @@ pub(crate) async fn build_image(
     let mut lines = LineSplitter::default();
     let mut image_id = None;
     let mut failure = None;
+    // The newest layer the builder committed: what a failed build leaves behind.
+    let mut last_layer: Option<String> = None;
     {
         let mut stream = docker.build_image(
             options.build(),
@@ -150,6 +153,9 @@ pub(crate) async fn build_image(
                 Ok(info) => {
                     if let Some(text) = &info.stream {
                         for line in lines.push(text) {
+                            if let Some(id) = layer_id(&line) {
+                                last_layer = Some(id.to_owned());
+                            }
                             reporter.output(&source, line);
                         }
                     }
@@ -196,6 +202,9 @@ pub(crate) async fn build_image(
     };
     match (failure, sent) {
         (Some(Err(reason)), _) => {
+            if let Some(layer) = last_layer {
+                remove_leftover(docker, &layer).await;
+            }
             return Err(BuildError::Failed {
                 image: image.clone(),
                 services: services.clone(),
@@ -233,6 +242,31 @@ pub(crate) async fn build_image(
     Ok(id)
 }
 
+/// ` ---> 3f57006e0074`: the id of a layer the classic builder just committed.
+fn layer_id(line: &str) -> Option<&str> {
+    let id = line.trim_start().strip_prefix("---> ")?.trim();
+    (id.len() >= 12 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
+}
+
+/// Removes the untagged layers a failed build committed, down to the first one another image
+/// still uses (the engine refuses to remove those), so failed pushes do not fill the disk.
+async fn remove_leftover(docker: &Docker, layer: &str) {
+    // The newest layer may be the base image itself (a failure in the first step): a tagged
+    // image is someone's, never a leftover.
+    match docker.inspect_image(layer).await {
+        Ok(image) if image.repo_tags.as_ref().is_none_or(|t| t.is_empty()) => {}
+        _ => return,
+    }
+    let options = bollard::query_parameters::RemoveImageOptions {
+        force: false,
+        noprune: false,
+        ..Default::default()
+    };
+    if let Err(e) = docker.remove_image(layer, Some(options), None).await {
+        tracing::debug!(layer, error = %e, "kept a failed build's layer");
+    }
+}
+
 /// Also tags `tag` (`<repo>:<full sha>`, an image built by an earlier deploy) as
 /// `<repo>:latest`, so a rollback or a reused image moves `latest` like a build does.
 pub(crate) async fn tag_latest(docker: &Docker, tag: &str) -> Result<(), BuildError> {
@@ -254,15 +288,6 @@ async fn tag_image(docker: &Docker, image: &str, tag: &str) -> Result<(), BuildE
             tag: tag.to_owned(),
             error,
         })
-}
-
-/// `registry:5000/app:v1` → (`registry:5000/app`, `Some("v1")`): a colon before the last `/`
-/// is a port, not a tag.
-fn split_tag(reference: &str) -> (&str, Option<&str>) {
-    match reference.rsplit_once(':') {
-        Some((repo, tag)) if !tag.contains('/') => (repo, Some(tag)),
-        _ => (reference, None),
-    }
 }
 
 /// The Dockerfile's path inside the context, after checking it is there and may be sent.

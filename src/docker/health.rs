@@ -1,26 +1,40 @@
-//! Waiting until a container proves itself: its healthcheck, a TCP port, or staying up.
+//! Waiting until a container proves itself: its healthcheck, an HTTP path, a TCP port, or
+//! staying up. Probes run every 250 ms, whatever interval the compose file gives Docker's
+//! own healthcheck, so a deploy or rollback never waits for Docker's next tick.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
+use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::{ContainerInspectResponse, ContainerStateStatusEnum, HealthStatusEnum};
+use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::DockerError;
 
-/// How often a starting container is looked at.
+/// How often a starting container is probed.
 pub(crate) const PROBE_INTERVAL: Duration = Duration::from_millis(250);
 
 /// A container without a healthcheck or a port to probe counts as up once it has run this
 /// long without exiting or restarting.
 const SETTLE: Duration = Duration::from_secs(2);
 
+/// Docker's default healthcheck timeout, for a test that sets none.
+const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// What a container must show before it counts as ready.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Readiness {
-    /// Its healthcheck reports `healthy`.
-    Healthy,
-    /// It accepts TCP connections on one of these ports (a container without a healthcheck).
+    /// Its healthcheck command succeeds (run by us through `exec`), or Docker reports it
+    /// `healthy`.
+    Healthy {
+        test: Vec<String>,
+        timeout: Duration,
+    },
+    /// An HTTP GET of `path` on one of these ports answers 2xx or 3xx.
+    Http { ports: Vec<u16>, path: String },
+    /// It accepts TCP connections on one of these ports.
     Tcp(Vec<u16>),
     /// It keeps running for a moment.
     Running,
@@ -45,22 +59,58 @@ pub(crate) enum NotReady {
     Docker(#[from] Box<DockerError>),
 }
 
-/// Picks what to wait for: a healthcheck if the container has one (from the compose file or
-/// the image), else a TCP connect on its ports, else staying up.
-pub(crate) fn readiness(inspect: &ContainerInspectResponse, ports: &[u16]) -> Readiness {
-    let has_healthcheck = inspect
+/// Picks what to wait for: the healthcheck if the container has one (from the compose file
+/// or the image), else the operator's HTTP path, else a TCP connect on its ports, else
+/// staying up.
+pub(crate) fn readiness(inspect: &ContainerInspectResponse, http_path: Option<&str>) -> Readiness {
+    if let Some(want) = healthcheck(inspect) {
+        return want;
+    }
+    let ports = tcp_ports(inspect);
+    match (ports.is_empty(), http_path) {
+        (true, _) => Readiness::Running,
+        (false, Some(path)) => Readiness::Http {
+            ports,
+            path: path.to_owned(),
+        },
+        (false, None) => Readiness::Tcp(ports),
+    }
+}
+
+/// The container's healthcheck as a readiness test, if it has one.
+pub(crate) fn healthcheck(inspect: &ContainerInspectResponse) -> Option<Readiness> {
+    let check = inspect.config.as_ref()?.healthcheck.as_ref()?;
+    let test = check.test.as_ref()?;
+    let command = match test.first().map(String::as_str) {
+        Some("CMD") => test[1..].to_vec(),
+        Some("CMD-SHELL") => vec!["/bin/sh".to_owned(), "-c".to_owned(), test[1..].join(" ")],
+        _ => return None,
+    };
+    let timeout = check
+        .timeout
+        .filter(|t| *t > 0)
+        .map_or(DEFAULT_CHECK_TIMEOUT, |t| Duration::from_nanos(t as u64));
+    Some(Readiness::Healthy {
+        test: command,
+        timeout,
+    })
+}
+
+/// The TCP ports a container listens on, from its image and the compose file.
+pub(crate) fn tcp_ports(inspect: &ContainerInspectResponse) -> Vec<u16> {
+    let mut ports: Vec<u16> = inspect
         .config
         .as_ref()
-        .and_then(|c| c.healthcheck.as_ref())
-        .and_then(|h| h.test.as_ref())
-        .is_some_and(|t| !t.is_empty() && t[0] != "NONE");
-    if has_healthcheck {
-        Readiness::Healthy
-    } else if !ports.is_empty() {
-        Readiness::Tcp(ports.to_vec())
-    } else {
-        Readiness::Running
-    }
+        .and_then(|c| c.exposed_ports.as_ref())
+        .map(|p| {
+            p.iter()
+                .filter_map(|p| p.strip_suffix("/tcp"))
+                .filter_map(|p| p.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    ports.sort_unstable();
+    ports
 }
 
 /// Polls the container until it is ready, fails, or `timeout` passes.
@@ -93,7 +143,7 @@ pub(crate) async fn wait(
             (_, ContainerStateStatusEnum::RUNNING) => {
                 let health = state.health.as_ref();
                 match want {
-                    Readiness::Healthy => match health.and_then(|h| h.status) {
+                    Readiness::Healthy { test, timeout } => match health.and_then(|h| h.status) {
                         Some(HealthStatusEnum::HEALTHY) => return Ok(()),
                         Some(HealthStatusEnum::UNHEALTHY) => {
                             let output = health
@@ -104,13 +154,17 @@ pub(crate) async fn wait(
                                 .unwrap_or_default();
                             return Err(NotReady::Unhealthy(output));
                         }
-                        None | Some(HealthStatusEnum::NONE | HealthStatusEnum::EMPTY) => {
-                            return Err(NotReady::NoHealthcheck);
-                        }
-                        Some(HealthStatusEnum::STARTING) => {
-                            last_state = "health: starting".to_owned()
-                        }
+                        _ => match exec_probe(docker, id, test, *timeout).await {
+                            Ok(()) => return Ok(()),
+                            Err(why) => last_state = format!("healthcheck: {why}"),
+                        },
                     },
+                    Readiness::Http { ports, path } => {
+                        match http_probe(&inspect, ports, path).await {
+                            Ok(()) => return Ok(()),
+                            Err(why) => last_state = why,
+                        }
+                    }
                     Readiness::Tcp(ports) => {
                         if tcp_accepts(&inspect, ports).await {
                             return Ok(());
@@ -139,19 +193,132 @@ pub(crate) async fn wait(
     }
 }
 
-/// The container's addresses on its networks, for probing from the host.
+/// Waits for `service_healthy`: the container must have a healthcheck.
+pub(crate) async fn wait_healthy(
+    docker: &Docker,
+    id: &str,
+    timeout: Duration,
+) -> Result<(), NotReady> {
+    let inspect = docker
+        .inspect_container(id, None)
+        .await
+        .map_err(|e| Box::new(DockerError::api(&format!("inspect container `{id}`"), e)))?;
+    let want = healthcheck(&inspect).ok_or(NotReady::NoHealthcheck)?;
+    wait(docker, id, &want, timeout).await
+}
+
+/// Runs the healthcheck command in the container, as Docker would, and says why it failed.
+async fn exec_probe(
+    docker: &Docker,
+    id: &str,
+    test: &[String],
+    timeout: Duration,
+) -> Result<(), String> {
+    let options = CreateExecOptions {
+        cmd: Some(test.to_vec()),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        ..Default::default()
+    };
+    let run = async {
+        let exec = docker
+            .create_exec(id, options)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut output = String::new();
+        if let StartExecResults::Attached {
+            output: mut stream, ..
+        } = docker
+            .start_exec(&exec.id, None)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            while let Some(Ok(chunk)) = stream.next().await {
+                output.push_str(&chunk.to_string());
+            }
+        }
+        let code = docker
+            .inspect_exec(&exec.id)
+            .await
+            .map_err(|e| e.to_string())?
+            .exit_code
+            .unwrap_or(-1);
+        if code == 0 {
+            Ok(())
+        } else {
+            let last = output.lines().last().unwrap_or_default().trim().to_owned();
+            Err(format!(
+                "exit code {code}{}",
+                if last.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {last}")
+                }
+            ))
+        }
+    };
+    tokio::time::timeout(timeout, run)
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {}s", timeout.as_secs())))
+}
+
+/// `GET path` on the container's address: ready on any 2xx or 3xx answer.
+async fn http_probe(
+    inspect: &ContainerInspectResponse,
+    ports: &[u16],
+    path: &str,
+) -> Result<(), String> {
+    let mut last = String::from("no address");
+    for ip in addresses(inspect) {
+        for port in ports {
+            let addr = SocketAddr::new(ip, *port);
+            let probe = async {
+                let mut stream = tokio::net::TcpStream::connect(addr)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let request = format!(
+                    "GET {path} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: deploy-health\r\n\r\n"
+                );
+                stream
+                    .write_all(request.as_bytes())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let mut head = [0u8; 16];
+                let n = stream.read(&mut head).await.map_err(|e| e.to_string())?;
+                let line = String::from_utf8_lossy(&head[..n]).into_owned();
+                match line.split(' ').nth(1).and_then(|c| c.parse::<u16>().ok()) {
+                    Some(code) if (200..400).contains(&code) => Ok(()),
+                    Some(code) => Err(format!("GET {path} answered {code}")),
+                    None => Err(format!("GET {path} got no HTTP answer")),
+                }
+            };
+            match tokio::time::timeout(PROBE_INTERVAL * 4, probe).await {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(e)) => last = e,
+                Err(_) => last = format!("GET {path} timed out"),
+            }
+        }
+    }
+    Err(last)
+}
+
+/// The container's addresses on its networks, for probing and proxying from the host.
 pub(crate) fn addresses(inspect: &ContainerInspectResponse) -> Vec<IpAddr> {
-    inspect
+    let mut out: Vec<(String, IpAddr)> = inspect
         .network_settings
         .as_ref()
         .and_then(|n| n.networks.as_ref())
         .map(|nets| {
-            nets.values()
-                .filter_map(|e| e.ip_address.as_deref())
-                .filter_map(|ip| ip.parse().ok())
+            nets.iter()
+                .filter_map(|(name, e)| {
+                    Some((name.clone(), e.ip_address.as_deref()?.parse().ok()?))
+                })
                 .collect()
         })
-        .unwrap_or_default()
+        .unwrap_or_default();
+    // Deterministic, so every caller picks the same address.
+    out.sort();
+    out.into_iter().map(|(_, ip)| ip).collect()
 }
 
 async fn tcp_accepts(inspect: &ContainerInspectResponse, ports: &[u16]) -> bool {

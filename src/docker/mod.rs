@@ -6,6 +6,8 @@ pub(crate) mod context;
 pub(crate) mod down;
 pub(crate) mod health;
 pub(crate) mod observe;
+pub(crate) mod prune;
+pub(crate) mod routes;
 pub(crate) mod status;
 
 use std::time::Duration;

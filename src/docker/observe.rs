@@ -21,13 +21,22 @@ pub(crate) async fn observe(
 ) -> Result<Observed, DockerError> {
     let containers = containers(docker, project).await?;
 
-    let networks: BTreeSet<String> = docker
+    let all = docker
         .list_networks(None::<ListNetworksOptions>)
         .await
-        .map_err(|e| DockerError::api("list networks", e))?
-        .into_iter()
-        .filter_map(|n| n.name)
+        .map_err(|e| DockerError::api("list networks", e))?;
+    let project_networks = all
+        .iter()
+        .filter(|n| {
+            n.labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_PROJECT))
+                .map(String::as_str)
+                == Some(project.as_str())
+        })
+        .filter_map(|n| n.name.clone())
         .collect();
+    let networks: BTreeSet<String> = all.into_iter().filter_map(|n| n.name).collect();
 
     let volumes: BTreeSet<String> = docker
         .list_volumes(None::<ListVolumesOptions>)
@@ -49,6 +58,7 @@ pub(crate) async fn observe(
     Ok(Observed {
         containers,
         networks,
+        project_networks,
         volumes,
         images,
     })

@@ -22,7 +22,7 @@ use sqlx::{Connection, Row};
 
 use crate::ids::{DeploymentId, Revision, UserName};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum Trigger {
     Push,
@@ -356,10 +356,6 @@ impl Ledger {
     /// revision is in `keep_revisions`, and returns the deleted rows' log paths for the caller
     /// to delete. Never deletes a `running` row, nor the live row (`last_succeeded`), whatever
     /// the arguments: `deploy status` and rollbacks depend on it.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "retention comes with the robustness issue")
-    )]
     pub(crate) async fn prune(
         &self,
         keep_last: u32,

@@ -4,6 +4,8 @@
 mod load;
 pub(crate) mod lock;
 mod preflight;
+mod retention;
+pub(crate) mod traffic;
 
 use anyhow::Context;
 use bollard::Docker;
@@ -19,6 +21,8 @@ use crate::root::Root;
 use crate::settings::Settings;
 
 pub(crate) use load::{compose_file_names, load_spec, work_tree_sources};
+
+use traffic::Traffic;
 
 /// What to deploy and on whose behalf.
 #[derive(Clone, Debug)]
@@ -40,6 +44,7 @@ pub(crate) enum Target {
 pub(crate) async fn deploy(
     root: &Root,
     request: Request,
+    traffic: Traffic<'_>,
     reporter: &Reporter,
 ) -> anyhow::Result<()> {
     let settings = Settings::load(root)?;
@@ -144,16 +149,32 @@ pub(crate) async fn deploy(
         settings: &settings,
         project: &project,
         revision: &revision,
+        trigger: request.trigger,
+        traffic,
         reporter,
     };
-    match run.execute().await {
-        Ok(images) => {
+    let result = async {
+        let docker = docker::connect().await?;
+        let images = run.execute(&docker).await?;
+        anyhow::Ok((docker, images))
+    }
+    .await;
+    match result {
+        Ok((docker, images)) => {
             ledger.finish(id, Status::Succeeded, &images, None).await?;
             reporter.info(format!(
                 "deployed {} in {:.1}s",
                 revision.short(),
                 elapsed(started)
             ));
+            let retention = settings.retention;
+            if let Err(e) = retention::apply(
+                root, &docker, &ledger, &project, &revision, retention, reporter,
+            )
+            .await
+            {
+                reporter.warn(format!("retention: {e:#}"));
+            }
             Ok(())
         }
         Err(e) => {
@@ -163,11 +184,12 @@ pub(crate) async fn deploy(
                 .finish(id, Status::Failed, &[], Some(&message))
                 .await?;
             restore_work_tree(root, live.as_ref(), reporter).await;
-            Err(e.context(format!(
+            // The reason was just reported; the last line only says where to read more.
+            Err(anyhow::anyhow!(
                 "deploy of {} failed; see `{}`",
                 revision.short(),
                 log.display()
-            )))
+            ))
         }
     }
 }
@@ -177,12 +199,17 @@ struct Run<'a> {
     settings: &'a Settings,
     project: &'a ProjectName,
     revision: &'a Revision,
+    trigger: Trigger,
+    traffic: Traffic<'a>,
     reporter: &'a Reporter,
 }
 
 impl Run<'_> {
     /// The steps after the ledger row exists; returns the images of the deployed revision.
-    async fn execute(&self) -> anyhow::Result<Vec<String>> {
+    async fn execute(&self, docker: &Docker) -> anyhow::Result<Vec<String>> {
+        // A full disk breaks what runs too: refuse before touching anything.
+        preflight::free_space(docker, self.settings).await?;
+
         let step = self.reporter.step("checkout");
         let (repo, code, rev) = (self.root.repo(), self.root.code(), self.revision.clone());
         blocking(move || git::checkout(&repo, &code, &rev)).await??;
@@ -200,34 +227,39 @@ impl Run<'_> {
         preflight::check(self.root, self.settings, &spec, self.reporter)?;
         step.finish();
 
-        let docker = docker::connect().await?;
-        preflight::free_space(&docker, self.settings).await?;
-
         let step = self.reporter.step("plan");
-        let plan = self.plan(&docker, &spec).await?;
+        let plan = self.plan(docker, &spec).await?;
         for line in plan.to_string().lines().skip(1) {
             self.reporter.output("plan", line.trim_start());
         }
         step.finish();
+        if self.trigger == Trigger::Rollback && !plan.builds.is_empty() {
+            self.reporter.info(format!(
+                "the image of {} was removed by retention; rebuilding it from git",
+                self.revision.short()
+            ));
+        }
 
         // Every image is built before any container is touched: a failed build leaves the
         // running revision alone.
         for build in &plan.builds {
             let services: Vec<&str> = build.services.iter().map(|s| s.as_str()).collect();
             let step = self.reporter.step(format!("build {}", services.join(", ")));
-            docker::build::build_image(&docker, build, self.reporter).await?;
+            docker::build::build_image(docker, build, self.reporter).await?;
             step.finish();
         }
         for tag in &plan.reused_images {
             self.reporter
                 .info(format!("reusing `{tag}`, built earlier"));
-            docker::build::tag_latest(&docker, tag).await?;
+            docker::build::tag_latest(docker, tag).await?;
         }
 
         let options = apply::ApplyOptions {
             health_timeout: self.settings.health_timeout,
+            http_path: self.settings.health_path.clone(),
         };
-        apply::apply(&docker, &plan, self.reporter, &options).await?;
+        let applied = apply::apply(docker, &plan, self.reporter, &options).await?;
+        traffic::cut_over(self.traffic, docker, &plan, applied, self.reporter).await?;
         Ok(plan.images())
     }
 
@@ -244,6 +276,7 @@ impl Run<'_> {
         let observed = docker::observe::observe(docker, self.project, &tags).await?;
         let options = PlanOptions {
             config_dir: self.root.configs(),
+            publish: self.traffic.publish(),
         };
         Ok(plan::plan(
             spec,

@@ -9,7 +9,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::compose::Spec;
-use crate::compose::spec::{Condition, Config, HealthTest, Mount, Restart, Service};
+use crate::compose::spec::{Condition, Config, HealthTest, Mount, Protocol, Restart, Service};
 use crate::ids::{ProjectName, Revision, ServiceName};
 
 use super::names;
@@ -29,6 +29,8 @@ pub(crate) struct ContainerSpec {
     /// `80/tcp`: every port the container listens on that we know of (published or exposed).
     pub(crate) exposed: Vec<String>,
     pub(crate) ports: Vec<PortBinding>,
+    /// Host ports `deploy serve` owns for this container.
+    pub(crate) proxied: Vec<ProxiedPort>,
     pub(crate) mounts: Vec<MountSpec>,
     /// The first network is attached at creation, the others right after.
     pub(crate) networks: Vec<NetworkAttach>,
@@ -135,15 +137,78 @@ pub(crate) const DEFAULT_RESTART: RestartSpec = RestartSpec {
     max_retries: None,
 };
 
+/// How a built service's published TCP ports reach it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Publish {
+    /// The container binds its host ports itself.
+    Direct,
+    /// `deploy serve`'s proxy owns the host ports and forwards to the container over the
+    /// stack's network; the container publishes nothing for them.
+    Proxied,
+}
+
+/// A host port the proxy owns for a container.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub(crate) struct ProxiedPort {
+    pub(crate) host_ip: Option<String>,
+    pub(crate) host_port: u16,
+    pub(crate) container_port: u16,
+}
+
+impl ProxiedPort {
+    /// `[host_ip:]host_port:container_port`, the form kept in the `deploy.proxy` label.
+    pub(crate) fn label(ports: &[ProxiedPort]) -> String {
+        let parts: Vec<String> = ports
+            .iter()
+            .map(|p| match &p.host_ip {
+                Some(ip) => format!("{ip}:{}:{}", p.host_port, p.container_port),
+                None => format!("{}:{}", p.host_port, p.container_port),
+            })
+            .collect();
+        parts.join(",")
+    }
+
+    /// Reads the `deploy.proxy` label back.
+    pub(crate) fn parse_label(label: &str) -> Vec<ProxiedPort> {
+        label
+            .split(',')
+            .filter_map(|part| {
+                let mut fields: Vec<&str> = part.rsplitn(3, ':').collect();
+                fields.reverse();
+                let (host_ip, host, container) = match fields.as_slice() {
+                    [ip, host, container] => (Some((*ip).to_owned()), *host, *container),
+                    [host, container] => (None, *host, *container),
+                    _ => return None,
+                };
+                Some(ProxiedPort {
+                    host_ip,
+                    host_port: host.parse().ok()?,
+                    container_port: container.parse().ok()?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// What every container of one plan shares.
+pub(crate) struct Context<'a> {
+    pub(crate) spec: &'a Spec,
+    pub(crate) project: &'a ProjectName,
+    pub(crate) revision: &'a Revision,
+    /// Where the pipeline writes `content:` configs.
+    pub(crate) config_dir: &'a Path,
+    pub(crate) publish: Publish,
+}
+
 /// Builds the container for one service; `None` when it has neither image nor build.
-pub(crate) fn spec(
-    spec: &Spec,
-    project: &ProjectName,
-    revision: &Revision,
-    name: &ServiceName,
-    svc: &Service,
-    config_dir: &Path,
-) -> Option<ContainerSpec> {
+pub(crate) fn spec(ctx: &Context<'_>, name: &ServiceName, svc: &Service) -> Option<ContainerSpec> {
+    let Context {
+        spec,
+        project,
+        revision,
+        config_dir,
+        publish,
+    } = *ctx;
     let built = svc.build.is_some();
     let image = if built {
         names::revision_tag(
@@ -172,15 +237,32 @@ pub(crate) fn spec(
     exposed.sort();
     exposed.dedup();
 
-    let ports = svc
-        .ports
-        .iter()
+    // Behind the proxy, a built service's fixed TCP ports belong to the proxy; UDP and
+    // Docker-chosen ports stay published by the container.
+    let (proxied, direct): (Vec<_>, Vec<_>) = svc.ports.iter().partition(|p| {
+        built && publish == Publish::Proxied && p.published.is_some() && p.protocol == Protocol::Tcp
+    });
+    let proxied: Vec<ProxiedPort> = proxied
+        .into_iter()
+        .filter_map(|p| {
+            Some(ProxiedPort {
+                host_ip: p.host_ip.clone(),
+                host_port: p.published?,
+                container_port: p.target,
+            })
+        })
+        .collect();
+    let ports = direct
+        .into_iter()
         .map(|p| PortBinding {
             container_port: format!("{}/{}", p.target, p.protocol.as_str()),
             host_ip: p.host_ip.clone(),
             host_port: p.published,
         })
         .collect();
+    if !proxied.is_empty() {
+        labels.insert(names::LABEL_PROXY.to_owned(), ProxiedPort::label(&proxied));
+    }
 
     let mut mounts: Vec<MountSpec> = svc
         .volumes
@@ -331,6 +413,7 @@ pub(crate) fn spec(
         working_dir: svc.working_dir.clone(),
         exposed,
         ports,
+        proxied,
         mounts,
         networks,
         healthcheck,
@@ -424,10 +507,14 @@ mod tests {
         let revision = Revision::parse(&"ab".repeat(20)).unwrap();
         let name = ServiceName::parse(service).unwrap();
         let svc = &spec.services[&name];
-        super::spec(spec, &project, &revision, &name, svc, Path::new("/configs"))
-            .unwrap()
-            .restart
-            .name
+        let ctx = Context {
+            spec,
+            project: &project,
+            revision: &revision,
+            config_dir: Path::new("/configs"),
+            publish: Publish::Direct,
+        };
+        super::spec(&ctx, &name, svc).unwrap().restart.name
     }
 
     #[test]

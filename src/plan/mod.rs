@@ -42,6 +42,8 @@ pub(crate) struct Observed {
     pub(crate) containers: Vec<ObservedContainer>,
     /// Names of networks that exist (ours or external).
     pub(crate) networks: BTreeSet<String>,
+    /// Names of the networks labelled as this project's.
+    pub(crate) project_networks: BTreeSet<String>,
     /// Names of volumes that exist (ours or external).
     pub(crate) volumes: BTreeSet<String>,
     /// Which of the tags the plan asked about already exist.
@@ -63,6 +65,7 @@ pub(crate) struct ObservedContainer {
 pub(crate) struct PlanOptions {
     /// Where the pipeline writes `content:` configs, to be bind-mounted.
     pub(crate) config_dir: PathBuf,
+    pub(crate) publish: container::Publish,
 }
 
 #[derive(Clone, Debug)]
@@ -78,6 +81,9 @@ pub(crate) struct Plan {
     pub(crate) services: Vec<ServiceStep>,
     /// Containers of this project whose service left the compose file.
     pub(crate) orphans: Vec<ObservedContainer>,
+    /// This project's networks the compose file no longer declares (or a killed deploy
+    /// left); removed after success.
+    pub(crate) orphan_networks: Vec<String>,
     /// Containers a killed or failed deploy left behind (stopped, parked, or a second one for
     /// a service); removed before anything starts.
     pub(crate) leftovers: Vec<ObservedContainer>,
@@ -145,7 +151,7 @@ pub(crate) fn plan(
     observed: &Observed,
     options: &PlanOptions,
 ) -> Result<Plan, PlanError> {
-    let networks = spec
+    let networks: Vec<NetworkStep> = spec
         .networks
         .iter()
         .map(|(key, n)| {
@@ -193,14 +199,21 @@ pub(crate) fn plan(
 
     let (builds, reused_images) = builds(spec, project, revision, observed);
 
+    let ctx = container::Context {
+        spec,
+        project,
+        revision,
+        config_dir: &options.config_dir,
+        publish: options.publish,
+    };
     let order = dependency_order(spec);
     let mut services = Vec::new();
     let mut current_ids = BTreeSet::new();
     for name in order {
         let svc = &spec.services[&name];
         let built = svc.build.is_some();
-        let container = container::spec(spec, project, revision, &name, svc, &options.config_dir)
-            .ok_or_else(|| PlanError::NoImage(name.clone()))?;
+        let container =
+            container::spec(&ctx, &name, svc).ok_or_else(|| PlanError::NoImage(name.clone()))?;
         let current = live_container(&observed.containers, &name);
         let action = match current {
             None => Action::Create,
@@ -238,7 +251,15 @@ pub(crate) fn plan(
                 .is_none_or(|s| !spec.services.contains_key(s))
         });
 
+    let orphan_networks = observed
+        .project_networks
+        .iter()
+        .filter(|n| !networks.iter().any(|s: &NetworkStep| &s.name == *n))
+        .cloned()
+        .collect();
+
     Ok(Plan {
+        orphan_networks,
         project: project.clone(),
         revision: revision.clone(),
         networks,
@@ -409,6 +430,9 @@ impl fmt::Display for Plan {
                 "  remove  {:<28} (service no longer in the compose file)",
                 c.name
             )?;
+        }
+        for n in &self.orphan_networks {
+            writeln!(f, "  remove  network {n} (no longer in the compose file)")?;
         }
         for c in &self.leftovers {
             writeln!(

@@ -8,6 +8,9 @@ pub(crate) const LABEL_PROJECT: &str = "deploy.project";
 pub(crate) const LABEL_SERVICE: &str = "deploy.service";
 pub(crate) const LABEL_REVISION: &str = "deploy.revision";
 pub(crate) const LABEL_CONFIG_HASH: &str = "deploy.config-hash";
+/// On a container behind `deploy serve`: the host ports the proxy owns for it, so a restarted
+/// daemon knows what to listen on without a deploy.
+pub(crate) const LABEL_PROXY: &str = "deploy.proxy";
 
 /// The labels every container, network, volume and image we create carries, so that state
 /// is read back from Docker rather than guessed from names.

@@ -25,7 +25,7 @@ pub(crate) use capture::Captured;
 pub(crate) use redact::Redactor;
 
 /// Something the pipeline wants the pusher, the operator and the daemon log to know.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(crate) enum Event {
     /// A pipeline step begins (`checkout`, `build web`, `start db`, …).
     StepStarted {

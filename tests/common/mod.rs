@@ -462,3 +462,54 @@ pub fn service_container(project: &str, service: &str) -> bollard::models::Conta
     );
     mine.into_iter().next().unwrap()
 }
+
+impl Stack {
+    /// The work repo's compose file.
+    pub fn compose(&self) -> String {
+        std::fs::read_to_string(self.work.join("docker-compose.yml")).unwrap()
+    }
+
+    /// Sets top-level keys of `ROOT/deploy.yml` (each line `key: value`), replacing the
+    /// lines of keys already there.
+    pub fn add_setting(&self, lines: &str) {
+        let path = self.root.join("deploy.yml");
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        for line in lines.lines() {
+            let key = line.split(':').next().unwrap();
+            let kept: Vec<&str> = text
+                .lines()
+                .filter(|l| !l.starts_with(&format!("{key}:")))
+                .collect();
+            text = kept.join("\n") + "\n" + line + "\n";
+        }
+        std::fs::write(path, text).unwrap();
+    }
+
+    /// Ids of the project's containers, sorted.
+    pub fn container_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = containers(&self.project)
+            .into_iter()
+            .filter_map(|c| c.id)
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// The visit count the page shows now (each call adds one row).
+    pub fn visits(&self, version: &str) -> u64 {
+        visits(&self.wait_for_page(&format!("version: {version}"), Duration::from_secs(30)))
+    }
+}
+
+/// The visit count on a page of the fixture app.
+pub fn visits(page: &str) -> u64 {
+    let at = page
+        .find("visits: ")
+        .unwrap_or_else(|| panic!("no visit count in {page}"));
+    page[at + 8..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .unwrap()
+}

@@ -1,0 +1,59 @@
+//! After a successful deploy: keep what rollback needs, remove the rest (images, ledger
+//! rows, build logs). A failure here is a warning; the deploy already succeeded.
+
+use std::collections::BTreeSet;
+
+use bollard::Docker;
+
+use crate::docker;
+use crate::ids::{ProjectName, Revision};
+use crate::ledger::Ledger;
+use crate::report::Reporter;
+use crate::root::Root;
+
+/// Deploys whose rows and logs are kept whatever their revision.
+const KEEP_DEPLOYS: u32 = 100;
+
+/// Keeps the images of the last `retention` successful revisions plus the live one, the
+/// ledger rows and logs of those revisions and of the last 100 deploys.
+pub(crate) async fn apply(
+    root: &Root,
+    docker: &Docker,
+    ledger: &Ledger,
+    project: &ProjectName,
+    live: &Revision,
+    retention: usize,
+    reporter: &Reporter,
+) -> anyhow::Result<()> {
+    let count = u32::try_from(retention).unwrap_or(u32::MAX);
+    let mut keep: BTreeSet<Revision> = ledger
+        .succeeded_revisions(count)
+        .await?
+        .into_iter()
+        .collect();
+    keep.insert(live.clone());
+
+    let removed = docker::prune::images(docker, project, &keep, reporter).await?;
+    if !removed.is_empty() {
+        reporter.info(format!(
+            "retention: kept the images of {} revisions; removed {}",
+            keep.len(),
+            removed.join(", ")
+        ));
+    }
+
+    let keep: Vec<Revision> = keep.into_iter().collect();
+    for log in ledger.prune(KEEP_DEPLOYS, &keep).await? {
+        // Only our own build logs, never a path a corrupted row might point elsewhere.
+        if log.parent() == Some(root.build_logs().as_path())
+            && let Err(e) = std::fs::remove_file(&log)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            reporter.warn(format!(
+                "could not remove old build log `{}`: {e}",
+                log.display()
+            ));
+        }
+    }
+    Ok(())
+}

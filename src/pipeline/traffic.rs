@@ -1,0 +1,112 @@
+//! How traffic reaches a deploy's published ports: bound by the containers themselves, or
+//! owned by `deploy serve`'s proxy, which the pipeline switches to the new containers.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bollard::Docker;
+use futures_util::future::BoxFuture;
+
+use crate::docker;
+use crate::docker::apply::Applied;
+use crate::docker::routes::{self, Route};
+use crate::plan::Plan;
+use crate::report::Reporter;
+
+/// What the daemon's proxy offers the pipeline.
+pub(crate) trait Switch: Send + Sync {
+    /// Sends new connections and requests for each route's listener to its backend, opening
+    /// listeners that are not open yet. Returns once the switch is in effect.
+    fn switch(&self, routes: Vec<Route>) -> BoxFuture<'_, anyhow::Result<()>>;
+    /// Waits until nothing is in flight to these old backends, or the drain timeout passes.
+    fn drain(&self, old: Vec<SocketAddr>) -> BoxFuture<'_, ()>;
+}
+
+#[derive(Clone, Copy)]
+pub(crate) enum Traffic<'a> {
+    /// No daemon: containers publish their ports, as docker-compose does.
+    Direct,
+    /// `deploy serve` runs this deploy and owns the built services' ports.
+    Proxied(&'a dyn Switch),
+}
+
+impl Traffic<'_> {
+    pub(crate) fn publish(self) -> crate::plan::container::Publish {
+        match self {
+            Traffic::Direct => crate::plan::container::Publish::Direct,
+            Traffic::Proxied(_) => crate::plan::container::Publish::Proxied,
+        }
+    }
+}
+
+/// Moves traffic to the new containers, lets the old ones finish what they serve, then
+/// removes them. If the switch fails, the new containers are removed and the old ones keep
+/// serving.
+pub(crate) async fn cut_over(
+    traffic: Traffic<'_>,
+    docker: &Docker,
+    plan: &Plan,
+    applied: Applied,
+    reporter: &Reporter,
+) -> anyhow::Result<()> {
+    let Traffic::Proxied(switch) = traffic else {
+        applied.commit(docker, plan, reporter).await;
+        return Ok(());
+    };
+    let mut new = Vec::new();
+    for step in plan
+        .services
+        .iter()
+        .filter(|s| !s.container.proxied.is_empty())
+    {
+        if let Some(id) = applied.container(&step.service) {
+            new.extend(routes::of_container(docker, id).await?);
+        }
+    }
+    let mut old = Vec::new();
+    for c in applied.retiring() {
+        old.extend(
+            routes::of_container(docker, &c.id)
+                .await?
+                .into_iter()
+                .map(|r| r.backend),
+        );
+    }
+    if !new.is_empty() {
+        if let Err(first) = switch.switch(new.clone()).await {
+            // The old containers may hold the host ports themselves (deployed while the
+            // daemon was not running): stop them, a short gap, and take the ports over.
+            reporter.warn(format!(
+                "{first:#}; stopping the old containers to take over their ports"
+            ));
+            let mut stopped = Vec::new();
+            for old in applied.retiring() {
+                if docker::apply::stop(docker, &old.id, &old.name, Duration::from_secs(10))
+                    .await
+                    .is_ok()
+                {
+                    stopped.push(old.clone());
+                }
+            }
+            if let Err(e) = switch.switch(new.clone()).await {
+                for old in &stopped {
+                    let _ = docker::apply::start(docker, &old.id, &old.name).await;
+                }
+                applied.rollback(docker, reporter).await;
+                return Err(e.context("failed to switch traffic to the new containers"));
+            }
+        }
+        for r in &new {
+            reporter.info(format!(
+                "traffic on port {} now goes to {}",
+                r.listen.port(),
+                r.backend
+            ));
+        }
+    }
+    if !old.is_empty() {
+        switch.drain(old).await;
+    }
+    applied.commit(docker, plan, reporter).await;
+    Ok(())
+}

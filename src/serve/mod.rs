@@ -1,0 +1,10 @@
+//! `deploy serve`: the daemon (zero-downtime proxy, deploys handed over from the hook,
+//! autoheal, restart-safe), and the hook's client side of the hand-off.
+
+mod autoheal;
+pub(crate) mod client;
+mod daemon;
+mod protocol;
+pub(crate) mod proxy;
+
+pub(crate) use daemon::run;

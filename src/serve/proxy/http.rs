@@ -1,0 +1,484 @@
+//! HTTP/1: each request goes to the backend live when it arrives, over a pooled keep-alive
+//! connection, with its body streamed both ways; upgrades become tunnels.
+
+use std::convert::Infallible;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::backend::{Active, Backend, Work};
+use super::sniff::Prefixed;
+use super::stats::Counters;
+use super::{ForwardedHeaders, Phase, Route, Shared, tcp};
+
+/// Serves one client connection until it closes, or until a shutdown lets its current request
+/// finish.
+pub(super) async fn serve(io: Prefixed, peer: SocketAddr, route: Arc<Route>, shared: &Arc<Shared>) {
+    let handler = Arc::new(Handler {
+        route,
+        shared: Arc::clone(shared),
+        // A client reaching a `[::]` listener over IPv4 should appear as `1.2.3.4`.
+        client_ip: peer.ip().to_canonical(),
+    });
+    let service = hyper::service::service_fn(move |request| {
+        let handler = Arc::clone(&handler);
+        async move { Ok::<_, Infallible>(handler.handle(request).await) }
+    });
+    let connection = shared
+        .server
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    let mut phase = shared.phase.subscribe();
+    tokio::select! {
+        done = connection.as_mut() => return log_end(peer, done),
+        _ = phase.wait_for(|phase| *phase >= Phase::Draining) => {}
+    }
+    // Finish the request in flight, if any, then close instead of waiting for the next one.
+    connection.as_mut().graceful_shutdown();
+    tokio::select! {
+        done = connection.as_mut() => log_end(peer, done),
+        _ = phase.wait_for(|phase| *phase == Phase::Stopped) => {}
+    }
+}
+
+fn log_end(peer: SocketAddr, done: hyper::Result<()>) {
+    if let Err(error) = done {
+        tracing::debug!(%peer, %error, "client connection ended with an error");
+    }
+}
+
+struct Handler {
+    route: Arc<Route>,
+    shared: Arc<Shared>,
+    client_ip: IpAddr,
+}
+
+impl Handler {
+    async fn handle(&self, mut request: Request<Incoming>) -> Response<RespBody> {
+        Counters::bump(&self.shared.counters.requests);
+        if request.method() == Method::CONNECT {
+            return plain(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed: `CONNECT` is for forward proxies\n",
+            );
+        }
+        // The backend is chosen now, when the request arrives: after a switch, the next request
+        // on a keep-alive connection goes to the new one.
+        let Some(active) = self.route.enter(Work::Request) else {
+            Counters::bump(&self.shared.counters.no_backend);
+            return plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service unavailable: nothing is deployed on this port yet\n",
+            );
+        };
+        let client_upgrade =
+            is_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));
+        let upgrade = if client_upgrade.is_some() {
+            UpgradeHeaders::Keep
+        } else {
+            UpgradeHeaders::Strip
+        };
+        let request = rewrite_request(
+            request,
+            self.client_ip,
+            self.shared.config.forwarded,
+            upgrade,
+        );
+        let backend = Arc::clone(active.backend());
+        let mut response = match send(&backend, request, &self.shared).await {
+            Ok(response) => response,
+            Err(error) => {
+                Counters::bump(&self.shared.counters.bad_gateway);
+                tracing::warn!(port = self.route.port, backend = %backend.addr, %error, "bad gateway");
+                return plain(
+                    StatusCode::BAD_GATEWAY,
+                    &format!("bad gateway: failed to {error}\n"),
+                );
+            }
+        };
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let Some(client_upgrade) = client_upgrade else {
+                Counters::bump(&self.shared.counters.bad_gateway);
+                tracing::warn!(backend = %backend.addr, "bad gateway: `101` to a request that asked for no upgrade");
+                return plain(
+                    StatusCode::BAD_GATEWAY,
+                    "bad gateway: the app switched protocols unasked\n",
+                );
+            };
+            Counters::bump(&self.shared.counters.upgrades);
+            let backend_upgrade = hyper::upgrade::on(&mut response);
+            let shared = Arc::clone(&self.shared);
+            let active = active.into_tunnel();
+            tokio::spawn(async move {
+                match tokio::try_join!(client_upgrade, backend_upgrade) {
+                    Ok((client, upstream)) => {
+                        tcp::splice(
+                            &mut TokioIo::new(client),
+                            &mut TokioIo::new(upstream),
+                            &shared,
+                        )
+                        .await;
+                    }
+                    Err(error) => tracing::debug!(%error, "upgrade failed after `101`"),
+                }
+                drop(active);
+            });
+            strip_hop_by_hop(response.headers_mut(), UpgradeHeaders::Keep);
+            return response.map(|_| RespBody::Full(None));
+        }
+        strip_hop_by_hop(response.headers_mut(), UpgradeHeaders::Strip);
+        response.map(|body| RespBody::Proxied {
+            body,
+            active: Some(active),
+        })
+    }
+}
+
+/// Why a request got `502 Bad Gateway`; read after "failed to".
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ForwardError {
+    #[error("connect to the app: {0}")]
+    Connect(io::Error),
+    #[error("connect to the app: no answer within {}s", .0.as_secs_f32())]
+    ConnectTimeout(Duration),
+    #[error("get an answer from the app: {0}")]
+    Exchange(hyper::Error),
+}
+
+/// Sends `request` over an idle pooled connection if there is one, else over a new one.
+///
+/// A pooled connection can be closed by the server at the moment we reuse it (its keep-alive
+/// timeout, or a restart). Two cases are safe to retry, once, on a fresh connection: hyper
+/// hands the request back when it never wrote it (any method), and an idempotent request
+/// without a body can be sent again when the connection failed before any answer (RFC 9112
+/// §9.3.1). A fresh connection failing is the backend's failure, answered `502`.
+async fn send(
+    backend: &Arc<Backend>,
+    request: Request<ReqBody>,
+    shared: &Shared,
+) -> Result<Response<Incoming>, ForwardError> {
+    let config = &shared.config;
+    let replayable = is_replayable(&request);
+    let mut replay = None;
+    let mut request = request;
+    while let Some(mut sender) = backend.checkout(config.pool_idle_timeout) {
+        if replayable && replay.is_none() {
+            replay = Some(Replay::of(&request));
+        }
+        match sender.try_send_request(request).await {
+            Ok(response) => {
+                checkin_when_idle(sender, backend, shared);
+                return Ok(response);
+            }
+            Err(mut error) => {
+                if let Some(unsent) = error.take_message() {
+                    Counters::bump(&shared.counters.retries);
+                    tracing::debug!(backend = %backend.addr, error = %error.error(), "pooled connection closed before the request was sent; retrying");
+                    request = unsent;
+                    continue;
+                }
+                let Some(replay) = replay.take() else {
+                    return Err(ForwardError::Exchange(error.into_error()));
+                };
+                Counters::bump(&shared.counters.retries);
+                tracing::debug!(backend = %backend.addr, error = %error.error(), "pooled connection failed before an answer; retrying an idempotent request");
+                request = replay.into_request();
+                break;
+            }
+        }
+    }
+    let mut sender = connect(backend.addr, shared).await?;
+    match sender.try_send_request(request).await {
+        Ok(response) => {
+            checkin_when_idle(sender, backend, shared);
+            Ok(response)
+        }
+        Err(error) => Err(ForwardError::Exchange(error.into_error())),
+    }
+}
+
+async fn connect(addr: SocketAddr, shared: &Shared) -> Result<SendRequest<ReqBody>, ForwardError> {
+    let timeout = shared.config.connect_timeout;
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_elapsed| ForwardError::ConnectTimeout(timeout))?
+        .map_err(ForwardError::Connect)?;
+    stream.set_nodelay(true).map_err(ForwardError::Connect)?;
+    let (sender, connection) = shared
+        .client
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(ForwardError::Exchange)?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.with_upgrades().await {
+            tracing::debug!(backend = %addr, %error, "backend connection ended with an error");
+        }
+    });
+    Ok(sender)
+}
+
+/// Returns the connection to the pool once hyper says it is ready for another request, which
+/// is after the response body has been read to its end. A response cut short, an upgrade or a
+/// `Connection: close` from the app leaves it not ready, and it is dropped.
+fn checkin_when_idle(mut sender: SendRequest<ReqBody>, backend: &Arc<Backend>, shared: &Shared) {
+    let backend = Arc::clone(backend);
+    let idle_timeout = shared.config.pool_idle_timeout;
+    let max_idle = shared.config.pool_max_idle;
+    tokio::spawn(async move {
+        if sender.ready().await.is_ok() {
+            backend.checkin(sender, idle_timeout, max_idle);
+        }
+    });
+}
+
+/// Idempotent (RFC 9110 §9.2.2) and without a body, so sending it twice is allowed and needs
+/// nothing we no longer have.
+fn is_replayable(request: &Request<ReqBody>) -> bool {
+    let idempotent = matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    );
+    idempotent && request.body().is_end_stream()
+}
+
+/// What it takes to send a bodiless request again.
+struct Replay {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+}
+
+impl Replay {
+    fn of(request: &Request<ReqBody>) -> Self {
+        Self {
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            headers: request.headers().clone(),
+        }
+    }
+
+    fn into_request(self) -> Request<ReqBody> {
+        let mut request = Request::new(ReqBody::Empty);
+        *request.method_mut() = self.method;
+        *request.uri_mut() = self.uri;
+        *request.headers_mut() = self.headers;
+        request
+    }
+}
+
+/// Whether hop-by-hop `Upgrade`/`Connection: upgrade` travel on (a WebSocket handshake) or
+/// are removed like the other hop-by-hop headers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum UpgradeHeaders {
+    Keep,
+    Strip,
+}
+
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && connection_tokens(headers).any(|token| token.eq_ignore_ascii_case("upgrade"))
+}
+
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .filter(|token| !token.is_empty())
+}
+
+/// Headers that belong to one connection (RFC 9110 §7.6.1), plus any the `Connection` header
+/// names: each hop sets its own.
+fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: UpgradeHeaders) {
+    let named: Vec<HeaderName> = connection_tokens(headers)
+        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
+        .collect();
+    for name in named {
+        if !(upgrade == UpgradeHeaders::Keep && name == header::UPGRADE) {
+            headers.remove(name);
+        }
+    }
+    for name in [
+        header::CONNECTION,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+        header::TE,
+        header::TRANSFER_ENCODING,
+    ] {
+        headers.remove(name);
+    }
+    match upgrade {
+        UpgradeHeaders::Keep => {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+        UpgradeHeaders::Strip => {
+            headers.remove(header::UPGRADE);
+        }
+    }
+}
+
+/// The request as the backend should see it: origin-form target, HTTP/1.1 (so the pooled
+/// connection stays open), hop-by-hop headers replaced, `X-Forwarded-*` added. `Host` is kept.
+fn rewrite_request(
+    request: Request<Incoming>,
+    client_ip: IpAddr,
+    forwarded: ForwardedHeaders,
+    upgrade: UpgradeHeaders,
+) -> Request<ReqBody> {
+    let (mut parts, body) = request.into_parts();
+    // An absolute-form target (`GET http://host/path`) names the host, which then wins over
+    // `Host` (RFC 9112 §3.2.2); apps expect the origin form.
+    if let Some(authority) = parts.uri.authority() {
+        if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+            parts.headers.insert(header::HOST, host);
+        }
+        let path = parts.uri.path_and_query().map_or("/", |path| path.as_str());
+        if let Ok(uri) = Uri::try_from(path) {
+            parts.uri = uri;
+        }
+    }
+    parts.version = Version::HTTP_11;
+    // Hyper's server answers `Expect: 100-continue` itself when the body is first read.
+    parts.headers.remove(header::EXPECT);
+    strip_hop_by_hop(&mut parts.headers, upgrade);
+    add_forwarded(&mut parts.headers, client_ip, forwarded);
+    // Nothing hyper's server attached to the request means anything to its client.
+    parts.extensions.clear();
+    Request::from_parts(parts, ReqBody::Incoming(body))
+}
+
+fn add_forwarded(headers: &mut HeaderMap, client_ip: IpAddr, forwarded: ForwardedHeaders) {
+    let x_forwarded_for = HeaderName::from_static("x-forwarded-for");
+    let x_forwarded_proto = HeaderName::from_static("x-forwarded-proto");
+    let client = client_ip.to_string();
+    let earlier: Vec<&str> = match forwarded {
+        ForwardedHeaders::Extend => headers
+            .get_all(&x_forwarded_for)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .collect(),
+        ForwardedHeaders::Replace => Vec::new(),
+    };
+    let value = if earlier.is_empty() {
+        client
+    } else {
+        format!("{}, {client}", earlier.join(", "))
+    };
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        headers.insert(x_forwarded_for, value);
+    }
+    // With `Extend`, a TLS terminator in front has already said `https`.
+    if forwarded == ForwardedHeaders::Replace || !headers.contains_key(&x_forwarded_proto) {
+        headers.insert(x_forwarded_proto, HeaderValue::from_static("http"));
+    }
+}
+
+fn plain(status: StatusCode, text: &str) -> Response<RespBody> {
+    let mut response = Response::new(RespBody::Full(Some(Bytes::copy_from_slice(
+        text.as_bytes(),
+    ))));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// A request body on its way to the backend: the client's, streamed, or none (a replay).
+pub(super) enum ReqBody {
+    Incoming(Incoming),
+    Empty,
+}
+
+impl Body for ReqBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            Self::Incoming(body) => Pin::new(body).poll_frame(cx),
+            Self::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Incoming(body) => body.is_end_stream(),
+            Self::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Incoming(body) => body.size_hint(),
+            Self::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
+
+/// A response body on its way to the client: the backend's, streamed, holding the request
+/// open on its backend until its end; or one the proxy wrote.
+pub(super) enum RespBody {
+    Proxied {
+        body: Incoming,
+        active: Option<Active>,
+    },
+    Full(Option<Bytes>),
+}
+
+impl Body for RespBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            Self::Proxied { body, active } => {
+                let polled = Pin::new(body).poll_frame(cx);
+                // The exchange is over at the body's end; don't make a drain wait until hyper
+                // gets round to dropping us.
+                if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
+                    active.take();
+                }
+                polled
+            }
+            Self::Full(data) => Poll::Ready(data.take().map(|data| Ok(Frame::data(data)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Proxied { body, .. } => body.is_end_stream(),
+            Self::Full(data) => data.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Proxied { body, .. } => body.size_hint(),
+            Self::Full(data) => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |data| data.len() as u64))
+            }
+        }
+    }
+}

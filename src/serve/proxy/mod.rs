@@ -1,0 +1,544 @@
+//! The reverse proxy `deploy serve` runs on the host ports of services built from the repo:
+//! it forwards each to the live revision's container and switches between revisions without
+//! failing a request.
+//!
+//! ```text
+//! host port ─ listener ─ sniff first bytes ─┬─ HTTP/1 request line ─ http: per request, the live backend,
+//!                                           │      pooled keep-alive connections, upgrades → tunnel
+//!                                           └─ anything else ──────── tcp: one tunnel to the backend
+//!                                                                     live at connect time
+//! ```
+//!
+//! How the daemon uses it:
+//!
+//! ```text
+//! let proxy = Proxy::new(ProxyConfig::default());
+//! proxy.listen("0.0.0.0:8080".parse()?)?;           // at start, for each published port
+//! proxy.set_backend(8080, live_container_addr)?;     // from Docker labels, before any deploy
+//! // a deploy, once the new container is healthy:
+//! let old = proxy.set_backend(8080, new_container_addr)?;
+//! let report = proxy.drain(old, DEFAULT_DRAIN_TIMEOUT).await?;   // then stop the old container
+//! // on SIGTERM:
+//! proxy.shutdown(grace).await;
+//! ```
+//!
+//! Architecture invariant: a switch never fails a request. A request, tunnel or TCP connection
+//! counts as open on the backend it picked from the moment it picked it (taken under the
+//! route's lock, so a switch that returned has seen it), and `drain` returns only once those
+//! are done; idle pooled connections to the old backend are closed at the switch, so the old
+//! server is stopped with none of ours reused mid-close. A pooled connection closed by the
+//! server as we reuse it (its keep-alive timeout) is retried when that is safe (see `http`).
+//!
+//! Before the first deploy a port has no backend. It is bound anyway, so the daemon owns it
+//! from the start and a clash shows at once rather than at the first deploy. HTTP requests get
+//! `503 Service Unavailable` saying nothing is deployed yet (a closed connection would look
+//! like a crash, and 503 is the status that means "temporarily"); a non-HTTP connection is
+//! closed, all a byte stream can say.
+//!
+//! The gap when the daemon restarts: `shutdown` closes the listeners first, so from then until
+//! the new daemon binds (process start, reading Docker, binding: typically well under a
+//! second), connections to the ports are refused and those still in the old listener's
+//! backlog are reset. Requests already received are answered, then their connections close,
+//! so keep-alive clients reconnect to the new daemon. `SO_REUSEADDR` lets the new daemon bind
+//! at once. Passing the listening sockets to the successor would close the gap; that is for
+//! the daemon's hand-off, not this module.
+
+mod backend;
+mod http;
+mod listener;
+mod sniff;
+mod stats;
+mod tcp;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
+
+use hyper_util::rt::TokioTimer;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+use backend::{Active, Backend, Work};
+pub(crate) use stats::{BackendStats, ProxyStats};
+
+/// How long a drain waits for the old backend's requests and tunnels unless told otherwise.
+pub(crate) const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Tunables; `ProxyConfig::default()` suits the daemon.
+#[derive(Clone, Debug)]
+pub(crate) struct ProxyConfig {
+    /// How long connecting to a backend may take before the request gets `502`. A stopped
+    /// container's address on a bridge network does not refuse, it stays silent.
+    pub(crate) connect_timeout: Duration,
+    /// An idle pooled connection older than this is closed instead of reused. Below the
+    /// keep-alive timeouts of common app servers (gunicorn 2 s, Node and uvicorn 5 s), so the
+    /// server rarely closes a connection just as we reuse it.
+    pub(crate) pool_idle_timeout: Duration,
+    /// Idle keep-alive connections kept per backend.
+    pub(crate) pool_max_idle: usize,
+    /// How long a new connection may stay silent before it is forwarded as TCP without
+    /// sniffing: protocols where the server speaks first (SMTP, MySQL) wait this long once.
+    pub(crate) sniff_timeout: Duration,
+    /// What to do with `X-Forwarded-For` and `X-Forwarded-Proto` sent by the client.
+    pub(crate) forwarded: ForwardedHeaders,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            pool_idle_timeout: Duration::from_secs(1),
+            pool_max_idle: 32,
+            sniff_timeout: Duration::from_secs(2),
+            forwarded: ForwardedHeaders::Extend,
+        }
+    }
+}
+
+/// `X-Forwarded-For` / `X-Forwarded-Proto` from the client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ForwardedHeaders {
+    /// Append the client's address to `X-Forwarded-For` and keep an `X-Forwarded-Proto`, as
+    /// nginx's `$proxy_add_x_forwarded_for` and Go's `ReverseProxy` do. Right when a load
+    /// balancer or TLS terminator sits in front; apps must trust only the last entry (ours)
+    /// otherwise.
+    Extend,
+    /// Discard what the client sent; the proxy is the edge.
+    Replace,
+}
+
+/// Errors from the proxy's API. Messages read after "deploy:".
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ProxyError {
+    #[error("failed to listen on `{addr}`: {error}")]
+    Listen { addr: SocketAddr, error: io::Error },
+    #[error("failed to listen on `{addr}`: the proxy is shut down")]
+    ShutDown { addr: SocketAddr },
+    #[error("failed to route port `{port}`: the proxy does not listen on it")]
+    UnknownPort { port: u16 },
+    #[error("refused to drain `{addr}`: port `{port}` routes to it; switch the port away first")]
+    DrainLive { addr: SocketAddr, port: u16 },
+}
+
+/// What a drain found (`Proxy::drain`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct DrainReport {
+    pub(crate) addr: SocketAddr,
+    /// Requests still in flight when the drain gave up (0 when it completed).
+    pub(crate) requests: usize,
+    /// TCP connections and upgraded tunnels still open when the drain gave up.
+    pub(crate) tunnels: usize,
+    pub(crate) waited: Duration,
+}
+
+impl DrainReport {
+    /// Nothing was left open: stopping the old backend cuts nothing.
+    pub(crate) fn is_complete(&self) -> bool {
+        self.requests == 0 && self.tunnels == 0
+    }
+}
+
+impl fmt::Display for DrainReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let waited = self.waited.as_secs_f32();
+        if self.is_complete() {
+            write!(f, "`{}` drained in {waited:.1}s", self.addr)
+        } else {
+            write!(
+                f,
+                "`{}` still had {} and {} open after {waited:.1}s",
+                self.addr,
+                plural(self.requests, "request"),
+                plural(self.tunnels, "tunnel"),
+            )
+        }
+    }
+}
+
+fn plural(count: usize, noun: &str) -> String {
+    if count == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{count} {noun}s")
+    }
+}
+
+/// What a shutdown left behind (`Proxy::shutdown`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ShutdownReport {
+    /// Client connections cut because they outlasted the grace period (tunnels, mostly).
+    pub(crate) cut: u64,
+    pub(crate) waited: Duration,
+}
+
+/// Where the proxy is in its life; connection tasks watch it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Phase {
+    Running,
+    /// No new connections; HTTP connections finish their request in flight and close.
+    Draining,
+    /// Everything still open is cut.
+    Stopped,
+}
+
+/// The reverse proxy: listeners on host ports, each routing to its live backend.
+///
+/// Needs a Tokio runtime for `listen` and everything after it. Dropping it cuts every
+/// connection at once; `shutdown` is the graceful way.
+pub(crate) struct Proxy {
+    shared: Arc<Shared>,
+}
+
+/// What every task of the proxy shares.
+struct Shared {
+    config: ProxyConfig,
+    counters: stats::Counters,
+    phase: watch::Sender<Phase>,
+    server: hyper::server::conn::http1::Builder,
+    client: hyper::client::conn::http1::Builder,
+    /// Locked before any route, by the only writers: `set_backend` and `drain`.
+    registry: Mutex<Registry>,
+    open_connections: AtomicU64,
+    connections_closed: Notify,
+}
+
+#[derive(Default)]
+struct Registry {
+    routes: HashMap<u16, Arc<Route>>,
+    /// Backends that are live or still have work open, so a drain finds the one a switch
+    /// left, and a switch back reuses it.
+    backends: HashMap<SocketAddr, Arc<Backend>>,
+    accept_loops: Vec<JoinHandle<()>>,
+}
+
+/// One host port (all its listeners, IPv4 and IPv6 alike) and the backend it routes to.
+struct Route {
+    port: u16,
+    live: RwLock<Option<Arc<Backend>>>,
+}
+
+impl Route {
+    /// Picks the live backend and counts `work` as open on it, atomically with respect to a
+    /// switch: a drain started after `set_backend` returned sees this work.
+    fn enter(&self, work: Work) -> Option<Active> {
+        let live = self
+            .live
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        live.as_ref().map(|backend| backend.enter(work))
+    }
+
+    fn live_addr(&self) -> Option<SocketAddr> {
+        let live = self
+            .live
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        live.as_ref().map(|backend| backend.addr)
+    }
+}
+
+/// Counts a client connection as open until dropped, so a shutdown can wait for them.
+struct ConnectionGuard {
+    shared: Arc<Shared>,
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        if self.shared.open_connections.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.shared.connections_closed.notify_waiters();
+        }
+    }
+}
+
+impl Shared {
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        // Every update of the registry is complete before anything in it can panic.
+        self.registry
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn connection_opened(self: &Arc<Self>) -> ConnectionGuard {
+        self.open_connections.fetch_add(1, Ordering::AcqRel);
+        ConnectionGuard {
+            shared: Arc::clone(self),
+        }
+    }
+
+    async fn wait_connections_closed(&self, deadline: tokio::time::Instant) {
+        loop {
+            let notified = self.connections_closed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.open_connections.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+impl Proxy {
+    pub(crate) fn new(config: ProxyConfig) -> Self {
+        let mut server = hyper::server::conn::http1::Builder::new();
+        // The timer enables hyper's 30 s limit on reading a request head: a client that opens
+        // a connection and dribbles bytes cannot hold it forever.
+        server.timer(TokioTimer::new());
+        let (phase, _) = watch::channel(Phase::Running);
+        Self {
+            shared: Arc::new(Shared {
+                config,
+                counters: stats::Counters::default(),
+                phase,
+                server,
+                client: hyper::client::conn::http1::Builder::new(),
+                registry: Mutex::new(Registry::default()),
+                open_connections: AtomicU64::new(0),
+                connections_closed: Notify::new(),
+            }),
+        }
+    }
+
+    /// Binds `addr` and starts accepting; returns the bound address (port 0 picks one). Binding
+    /// the same port on another address (`[::]` beside `0.0.0.0`) shares its route.
+    pub(crate) fn listen(&self, addr: SocketAddr) -> Result<SocketAddr, ProxyError> {
+        if *self.shared.phase.borrow() != Phase::Running {
+            return Err(ProxyError::ShutDown { addr });
+        }
+        let listener = listener::bind(addr).map_err(|error| ProxyError::Listen { addr, error })?;
+        let local = listener
+            .local_addr()
+            .map_err(|error| ProxyError::Listen { addr, error })?;
+        let mut registry = self.shared.registry();
+        let route = Arc::clone(registry.routes.entry(local.port()).or_insert_with(|| {
+            Arc::new(Route {
+                port: local.port(),
+                live: RwLock::new(None),
+            })
+        }));
+        let task = tokio::spawn(listener::accept_loop(
+            listener,
+            route,
+            Arc::clone(&self.shared),
+        ));
+        registry.accept_loops.push(task);
+        tracing::info!(addr = %local, "proxy listening");
+        Ok(local)
+    }
+
+    /// Routes every new request and connection on `port` to `addr`, atomically; returns the
+    /// backend it replaces (`None` if there was none, or it was `addr` already). Work already on the old backend carries on: `drain` it, then stop
+    /// it.
+    pub(crate) fn set_backend(
+        &self,
+        port: u16,
+        addr: SocketAddr,
+    ) -> Result<Option<SocketAddr>, ProxyError> {
+        let mut registry = self.shared.registry();
+        let route = registry.route(port)?;
+        let backend = Arc::clone(
+            registry
+                .backends
+                .entry(addr)
+                .or_insert_with(|| Arc::new(Backend::new(addr))),
+        );
+        let previous = route.switch(Some(backend));
+        registry.forget_idle_backends();
+        drop(registry);
+        tracing::info!(port, from = ?previous, to = %addr, "switched backend");
+        Ok(previous)
+    }
+
+    /// Stops routing `port` anywhere: requests get `503` until `set_backend` (after the stack
+    /// is taken down, say). Returns the backend it was routing to, for a drain.
+    pub(crate) fn remove_backend(&self, port: u16) -> Result<Option<SocketAddr>, ProxyError> {
+        let mut registry = self.shared.registry();
+        let route = registry.route(port)?;
+        let previous = route.switch(None);
+        registry.forget_idle_backends();
+        drop(registry);
+        tracing::info!(port, from = ?previous, "removed backend");
+        Ok(previous)
+    }
+
+    /// The backend `port` routes to now.
+    pub(crate) fn backend(&self, port: u16) -> Option<SocketAddr> {
+        let registry = self.shared.registry();
+        registry
+            .routes
+            .get(&port)
+            .and_then(|route| route.live_addr())
+    }
+
+    /// Waits until the backend at `addr`, which no port may route to any more, has no request
+    /// in flight and no tunnel open, or until `timeout` passes; then closes its idle pooled
+    /// connections. The report says what was still open: stopping the backend cuts it.
+    pub(crate) async fn drain(
+        &self,
+        addr: SocketAddr,
+        timeout: Duration,
+    ) -> Result<DrainReport, ProxyError> {
+        let started = Instant::now();
+        let backend = {
+            let registry = self.shared.registry();
+            registry.refuse_live(addr)?;
+            registry.backends.get(&addr).cloned()
+        };
+        let Some(backend) = backend else {
+            // Forgotten, so nothing was open on it.
+            return Ok(DrainReport {
+                addr,
+                requests: 0,
+                tunnels: 0,
+                waited: started.elapsed(),
+            });
+        };
+        backend
+            .wait_quiet(tokio::time::Instant::from_std(started) + timeout)
+            .await;
+        let (requests, tunnels) = backend.open();
+        let mut registry = self.shared.registry();
+        // Switched back while we waited: whoever did that now owns it, and it must not stop.
+        registry.refuse_live(addr)?;
+        backend.clear_pool();
+        registry.forget_idle_backends();
+        drop(registry);
+        let report = DrainReport {
+            addr,
+            requests,
+            tunnels,
+            waited: started.elapsed(),
+        };
+        if report.is_complete() {
+            tracing::info!("{report}");
+        } else {
+            tracing::warn!("{report}");
+        }
+        Ok(report)
+    }
+
+    /// Stops accepting and frees the ports (before it returns, so a successor can bind them),
+    /// lets each HTTP connection finish its request in flight and close, waits up to `grace`
+    /// for connections to end, then cuts the rest (tunnels, mostly).
+    pub(crate) async fn shutdown(&self, grace: Duration) -> ShutdownReport {
+        let started = Instant::now();
+        self.shared.phase.send_replace(Phase::Draining);
+        let accept_loops = std::mem::take(&mut self.shared.registry().accept_loops);
+        for accept_loop in accept_loops {
+            if let Err(error) = accept_loop.await {
+                tracing::warn!(%error, "an accept loop ended abnormally");
+            }
+        }
+        tracing::info!("proxy stopped accepting");
+        self.shared
+            .wait_connections_closed(tokio::time::Instant::from_std(started) + grace)
+            .await;
+        let cut = self.shared.open_connections.load(Ordering::Acquire);
+        self.shared.phase.send_replace(Phase::Stopped);
+        let report = ShutdownReport {
+            cut,
+            waited: started.elapsed(),
+        };
+        tracing::info!(
+            cut,
+            waited_ms = report.waited.as_millis(),
+            "proxy shut down"
+        );
+        report
+    }
+
+    /// The counters, and every backend that is live or has work open.
+    pub(crate) fn stats(&self) -> ProxyStats {
+        let mut stats = ProxyStats::from_counters(
+            &self.shared.counters,
+            self.shared.open_connections.load(Ordering::Acquire),
+        );
+        let registry = self.shared.registry();
+        stats.backends = registry
+            .backends
+            .values()
+            .map(|backend| {
+                let (requests, tunnels) = backend.open();
+                BackendStats {
+                    addr: backend.addr,
+                    live: backend.is_live(),
+                    requests,
+                    tunnels,
+                    pooled: backend.pooled(),
+                }
+            })
+            .collect();
+        stats.backends.sort_by_key(|backend| backend.addr);
+        stats
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.shared.phase.send_replace(Phase::Stopped);
+    }
+}
+
+impl Registry {
+    fn route(&self, port: u16) -> Result<Arc<Route>, ProxyError> {
+        self.routes
+            .get(&port)
+            .cloned()
+            .ok_or(ProxyError::UnknownPort { port })
+    }
+
+    fn refuse_live(&self, addr: SocketAddr) -> Result<(), ProxyError> {
+        match self
+            .routes
+            .values()
+            .find(|route| route.live_addr() == Some(addr))
+        {
+            Some(route) => Err(ProxyError::DrainLive {
+                addr,
+                port: route.port,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Drops backends no port routes to and nothing uses: a drain of one finds nothing open,
+    /// which is the truth.
+    fn forget_idle_backends(&mut self) {
+        self.backends.retain(|_, backend| {
+            let (requests, tunnels) = backend.open();
+            backend.is_live() || requests > 0 || tunnels > 0
+        });
+    }
+}
+
+impl Route {
+    /// Replaces the live backend under the write lock; returns the old one's address, or
+    /// `None` when there was none or it stays.
+    fn switch(&self, next: Option<Arc<Backend>>) -> Option<SocketAddr> {
+        let mut live = self
+            .live
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let (Some(current), Some(next)) = (live.as_ref(), next.as_ref())
+            && Arc::ptr_eq(current, next)
+        {
+            return None;
+        }
+        if let Some(next) = &next {
+            next.route_added();
+        }
+        let previous = std::mem::replace(&mut *live, next);
+        if let Some(previous) = &previous {
+            previous.route_removed();
+        }
+        previous.map(|previous| previous.addr)
+    }
+}

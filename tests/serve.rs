@@ -1,0 +1,309 @@
+//! Issue #4: `deploy serve` — zero-downtime deploys behind its proxy, deploys that outlive
+//! the push, autoheal, and a daemon that resumes after a restart without a redeploy.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A running `deploy serve`, stopped when dropped.
+struct Daemon {
+    child: Child,
+}
+
+impl Daemon {
+    fn start(stack: &Stack) -> Self {
+        let log = std::fs::File::create(stack.base.path().join("serve.stderr")).unwrap();
+        let child = Command::new(DEPLOY)
+            .args(["serve", "--root"])
+            .arg(&stack.root)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let daemon = Self { child };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !serve_log(stack).contains("deploy serve is ready") {
+            assert!(
+                Instant::now() < deadline,
+                "deploy serve never got ready: {}",
+                serve_log(stack)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        daemon
+    }
+
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve_log(stack: &Stack) -> String {
+    std::fs::read_to_string(stack.root.join("serve.log")).unwrap_or_default()
+}
+
+/// A steady stream of requests to the published port from another thread, bounded in count
+/// and time, counting what failed.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    handle: Option<std::thread::JoinHandle<Vec<String>>>,
+}
+
+impl Load {
+    fn start(port: u16) -> Self {
+        let (stop, ok, failed) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicU64::new(0)),
+            Arc::new(AtomicU64::new(0)),
+        );
+        let (s, o, f) = (stop.clone(), ok.clone(), failed.clone());
+        let handle = std::thread::spawn(move || {
+            let started = Instant::now();
+            let mut errors = Vec::new();
+            for _ in 0..50_000 {
+                if s.load(Ordering::SeqCst) || started.elapsed() > Duration::from_secs(900) {
+                    break;
+                }
+                match http_get(port, "/") {
+                    Some(_) => o.fetch_add(1, Ordering::SeqCst),
+                    None => {
+                        errors.push(format!("{:?}", started.elapsed()));
+                        f.fetch_add(1, Ordering::SeqCst)
+                    }
+                };
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            errors
+        });
+        Self {
+            stop,
+            ok,
+            failed,
+            handle: Some(handle),
+        }
+    }
+
+    /// Stops the stream; returns (succeeded, failed, when the failures happened).
+    fn finish(mut self) -> (u64, u64, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        let errors = self.handle.take().unwrap().join().unwrap();
+        (
+            self.ok.load(Ordering::SeqCst),
+            self.failed.load(Ordering::SeqCst),
+            errors,
+        )
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn issue4_zero_failed_requests_across_pushes_a_rollback_and_a_bad_push() {
+    let stack = Stack::new("zero");
+    let _daemon = Daemon::start(&stack);
+    let (_, push) = stack.push_version("v1", "alice");
+    assert!(push.output.contains("deployed"), "{}", push.output);
+    stack.wait_for_page("version: v1", Duration::from_secs(10));
+
+    let load = Load::start(stack.port);
+    let mut shas = vec![String::new()];
+    for i in 2..=6 {
+        let (sha, push) = stack.push_version(&format!("v{i}"), "alice");
+        assert!(push.output.contains("deployed"), "v{i}: {}", push.output);
+        // Traffic moved before the push reported success.
+        let page = stack
+            .get("/")
+            .expect("the page answers right after the push");
+        assert!(page.contains(&format!("version: v{i}")), "{page}");
+        shas.push(sha);
+    }
+
+    // A rollback takes the same path.
+    let out = stack.deploy(&["--revision", &shas[2]]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(stack.get("/").unwrap().contains("version: v3"));
+
+    // A version that never gets healthy: the old one never stops serving.
+    let dockerfile = std::fs::read_to_string(stack.work.join("Dockerfile")).unwrap();
+    stack.write(
+        "Dockerfile",
+        &dockerfile.replace(
+            r#"CMD ["python", "/app/app.py"]"#,
+            r#"CMD ["sleep", "3600"]"#,
+        ),
+    );
+    stack.add_setting("health_timeout: 5s");
+    stack.write("VERSION", "v-bad\n");
+    stack.commit("never healthy");
+    let push = stack.push("alice");
+    assert!(push.output.contains("deploy failed"), "{}", push.output);
+
+    let (ok, failed, when) = load.finish();
+    assert_eq!(failed, 0, "failed requests at {when:?} of {}", ok + failed);
+    assert!(ok > 100, "the load ran: {ok} requests");
+    assert!(stack.get("/").unwrap().contains("version: v3"));
+    let rows = stack.visits("v3");
+    assert!(
+        rows > ok,
+        "every request was a row in the database: {rows} rows, {ok} requests"
+    );
+}
+
+#[test]
+fn issue4_a_deploy_outlives_the_pusher() {
+    let stack = Stack::new("outlive");
+    let _daemon = Daemon::start(&stack);
+    let (_, push) = stack.push_version("v1", "alice");
+    assert!(push.output.contains("deployed"), "{}", push.output);
+
+    stack.write("VERSION", "v2\n");
+    stack.commit("v2");
+    let mut git = Command::new("git")
+        .current_dir(&stack.work)
+        .args(["push", "prod", "main"])
+        .env("DEPLOY_USER", "bob")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = git.stderr.take().unwrap();
+    for line in BufReader::new(stderr).lines() {
+        if line.unwrap().contains("build server") {
+            break;
+        }
+    }
+    git.kill().unwrap(); // the pusher's connection drops mid-build
+    git.wait().unwrap();
+
+    let out = stack.deploy(&["logs", "--follow"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(log.contains("build server"), "{log}");
+    assert!(
+        log.contains("deployed"),
+        "logs --follow shows the deploy to its end: {log}"
+    );
+    stack.wait_for_page("version: v2", Duration::from_secs(10));
+    assert_eq!(stack.history()[0]["status"], "succeeded");
+}
+
+#[test]
+fn issue4_autoheal_restarts_an_unhealthy_container() {
+    let stack = Stack::new("heal");
+    // A healthcheck the test can fail on purpose: a flag file on a tmpfs, which a restart
+    // clears.
+    let compose = stack.compose().replacen(
+        "    build: .\n",
+        "    build: .\n    tmpfs: [/run/flags]\n    healthcheck:\n      test: [\"CMD-SHELL\", \"test ! -e /run/flags/sick\"]\n      interval: 1s\n      timeout: 2s\n      retries: 1\n",
+        1,
+    );
+    stack.write("docker-compose.yml", &compose);
+    let _daemon = Daemon::start(&stack);
+    let (_, push) = stack.push_version("v1", "alice");
+    assert!(push.output.contains("deployed"), "{}", push.output);
+
+    let server = service_container(&stack.project, "server");
+    let id = server.id.unwrap();
+    let started = |id: &str| {
+        block(async {
+            let docker = docker().await;
+            docker
+                .inspect_container(id, None)
+                .await
+                .unwrap()
+                .state
+                .unwrap()
+                .started_at
+                .unwrap()
+        })
+    };
+    let before = started(&id);
+    block(async {
+        let docker = docker().await;
+        let exec = docker
+            .create_exec(
+                &id,
+                bollard::exec::CreateExecOptions {
+                    cmd: Some(vec!["touch".to_owned(), "/run/flags/sick".to_owned()]),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        docker.start_exec(&exec.id, None).await.unwrap();
+    });
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while started(&id) == before {
+        assert!(
+            Instant::now() < deadline,
+            "the unhealthy container was never restarted: {}",
+            serve_log(&stack)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let log = serve_log(&stack);
+    assert!(
+        log.contains("autoheal: restarted unhealthy container"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&server.names.unwrap()[0].trim_start_matches('/').to_owned()),
+        "{log}"
+    );
+    stack.wait_for_page("version: v1", Duration::from_secs(30));
+}
+
+#[test]
+fn issue4_a_restarted_daemon_resumes_without_a_redeploy() {
+    let stack = Stack::new("resume");
+    let daemon = Daemon::start(&stack);
+    let (_, push) = stack.push_version("v1", "alice");
+    assert!(push.output.contains("deployed"), "{}", push.output);
+    stack.wait_for_page("version: v1", Duration::from_secs(10));
+    let deploys = stack.history().len();
+
+    daemon.kill();
+    assert!(
+        stack.get("/").is_none(),
+        "nothing answers while the daemon is down"
+    );
+    let restarted = Instant::now();
+    let _daemon = Daemon::start(&stack);
+    while stack.get("/").is_none() {
+        std::thread::sleep(Duration::from_millis(10));
+        assert!(
+            restarted.elapsed() < Duration::from_secs(10),
+            "requests never succeeded again"
+        );
+    }
+    let gap = restarted.elapsed();
+    assert!(
+        gap < Duration::from_secs(1),
+        "requests succeeded again only after {gap:?}"
+    );
+    assert_eq!(stack.history().len(), deploys, "no redeploy");
+    assert!(stack.get("/").unwrap().contains("version: v1"));
+}
