@@ -218,7 +218,15 @@ pub(crate) async fn build_image(
         (Some(Ok(error)), _) => return Err(engine_error("the build request failed")(error)),
         (None, Err(error)) => return Err(context_error(error)),
         (None, Ok(stats)) => {
-            tracing::debug!(image = %image, files = stats.files, bytes = stats.bytes, "sent build context");
+            reporter.output(
+                &source,
+                format!(
+                    "sent a build context of {} ({} bytes) in {} files",
+                    human_bytes(stats.bytes),
+                    stats.bytes,
+                    stats.files
+                ),
+            );
         }
     }
 
@@ -267,14 +275,18 @@ async fn remove_leftover(docker: &Docker, layer: &str) {
     }
 }
 
-/// Also tags `tag` (`<repo>:<full sha>`, an image built by an earlier deploy) as
-/// `<repo>:latest`, so a rollback or a reused image moves `latest` like a build does.
-pub(crate) async fn tag_latest(docker: &Docker, tag: &str) -> Result<(), BuildError> {
-    let (repo, _) = split_tag(tag);
-    tag_image(docker, tag, &format!("{repo}:latest")).await
+fn human_bytes(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / f64::from(1u32 << 30)),
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / f64::from(1u32 << 20)),
+        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{b} B"),
+    }
 }
 
-async fn tag_image(docker: &Docker, image: &str, tag: &str) -> Result<(), BuildError> {
+/// Tags `image` (an id or a tag) as `tag`: a reused image gets the revision's tag and
+/// `latest` like a build does.
+pub(crate) async fn tag_image(docker: &Docker, image: &str, tag: &str) -> Result<(), BuildError> {
     let (repo, name) = split_tag(tag);
     let options = TagImageOptionsBuilder::new()
         .repo(repo)
@@ -574,7 +586,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn tag_latest_moves_latest_to_an_earlier_build() {
+    async fn tagging_moves_latest_to_an_earlier_build() {
         let docker = crate::docker::connect()
             .await
             .expect("these tests need a Docker engine");
@@ -592,7 +604,7 @@ mod tests {
             .await
             .unwrap();
 
-        tag_latest(&docker, &sha_tag).await.unwrap();
+        tag_image(&docker, &sha_tag, &latest).await.unwrap();
         let by_sha = docker.inspect_image(&sha_tag).await.unwrap().id;
         assert_eq!(docker.inspect_image(&latest).await.unwrap().id, by_sha);
     }

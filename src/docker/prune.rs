@@ -6,7 +6,7 @@ use bollard::Docker;
 use bollard::query_parameters::{ListImagesOptions, PruneImagesOptions, RemoveImageOptions};
 
 use crate::ids::{ProjectName, Revision};
-use crate::plan::names::{LABEL_PROJECT, split_tag};
+use crate::plan::names::{BUILD_TAG_PREFIX, LABEL_PROJECT, split_tag};
 use crate::report::Reporter;
 
 use super::DockerError;
@@ -33,11 +33,22 @@ pub(crate) async fn images(
         .map_err(|e| DockerError::api(&format!("list the images of project `{project}`"), e))?;
     let mut removed = Vec::new();
     for image in list {
+        // The image stays while one of its revision tags is retained; its `build-…` tag
+        // (reuse for identical trees) goes with the last of them.
+        let retained = image.repo_tags.iter().any(|t| {
+            split_tag(t).1.is_some_and(|t| {
+                t == "latest" || Revision::parse(t).is_ok_and(|r| keep.contains(&r))
+            })
+        });
         for tag in &image.repo_tags {
-            let Some(revision) = split_tag(tag).1.and_then(|t| Revision::parse(t).ok()) else {
+            let Some(name) = split_tag(tag).1 else {
                 continue;
             };
-            if keep.contains(&revision) {
+            let stale = match Revision::parse(name) {
+                Ok(revision) => !keep.contains(&revision),
+                Err(_) => name.starts_with(BUILD_TAG_PREFIX) && !retained,
+            };
+            if !stale {
                 continue;
             }
             let options = RemoveImageOptions {

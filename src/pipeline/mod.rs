@@ -7,18 +7,21 @@ mod preflight;
 mod retention;
 pub(crate) mod traffic;
 
+use std::collections::BTreeMap;
+
 use anyhow::Context;
 use bollard::Docker;
 
 use crate::compose::Spec;
 use crate::docker::{self, apply};
 use crate::git;
-use crate::ids::{ProjectName, Revision, UserName};
+use crate::ids::{ProjectName, Revision, ServiceName, UserName};
 use crate::ledger::{Ledger, NewDeployment, Status, Trigger};
 use crate::plan::{self, Plan, PlanOptions};
 use crate::report::{self, Reporter};
 use crate::root::Root;
 use crate::settings::Settings;
+use sha2::Digest;
 
 pub(crate) use load::{compose_file_names, load_spec, work_tree_sources};
 
@@ -248,10 +251,12 @@ impl Run<'_> {
             docker::build::build_image(docker, build, self.reporter).await?;
             step.finish();
         }
-        for tag in &plan.reused_images {
+        for reuse in &plan.reused {
             self.reporter
-                .info(format!("reusing `{tag}`, built earlier"));
-            docker::build::tag_latest(docker, tag).await?;
+                .info(format!("reusing `{}`, built earlier", reuse.from));
+            for tag in &reuse.tags {
+                docker::build::tag_image(docker, &reuse.from, tag).await?;
+            }
         }
 
         let options = apply::ApplyOptions {
@@ -264,19 +269,20 @@ impl Run<'_> {
     }
 
     async fn plan(&self, docker: &Docker, spec: &Spec) -> anyhow::Result<Plan> {
-        let tags: Vec<String> = spec
-            .services
-            .iter()
-            .filter(|(_, s)| s.build.is_some())
-            .map(|(name, s)| {
-                let repo = plan::names::image_repo(self.project, name, s.image.as_deref());
-                plan::names::revision_tag(&repo, self.revision)
-            })
-            .collect();
+        let build_keys = self.build_keys(spec).await?;
+        let mut tags = Vec::new();
+        for (name, s) in spec.services.iter().filter(|(_, s)| s.build.is_some()) {
+            let repo = plan::names::image_repo(self.project, name, s.image.as_deref());
+            tags.push(plan::names::revision_tag(&repo, self.revision));
+            if let Some(key) = build_keys.get(name) {
+                tags.push(plan::names::build_tag(&repo, key));
+            }
+        }
         let observed = docker::observe::observe(docker, self.project, &tags).await?;
         let options = PlanOptions {
             config_dir: self.root.configs(),
             publish: self.traffic.publish(),
+            build_keys,
         };
         Ok(plan::plan(
             spec,
@@ -285,6 +291,42 @@ impl Run<'_> {
             &observed,
             &options,
         )?)
+    }
+}
+
+impl Run<'_> {
+    /// For each built service whose context is tracked in git: a key of the context's tree
+    /// and the build's settings. Untracked files in `ROOT/code` are not part of it; a
+    /// context that is not in git gets no key (and is always built).
+    async fn build_keys(&self, spec: &Spec) -> anyhow::Result<BTreeMap<ServiceName, String>> {
+        let code = self.root.code();
+        let mut keys = BTreeMap::new();
+        for (name, svc) in &spec.services {
+            let Some(build) = &svc.build else { continue };
+            let Ok(relative) = build.context.strip_prefix(&code) else {
+                continue;
+            };
+            let (repo, rev, relative) = (
+                self.root.repo(),
+                self.revision.clone(),
+                relative.to_path_buf(),
+            );
+            let Some(tree) = blocking(move || git::tree_id(&repo, &rev, &relative)).await?? else {
+                continue;
+            };
+            let recipe = serde_json::json!({
+                "tree": tree,
+                "dockerfile": build.dockerfile,
+                "args": build.args,
+                "target": build.target,
+                "labels": build.labels,
+                "network": build.network,
+            });
+            let digest = sha2::Sha256::digest(recipe.to_string().as_bytes());
+            let key: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
+            keys.insert(name.clone(), key);
+        }
+        Ok(keys)
     }
 }
 

@@ -198,6 +198,7 @@ pub(crate) struct Context<'a> {
     /// Where the pipeline writes `content:` configs.
     pub(crate) config_dir: &'a Path,
     pub(crate) publish: Publish,
+    pub(crate) build_keys: &'a BTreeMap<ServiceName, String>,
 }
 
 /// Builds the container for one service; `None` when it has neither image nor build.
@@ -208,6 +209,7 @@ pub(crate) fn spec(ctx: &Context<'_>, name: &ServiceName, svc: &Service) -> Opti
         revision,
         config_dir,
         publish,
+        build_keys,
     } = *ctx;
     let built = svc.build.is_some();
     let image = if built {
@@ -456,7 +458,12 @@ pub(crate) fn spec(ctx: &Context<'_>, name: &ServiceName, svc: &Service) -> Opti
         },
         config_hash: String::new(),
     };
-    c.config_hash = config_hash(&c);
+    // A built image is identified by what it was built from, not by the revision's tag:
+    // a push that changes nothing the image is built from keeps its container running.
+    c.config_hash = config_hash(
+        &c,
+        build_keys.get(name).filter(|_| built).map(String::as_str),
+    );
     c.labels
         .insert(names::LABEL_CONFIG_HASH.to_owned(), c.config_hash.clone());
     Some(c)
@@ -485,9 +492,12 @@ fn volume_name(spec: &Spec, project: &ProjectName, key: &str) -> String {
 /// Hashes the container's configuration without its name and revision label, so that a
 /// service whose configuration did not change between revisions (the database, usually)
 /// keeps running untouched.
-fn config_hash(c: &ContainerSpec) -> String {
+fn config_hash(c: &ContainerSpec, build_key: Option<&str>) -> String {
     let mut copy = c.clone();
     copy.name.clear();
+    if let Some(key) = build_key {
+        copy.image = key.to_owned();
+    }
     copy.labels.remove(names::LABEL_REVISION);
     copy.labels.remove(names::LABEL_CONFIG_HASH);
     let json = serde_json::to_vec(&copy).expect("a container spec always serializes");
@@ -513,6 +523,7 @@ mod tests {
             revision: &revision,
             config_dir: Path::new("/configs"),
             publish: Publish::Direct,
+            build_keys: &BTreeMap::new(),
         };
         super::spec(&ctx, &name, svc).unwrap().restart.name
     }

@@ -36,6 +36,13 @@ pub(crate) struct BuildStep {
     pub(crate) network: Option<String>,
 }
 
+/// An image that exists already and only needs more tags.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Reuse {
+    pub(crate) from: String,
+    pub(crate) tags: Vec<String>,
+}
+
 /// What Docker says exists for this project, read back through labels.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Observed {
@@ -66,6 +73,9 @@ pub(crate) struct PlanOptions {
     /// Where the pipeline writes `content:` configs, to be bind-mounted.
     pub(crate) config_dir: PathBuf,
     pub(crate) publish: container::Publish,
+    /// Per built service, a key of everything its image is built from (the context's tree,
+    /// Dockerfile, args): equal keys mean an identical image.
+    pub(crate) build_keys: BTreeMap<ServiceName, String>,
 }
 
 #[derive(Clone, Debug)]
@@ -75,8 +85,8 @@ pub(crate) struct Plan {
     pub(crate) networks: Vec<NetworkStep>,
     pub(crate) volumes: Vec<VolumeStep>,
     pub(crate) builds: Vec<BuildStep>,
-    /// Images of this revision that exist already and are reused.
-    pub(crate) reused_images: Vec<String>,
+    /// Images built earlier (for this revision, or from an identical tree), reused.
+    pub(crate) reused: Vec<Reuse>,
     /// In dependency order: every service comes after what it depends on.
     pub(crate) services: Vec<ServiceStep>,
     /// Containers of this project whose service left the compose file.
@@ -197,7 +207,7 @@ pub(crate) fn plan(
         })
         .collect();
 
-    let (builds, reused_images) = builds(spec, project, revision, observed);
+    let (builds, reused) = builds(spec, project, revision, observed, &options.build_keys);
 
     let ctx = container::Context {
         spec,
@@ -205,6 +215,7 @@ pub(crate) fn plan(
         revision,
         config_dir: &options.config_dir,
         publish: options.publish,
+        build_keys: &options.build_keys,
     };
     let order = dependency_order(spec);
     let mut services = Vec::new();
@@ -265,7 +276,7 @@ pub(crate) fn plan(
         networks,
         volumes,
         builds,
-        reused_images,
+        reused,
         services,
         orphans,
         leftovers,
@@ -304,9 +315,10 @@ fn builds(
     project: &ProjectName,
     revision: &Revision,
     observed: &Observed,
-) -> (Vec<BuildStep>, Vec<String>) {
+    keys: &BTreeMap<ServiceName, String>,
+) -> (Vec<BuildStep>, Vec<Reuse>) {
     let mut steps: Vec<BuildStep> = Vec::new();
-    let mut reused = Vec::new();
+    let mut reused: Vec<Reuse> = Vec::new();
     for (name, svc) in &spec.services {
         let Some(build) = &svc.build else { continue };
         let repo = names::image_repo(project, name, svc.image.as_deref());
@@ -314,12 +326,26 @@ fn builds(
             step.services.push(name.clone());
             continue;
         }
+        if reused.iter().any(|r| names::split_tag(&r.from).0 == repo) {
+            continue;
+        }
         let tag = names::revision_tag(&repo, revision);
-        // An image built earlier for this revision is reused: rollback in seconds.
+        let latest = names::latest_tag(&repo);
+        let key_tag = keys.get(name).map(|k| names::build_tag(&repo, k));
+        // An image built earlier for this revision is reused: rollback in seconds. One built
+        // from an identical tree is too: a push that changes nothing else builds nothing.
         if observed.images.contains(&tag) {
-            if !reused.contains(&tag) {
-                reused.push(tag);
-            }
+            reused.push(Reuse {
+                from: tag,
+                tags: vec![latest],
+            });
+            continue;
+        }
+        if let Some(key_tag) = key_tag.as_ref().filter(|t| observed.images.contains(*t)) {
+            reused.push(Reuse {
+                from: key_tag.clone(),
+                tags: vec![tag, latest],
+            });
             continue;
         }
         // No revision label on images: the classic builder turns each label into a LABEL
@@ -328,9 +354,11 @@ fn builds(
         let mut labels = build.labels.clone();
         labels.insert(names::LABEL_PROJECT.to_owned(), project.to_string());
         labels.insert(names::LABEL_SERVICE.to_owned(), name.to_string());
+        let mut tags = vec![tag, latest];
+        tags.extend(key_tag);
         steps.push(BuildStep {
             services: vec![name.clone()],
-            tags: vec![tag, names::latest_tag(&repo)],
+            tags,
             image: repo,
             context: build.context.clone(),
             dockerfile: build.dockerfile.clone(),
@@ -378,12 +406,20 @@ pub(crate) fn dependency_order(spec: &Spec) -> Vec<ServiceName> {
 impl Plan {
     /// Every tag this revision's images carry, built or reused: what the ledger records.
     pub(crate) fn images(&self) -> Vec<String> {
+        let revision = |tag: &&String| tag.ends_with(self.revision.as_str());
         let mut out: Vec<String> = self
             .builds
             .iter()
             .filter_map(|b| b.tags.first().cloned())
             .collect();
-        out.extend(self.reused_images.iter().cloned());
+        for r in &self.reused {
+            out.extend(
+                std::iter::once(&r.from)
+                    .chain(&r.tags)
+                    .filter(revision)
+                    .cloned(),
+            );
+        }
         out
     }
 }
@@ -407,22 +443,18 @@ impl fmt::Display for Plan {
             let services: Vec<&str> = b.services.iter().map(|s| s.as_str()).collect();
             writeln!(f, "  build   {:<28} for {}", b.tags[0], services.join(", "))?;
         }
-        for tag in &self.reused_images {
-            writeln!(f, "  image   {tag:<28} reuse (already built)")?;
+        for r in &self.reused {
+            writeln!(f, "  image   {:<28} reuse (already built)", r.from)?;
         }
         for s in &self.services {
             let what = match &s.action {
-                Action::Create => "create".to_owned(),
-                Action::Replace(old) => format!("replace `{}`", old.name),
-                Action::Keep(_) => "keep (unchanged)".to_owned(),
+                Action::Create => format!("create `{}`", s.container.name),
+                Action::Replace(old) => {
+                    format!("replace `{}` with `{}`", old.name, s.container.name)
+                }
+                Action::Keep(old) => format!("keep `{}` (unchanged)", old.name),
             };
-            writeln!(
-                f,
-                "  service {:<28} {} as `{}`",
-                s.service.as_str(),
-                what,
-                s.container.name
-            )?;
+            writeln!(f, "  service {:<28} {what}", s.service.as_str())?;
         }
         for c in &self.orphans {
             writeln!(

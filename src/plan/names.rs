@@ -56,6 +56,14 @@ pub(crate) fn revision_tag(repo: &str, revision: &Revision) -> String {
     format!("{repo}:{revision}")
 }
 
+/// `<repo>:build-<key>`: names the image by what it was built from, so an identical tree
+/// reuses it.
+pub(crate) fn build_tag(repo: &str, key: &str) -> String {
+    format!("{repo}:{BUILD_TAG_PREFIX}{key}")
+}
+
+pub(crate) const BUILD_TAG_PREFIX: &str = "build-";
+
 pub(crate) fn latest_tag(repo: &str) -> String {
     format!("{repo}:latest")
 }
