@@ -1,5 +1,6 @@
 //! Command-line interface: clap structs, one file per subcommand, and exit codes.
 
+mod config;
 mod deploy;
 mod down;
 mod history;
@@ -62,6 +63,12 @@ enum Command {
     Logs(logs::Args),
     /// Stop the stack and remove its containers and networks; data is kept.
     Down(down::Args),
+    /// Print the compose file as deploy will run it: layered, interpolated, long forms.
+    ///
+    /// The output is a compose file docker-compose reads back the same: keys are sorted,
+    /// a literal `$` is written `$$`, and secrets appear as the paths of their files, never
+    /// as values. Warnings (unset variables) go to stderr.
+    Config(config::Args),
     /// Run the daemon: zero-downtime proxy, deploys that outlive the push, autoheal.
     Serve(serve::Args),
 }
@@ -100,6 +107,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Some(Command::History(args)) => history::run(Root::discover(cli.root)?, args).await,
         Some(Command::Logs(args)) => logs::run(Root::discover(cli.root)?, args).await,
         Some(Command::Down(args)) => down::run(Root::discover(cli.root)?, args).await,
+        Some(Command::Config(args)) => config::run(Root::discover(cli.root)?, args).await,
         Some(Command::Serve(args)) => serve::run(Root::discover(cli.root)?, args).await,
         None => deploy::run(Root::discover(cli.root)?, cli.deploy).await,
     }

@@ -28,6 +28,22 @@ pub(crate) fn parse(s: &str) -> Result<u64, String> {
     Ok(bytes as u64)
 }
 
+/// Formats a size with the largest unit that divides it exactly (`256m`, `1g`, `1536`), in
+/// a form `parse` reads back.
+pub(crate) fn format(bytes: u64) -> String {
+    for (unit, factor) in [
+        ("t", 1u64 << 40),
+        ("g", 1 << 30),
+        ("m", 1 << 20),
+        ("k", 1 << 10),
+    ] {
+        if bytes >= factor && bytes.is_multiple_of(factor) {
+            return format!("{}{unit}", bytes / factor);
+        }
+    }
+    bytes.to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -42,5 +58,16 @@ mod tests {
         assert_eq!(parse("1.5k").unwrap(), 1536);
         assert!(parse("12q").is_err());
         assert!(parse("lots").is_err());
+    }
+
+    #[test]
+    fn formats_back() {
+        assert_eq!(format(512 << 20), "512m");
+        assert_eq!(format(2 << 30), "2g");
+        assert_eq!(format(1536), "1536");
+        assert_eq!(format(0), "0");
+        for s in ["512m", "1536", "3k"] {
+            assert_eq!(format(parse(s).unwrap()), s);
+        }
     }
 }

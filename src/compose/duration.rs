@@ -54,10 +54,6 @@ fn from_secs(secs: f64, original: &str) -> Result<Duration, String> {
 }
 
 /// Formats a duration the way compose files write it, for `deploy config`.
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "`deploy config` prints durations back")
-)]
 pub(crate) fn format(d: Duration) -> String {
     let ms = d.as_millis();
     if !ms.is_multiple_of(1000) {

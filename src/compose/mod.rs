@@ -11,6 +11,7 @@ mod normalize;
 pub(crate) mod policy;
 mod ports;
 mod raw;
+pub(crate) mod render;
 pub(crate) mod spec;
 mod tree;
 

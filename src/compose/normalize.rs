@@ -175,6 +175,7 @@ impl Ctx<'_> {
             security_opt: raw.security_opt,
             configs: Vec::new(),
             hostname: raw.hostname,
+            domainname: raw.domainname,
             dns: list(raw.dns),
             dns_search: list(raw.dns_search),
             extra_hosts: extra_hosts(&raw.extra_hosts).map_err(|m| err(at, "extra_hosts", m))?,

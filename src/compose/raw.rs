@@ -81,6 +81,7 @@ pub(crate) struct Service {
     #[serde(default)]
     pub(crate) configs: Vec<StringOr<ConfigRef>>,
     pub(crate) hostname: Option<String>,
+    pub(crate) domainname: Option<String>,
     pub(crate) dns: Option<StringOrList<String>>,
     pub(crate) dns_search: Option<StringOrList<String>>,
     #[serde(default)]

@@ -68,6 +68,7 @@ pub(crate) struct Service {
     pub(crate) security_opt: Vec<String>,
     pub(crate) configs: Vec<ConfigMount>,
     pub(crate) hostname: Option<String>,
+    pub(crate) domainname: Option<String>,
     pub(crate) dns: Vec<String>,
     pub(crate) dns_search: Vec<String>,
     /// `host:ip` entries, as the Engine API's `ExtraHosts` takes them.

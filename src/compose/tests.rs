@@ -1,5 +1,6 @@
 //! Fixture-driven tests: every folder of `tests/fixtures/compose/` is one case, and its
-//! `expected.snap` holds the loaded `Spec` as YAML, or the exact error text.
+//! `expected.snap` holds the loaded `Spec` as YAML, or the exact error text. A case that
+//! loads also has `config.snap`: what `deploy config` prints for it.
 //!
 //! A case folder holds:
 //! - `docker-compose.yml`, then any `docker-compose.*.yml` layered on it in name order;
@@ -15,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::{LoadOptions, SourceFile, envfile, load, policy};
+use super::{LoadOptions, SourceFile, envfile, load, policy, render};
 use crate::settings::Settings;
 
 fn fixtures() -> PathBuf {
@@ -39,8 +40,9 @@ fn compose_files(case: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// Loads one case the way the pipeline will: compose files, then the policy.
-fn run_case(case: &Path) -> String {
+/// Loads one case the way the pipeline will: compose files, then the policy. Returns the
+/// `Spec` (or the error) and, when it loads, the `deploy config` output.
+fn run_case(case: &Path) -> (String, Option<String>) {
     let root = case.parent().unwrap();
     let files: Vec<SourceFile> = compose_files(case)
         .into_iter()
@@ -67,10 +69,10 @@ fn run_case(case: &Path) -> String {
         env: &env,
         profiles: &settings.profiles,
     };
-    let out = match load(&files, &options) {
-        Err(e) => format!("error: {e}\n"),
+    let (out, config) = match load(&files, &options) {
+        Err(e) => (format!("error: {e}\n"), None),
         Ok(loaded) => match policy::check(&loaded.spec, root, &settings.allow) {
-            Err(e) => format!("refused:\n{e}\n"),
+            Err(e) => (format!("refused:\n{e}\n"), None),
             Ok(()) => {
                 #[derive(Serialize)]
                 struct Shown<'a> {
@@ -78,17 +80,22 @@ fn run_case(case: &Path) -> String {
                     warnings: &'a [String],
                     spec: &'a super::Spec,
                 }
-                serde_yaml::to_string(&Shown {
+                let shown = serde_yaml::to_string(&Shown {
                     name: loaded.name.as_ref().map(|n| n.as_str()),
                     warnings: &loaded.warnings,
                     spec: &loaded.spec,
                 })
-                .unwrap()
+                .unwrap();
+                let config = render::render(&loaded.spec, "project");
+                (shown, Some(render::to_yaml(&config)))
             }
         },
     };
-    out.replace(&case.display().to_string(), "ROOT/code")
-        .replace(&root.display().to_string(), "ROOT")
+    let portable = |s: String| {
+        s.replace(&case.display().to_string(), "ROOT/code")
+            .replace(&root.display().to_string(), "ROOT")
+    };
+    (portable(out), config.map(portable))
 }
 
 #[test]
@@ -106,14 +113,19 @@ fn compose_fixtures() {
     );
     let mut failed = Vec::new();
     for case in &cases {
-        let output = run_case(case);
+        let (output, config) = run_case(case);
         let mut settings = insta::Settings::clone_current();
         settings.set_snapshot_path(case);
         settings.set_prepend_module_to_snapshot(false);
         settings.set_omit_expression(true);
         settings.set_input_file(case.join("docker-compose.yml"));
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            settings.bind(|| insta::assert_snapshot!("expected", output));
+            settings.bind(|| {
+                insta::assert_snapshot!("expected", output);
+                if let Some(config) = config {
+                    insta::assert_snapshot!("config", config);
+                }
+            });
         }));
         if outcome.is_err() {
             failed.push(case.file_name().unwrap().to_string_lossy().into_owned());

@@ -673,6 +673,7 @@ fn create_body(
         user: spec.user.clone(),
         working_dir: spec.working_dir.clone(),
         hostname: spec.hostname.clone(),
+        domainname: spec.domainname.clone(),
         exposed_ports: Some(spec.exposed.clone()),
         healthcheck: spec.healthcheck.as_ref().map(|h| HealthConfig {
             test: (!h.test.is_empty()).then(|| h.test.clone()),

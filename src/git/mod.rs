@@ -285,6 +285,37 @@ pub(crate) fn tree_id(
     }
 }
 
+/// The contents of the regular file at `path` (relative to the repo root) in `rev`, or
+/// `None` when `rev` has no regular file there. A symlink counts as absent: what it points
+/// to is on the host, not in the revision.
+pub(crate) fn read_file(
+    repo: &Path,
+    rev: &Revision,
+    path: &Path,
+) -> Result<Option<Vec<u8>>, GitError> {
+    let path = normalize_relative(path)?;
+    if path.as_os_str().is_empty() {
+        return Ok(None);
+    }
+    let r = open(repo)?;
+    let tree = find_commit(&r, rev)?
+        .tree()
+        .doing(|| format!("read the tree of {rev}"))?;
+    let entry = match tree.get_path(&path) {
+        Ok(entry) => entry,
+        Err(e) if e.code() == ErrorCode::NotFound => return Ok(None),
+        Err(e) => return Err(e).doing(|| format!("look up `{}` in {rev}", path.display())),
+    };
+    let is_file = entry.kind() == Some(ObjectType::Blob) && entry.filemode() & 0o170000 == 0o100000;
+    if !is_file {
+        return Ok(None);
+    }
+    let blob = r
+        .find_blob(entry.id())
+        .doing(|| format!("read `{}` in {rev}", path.display()))?;
+    Ok(Some(blob.content().to_vec()))
+}
+
 /// `./app/` → `app`; refuses absolute paths and `..`, which would name something outside
 /// the repository's tree.
 fn normalize_relative(path: &Path) -> Result<PathBuf, GitError> {

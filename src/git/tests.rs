@@ -888,3 +888,45 @@ fn commit_info_reads_author_and_subject_safely() {
     assert_eq!(info.author, "Eve\u{fffd}[31m");
     assert_eq!(info.subject, "red \u{fffd}[2J alert");
 }
+
+// ---- read_file ----
+
+#[test]
+fn read_file_reads_committed_files_at_any_revision() {
+    let f = Fixture::new();
+    let v1 = f.commit(
+        "v1",
+        &[
+            (
+                "docker-compose.yml",
+                Item::File("services: {a: {image: x}}\n"),
+            ),
+            ("deploy/prod.yml", Item::File("p1")),
+            ("link.yml", Item::Link("docker-compose.yml")),
+        ],
+    );
+    let v2 = f.commit("v2", &[("docker-compose.yml", Item::File("v2"))]);
+
+    let read = |rev: &Revision, path: &str| read_file(&f.repo, rev, Path::new(path)).unwrap();
+    assert_eq!(
+        read(&v1, "docker-compose.yml").as_deref(),
+        Some(&b"services: {a: {image: x}}\n"[..])
+    );
+    assert_eq!(
+        read(&v2, "./docker-compose.yml").as_deref(),
+        Some(&b"v2"[..])
+    );
+    assert_eq!(read(&v1, "deploy/prod.yml").as_deref(), Some(&b"p1"[..]));
+    assert_eq!(read(&v2, "deploy/prod.yml"), None, "gone in v2");
+    assert_eq!(read(&v1, "deploy"), None, "a directory is no file");
+    assert_eq!(
+        read(&v1, "link.yml"),
+        None,
+        "a symlink leads out of the revision"
+    );
+    assert_eq!(read(&v1, ""), None);
+    assert!(matches!(
+        read_file(&f.repo, &v1, Path::new("../x")),
+        Err(GitError::PathOutsideRepo(_))
+    ));
+}

@@ -1,18 +1,18 @@
 //! The orchestrator: lock → observe → plan → build → apply → record. The only code that
 //! touches every edge; each step is reported, and any failure leaves what runs running.
 
+mod load;
 pub(crate) mod lock;
 mod preflight;
 mod retention;
 pub(crate) mod traffic;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use bollard::Docker;
 
-use crate::compose::{self, SourceFile, Spec};
+use crate::compose::Spec;
 use crate::docker::{self, apply};
 use crate::git;
 use crate::ids::{ProjectName, Revision, ServiceName, UserName};
@@ -22,6 +22,8 @@ use crate::report::{self, Reporter};
 use crate::root::Root;
 use crate::settings::Settings;
 use sha2::Digest;
+
+pub(crate) use load::{compose_file_names, load_spec, work_tree_sources};
 
 use traffic::Traffic;
 
@@ -217,7 +219,14 @@ impl Run<'_> {
         step.finish();
 
         let step = self.reporter.step("read compose file");
-        let spec = load_spec(self.root, self.settings, self.project, self.reporter)?;
+        let sources = work_tree_sources(&self.root.code(), self.settings)?;
+        let spec = load_spec(
+            self.root,
+            self.settings,
+            self.project,
+            &sources,
+            self.reporter,
+        )?;
         preflight::check(self.root, self.settings, &spec, self.reporter)?;
         step.finish();
 
@@ -319,122 +328,6 @@ impl Run<'_> {
         }
         Ok(keys)
     }
-}
-
-/// Reads the compose files of the checked-out tree into a validated `Spec`.
-pub(crate) fn load_spec(
-    root: &Root,
-    settings: &Settings,
-    project: &ProjectName,
-    reporter: &Reporter,
-) -> anyhow::Result<Spec> {
-    let code = root.code();
-    let files = compose_files(&code, settings)?;
-    let sources = files
-        .iter()
-        .map(|path| {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("failed to read `{}`", path.display()))?;
-            Ok(SourceFile {
-                path: path.strip_prefix(&code).unwrap_or(path).to_path_buf(),
-                text,
-            })
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let env = interpolation_env(root, settings)?;
-    let options = compose::LoadOptions {
-        project_dir: &code,
-        env: &env,
-        profiles: &settings.profiles,
-    };
-    let loaded = compose::load(&sources, &options)?;
-    for warning in &loaded.warnings {
-        reporter.warn(warning.clone());
-    }
-    // The project must not move when a push edits `name:`: that would start a second stack
-    // beside the first. deploy.yml decides.
-    if let Some(name) = loaded.name.filter(|n| n != project) {
-        reporter.warn(format!(
-            "`name: {name}` in the compose file is ignored; the project is `{project}` (set `project:` in deploy.yml to change it)"
-        ));
-    }
-    Ok(loaded.spec)
-}
-
-/// The compose files to layer: `deploy.yml`'s list, or the first default name found plus
-/// its override file.
-fn compose_files(code: &Path, settings: &Settings) -> anyhow::Result<Vec<PathBuf>> {
-    if !settings.compose_files.is_empty() {
-        let files: Vec<PathBuf> = settings
-            .compose_files
-            .iter()
-            .map(|f| code.join(f))
-            .collect();
-        if let Some(missing) = files.iter().find(|f| !f.is_file()) {
-            bail!(
-                "compose file `{}` (from `compose_files` in deploy.yml) is not in the pushed tree",
-                missing.display()
-            );
-        }
-        return Ok(files);
-    }
-    const DEFAULTS: [&str; 4] = [
-        "compose.yaml",
-        "compose.yml",
-        "docker-compose.yaml",
-        "docker-compose.yml",
-    ];
-    let Some(main) = DEFAULTS.iter().map(|n| code.join(n)).find(|p| p.is_file()) else {
-        bail!(
-            "no compose file in the pushed tree: add `compose.yaml` or `docker-compose.yml` at the repo root"
-        );
-    };
-    let mut files = vec![main.clone()];
-    let stem = main
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let ext = main
-        .extension()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let override_file = code.join(format!("{stem}.override.{ext}"));
-    if override_file.is_file() {
-        files.push(override_file);
-    }
-    Ok(files)
-}
-
-/// Variables for `${…}`: the deploy process's env, then `ROOT/code/.env`, then
-/// `deploy.yml`'s `env_file` (later wins over earlier, the process env wins over files,
-/// as docker-compose does).
-fn interpolation_env(root: &Root, settings: &Settings) -> anyhow::Result<BTreeMap<String, String>> {
-    let mut env = BTreeMap::new();
-    let dot_env = root.code().join(".env");
-    if dot_env.is_file() {
-        env.extend(read_env_file(&dot_env)?);
-    }
-    if let Some(file) = &settings.env_file {
-        env.extend(
-            read_env_file(&root.path().join(file))
-                .context("failed to read the `env_file` of deploy.yml")?,
-        );
-    }
-    env.extend(std::env::vars());
-    Ok(env)
-}
-
-/// `KEY=VALUE` pairs of an env file; bare `KEY` lines give nothing to interpolate with.
-fn read_env_file(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("failed to read `{}`", path.display()))?;
-    let entries = compose::envfile::parse(&text).map_err(|(line, message)| {
-        anyhow::anyhow!("`{}` line {line}: {message}", path.display())
-    })?;
-    Ok(entries
-        .into_iter()
-        .filter_map(|(k, v)| v.map(|v| (k, v)))
-        .collect())
 }
 
 /// Puts the work tree back to the live revision after a failed deploy, so that bind

@@ -63,6 +63,27 @@ pub(crate) fn check(
         secret.file = resolve(&secret.file);
     }
     crate::compose::policy::check(&real, &real_root, &settings.allow)?;
+    create_bind_sources(&real)
+}
+
+/// Creates missing bind-mount sources as empty directories, as docker-compose has Docker do
+/// for `./data:/data`: a directory a repository cannot track when empty (or ignores) must
+/// not fail the deploy. The policy has already judged each real path.
+fn create_bind_sources(spec: &Spec) -> anyhow::Result<()> {
+    for (name, svc) in &spec.services {
+        for m in &svc.volumes {
+            if let Mount::Bind { source, .. } = m
+                && std::fs::symlink_metadata(source).is_err()
+            {
+                std::fs::create_dir_all(source).with_context(|| {
+                    format!(
+                        "services.{name}.volumes: failed to create the missing bind source `{}`",
+                        source.display()
+                    )
+                })?;
+            }
+        }
+    }
     Ok(())
 }
 

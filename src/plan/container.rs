@@ -9,7 +9,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::compose::Spec;
-use crate::compose::spec::{Config, HealthTest, Mount, Protocol, Restart, Service};
+use crate::compose::spec::{Condition, Config, HealthTest, Mount, Protocol, Restart, Service};
 use crate::ids::{ProjectName, Revision, ServiceName};
 
 use super::names;
@@ -48,6 +48,9 @@ pub(crate) struct ContainerSpec {
     pub(crate) userns_mode: Option<String>,
     pub(crate) security_opt: Vec<String>,
     pub(crate) hostname: Option<String>,
+    /// Left out of the hash when unset, so adding the key did not replace every container.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) domainname: Option<String>,
     pub(crate) dns: Vec<String>,
     pub(crate) dns_search: Vec<String>,
     /// `host:ip`
@@ -367,7 +370,19 @@ pub(crate) fn spec(ctx: &Context<'_>, name: &ServiceName, svc: &Service) -> Opti
         start_period: h.start_period,
     });
 
+    // A one-shot job (another service waits for it to complete) restarted after it exits
+    // would run again and again and never count as completed: without `restart:` it gets
+    // `no`, as docker-compose gives every service.
+    let one_shot = spec.services.values().any(|s| {
+        s.depends_on
+            .get(name)
+            .is_some_and(|d| d.condition == Condition::ServiceCompletedSuccessfully)
+    });
     let restart = match &svc.restart {
+        None if one_shot => RestartSpec {
+            name: "no",
+            max_retries: None,
+        },
         None => DEFAULT_RESTART,
         Some(Restart::No) => RestartSpec {
             name: "no",
@@ -417,6 +432,7 @@ pub(crate) fn spec(ctx: &Context<'_>, name: &ServiceName, svc: &Service) -> Opti
         userns_mode: svc.userns_mode.clone(),
         security_opt: svc.security_opt.clone(),
         hostname: svc.hostname.clone(),
+        domainname: svc.domainname.clone(),
         dns: svc.dns.clone(),
         dns_search: svc.dns_search.clone(),
         extra_hosts: svc.extra_hosts.clone(),
@@ -487,4 +503,62 @@ fn config_hash(c: &ContainerSpec, build_key: Option<&str>) -> String {
     let json = serde_json::to_vec(&copy).expect("a container spec always serializes");
     let digest = Sha256::digest(&json);
     digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::compose::spec::Dependency;
+
+    fn restart_of(spec: &Spec, service: &str) -> &'static str {
+        let project = ProjectName::parse("shop").unwrap();
+        let revision = Revision::parse(&"ab".repeat(20)).unwrap();
+        let name = ServiceName::parse(service).unwrap();
+        let svc = &spec.services[&name];
+        let ctx = Context {
+            spec,
+            project: &project,
+            revision: &revision,
+            config_dir: Path::new("/configs"),
+            publish: Publish::Direct,
+            build_keys: &BTreeMap::new(),
+        };
+        super::spec(&ctx, &name, svc).unwrap().restart.name
+    }
+
+    #[test]
+    fn a_one_shot_job_is_not_restarted_unless_the_file_says_so() {
+        let image = |name: &str| Service {
+            image: Some(name.to_owned()),
+            ..Service::default()
+        };
+        let waits_for = |condition| Dependency {
+            condition,
+            restart: false,
+            required: true,
+        };
+        let mut app = image("app");
+        app.depends_on.insert(
+            ServiceName::parse("migrate").unwrap(),
+            waits_for(Condition::ServiceCompletedSuccessfully),
+        );
+        app.depends_on.insert(
+            ServiceName::parse("db").unwrap(),
+            waits_for(Condition::ServiceHealthy),
+        );
+        let mut spec = Spec::default();
+        for (name, svc) in [("app", app), ("db", image("db")), ("migrate", image("job"))] {
+            spec.services.insert(ServiceName::parse(name).unwrap(), svc);
+        }
+        assert_eq!(restart_of(&spec, "migrate"), "no");
+        assert_eq!(restart_of(&spec, "db"), "unless-stopped");
+        assert_eq!(restart_of(&spec, "app"), "unless-stopped");
+
+        let migrate = ServiceName::parse("migrate").unwrap();
+        spec.services.get_mut(&migrate).unwrap().restart =
+            Some(Restart::OnFailure { max_retries: None });
+        assert_eq!(restart_of(&spec, "migrate"), "on-failure");
+    }
 }

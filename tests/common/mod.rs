@@ -67,6 +67,25 @@ impl Stack {
     /// `deploy init`, a secret file, host settings giving the app a free port, and a work
     /// repo holding the fixture app (the BPT example's app with a port from the host env).
     pub fn new(prefix: &str) -> Self {
+        let stack = Self::empty(prefix);
+        let (root, work) = (&stack.root, &stack.work);
+        std::fs::write(
+            root.join("code/.secrets/db_password"),
+            format!("{PASSWORD}\n"),
+        )
+        .unwrap();
+        std::fs::write(root.join("host.env"), format!("WEB_PORT={}\n", stack.port)).unwrap();
+        stack.add_settings("env_file: host.env\nhealth_timeout: 90s\nmin_free_space: 1GiB\n");
+        copy_dir(&fixture("app"), work);
+        for f in ["app.py", "Dockerfile", ".dockerignore"] {
+            std::fs::copy(example("bpt").join(f), work.join(f)).unwrap();
+        }
+        stack
+    }
+
+    /// `deploy init` and an empty work repo whose `prod` remote is the root: for tests that
+    /// bring their own files and settings.
+    pub fn empty(prefix: &str) -> Self {
         let project = unique_project(prefix);
         let base = tempfile::Builder::new()
             .prefix("deploy-test-")
@@ -88,27 +107,10 @@ impl Stack {
             text(&init)
         );
 
-        std::fs::write(
-            root.join("code/.secrets/db_password"),
-            format!("{PASSWORD}\n"),
-        )
-        .unwrap();
-        std::fs::write(root.join("host.env"), format!("WEB_PORT={port}\n")).unwrap();
-        let settings = std::fs::read_to_string(root.join("deploy.yml")).unwrap();
-        std::fs::write(
-            root.join("deploy.yml"),
-            format!("{settings}env_file: host.env\nhealth_timeout: 90s\nmin_free_space: 1GiB\n"),
-        )
-        .unwrap();
-
         std::fs::create_dir_all(&work).unwrap();
         git(&work, &["init", "-q", "-b", "main"]);
         git(&work, &["config", "user.email", "dev@example.com"]);
         git(&work, &["config", "user.name", "Dev"]);
-        copy_dir(&fixture("app"), &work);
-        for f in ["app.py", "Dockerfile", ".dockerignore"] {
-            std::fs::copy(example("bpt").join(f), work.join(f)).unwrap();
-        }
         git(
             &work,
             &[
@@ -125,6 +127,13 @@ impl Stack {
             work,
             port,
         }
+    }
+
+    /// Appends host settings to `ROOT/deploy.yml`.
+    pub fn add_settings(&self, yaml: &str) {
+        let path = self.root.join("deploy.yml");
+        let settings = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(path, format!("{settings}{yaml}")).unwrap();
     }
 
     pub fn write(&self, path: &str, contents: &str) {
@@ -230,15 +239,17 @@ pub struct Push {
 
 /// Removes every container, network, volume and image labelled with `project`.
 pub fn cleanup(project: &str) {
-    let project = project.to_owned();
+    cleanup_labelled("deploy.project", project);
+}
+
+/// Removes every container, network, volume and image whose label `key` is `project`.
+pub fn cleanup_labelled(key: &str, project: &str) {
+    let label = format!("{key}={project}");
     let handle = std::thread::spawn(move || {
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async move {
             let docker = docker().await;
-            let filters = HashMap::from([(
-                "label".to_owned(),
-                vec![format!("deploy.project={project}")],
-            )]);
+            let filters = HashMap::from([("label".to_owned(), vec![label])]);
             let containers = docker
                 .list_containers(Some(bollard::query_parameters::ListContainersOptions {
                     all: true,
@@ -310,6 +321,34 @@ pub fn cleanup(project: &str) {
         });
     });
     let _ = handle.join();
+}
+
+/// Removes every image with a tag whose repository starts with `prefix` (a unique project
+/// name): the images docker-compose builds carry no label to find them by.
+pub fn remove_images_named(prefix: &str) {
+    let prefix = prefix.to_owned();
+    block(async move {
+        let docker = docker().await;
+        let images = docker
+            .list_images(None::<bollard::query_parameters::ListImagesOptions>)
+            .await
+            .unwrap_or_default();
+        for i in images {
+            if i.repo_tags.iter().any(|t| t.starts_with(&prefix)) {
+                let _ = docker
+                    .remove_image(
+                        &i.id,
+                        Some(bollard::query_parameters::RemoveImageOptions {
+                            force: true,
+                            noprune: false,
+                            ..Default::default()
+                        }),
+                        None,
+                    )
+                    .await;
+            }
+        }
+    });
 }
 
 pub fn http_get(port: u16, path: &str) -> Option<String> {

@@ -1,0 +1,97 @@
+//! `deploy config [REV]`: the merged, interpolated compose file as `deploy` will run it, the
+//! way `docker-compose config` prints it.
+
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use serde_yaml::Value;
+
+use crate::compose::{self, SourceFile};
+use crate::git;
+use crate::pipeline;
+use crate::report::{Redactor, Reporter};
+use crate::root::Root;
+use crate::settings::Settings;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Read the compose files as committed at REV (a full or short sha, a tag, a branch or
+    /// `main~1`) in ROOT/code.git instead of the checked-out ROOT/code. Everything else still
+    /// comes from the disk: ROOT/deploy.yml and its env_file, ROOT/code/.env, and the files
+    /// the compose file names (env_file, secrets, configs), which resolve against ROOT/code.
+    #[arg(value_name = "REV")]
+    revision: Option<String>,
+}
+
+pub(crate) async fn run(root: Root, args: Args) -> anyhow::Result<u8> {
+    // Warnings (unset variables) go to stderr, the YAML alone to stdout.
+    let reporter = Reporter::new().with_terminal();
+    let text =
+        pipeline::blocking(move || render(&root, args.revision.as_deref(), &reporter)).await??;
+    print!("{text}");
+    Ok(super::exit::SUCCESS)
+}
+
+fn render(root: &Root, revision: Option<&str>, reporter: &Reporter) -> anyhow::Result<String> {
+    let settings = Settings::load(root)?;
+    let project = settings.project(root)?;
+    let sources = match revision {
+        None => {
+            if !root.code().is_dir() {
+                bail!(
+                    "nothing is checked out in `{}` yet; push first, or name a revision",
+                    root.code().display()
+                );
+            }
+            pipeline::work_tree_sources(&root.code(), &settings)?
+        }
+        Some(expr) => revision_sources(root, &settings, expr)?,
+    };
+    let spec = pipeline::load_spec(root, &settings, &project, &sources, reporter)?;
+    compose::policy::check(&spec, root.path(), &settings.allow)?;
+    let mut value = compose::render::render(&spec, project.as_str());
+    // Secrets appear as paths; this makes sure a value that also reached an environment
+    // variable (through `.env` or an env file) is not printed either. Strings are redacted
+    // one by one, so the output stays valid YAML.
+    let mut redactor = Redactor::default();
+    for secret in spec.secrets.values() {
+        if let Ok(value) = std::fs::read_to_string(&secret.file) {
+            redactor.add(&value);
+        }
+    }
+    redact(&mut value, &redactor);
+    Ok(compose::render::to_yaml(&value))
+}
+
+fn redact(value: &mut Value, redactor: &Redactor) {
+    match value {
+        Value::String(s) => *s = redactor.redact(s).into_owned(),
+        Value::Sequence(items) => items.iter_mut().for_each(|v| redact(v, redactor)),
+        Value::Mapping(map) => map.values_mut().for_each(|v| redact(v, redactor)),
+        Value::Tagged(tagged) => redact(&mut tagged.value, redactor),
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+}
+
+/// The compose files as committed at `expr`.
+fn revision_sources(
+    root: &Root,
+    settings: &Settings,
+    expr: &str,
+) -> anyhow::Result<Vec<SourceFile>> {
+    let repo = root.repo();
+    let rev = git::resolve(&repo, expr)?;
+    let read = |rel: &Path| git::read_file(&repo, &rev, rel);
+    let names = pipeline::compose_file_names(settings, |rel| matches!(read(rel), Ok(Some(_))))
+        .with_context(|| format!("failed to find the compose files of {}", rev.short()))?;
+    names
+        .into_iter()
+        .map(|rel| {
+            let bytes = read(&rel)?.unwrap_or_default();
+            let text = String::from_utf8(bytes).map_err(|_| {
+                anyhow::anyhow!("`{}` at {} is not UTF-8 text", rel.display(), rev.short())
+            })?;
+            Ok(SourceFile { path: rel, text })
+        })
+        .collect()
+}

@@ -1,0 +1,667 @@
+//! A `Spec` written back as a compose file, for `deploy config`: merged, interpolated, every
+//! entry in its long form, keys sorted, so two runs on the same input print the same text.
+//!
+//! Secrets appear as the paths of their files, never as values.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::spec::{
+    Build, Condition, Config, Dependency, HealthTest, Healthcheck, Mount, Network, Port, Resources,
+    Restart, Service, ServiceNetwork, Spec, Volume,
+};
+use super::{bytes, duration};
+
+/// The spec as a compose YAML document, with `project` as its top-level `name:`.
+pub(crate) fn render(spec: &Spec, project: &str) -> serde_yaml::Value {
+    let file = File {
+        name: project,
+        services: spec
+            .services
+            .iter()
+            .map(|(name, s)| (name.as_str(), service(s)))
+            .collect(),
+        networks: spec
+            .networks
+            .iter()
+            .map(|(k, n)| (k.as_str(), network(n)))
+            .collect(),
+        volumes: spec
+            .volumes
+            .iter()
+            .map(|(k, v)| (k.as_str(), volume(v)))
+            .collect(),
+        secrets: spec
+            .secrets
+            .iter()
+            .map(|(k, s)| {
+                let file = s.file.to_string_lossy().into_owned();
+                (
+                    k.as_str(),
+                    FileRef {
+                        file: Some(file),
+                        content: None,
+                    },
+                )
+            })
+            .collect(),
+        configs: spec
+            .configs
+            .iter()
+            .map(|(k, c)| {
+                let r = match c {
+                    Config::File(path) => FileRef {
+                        file: Some(path.to_string_lossy().into_owned()),
+                        content: None,
+                    },
+                    Config::Content(text) => FileRef {
+                        file: None,
+                        content: Some(text.clone()),
+                    },
+                };
+                (k.as_str(), r)
+            })
+            .collect(),
+    };
+    serde_yaml::to_value(&file).expect("plain data always serializes")
+}
+
+/// The document as compose file text, which docker-compose and `deploy` read back as the same
+/// configuration: `$` is written `$$`, so nothing is interpolated twice, and strings such as
+/// `no`, `on` or `y` are quoted, or YAML 1.1 readers (docker-compose 1.x, PyYAML) would read
+/// them as booleans (`restart: no` would be `false`).
+pub(crate) fn to_yaml(value: &serde_yaml::Value) -> String {
+    let mut value = value.clone();
+    escape_dollars(&mut value);
+    let text = serde_yaml::to_string(&value).expect("a YAML value always serializes");
+    let mut out = String::with_capacity(text.len());
+    // Inside a block scalar (`key: |`), lines are text, not YAML: the indent of its key.
+    let mut block: Option<usize> = None;
+    for line in text.lines() {
+        let indent = line.len() - line.trim_start().len();
+        if block.is_some_and(|key| line.trim().is_empty() || indent > key) {
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        }
+        block = None;
+        let (head, scalar) = match line.rsplit_once(": ") {
+            Some((head, scalar)) => (format!("{head}: "), scalar),
+            None => match line.trim_start().strip_prefix("- ") {
+                Some(scalar) => (format!("{}- ", &line[..indent]), scalar),
+                None => (String::new(), line),
+            },
+        };
+        if scalar.starts_with('|') || scalar.starts_with('>') {
+            block = Some(indent);
+        }
+        if is_yaml11_bool(scalar) && !head.is_empty() {
+            out.push_str(&format!("{head}'{scalar}'\n"));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn escape_dollars(value: &mut serde_yaml::Value) {
+    use serde_yaml::Value;
+    match value {
+        Value::String(s) => *s = s.replace('$', "$$"),
+        Value::Sequence(items) => items.iter_mut().for_each(escape_dollars),
+        Value::Mapping(map) => map.values_mut().for_each(escape_dollars),
+        Value::Tagged(tagged) => escape_dollars(&mut tagged.value),
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+}
+
+/// The words YAML 1.1 reads as booleans, except `true` and `false`, which serde_yaml only
+/// writes for real booleans and quotes when they are strings.
+fn is_yaml11_bool(s: &str) -> bool {
+    matches!(
+        s,
+        "y" | "Y"
+            | "yes"
+            | "Yes"
+            | "YES"
+            | "n"
+            | "N"
+            | "no"
+            | "No"
+            | "NO"
+            | "on"
+            | "On"
+            | "ON"
+            | "off"
+            | "Off"
+            | "OFF"
+            | "True"
+            | "TRUE"
+            | "False"
+            | "FALSE"
+    )
+}
+
+#[derive(Serialize)]
+struct File<'a> {
+    name: &'a str,
+    services: BTreeMap<&'a str, OutService>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    networks: BTreeMap<&'a str, OutNetwork>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    volumes: BTreeMap<&'a str, OutVolume>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    secrets: BTreeMap<&'a str, FileRef>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    configs: BTreeMap<&'a str, FileRef>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !b
+}
+
+#[derive(Serialize)]
+struct OutService {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    build: Option<OutBuild>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    image: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    container_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    command: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    entrypoint: Option<Vec<String>>,
+    /// `env_file` contents already merged in; `null` for a variable listed without a value
+    /// that the host env does not set either (the container does not get it).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    environment: BTreeMap<String, Option<String>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    ports: Vec<OutPort>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    expose: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    volumes: Vec<OutMount>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tmpfs: Vec<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    networks: BTreeMap<String, Option<OutServiceNetwork>>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    depends_on: BTreeMap<String, OutDependency>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    healthcheck: Option<OutHealthcheck>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    restart: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    secrets: Vec<SourceTarget>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    configs: Vec<SourceTarget>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    working_dir: Option<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    labels: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop_grace_period: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop_signal: Option<String>,
+    #[serde(skip_serializing_if = "is_false")]
+    privileged: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    cap_add: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    cap_drop: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    devices: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    network_mode: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ipc: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    userns_mode: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    security_opt: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hostname: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    domainname: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    dns: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    dns_search: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    extra_hosts: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    init: Option<bool>,
+    #[serde(skip_serializing_if = "is_false")]
+    read_only: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shm_size: Option<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    ulimits: BTreeMap<String, OutUlimit>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    sysctls: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    logging: Option<OutLogging>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deploy: Option<OutDeploy>,
+}
+
+fn service(s: &Service) -> OutService {
+    OutService {
+        build: s.build.as_ref().map(build),
+        image: s.image.clone(),
+        container_name: s.container_name.clone(),
+        command: s.command.clone(),
+        entrypoint: s.entrypoint.clone(),
+        environment: s.environment.clone(),
+        ports: s.ports.iter().map(port).collect(),
+        expose: s.expose.clone(),
+        volumes: s.volumes.iter().map(mount).collect(),
+        tmpfs: s
+            .tmpfs
+            .iter()
+            .map(|(target, opts)| match opts.as_str() {
+                "" => target.clone(),
+                opts => format!("{target}:{opts}"),
+            })
+            .collect(),
+        networks: s
+            .networks
+            .iter()
+            .map(|(k, n)| (k.clone(), service_network(n)))
+            .collect(),
+        depends_on: s
+            .depends_on
+            .iter()
+            .map(|(k, d)| (k.as_str().to_owned(), dependency(d)))
+            .collect(),
+        healthcheck: s.healthcheck.as_ref().map(healthcheck),
+        restart: s.restart.as_ref().map(restart),
+        secrets: s
+            .secrets
+            .iter()
+            .map(|m| SourceTarget {
+                source: m.source.clone(),
+                target: m.target.clone(),
+            })
+            .collect(),
+        configs: s
+            .configs
+            .iter()
+            .map(|m| SourceTarget {
+                source: m.source.clone(),
+                target: m.target.clone(),
+            })
+            .collect(),
+        user: s.user.clone(),
+        working_dir: s.working_dir.clone(),
+        labels: s.labels.clone(),
+        stop_grace_period: s.stop_grace_period.map(duration::format),
+        stop_signal: s.stop_signal.clone(),
+        privileged: s.privileged,
+        cap_add: s.cap_add.clone(),
+        cap_drop: s.cap_drop.clone(),
+        devices: s.devices.clone(),
+        network_mode: s.network_mode.clone(),
+        pid: s.pid.clone(),
+        ipc: s.ipc.clone(),
+        userns_mode: s.userns_mode.clone(),
+        security_opt: s.security_opt.clone(),
+        hostname: s.hostname.clone(),
+        domainname: s.domainname.clone(),
+        dns: s.dns.clone(),
+        dns_search: s.dns_search.clone(),
+        extra_hosts: s.extra_hosts.clone(),
+        init: s.init,
+        read_only: s.read_only,
+        shm_size: s.shm_size.map(bytes::format),
+        ulimits: s
+            .ulimits
+            .iter()
+            .map(|(k, u)| {
+                let u = OutUlimit {
+                    soft: u.soft,
+                    hard: u.hard,
+                };
+                (k.clone(), u)
+            })
+            .collect(),
+        sysctls: s.sysctls.clone(),
+        logging: s.logging.as_ref().map(|l| OutLogging {
+            driver: l.driver.clone(),
+            options: l.options.clone(),
+        }),
+        deploy: deploy(&s.resources),
+    }
+}
+
+#[derive(Serialize)]
+struct OutBuild {
+    context: String,
+    dockerfile: String,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    args: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target: Option<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    labels: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    network: Option<String>,
+}
+
+fn build(b: &Build) -> OutBuild {
+    OutBuild {
+        context: b.context.to_string_lossy().into_owned(),
+        dockerfile: b.dockerfile.clone(),
+        args: b.args.clone(),
+        target: b.target.clone(),
+        labels: b.labels.clone(),
+        network: b.network.clone(),
+    }
+}
+
+#[derive(Serialize)]
+struct OutPort {
+    target: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    published: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host_ip: Option<String>,
+    protocol: &'static str,
+}
+
+fn port(p: &Port) -> OutPort {
+    OutPort {
+        target: p.target,
+        published: p.published,
+        host_ip: p.host_ip.clone(),
+        protocol: p.protocol.as_str(),
+    }
+}
+
+#[derive(Serialize)]
+struct OutMount {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<String>,
+    target: String,
+    #[serde(skip_serializing_if = "is_false")]
+    read_only: bool,
+}
+
+fn mount(m: &Mount) -> OutMount {
+    match m {
+        Mount::Bind {
+            source,
+            target,
+            read_only,
+        } => OutMount {
+            kind: "bind",
+            source: Some(source.to_string_lossy().into_owned()),
+            target: target.clone(),
+            read_only: *read_only,
+        },
+        Mount::Volume {
+            source,
+            target,
+            read_only,
+        } => OutMount {
+            kind: "volume",
+            source: source.clone(),
+            target: target.clone(),
+            read_only: *read_only,
+        },
+        Mount::Tmpfs { target } => OutMount {
+            kind: "tmpfs",
+            source: None,
+            target: target.clone(),
+            read_only: false,
+        },
+    }
+}
+
+#[derive(Serialize)]
+struct OutServiceNetwork {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    aliases: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ipv4_address: Option<String>,
+}
+
+/// `null` when the service joins the network with nothing more to say, as compose prints it.
+fn service_network(n: &ServiceNetwork) -> Option<OutServiceNetwork> {
+    (!n.aliases.is_empty() || n.ipv4_address.is_some()).then(|| OutServiceNetwork {
+        aliases: n.aliases.clone(),
+        ipv4_address: n.ipv4_address.clone(),
+    })
+}
+
+#[derive(Serialize)]
+struct OutDependency {
+    condition: &'static str,
+    restart: bool,
+    required: bool,
+}
+
+fn dependency(d: &Dependency) -> OutDependency {
+    OutDependency {
+        condition: match d.condition {
+            Condition::ServiceStarted => "service_started",
+            Condition::ServiceHealthy => "service_healthy",
+            Condition::ServiceCompletedSuccessfully => "service_completed_successfully",
+        },
+        restart: d.restart,
+        required: d.required,
+    }
+}
+
+#[derive(Serialize)]
+struct OutHealthcheck {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    test: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "is_false")]
+    disable: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    interval: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timeout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retries: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    start_period: Option<String>,
+}
+
+fn healthcheck(h: &Healthcheck) -> OutHealthcheck {
+    let (test, disable) = match &h.test {
+        HealthTest::Disabled => (None, true),
+        HealthTest::Inherit => (None, false),
+        HealthTest::Cmd(args) => {
+            let test = std::iter::once("CMD".to_owned())
+                .chain(args.iter().cloned())
+                .collect();
+            (Some(test), false)
+        }
+        HealthTest::Shell(script) => (Some(vec!["CMD-SHELL".to_owned(), script.clone()]), false),
+    };
+    OutHealthcheck {
+        test,
+        disable,
+        interval: h.interval.map(duration::format),
+        timeout: h.timeout.map(duration::format),
+        retries: h.retries,
+        start_period: h.start_period.map(duration::format),
+    }
+}
+
+fn restart(r: &Restart) -> String {
+    match r {
+        Restart::No => "no".to_owned(),
+        Restart::Always => "always".to_owned(),
+        Restart::UnlessStopped => "unless-stopped".to_owned(),
+        Restart::OnFailure { max_retries: None } => "on-failure".to_owned(),
+        Restart::OnFailure {
+            max_retries: Some(n),
+        } => format!("on-failure:{n}"),
+    }
+}
+
+#[derive(Serialize)]
+struct SourceTarget {
+    source: String,
+    target: String,
+}
+
+#[derive(Serialize)]
+struct OutUlimit {
+    soft: i64,
+    hard: i64,
+}
+
+#[derive(Serialize)]
+struct OutLogging {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    driver: Option<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    options: BTreeMap<String, String>,
+}
+
+#[derive(Serialize)]
+struct OutDeploy {
+    resources: OutResources,
+}
+
+#[derive(Serialize)]
+struct OutResources {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limits: Option<OutLimits>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reservations: Option<OutReservations>,
+}
+
+#[derive(Serialize)]
+struct OutLimits {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cpus: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    memory: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pids: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct OutReservations {
+    memory: String,
+}
+
+/// `mem_limit`, `cpus`, … are printed in their `deploy.resources` spelling, the one the
+/// Compose Specification keeps.
+fn deploy(r: &Resources) -> Option<OutDeploy> {
+    let limits = (r.cpus.is_some() || r.memory.is_some() || r.pids.is_some()).then(|| OutLimits {
+        cpus: r.cpus,
+        memory: r.memory.map(bytes::format),
+        pids: r.pids,
+    });
+    let reservations = r.memory_reservation.map(|m| OutReservations {
+        memory: bytes::format(m),
+    });
+    (limits.is_some() || reservations.is_some()).then_some(OutDeploy {
+        resources: OutResources {
+            limits,
+            reservations,
+        },
+    })
+}
+
+#[derive(Serialize)]
+struct OutNetwork {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    #[serde(skip_serializing_if = "is_false")]
+    external: bool,
+    #[serde(skip_serializing_if = "is_false")]
+    internal: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    driver: Option<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    labels: BTreeMap<String, String>,
+}
+
+fn network(n: &Network) -> OutNetwork {
+    OutNetwork {
+        name: n.name.clone(),
+        external: n.external,
+        internal: n.internal,
+        driver: n.driver.clone(),
+        labels: n.labels.clone(),
+    }
+}
+
+#[derive(Serialize)]
+struct OutVolume {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    #[serde(skip_serializing_if = "is_false")]
+    external: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    driver: Option<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    driver_opts: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    labels: BTreeMap<String, String>,
+}
+
+fn volume(v: &Volume) -> OutVolume {
+    OutVolume {
+        name: v.name.clone(),
+        external: v.external,
+        driver: v.driver.clone(),
+        driver_opts: v.driver_opts.clone(),
+        labels: v.labels.clone(),
+    }
+}
+
+/// A secret's or config's source: a file path, or (configs only) the text itself.
+#[derive(Serialize)]
+struct FileRef {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dollars_are_escaped_as_in_a_compose_file() {
+        let value: serde_yaml::Value =
+            serde_yaml::from_str("environment: {PRICE: $5, RAW: '${X}'}").unwrap();
+        assert_eq!(
+            to_yaml(&value),
+            "environment:\n  PRICE: $$5\n  RAW: $${X}\n"
+        );
+    }
+
+    #[test]
+    fn yaml11_booleans_stay_strings() {
+        let value: serde_yaml::Value = serde_yaml::from_str(
+            "restart: 'no'\nflags: ['on', 'off', 'y', ok, true]\nenvironment: {DEBUG: 'yes', REAL: false}\ncontent: \"a\\nno\\n- on\\n\"\n",
+        )
+        .unwrap();
+        let text = to_yaml(&value);
+        assert_eq!(
+            text,
+            "restart: 'no'\nflags:\n- 'on'\n- 'off'\n- 'y'\n- ok\n- true\nenvironment:\n  DEBUG: 'yes'\n  REAL: false\ncontent: |\n  a\n  no\n  - on\n"
+        );
+        let back: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        assert_eq!(back, value);
+    }
+}

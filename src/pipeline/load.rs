@@ -1,0 +1,193 @@
+//! Which compose files a deploy reads, and loading them into a `Spec` with the host's
+//! settings: shared by the deploy and by `deploy config`, so both see the same result.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+
+use crate::compose::{self, SourceFile, Spec};
+use crate::ids::ProjectName;
+use crate::report::Reporter;
+use crate::root::Root;
+use crate::settings::Settings;
+
+/// The names docker-compose looks for, in its order.
+const DEFAULTS: [&str; 4] = [
+    "compose.yaml",
+    "compose.yml",
+    "docker-compose.yaml",
+    "docker-compose.yml",
+];
+
+/// The compose files to layer, relative to the tree: `deploy.yml`'s list, or the first
+/// default name found plus its override file. `exists` says whether the tree (the work tree
+/// or a revision) has a file at a relative path.
+pub(crate) fn compose_file_names(
+    settings: &Settings,
+    exists: impl Fn(&Path) -> bool,
+) -> anyhow::Result<Vec<PathBuf>> {
+    if !settings.compose_files.is_empty() {
+        if let Some(missing) = settings.compose_files.iter().find(|f| !exists(f)) {
+            bail!(
+                "compose file `{}` (from `compose_files` in deploy.yml) is not in the pushed tree",
+                missing.display()
+            );
+        }
+        return Ok(settings.compose_files.clone());
+    }
+    let Some(main) = DEFAULTS.iter().map(PathBuf::from).find(|p| exists(p)) else {
+        bail!(
+            "no compose file in the pushed tree: add `compose.yaml` or `docker-compose.yml` at the repo root"
+        );
+    };
+    let mut files = vec![main.clone()];
+    let stem = main
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let ext = main
+        .extension()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let override_file = PathBuf::from(format!("{stem}.override.{ext}"));
+    if exists(&override_file) {
+        files.push(override_file);
+    }
+    Ok(files)
+}
+
+/// The compose files of the checked-out tree in `code`, read.
+pub(crate) fn work_tree_sources(
+    code: &Path,
+    settings: &Settings,
+) -> anyhow::Result<Vec<SourceFile>> {
+    compose_file_names(settings, |rel| code.join(rel).is_file())?
+        .into_iter()
+        .map(|rel| {
+            let path = code.join(&rel);
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("failed to read `{}`", path.display()))?;
+            Ok(SourceFile { path: rel, text })
+        })
+        .collect()
+}
+
+/// Loads compose files (already read, from the work tree or a revision) into a validated
+/// `Spec`. Relative paths resolve against the directory of the first file in `ROOT/code`, as
+/// docker-compose resolves them against its project directory, and the files they name
+/// (`env_file:`, `.env`) are read from there. Warnings go to the reporter.
+pub(crate) fn load_spec(
+    root: &Root,
+    settings: &Settings,
+    project: &ProjectName,
+    sources: &[SourceFile],
+    reporter: &Reporter,
+) -> anyhow::Result<Spec> {
+    let project_dir = project_dir(root, sources);
+    let env = interpolation_env(root, &project_dir, settings)?;
+    let options = compose::LoadOptions {
+        project_dir: &project_dir,
+        env: &env,
+        profiles: &settings.profiles,
+    };
+    let loaded = compose::load(sources, &options)?;
+    for warning in &loaded.warnings {
+        reporter.warn(warning.clone());
+    }
+    // The project must not move when a push edits `name:`: that would start a second stack
+    // beside the first. deploy.yml decides.
+    if let Some(name) = loaded.name.filter(|n| n != project) {
+        reporter.warn(format!(
+            "`name: {name}` in the compose file is ignored; the project is `{project}` (set `project:` in deploy.yml to change it)"
+        ));
+    }
+    Ok(loaded.spec)
+}
+
+/// The directory of the first compose file, in `ROOT/code`: `ROOT/code` itself unless
+/// `compose_files` names files in a subdirectory.
+fn project_dir(root: &Root, sources: &[SourceFile]) -> PathBuf {
+    let code = root.code();
+    match sources.first().and_then(|f| f.path.parent()) {
+        Some(dir) => code.join(dir),
+        None => code,
+    }
+}
+
+/// Variables for `${…}`: the `.env` of the project directory, then `deploy.yml`'s
+/// `env_file`, then the deploy process's env (later wins over earlier: the process env wins
+/// over files, as docker-compose does).
+fn interpolation_env(
+    root: &Root,
+    project_dir: &Path,
+    settings: &Settings,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut env = BTreeMap::new();
+    let dot_env = project_dir.join(".env");
+    if dot_env.is_file() {
+        env.extend(read_env_file(&dot_env)?);
+    }
+    if let Some(file) = &settings.env_file {
+        env.extend(
+            read_env_file(&root.path().join(file))
+                .context("failed to read the `env_file` of deploy.yml")?,
+        );
+    }
+    env.extend(std::env::vars());
+    Ok(env)
+}
+
+/// `KEY=VALUE` pairs of an env file; bare `KEY` lines give nothing to interpolate with.
+fn read_env_file(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("failed to read `{}`", path.display()))?;
+    let entries = compose::envfile::parse(&text).map_err(|(line, message)| {
+        anyhow::anyhow!("`{}` line {line}: {message}", path.display())
+    })?;
+    Ok(entries
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(settings: &Settings, present: &[&str]) -> anyhow::Result<Vec<PathBuf>> {
+        compose_file_names(settings, |p| present.iter().any(|f| Path::new(f) == p))
+    }
+
+    #[test]
+    fn default_lookup_takes_the_first_name_and_its_override() {
+        let s = Settings::default();
+        assert_eq!(
+            names(&s, &["docker-compose.yml", "compose.yaml"]).unwrap(),
+            [PathBuf::from("compose.yaml")]
+        );
+        assert_eq!(
+            names(&s, &["docker-compose.yml", "docker-compose.override.yml"]).unwrap(),
+            [
+                PathBuf::from("docker-compose.yml"),
+                PathBuf::from("docker-compose.override.yml")
+            ]
+        );
+        let err = names(&s, &["app.yml"]).unwrap_err().to_string();
+        assert!(err.contains("no compose file"), "{err}");
+    }
+
+    #[test]
+    fn listed_files_must_all_exist() {
+        let s = Settings {
+            compose_files: vec!["a.yml".into(), "b.yml".into()],
+            ..Settings::default()
+        };
+        assert_eq!(
+            names(&s, &["a.yml", "b.yml", "docker-compose.yml"]).unwrap(),
+            [PathBuf::from("a.yml"), PathBuf::from("b.yml")]
+        );
+        let err = names(&s, &["a.yml"]).unwrap_err().to_string();
+        assert!(err.contains("`b.yml`"), "{err}");
+    }
+}
