@@ -137,7 +137,7 @@ pub(crate) async fn wait(
             (_, ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD) => {
                 return Err(NotReady::Exited(exit));
             }
-            (Readiness::Completed, _) => {}
+            (Readiness::Completed, other) => last_state = other.to_string(),
             (_, ContainerStateStatusEnum::RESTARTING) => return Err(NotReady::CrashLoop),
             _ if restarts > 0 => return Err(NotReady::CrashLoop),
             (_, ContainerStateStatusEnum::RUNNING) => {
