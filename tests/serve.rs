@@ -264,6 +264,13 @@ fn issue4_autoheal_restarts_an_unhealthy_container() {
         );
         std::thread::sleep(Duration::from_millis(250));
     }
+    // The daemon writes its log from another thread: give the line a moment to land.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !serve_log(&stack).contains("autoheal: restarted unhealthy container")
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let log = serve_log(&stack);
     assert!(
         log.contains("autoheal: restarted unhealthy container"),
