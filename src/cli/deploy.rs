@@ -25,20 +25,7 @@ pub(crate) async fn run(root: Root, args: Args) -> anyhow::Result<u8> {
         user: super::pusher(),
         trigger,
     };
-    // With `deploy serve` running, it deploys (and keeps going if this process dies);
-    // without it, the deploy runs here.
-    match crate::serve::client::hand_off(&root, &request, &reporter).await {
-        Some(result) => result?,
-        None => {
-            pipeline::deploy(
-                &root,
-                request,
-                pipeline::traffic::Traffic::Direct,
-                &reporter,
-            )
-            .await?
-        }
-    }
+    super::run_deploy(&root, request, &reporter).await?;
     Ok(super::exit::SUCCESS)
 }
 

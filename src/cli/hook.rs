@@ -8,7 +8,7 @@ use anyhow::Context;
 use crate::git::hook::{RefUpdate, parse_hook_input};
 use crate::ids::Revision;
 use crate::ledger::Trigger;
-use crate::pipeline::{self, Request, Target};
+use crate::pipeline::{Request, Target};
 use crate::report::Reporter;
 use crate::root::Root;
 use crate::settings::Settings;
@@ -40,20 +40,7 @@ pub(crate) async fn run(root: Root, _args: Args) -> anyhow::Result<u8> {
         user: super::pusher(),
         trigger: Trigger::Push,
     };
-    // With `deploy serve` running, it deploys (and keeps going if this process dies);
-    // without it, the deploy runs here.
-    match crate::serve::client::hand_off(&root, &request, &reporter).await {
-        Some(result) => result?,
-        None => {
-            pipeline::deploy(
-                &root,
-                request,
-                pipeline::traffic::Traffic::Direct,
-                &reporter,
-            )
-            .await?
-        }
-    }
+    super::run_deploy(&root, request, &reporter).await?;
     Ok(super::exit::SUCCESS)
 }
 

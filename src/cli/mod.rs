@@ -113,6 +113,27 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
     }
 }
 
+/// Deploys through `deploy serve` when it answers (the deploy then goes on even if this
+/// process dies), or here when it does not.
+async fn run_deploy(
+    root: &Root,
+    request: crate::pipeline::Request,
+    reporter: &crate::report::Reporter,
+) -> anyhow::Result<()> {
+    match crate::serve::client::hand_off(root, &request, reporter).await {
+        Some(result) => result,
+        None => {
+            crate::pipeline::deploy(
+                root,
+                request,
+                crate::pipeline::traffic::Traffic::Direct,
+                reporter,
+            )
+            .await
+        }
+    }
+}
+
 /// Prints the error chain once, prefixed like every message of ours.
 fn fail(e: &anyhow::Error) -> ExitCode {
     eprintln!("deploy: {e:#}");

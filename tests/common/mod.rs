@@ -306,21 +306,20 @@ pub fn cleanup_labelled(key: &str, project: &str) {
                 .await
                 .unwrap_or_default();
             for i in images {
-                let _ = docker
-                    .remove_image(
-                        &i.id,
-                        Some(bollard::query_parameters::RemoveImageOptions {
-                            force: true,
-                            noprune: false,
-                            ..Default::default()
-                        }),
-                        None,
-                    )
-                    .await;
+                force_remove_image(&docker, &i.id).await;
             }
         });
     });
     let _ = handle.join();
+}
+
+async fn force_remove_image(docker: &Docker, id: &str) {
+    let options = bollard::query_parameters::RemoveImageOptions {
+        force: true,
+        noprune: false,
+        ..Default::default()
+    };
+    let _ = docker.remove_image(id, Some(options), None).await;
 }
 
 /// Removes every image with a tag whose repository starts with `prefix` (a unique project
@@ -335,17 +334,7 @@ pub fn remove_images_named(prefix: &str) {
             .unwrap_or_default();
         for i in images {
             if i.repo_tags.iter().any(|t| t.starts_with(&prefix)) {
-                let _ = docker
-                    .remove_image(
-                        &i.id,
-                        Some(bollard::query_parameters::RemoveImageOptions {
-                            force: true,
-                            noprune: false,
-                            ..Default::default()
-                        }),
-                        None,
-                    )
-                    .await;
+                force_remove_image(&docker, &i.id).await;
             }
         }
     });
