@@ -181,6 +181,16 @@ fn assert_secret_nowhere(stack: &Stack, repo: &str, sha: &str, push_output: &str
                 env.iter().all(|e| !e.contains(PASSWORD)),
                 "password in a container's env"
             );
+            let options = bollard::query_parameters::LogsOptions {
+                stdout: true,
+                stderr: true,
+                ..Default::default()
+            };
+            let mut logs = docker.logs(c.id.as_deref().unwrap(), Some(options));
+            while let Some(chunk) = logs.next().await {
+                let chunk = chunk.unwrap().to_string();
+                assert!(!chunk.contains(PASSWORD), "password in a container's log");
+            }
         }
     });
 }
