@@ -348,12 +348,11 @@ fn builds(
             });
             continue;
         }
-        // No revision label on images: the classic builder turns each label into a LABEL
-        // step, and one that changes every revision would defeat the layer cache. The
-        // `<repo>:<sha>` tag already says which revision an image is.
+        // Images carry only the project label, which retention finds them by: the classic
+        // builder adds one LABEL step per label, each a container commit that costs as much
+        // as a COPY. The `<repo>:<sha>` tag says which revision an image is.
         let mut labels = build.labels.clone();
         labels.insert(names::LABEL_PROJECT.to_owned(), project.to_string());
-        labels.insert(names::LABEL_SERVICE.to_owned(), name.to_string());
         let mut tags = vec![tag, latest];
         tags.extend(key_tag);
         steps.push(BuildStep {
