@@ -24,6 +24,9 @@ struct Fixture {
     root: PathBuf,
     repo: PathBuf,
     code: PathBuf,
+    /// Blobs above this many bytes are streamed by the checkout rather than written by
+    /// libgit2; 0 streams every regular file.
+    stream_above: u64,
 }
 
 impl Fixture {
@@ -37,7 +40,17 @@ impl Fixture {
             repo,
             root,
             _tmp: tmp,
+            stream_above: u64::MAX,
         }
+    }
+
+    /// Both ways of writing files: by libgit2, and streamed.
+    fn both() -> [Self; 2] {
+        let streaming = Self {
+            stream_above: 0,
+            ..Self::new()
+        };
+        [Self::new(), streaming]
     }
 
     fn git(&self) -> Repository {
@@ -73,7 +86,7 @@ impl Fixture {
     }
 
     fn checkout(&self, rev: &Revision) -> Result<(), GitError> {
-        checkout(&self.repo, &self.code, rev)
+        worktree::checkout_streaming_above(&self.repo, &self.code, rev, self.stream_above)
     }
 
     fn write(&self, rel: &str, content: &str) {
@@ -442,93 +455,96 @@ fn opening_a_missing_repo_names_it() {
 
 #[test]
 fn checkout_writes_updates_and_removes_tracked_files() {
-    let f = Fixture::new();
-    let v1 = f.commit(
-        "v1",
-        &[
-            ("app.py", Item::File("v1")),
-            ("old.txt", Item::File("old")),
-            ("lib/util.py", Item::File("u1")),
-        ],
-    );
-    let v2 = f.commit(
-        "v2",
-        &[
-            ("app.py", Item::File("v2")),
-            ("lib/new.py", Item::File("n")),
-        ],
-    );
+    for f in Fixture::both() {
+        let v1 = f.commit(
+            "v1",
+            &[
+                ("app.py", Item::File("v1")),
+                ("old.txt", Item::File("old")),
+                ("lib/util.py", Item::File("u1")),
+            ],
+        );
+        let v2 = f.commit(
+            "v2",
+            &[
+                ("app.py", Item::File("v2")),
+                ("lib/new.py", Item::File("n")),
+            ],
+        );
 
-    f.checkout(&v1).unwrap();
-    assert_eq!(
-        f.state(),
-        map(&[
-            ("app.py", "file:v1"),
-            ("old.txt", "file:old"),
-            ("lib/util.py", "file:u1")
-        ])
-    );
+        f.checkout(&v1).unwrap();
+        assert_eq!(
+            f.state(),
+            map(&[
+                ("app.py", "file:v1"),
+                ("old.txt", "file:old"),
+                ("lib/util.py", "file:u1")
+            ])
+        );
 
-    f.checkout(&v2).unwrap();
-    assert_eq!(
-        f.state(),
-        map(&[("app.py", "file:v2"), ("lib/new.py", "file:n")])
-    );
+        f.checkout(&v2).unwrap();
+        assert_eq!(
+            f.state(),
+            map(&[("app.py", "file:v2"), ("lib/new.py", "file:n")])
+        );
+    }
 }
 
 #[test]
 fn checkout_keeps_untracked_operator_files_through_every_change() {
-    let f = Fixture::new();
-    let v1 = f.commit(
-        "v1",
-        &[("app.py", Item::File("v1")), ("conf/a", Item::File("a"))],
-    );
-    f.checkout(&v1).unwrap();
-    f.add_operator_files();
-    f.write("conf/local.ini", "mine");
+    for f in Fixture::both() {
+        let v1 = f.commit(
+            "v1",
+            &[("app.py", Item::File("v1")), ("conf/a", Item::File("a"))],
+        );
+        f.checkout(&v1).unwrap();
+        f.add_operator_files();
+        f.write("conf/local.ini", "mine");
 
-    let v2 = f.commit("v2", &[("app.py", Item::File("v2"))]);
-    f.checkout(&v2).unwrap();
-    f.assert_operator_files();
-    assert_eq!(
-        f.state()["conf/local.ini"],
-        "file:mine",
-        "an untracked file in a removed dir stays"
-    );
-    assert!(!f.code.join("conf/a").exists());
+        let v2 = f.commit("v2", &[("app.py", Item::File("v2"))]);
+        f.checkout(&v2).unwrap();
+        f.assert_operator_files();
+        assert_eq!(
+            f.state()["conf/local.ini"],
+            "file:mine",
+            "an untracked file in a removed dir stays"
+        );
+        assert!(!f.code.join("conf/a").exists());
 
-    f.checkout(&v1).unwrap();
-    f.assert_operator_files();
-    assert_eq!(f.state()["app.py"], "file:v1");
+        f.checkout(&v1).unwrap();
+        f.assert_operator_files();
+        assert_eq!(f.state()["app.py"], "file:v1");
+    }
 }
 
 #[test]
 fn checkout_rolls_back_to_an_older_revision() {
-    let f = Fixture::new();
-    let v1 = f.commit(
-        "v1",
-        &[
-            ("app.py", Item::File("v1")),
-            ("gone-later", Item::File("x")),
-        ],
-    );
-    let v2 = f.commit(
-        "v2",
-        &[
-            ("app.py", Item::File("v2")),
-            ("added-later", Item::File("y")),
-        ],
-    );
-    f.checkout(&v2).unwrap();
-    f.add_operator_files();
+    for f in Fixture::both() {
+        let v1 = f.commit(
+            "v1",
+            &[
+                ("app.py", Item::File("v1")),
+                ("gone-later", Item::File("x")),
+            ],
+        );
+        let v2 = f.commit(
+            "v2",
+            &[
+                ("app.py", Item::File("v2")),
+                ("added-later", Item::File("y")),
+            ],
+        );
+        f.checkout(&v2).unwrap();
+        f.add_operator_files();
 
-    f.checkout(&v1).unwrap();
-    let mut want = map(&[("app.py", "file:v1"), ("gone-later", "file:x")]);
-    want.extend(map(&[
-        (".env", "file:DEBUG=0"),
-        (".secrets/db_password", "file:hunter2"),
-    ]));
-    assert_eq!(f.state(), want);
+        f.checkout(&v1).unwrap();
+        let mut want = map(&[("app.py", "file:v1"), ("gone-later", "file:x")]);
+        want.extend(map(&[
+            (".env", "file:DEBUG=0"),
+            (".secrets/db_password", "file:hunter2"),
+        ]));
+        assert_eq!(f.state(), want);
+    }
 }
 
 #[test]
@@ -557,99 +573,103 @@ fn checkout_never_moves_the_bare_repos_head_or_branches() {
 
 #[test]
 fn checkout_turns_a_file_into_a_directory_and_back() {
-    let f = Fixture::new();
-    let as_file = f.commit("file", &[("config", Item::File("flat"))]);
-    let as_dir = f.commit("dir", &[("config/app.ini", Item::File("nested"))]);
-    f.checkout(&as_file).unwrap();
-    f.checkout(&as_dir).unwrap();
-    assert_eq!(f.state(), map(&[("config/app.ini", "file:nested")]));
-    f.checkout(&as_file).unwrap();
-    assert_eq!(f.state(), map(&[("config", "file:flat")]));
+    for f in Fixture::both() {
+        let as_file = f.commit("file", &[("config", Item::File("flat"))]);
+        let as_dir = f.commit("dir", &[("config/app.ini", Item::File("nested"))]);
+        f.checkout(&as_file).unwrap();
+        f.checkout(&as_dir).unwrap();
+        assert_eq!(f.state(), map(&[("config/app.ini", "file:nested")]));
+        f.checkout(&as_file).unwrap();
+        assert_eq!(f.state(), map(&[("config", "file:flat")]));
+    }
 }
 
 #[test]
 fn checkout_writes_symlinks_as_symlinks() {
-    let f = Fixture::new();
-    let v1 = f.commit(
-        "links",
-        &[
-            ("real.txt", Item::File("r")),
-            ("alias", Item::Link("real.txt")),
-            ("dir/up", Item::Link("../real.txt")),
-        ],
-    );
-    f.checkout(&v1).unwrap();
-    assert!(
-        fs::symlink_metadata(f.code.join("alias"))
-            .unwrap()
-            .file_type()
-            .is_symlink()
-    );
-    assert_eq!(
-        f.state(),
-        map(&[
-            ("real.txt", "file:r"),
-            ("alias", "link:real.txt"),
-            ("dir/up", "link:../real.txt")
-        ])
-    );
-    assert_eq!(fs::read_to_string(f.code.join("dir/up")).unwrap(), "r");
-    // A link that becomes a file, and a file that becomes a link.
-    let v2 = f.commit(
-        "swap",
-        &[
-            ("real.txt", Item::Link("alias")),
-            ("alias", Item::File("a")),
-        ],
-    );
-    f.checkout(&v2).unwrap();
-    assert_eq!(
-        f.state(),
-        map(&[("real.txt", "link:alias"), ("alias", "file:a")])
-    );
+    for f in Fixture::both() {
+        let v1 = f.commit(
+            "links",
+            &[
+                ("real.txt", Item::File("r")),
+                ("alias", Item::Link("real.txt")),
+                ("dir/up", Item::Link("../real.txt")),
+            ],
+        );
+        f.checkout(&v1).unwrap();
+        assert!(
+            fs::symlink_metadata(f.code.join("alias"))
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(
+            f.state(),
+            map(&[
+                ("real.txt", "file:r"),
+                ("alias", "link:real.txt"),
+                ("dir/up", "link:../real.txt")
+            ])
+        );
+        assert_eq!(fs::read_to_string(f.code.join("dir/up")).unwrap(), "r");
+        // A link that becomes a file, and a file that becomes a link.
+        let v2 = f.commit(
+            "swap",
+            &[
+                ("real.txt", Item::Link("alias")),
+                ("alias", Item::File("a")),
+            ],
+        );
+        f.checkout(&v2).unwrap();
+        assert_eq!(
+            f.state(),
+            map(&[("real.txt", "link:alias"), ("alias", "file:a")])
+        );
+    }
 }
 
 #[test]
 fn checkout_keeps_the_executable_bit() {
-    let f = Fixture::new();
-    let v1 = f.commit(
-        "exec",
-        &[
-            ("run.sh", Item::Exec("#!/bin/sh")),
-            ("data", Item::File("d")),
-        ],
-    );
-    f.checkout(&v1).unwrap();
-    assert_eq!(
-        f.state(),
-        map(&[("run.sh", "exec:#!/bin/sh"), ("data", "file:d")])
-    );
-    let v2 = f.commit(
-        "flip",
-        &[
-            ("run.sh", Item::File("#!/bin/sh")),
-            ("data", Item::Exec("d")),
-        ],
-    );
-    f.checkout(&v2).unwrap();
-    assert_eq!(
-        f.state(),
-        map(&[("run.sh", "file:#!/bin/sh"), ("data", "exec:d")])
-    );
+    for f in Fixture::both() {
+        let v1 = f.commit(
+            "exec",
+            &[
+                ("run.sh", Item::Exec("#!/bin/sh")),
+                ("data", Item::File("d")),
+            ],
+        );
+        f.checkout(&v1).unwrap();
+        assert_eq!(
+            f.state(),
+            map(&[("run.sh", "exec:#!/bin/sh"), ("data", "file:d")])
+        );
+        let v2 = f.commit(
+            "flip",
+            &[
+                ("run.sh", Item::File("#!/bin/sh")),
+                ("data", Item::Exec("d")),
+            ],
+        );
+        f.checkout(&v2).unwrap();
+        assert_eq!(
+            f.state(),
+            map(&[("run.sh", "file:#!/bin/sh"), ("data", "exec:d")])
+        );
+    }
 }
 
 #[test]
 fn checkout_puts_back_hand_edited_and_deleted_tracked_files() {
-    let f = Fixture::new();
-    let v1 = f.commit(
-        "v1",
-        &[("app.py", Item::File("v1")), ("b", Item::File("b"))],
-    );
-    f.checkout(&v1).unwrap();
-    f.write("app.py", "hot fix on the server");
-    fs::remove_file(f.code.join("b")).unwrap();
-    f.checkout(&v1).unwrap();
-    assert_eq!(f.state(), map(&[("app.py", "file:v1"), ("b", "file:b")]));
+    for f in Fixture::both() {
+        let v1 = f.commit(
+            "v1",
+            &[("app.py", Item::File("v1")), ("b", Item::File("b"))],
+        );
+        f.checkout(&v1).unwrap();
+        f.write("app.py", "hot fix on the server");
+        fs::remove_file(f.code.join("b")).unwrap();
+        f.checkout(&v1).unwrap();
+        assert_eq!(f.state(), map(&[("app.py", "file:v1"), ("b", "file:b")]));
+    }
 }
 
 #[test]
@@ -681,33 +701,34 @@ fn checkout_refuses_a_revision_that_tracks_secrets() {
 
 #[test]
 fn checkout_refuses_to_overwrite_untracked_files() {
-    let f = Fixture::new();
-    let v1 = f.commit("v1", &[("app.py", Item::File("v1"))]);
-    f.checkout(&v1).unwrap();
-    f.add_operator_files();
-    f.write("notes/todo", "mine");
-    let v2 = f.commit(
-        "v2",
-        &[
-            ("app.py", Item::File("v2")),
-            (".env", Item::File("DEBUG=1")),
-            ("notes", Item::File("x")),
-        ],
-    );
-    let err = f.checkout(&v2).unwrap_err();
-    assert!(
-        matches!(&err, GitError::UntrackedInTheWay { paths, .. } if paths == &[".env", "notes"]),
-        "{err:?}"
-    );
-    assert_eq!(
-        err.to_string(),
-        format!(
-            "checking out {v2} would overwrite untracked files in `{}`: `.env`, `notes`; move them away or stop tracking them in the repository",
-            f.code.display()
-        )
-    );
-    f.assert_operator_files();
-    assert_eq!(f.state()["app.py"], "file:v1", "nothing was written");
+    for f in Fixture::both() {
+        let v1 = f.commit("v1", &[("app.py", Item::File("v1"))]);
+        f.checkout(&v1).unwrap();
+        f.add_operator_files();
+        f.write("notes/todo", "mine");
+        let v2 = f.commit(
+            "v2",
+            &[
+                ("app.py", Item::File("v2")),
+                (".env", Item::File("DEBUG=1")),
+                ("notes", Item::File("x")),
+            ],
+        );
+        let err = f.checkout(&v2).unwrap_err();
+        assert!(
+            matches!(&err, GitError::UntrackedInTheWay { paths, .. } if paths == &[".env", "notes"]),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "checking out {v2} would overwrite untracked files in `{}`: `.env`, `notes`; move them away or stop tracking them in the repository",
+                f.code.display()
+            )
+        );
+        f.assert_operator_files();
+        assert_eq!(f.state()["app.py"], "file:v1", "nothing was written");
+    }
 }
 
 /// libgit2 deletes what the baseline (normally HEAD) has and the target lacks. In the bare
@@ -787,6 +808,50 @@ fn checkout_survives_a_garbage_collected_baseline() {
         "the index still says what was tracked"
     );
     f.assert_operator_files();
+}
+
+#[test]
+fn streamed_files_come_from_loose_and_packed_objects_and_leave_a_clean_index() {
+    let [_, f] = Fixture::both();
+    let v1 = f.commit(
+        "v1",
+        &[("big.bin", Item::File("loose")), ("run", Item::Exec("x"))],
+    );
+    f.checkout(&v1).unwrap();
+    // What git itself sees through the private git dir: nothing modified.
+    let status = |f: &Fixture| {
+        let gitdir = f.repo.join("deploy/checkout");
+        git_cli(
+            &f.code,
+            &[
+                &format!("--git-dir={}", gitdir.display()),
+                &format!("--work-tree={}", f.code.display()),
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+            ],
+        )
+    };
+    assert_eq!(status(&f), "");
+
+    let v2 = f.commit(
+        "v2",
+        &[("big.bin", Item::File("packed")), ("run", Item::Exec("y"))],
+    );
+    git_cli(&f.repo, &["gc", "--quiet", "--prune=now"]);
+    assert!(
+        fs::read_dir(f.repo.join("objects")).unwrap().all(|e| {
+            let name = e.unwrap().file_name();
+            name == "pack" || name == "info"
+        }),
+        "every object is packed"
+    );
+    f.checkout(&v2).unwrap();
+    assert_eq!(
+        f.state(),
+        map(&[("big.bin", "file:packed"), ("run", "exec:y")])
+    );
+    assert_eq!(status(&f), "");
 }
 
 #[test]

@@ -9,15 +9,26 @@
 //! at the revision last checked out) and its own index (the files that checkout wrote). It is
 //! not registered under `code.git/worktrees/`, so `git worktree prune` and `git gc` leave it be,
 //! and no `.git` file is written into the work tree.
+//!
+//! libgit2's checkout holds each blob it writes in memory, whole, next to its compressed form.
+//! A revision may track files of hundreds of megabytes (a model, a data set), so new blobs above
+//! `STREAM_ABOVE` bytes are left out of libgit2's checkout and streamed from the object
+//! database into place a chunk at a time, and their index entries are written here.
 
+use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::fs;
-use std::io::ErrorKind;
+use std::io::{self, BufRead, ErrorKind, Write};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use flate2::read::ZlibDecoder;
 use git2::build::CheckoutBuilder;
-use git2::{ErrorCode, FileMode, Index, ObjectType, Oid, Repository, Tree, TreeEntry};
+use git2::{
+    ErrorCode, FileMode, Index, IndexEntry, IndexTime, ObjectType, Oid, Repository, Tree,
+    TreeEntry, TreeWalkMode, TreeWalkResult,
+};
 
 use super::{Doing, GitError, find_commit};
 use crate::ids::Revision;
@@ -35,7 +46,19 @@ const UNBORN: &str = "refs/worktree/deploy-unborn";
 /// must not be able to overwrite, or (through a later checkout) delete, them.
 const RESERVED: &[&str] = &[".secrets"];
 
+/// Blobs larger than this are streamed into the work tree rather than checked out by libgit2.
+const STREAM_ABOVE: u64 = 8 << 20;
+
 pub(super) fn checkout(repo: &Path, work_tree: &Path, rev: &Revision) -> Result<(), GitError> {
+    checkout_streaming_above(repo, work_tree, rev, STREAM_ABOVE)
+}
+
+pub(super) fn checkout_streaming_above(
+    repo: &Path,
+    work_tree: &Path,
+    rev: &Revision,
+    stream_above: u64,
+) -> Result<(), GitError> {
     let r = open_private(repo)?;
     fs::create_dir_all(work_tree).doing(|| format!("create `{}`", work_tree.display()))?;
     r.set_workdir(work_tree, false)
@@ -77,12 +100,182 @@ pub(super) fn checkout(repo: &Path, work_tree: &Path, rev: &Revision) -> Result<
         .recreate_missing(true)
         .remove_untracked(false)
         .remove_ignored(false);
-    r.checkout_tree(tree.as_object(), Some(&mut opts))
-        .doing(|| format!("check out {rev} into `{}`", work_tree.display()))?;
+    let large = large_blobs(&r, &tree, &index, stream_above)?;
+    let doing = || format!("check out {rev} into `{}`", work_tree.display());
+    if large.is_empty() {
+        r.checkout_tree(tree.as_object(), Some(&mut opts))
+            .doing(doing)?;
+    } else {
+        // libgit2 does every other path, the ones removed included: what the revision
+        // tracks and what the last checkout wrote.
+        let mut paths = BTreeSet::new();
+        tree.walk(TreeWalkMode::PreOrder, |dir, entry| {
+            if entry.kind() != Some(ObjectType::Tree) {
+                paths.insert([dir.as_bytes(), entry.name_bytes()].concat());
+            }
+            TreeWalkResult::Ok
+        })
+        .doing(doing)?;
+        paths.extend(index.iter().map(|e| e.path));
+        for blob in &large {
+            paths.remove(blob.path.as_os_str().as_bytes());
+        }
+        if !paths.is_empty() {
+            opts.disable_pathspec_match(true);
+            for path in &paths {
+                opts.path(path.as_slice());
+            }
+            r.checkout_tree(tree.as_object(), Some(&mut opts))
+                .doing(doing)?;
+        }
+        let mut index = r.index().doing(doing)?;
+        for blob in &large {
+            let entry = stream_blob(&r, work_tree, blob)?;
+            index.add(&entry).doing(doing)?;
+        }
+        index.write().doing(doing)?;
+    }
     // Only now, so a checkout that failed halfway is redone against the old baseline.
     r.set_head_detached(commit.id())
         .doing(|| format!("record {rev} as checked out in `{}`", r.path().display()))?;
     Ok(())
+}
+
+/// A blob to stream into the work tree.
+struct LargeBlob {
+    path: PathBuf,
+    id: Oid,
+    mode: i32,
+}
+
+/// The regular files of `tree` larger than `stream_above` bytes that the last checkout did
+/// not write. Sizes come from object headers, read only for blobs that changed.
+fn large_blobs(
+    r: &Repository,
+    tree: &Tree<'_>,
+    index: &Index,
+    stream_above: u64,
+) -> Result<Vec<LargeBlob>, GitError> {
+    let odb = r.odb().doing(|| "open the object database".to_owned())?;
+    let mut candidates = Vec::new();
+    tree.walk(TreeWalkMode::PreOrder, |dir, entry| {
+        let mode = entry.filemode();
+        let regular =
+            mode == i32::from(FileMode::Blob) || mode == i32::from(FileMode::BlobExecutable);
+        if regular {
+            let path = PathBuf::from(OsStr::from_bytes(
+                &[dir.as_bytes(), entry.name_bytes()].concat(),
+            ));
+            let unchanged = index.get_path(&path, 0).is_some_and(|e| e.id == entry.id());
+            if !unchanged {
+                candidates.push(LargeBlob {
+                    path,
+                    id: entry.id(),
+                    mode,
+                });
+            }
+        }
+        TreeWalkResult::Ok
+    })
+    .doing(|| "list the files of the revision".to_owned())?;
+    let mut large = Vec::new();
+    for blob in candidates {
+        let (size, _) = odb
+            .read_header(blob.id)
+            .doing(|| format!("read the size of `{}`", blob.path.display()))?;
+        if size as u64 > stream_above {
+            large.push(blob);
+        }
+    }
+    Ok(large)
+}
+
+/// Writes `blob` to its path through a temporary file, a chunk at a time when it is a loose
+/// object (libgit2 reads a packed one whole), and returns its index entry.
+fn stream_blob(r: &Repository, work_tree: &Path, blob: &LargeBlob) -> Result<IndexEntry, GitError> {
+    let full = work_tree.join(&blob.path);
+    let doing = || format!("write `{}`", full.display());
+    // A directory the revision replaces with this file: the scan found nothing untracked in
+    // it and libgit2 removed the tracked files, so at most empty directories are left.
+    if fs::symlink_metadata(&full).is_ok_and(|m| m.is_dir()) {
+        fs::remove_dir_all(&full).doing(doing)?;
+    }
+    let dir = full.parent().unwrap_or(work_tree);
+    fs::create_dir_all(dir).doing(doing)?;
+    let name = blob.path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = dir.join(format!(".{name}.deploy-tmp"));
+    let executable = blob.mode == i32::from(FileMode::BlobExecutable);
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(if executable { 0o777 } else { 0o666 })
+        .open(&tmp)
+        .doing(doing)?;
+    let written = match copy_loose_blob(r, blob.id, &mut file) {
+        Ok(true) => Ok(()),
+        Ok(false) => {
+            let content = r.find_blob(blob.id).doing(doing)?;
+            file.write_all(content.content())
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(e) = written.and_then(|()| file.sync_all()) {
+        let _ = fs::remove_file(&tmp);
+        return Err(e).doing(doing);
+    }
+    fs::rename(&tmp, &full).doing(doing)?;
+    let meta = fs::symlink_metadata(&full).doing(doing)?;
+    let time = |secs: i64, nanos: i64| IndexTime::new(secs as i32, nanos as u32);
+    Ok(IndexEntry {
+        ctime: time(meta.ctime(), meta.ctime_nsec()),
+        mtime: time(meta.mtime(), meta.mtime_nsec()),
+        dev: meta.dev() as u32,
+        ino: meta.ino() as u32,
+        mode: blob.mode as u32,
+        uid: meta.uid(),
+        gid: meta.gid(),
+        file_size: meta.size() as u32,
+        id: blob.id,
+        flags: 0,
+        flags_extended: 0,
+        path: blob.path.as_os_str().as_bytes().to_vec(),
+    })
+}
+
+/// Copies a blob stored as a loose object to `out`, inflating a chunk at a time; `false` when
+/// it is not loose. libgit2's own object stream maps the whole compressed file into memory.
+/// Pushes of fewer than 100 objects (`receive.unpackLimit`) are stored loose.
+fn copy_loose_blob(r: &Repository, id: Oid, out: &mut impl Write) -> io::Result<bool> {
+    let hex = id.to_string();
+    let path = r
+        .commondir()
+        .join("objects")
+        .join(&hex[..2])
+        .join(&hex[2..]);
+    let file = match fs::File::open(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    // "blob <size>\0<content>", zlib-compressed.
+    let mut inflated = io::BufReader::new(ZlibDecoder::new(io::BufReader::new(file)));
+    let mut header = Vec::new();
+    inflated.read_until(0, &mut header)?;
+    let size = header
+        .strip_prefix(b"blob ")
+        .and_then(|rest| rest.strip_suffix(b"\0"))
+        .and_then(|n| std::str::from_utf8(n).ok()?.parse::<u64>().ok());
+    let invalid =
+        |what: &str| io::Error::new(ErrorKind::InvalidData, format!("object {id}: {what}"));
+    let size = size.ok_or_else(|| invalid("not a blob"))?;
+    let copied = io::copy(&mut inflated, out)?;
+    if copied != size {
+        return Err(invalid(&format!(
+            "{copied} bytes where its header says {size}"
+        )));
+    }
+    Ok(true)
 }
 
 /// Opens (creating on first use) the private git dir described at the top of this file.
