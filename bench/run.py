@@ -1,0 +1,623 @@
+#!/usr/bin/env python3
+"""Benchmarks `deploy` against the hand-rolled baseline hook, on the BPT example.
+
+    python3 bench/run.py [--runs 5] [--write]
+
+One run measures, for each of three setups, on a fresh root each time:
+  baseline  bench/baseline/post-receive: docker-compose build && up -d, tag the image
+  deploy    `deploy hook` run in-process by the post-receive hook (no daemon)
+  serve     the same hook handing the push to `deploy serve`, which owns the app's port
+
+  cold      first push to a new root until the page answers
+  warm      a one-line change pushed until the page shows the new version
+  noop      a new commit with the same tree, until the push returns (and whether it built)
+  rollback  back to the first revision until the page shows it
+  load      failed requests during one more redeploy under steady loopback load
+
+Then, once per run, `deploy` alone: its peak RSS while sending a 500 MB build context, and
+the build-context bytes it sent against the repo's size. After the runs, with `deploy
+serve`: failed requests during 20 consecutive deploys under load, and the proxy's latency
+and throughput against the app container reached directly (needs `wrk`).
+
+Each figure is the median (min-max) of the runs; each ratio is taken inside one run and then
+the median is shown. With --write the table replaces the part of BENCHMARKS.md between its
+markers. Everything is made under one unique name and removed on exit, also on Ctrl-C.
+Only 127.0.0.1 and the project's own containers get traffic; every loop is bounded.
+"""
+
+import argparse
+import http.client
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DEPLOY = REPO / "target" / "release" / "deploy"
+BASELINE = REPO / "bench" / "baseline"
+EXAMPLE = REPO / "deploy-examples" / "bpt"
+BENCHMARKS = REPO / "BENCHMARKS.md"
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+PAGE_TIMEOUT = 180  # seconds a deploy may take before the run counts as broken
+SETUPS = ("baseline", "deploy", "serve")
+# What wrk asks the app for: a database round trip, and a 404 answered without the database.
+WRK_PATHS = {"/health": "`GET /health` (one database query)", "/none": "`GET /none` (a 404, no database)"}
+GIT_ID = ["-c", "user.name=Bench", "-c", "user.email=bench@example.com"]
+
+
+def log(message):
+    print(f"[{datetime.now():%H:%M:%S}] {message}", file=sys.stderr, flush=True)
+
+
+def sh(*args, check=True, quiet=True, **kw):
+    """Runs a command; its output goes to the bench log unless it fails."""
+    out = subprocess.run(
+        [str(a) for a in args], capture_output=True, text=True, **kw
+    )
+    with open(WORK / "commands.log", "a") as f:
+        f.write(f"$ {' '.join(map(str, args))}\n{out.stdout}{out.stderr}\n")
+    if check and out.returncode != 0:
+        raise RuntimeError(
+            f"`{' '.join(map(str, args))}` exited {out.returncode}:\n{out.stdout}{out.stderr}"
+        )
+    return out
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(port, path="/", host="127.0.0.1", timeout=2.0):
+    """(status, body) or None when the connection fails."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode("utf-8", "replace")
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        conn.close()
+
+
+def wait_for_version(port, version, since, timeout=PAGE_TIMEOUT):
+    """Seconds from `since` until the page answers 200 with `version`."""
+    want = f"version: {version}<"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = get(port)
+        if r and r[0] == 200 and want in r[1]:
+            return time.monotonic() - since
+        time.sleep(0.05)
+    raise RuntimeError(f"port {port} did not serve version {version} within {timeout}s")
+
+
+class Load:
+    """A steady stream of GET / on loopback, one new connection each, about `rate` a second,
+    bounded in count and time. Counts answers that are not 200 within the timeout."""
+
+    def __init__(self, port, rate=50, max_seconds=900):
+        self.port, self.interval = port, 1.0 / rate
+        self.max_requests = int(rate * max_seconds)
+        self.total = self.failed = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self.stop.is_set() and self.total < self.max_requests:
+            started = time.monotonic()
+            r = get(self.port, timeout=5.0)
+            self.total += 1
+            if not r or r[0] != 200:
+                self.failed += 1
+            self.stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+
+# ---------------------------------------------------------------------------------------
+# Clean-up that also runs on Ctrl-C and SIGTERM
+
+
+CLEANUPS = []
+
+
+def on_exit(fn):
+    CLEANUPS.append(fn)
+    return fn
+
+
+def run_cleanups():
+    while CLEANUPS:
+        fn = CLEANUPS.pop()
+        try:
+            fn()
+        except Exception as e:  # keep cleaning up the rest
+            log(f"clean-up: {e}")
+
+
+def _terminate(signum, _frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+# ---------------------------------------------------------------------------------------
+# A deploy target: a root the app is pushed to, under one of the three setups
+
+
+class Target:
+    def __init__(self, setup, name):
+        self.setup, self.name = setup, name
+        self.root = WORK / name / "root"
+        self.clone = WORK / name / "app"
+        self.image = f"{name}-server"
+        self.port = free_port()
+        self.daemon = None
+        self.revs = []
+        on_exit(self.teardown)
+
+    # -- setting up -------------------------------------------------------------------
+
+    def create(self):
+        root = self.root
+        if self.setup == "baseline":
+            sh("git", "init", "-q", "--bare", "-b", "main", root / "code.git")
+            shutil.copy(BASELINE / "post-receive", root / "code.git" / "hooks" / "post-receive")
+            for d in ("code/.secrets", "db-data", "build-logs"):
+                (root / d).mkdir(parents=True, exist_ok=True)
+            (root / "host.env").write_text(
+                f"IMAGE={self.image}\nCOMPOSE_PROJECT_NAME={self.name}\n"
+                f"COMPOSE_DOCKER_CLI_BUILD=0\nBPT_PORT={self.port}\n"
+            )
+        else:
+            sh(DEPLOY, "init", root)
+            (root / "host.env").write_text(f"BPT_PORT={self.port}\n")
+            with open(root / "deploy.yml", "a") as f:
+                f.write(f"project: {self.name}\nenv_file: host.env\n")
+        secret = root / "code" / ".secrets" / "db_password"
+        secret.write_text(os.urandom(12).hex() + "\n")
+        secret.chmod(0o600)
+        if self.setup == "serve":
+            self.start_daemon()
+
+        shutil.copytree(EXAMPLE, self.clone)
+        compose = self.clone / "docker-compose.yml"
+        compose.write_text(compose.read_text().replace("image: bpt-server", f"image: {self.image}"))
+        sh("git", "init", "-q", "-b", "main", self.clone)
+        sh("git", "-C", self.clone, "remote", "add", "prod", root / "code.git")
+
+    def start_daemon(self):
+        out = open(WORK / self.name / "serve.log", "w")
+        self.daemon = subprocess.Popen(
+            [DEPLOY, "serve", "--root", self.root], stdout=out, stderr=subprocess.STDOUT
+        )
+        sock = self.root / "deploy.sock"
+        for _ in range(200):
+            if sock.exists():
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"deploy serve did not open {sock}")
+
+    def teardown(self):
+        if self.daemon:
+            self.daemon.terminate()
+            self.daemon.wait(timeout=60)
+            self.daemon = None
+        if self.setup == "baseline":
+            if (self.root / "code" / "docker-compose.yml").exists():
+                env = dict(os.environ, COMPOSE_PROJECT_NAME=self.name, BPT_PORT=str(self.port),
+                           IMAGE=self.image)
+                sh("docker-compose", "down", "-v", "--remove-orphans",
+                   cwd=self.root / "code", env=env, check=False)
+        elif (self.root / "code.git").exists():
+            sh(DEPLOY, "down", "--root", self.root, "--delete-volumes", check=False)
+        images = sh("docker", "images", "-q", "--no-trunc", self.image, check=False).stdout.split()
+        images += sh("docker", "images", "-q", "--no-trunc", "--filter",
+                     f"label=deploy.project={self.name}", check=False).stdout.split()
+        if images:
+            sh("docker", "rmi", "-f", *sorted(set(images)), check=False)
+        # db-data belongs to the database's user: removed as root, like the rest.
+        shutil.rmtree(WORK / self.name, ignore_errors=True)
+
+    # -- what users do -----------------------------------------------------------------
+
+    def commit(self, version=None, message="change"):
+        if version is not None:
+            (self.clone / "VERSION").write_text(version + "\n")
+        sh("git", "-C", self.clone, "add", "-A")
+        sh("git", "-C", self.clone, *GIT_ID, "commit", "-q", "--allow-empty", "-m", message)
+        rev = sh("git", "-C", self.clone, "rev-parse", "HEAD").stdout.strip()
+        self.revs.append(rev)
+        return rev
+
+    def push(self, refspec="main:main"):
+        sh("git", "-C", self.clone, "push", "-q", "prod", refspec)
+
+    def rollback(self, rev):
+        if self.setup == "baseline":
+            sh(BASELINE / "rollback", self.root, rev)
+        else:
+            sh(DEPLOY, "--root", self.root, "--revision", rev)
+
+    def timed_push(self, version):
+        """Seconds from `git push` until the page shows `version`, and the push's own time."""
+        self.commit(version)
+        t0 = time.monotonic()
+        self.push()
+        pushed = time.monotonic() - t0
+        return wait_for_version(self.port, version, t0), pushed
+
+    def build_log(self, rev):
+        logs = sorted((self.root / "build-logs").glob(f"* {rev} *"), key=lambda p: p.stat().st_mtime)
+        if not logs:
+            raise RuntimeError(f"no build log for {rev} in {self.root / 'build-logs'}")
+        return logs[-1].read_text()
+
+
+def docker_seconds(build_log):
+    """Seconds the deploy's build log spent in Docker: builds, and starting containers until
+    they were healthy (the `build …`, `start …` and `replace …` steps)."""
+    total = 0.0
+    for m in re.finditer(r" DONE\s+(build|start|replace|pull) .* in ([0-9.]+)s$", build_log, re.M):
+        total += float(m.group(2))
+    return total
+
+
+def built(build_log):
+    return bool(re.search(r" STEP\s+build ", build_log))
+
+
+def context_bytes(build_log):
+    m = re.search(r"sent a build context of .*?\((\d+) bytes\)", build_log)
+    return int(m.group(1)) if m else None
+
+
+# ---------------------------------------------------------------------------------------
+# The measurements
+
+
+def measure_setup(setup, run):
+    t = Target(setup, f"{PREFIX}-{setup}-{run}")
+    t.create()
+    r = {}
+    try:
+        log(f"run {run} {setup}: cold")
+        r["cold"], _ = t.timed_push("v0")
+        first = t.revs[-1]
+
+        log(f"run {run} {setup}: warm")
+        r["warm"], pushed = t.timed_push("v1")
+        if setup != "baseline":
+            build_log = t.build_log(t.revs[-1])
+            r["own"] = 100.0 * max(0.0, pushed - docker_seconds(build_log)) / pushed
+
+        log(f"run {run} {setup}: no-op")
+        rev = t.commit(message="no-op")
+        t0 = time.monotonic()
+        t.push()
+        r["noop"] = time.monotonic() - t0
+        if get(t.port) is None:
+            raise RuntimeError("the page stopped answering after a no-op push")
+        if setup != "baseline":
+            r["noop_built"] = int(built(t.build_log(rev)))
+
+        log(f"run {run} {setup}: rollback")
+        t0 = time.monotonic()
+        t.rollback(first)
+        r["rollback"] = wait_for_version(t.port, "v0", t0)
+
+        log(f"run {run} {setup}: redeploy under load")
+        with Load(t.port) as load:
+            time.sleep(2)
+            t.timed_push("v2")
+            time.sleep(2)
+        r["failed"], r["requests"] = load.failed, load.total
+        r["failed_pct"] = 100.0 * load.failed / max(1, load.total)
+    finally:
+        CLEANUPS.remove(t.teardown)
+        t.teardown()
+    log(f"run {run} {setup}: {json.dumps({k: round(v, 3) for k, v in r.items()})}")
+    return r
+
+
+def measure_context(run, size_mb):
+    """`deploy` alone: peak RSS while sending a context of `size_mb` MB, and the context bytes
+    sent against the repo's size, with an ignored folder that is never sent."""
+    t = Target("deploy", f"{PREFIX}-context-{run}")
+    t.create()
+    try:
+        # An incompressible file that is sent, and one that .dockerignore keeps out.
+        with open(t.clone / "big.bin", "wb") as f:
+            for _ in range(size_mb):
+                f.write(os.urandom(1 << 20))
+        (t.clone / "ignored").mkdir()
+        with open(t.clone / "ignored" / "data.bin", "wb") as f:
+            f.write(os.urandom(64 << 20))
+        with open(t.clone / ".dockerignore", "a") as f:
+            f.write("ignored/\n")
+        sh("git", "-C", t.clone, "config", "core.compression", "0")
+        rev = t.commit("big")
+        log(f"run {run} context: pushing {size_mb} MB to a branch that is not deployed")
+        t.push("HEAD:refs/heads/ctx")
+        repo_bytes = sum(
+            int(line.split()[3])
+            for line in sh("git", "-C", t.clone, "ls-tree", "-r", "-l", rev).stdout.splitlines()
+        )
+        log(f"run {run} context: deploy --revision")
+        # A fresh interpreter whose only child is `deploy`: its RUSAGE_CHILDREN peak is deploy's.
+        probe = (
+            "import resource, subprocess, sys\n"
+            "r = subprocess.run(sys.argv[1:], capture_output=True)\n"
+            "sys.stderr.buffer.write(r.stdout + r.stderr)\n"
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+            "sys.exit(r.returncode)\n"
+        )
+        out = sh(sys.executable, "-c", probe, DEPLOY, "--root", t.root, "--revision", rev)
+        rss_mb = int(out.stdout.split()[-1]) / 1024
+        wait_for_version(t.port, "big", time.monotonic())
+        sent = context_bytes(t.build_log(rev))
+        return {"rss_mb": rss_mb, "context_bytes": sent, "repo_bytes": repo_bytes}
+    finally:
+        CLEANUPS.remove(t.teardown)
+        t.teardown()
+
+
+def measure_serve(deploys, wrk_seconds, wrk_rounds):
+    """With `deploy serve`: failed requests over consecutive deploys under load; then the
+    proxy against the app container's own address, with wrk, alternating."""
+    t = Target("serve", f"{PREFIX}-serve-many")
+    t.create()
+    r = {}
+    try:
+        t.timed_push("v0")
+        log(f"serve: {deploys} consecutive deploys under load")
+        with Load(t.port) as load:
+            for i in range(1, deploys + 1):
+                t.timed_push(f"v{i}")
+        r["many_failed"], r["many_requests"], r["many_deploys"] = load.failed, load.total, deploys
+
+        if shutil.which("wrk") is None:
+            raise RuntimeError("wrk is not installed (apt-get install wrk)")
+        ids = sh("docker", "ps", "-q", "--filter", f"label=deploy.project={t.name}",
+                 "--filter", "label=deploy.service=server").stdout.split()
+        if len(ids) != 1:
+            raise RuntimeError(f"expected one server container, found {ids}")
+        nets = json.loads(sh("docker", "inspect", "-f", "{{json .NetworkSettings.Networks}}",
+                             ids[0]).stdout)
+        ip = next(n["IPAddress"] for name, n in nets.items() if name.endswith("_default"))
+        runs = {path: {"direct": [], "proxy": []} for path in WRK_PATHS}
+        for i in range(wrk_rounds):
+            for path in WRK_PATHS:
+                for kind, url in (("direct", f"http://{ip}:80{path}"),
+                                  ("proxy", f"http://127.0.0.1:{t.port}{path}")):
+                    out = sh("wrk", "-t1", "-c4", f"-d{wrk_seconds}s", "--latency", url).stdout
+                    runs[path][kind].append(parse_wrk(out))
+                    log(f"serve: wrk {kind} {path} round {i + 1}: {runs[path][kind][-1]}")
+        r["wrk"] = runs
+    finally:
+        CLEANUPS.remove(t.teardown)
+        t.teardown()
+    return r
+
+
+def parse_wrk(out):
+    def ms(value):
+        n, unit = re.match(r"([0-9.]+)(us|ms|s)", value).groups()
+        return float(n) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1)),
+        "p50_ms": ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1)),
+        "p99_ms": ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1)),
+        "socket_errors": sum(
+            int(n) for n in re.findall(r"\d+", (re.search(r"Socket errors:.*", out) or [""])[0])
+        ),
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# The table
+
+
+def spread(values, fmt):
+    values = [v for v in values if v is not None]
+    if not values:
+        return "–"
+    med = statistics.median(values)
+    if len(values) == 1 or min(values) == max(values):
+        return fmt.format(med)
+    return f"{fmt.format(med)} ({fmt.format(min(values))}–{fmt.format(max(values))})"
+
+
+def table(results):
+    runs = results["runs"]
+
+    def col(setup, key):
+        return [run[setup].get(key) for run in runs]
+
+    def ratio(setup, key):
+        return [run[setup][key] / run["baseline"][key] for run in runs if run["baseline"][key]]
+
+    rows = [
+        ("Cold deploy: first push until the page answers (s)", "cold", "{:.1f}", ""),
+        ("Warm redeploy: one-line change until it answers (s)", "warm", "{:.1f}", "≤ 0.8× baseline"),
+        ("No-op push: same tree, push returns (s)", "noop", "{:.2f}", "< 1 s, no build"),
+        ("Rollback until the old version answers (s)", "rollback", "{:.1f}", "< 3 s"),
+        ("Failed requests during one redeploy under load (%)", "failed_pct", "{:.1f}", "0 with serve"),
+    ]
+    lines = [
+        "| Measure | baseline | deploy | deploy ÷ baseline | deploy serve | serve ÷ baseline | goal |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for label, key, fmt, goal in rows:
+        cells = [spread(col("baseline", key), fmt)]
+        for setup in ("deploy", "serve"):
+            cells.append(spread(col(setup, key), fmt))
+            cells.append(spread(ratio(setup, key), "{:.2f}×") if key != "failed_pct" else "")
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {goal} |")
+    lines.append(
+        "| Images built by the no-op push | 1 (always builds) | "
+        f"{spread(col('deploy', 'noop_built'), '{:.0f}')} | | "
+        f"{spread(col('serve', 'noop_built'), '{:.0f}')} | | 0 |"
+    )
+    lines.append(
+        "| Time in `deploy` itself, % of the warm redeploy | | "
+        f"{spread(col('deploy', 'own'), '{:.1f}')} | | {spread(col('serve', 'own'), '{:.1f}')} | | < 5 % |"
+    )
+    ctx = results.get("context") or []
+    if ctx:
+        lines.append(
+            f"| Peak RSS of `deploy` sending a {results['context_mb']} MB context (MB) | | "
+            f"{spread([c['rss_mb'] for c in ctx], '{:.1f}')} | | | | < 50 MB |"
+        )
+        c = ctx[0]
+        lines.append(
+            f"| Build context sent ÷ repo size, `.dockerignore`d 64 MB | | "
+            f"{c['context_bytes'] / 1e6:.1f} MB ÷ {c['repo_bytes'] / 1e6:.1f} MB | | | | ignored files not sent |"
+        )
+    def failed(setup):
+        return (f"{sum(run[setup]['failed'] for run in runs)} of "
+                f"{sum(run[setup]['requests'] for run in runs)}")
+
+    lines.append(
+        f"| Failed requests, summed over every run's loaded redeploy | {failed('baseline')} | "
+        f"{failed('deploy')} | | {failed('serve')} | | 0 with serve |"
+    )
+
+    serve = results.get("serve")
+    out = "\n".join(lines)
+    if serve:
+        rows = [
+            "| `deploy serve` | result | goal |",
+            "|---|---|---|",
+            f"| Failed requests during {serve['many_deploys']} consecutive deploys under load | "
+            f"{serve['many_failed']} of {serve['many_requests']} | 0 |",
+        ]
+        for path, w in serve["wrk"].items():
+            def med(kind, key):
+                return statistics.median(x[key] for x in w[kind])
+
+            def added(key):
+                return [px[key] - dx[key] for dx, px in zip(w["direct"], w["proxy"])]
+
+            loss = [100.0 * (1 - px["rps"] / dx["rps"]) for dx, px in zip(w["direct"], w["proxy"])]
+            rows += [
+                f"| {WRK_PATHS[path]}: throughput, container direct → proxy (req/s) | "
+                f"{med('direct', 'rps'):.0f} → {med('proxy', 'rps'):.0f}; lost {spread(loss, '{:.1f}')} % "
+                f"| ≤ 10 % lost |",
+                f"| {WRK_PATHS[path]}: p50 latency, direct → proxy (ms) | "
+                f"{med('direct', 'p50_ms'):.2f} → {med('proxy', 'p50_ms'):.2f}; "
+                f"added {spread(added('p50_ms'), '{:.2f}')} | ≤ 1 ms added |",
+                f"| {WRK_PATHS[path]}: p99 latency, direct → proxy (ms) | "
+                f"{med('direct', 'p99_ms'):.2f} → {med('proxy', 'p99_ms'):.2f}; "
+                f"added {spread(added('p99_ms'), '{:.2f}')} | |",
+            ]
+        out += "\n\n" + "\n".join(rows)
+    return out
+
+
+def machine():
+    docker = sh("docker", "version", "-f", "{{.Server.Version}}", check=False).stdout.strip()
+    driver = sh("docker", "info", "-f", "{{.Driver}}", check=False).stdout.strip()
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{os.cpu_count()} cores, {mem:.0f} GiB, Linux {os.uname().release}, Docker {docker} ({driver})"
+
+
+def report(results):
+    head = (
+        f"{results['date']}, commit `{results['commit']}`, {results['machine']}; "
+        f"{len(results['runs'])} runs; median (min–max).\n"
+        f"Reproduce: `{results['command']}`\n\n"
+    )
+    return head + table(results)
+
+
+def write_benchmarks(text):
+    doc = BENCHMARKS.read_text()
+    start, end = doc.index(BEGIN) + len(BEGIN), doc.index(END)
+    BENCHMARKS.write_text(doc[:start] + "\n" + text + "\n" + doc[end:])
+
+
+# ---------------------------------------------------------------------------------------
+
+
+def main():
+    global WORK, PREFIX
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--context-mb", type=int, default=500)
+    p.add_argument("--serve-deploys", type=int, default=20)
+    p.add_argument("--wrk-seconds", type=int, default=10)
+    p.add_argument("--wrk-rounds", type=int, default=5)
+    p.add_argument("--skip", action="append", default=[], choices=["context", "serve"],
+                   help="leave out the context or the serve-only measurements")
+    p.add_argument("--write", action="store_true", help="put the table in BENCHMARKS.md")
+    p.add_argument("--results", type=Path, help="only print (or --write) a saved results file")
+    args = p.parse_args()
+
+    if args.results:
+        text = report(json.loads(args.results.read_text()))
+        print(text)
+        if args.write:
+            write_benchmarks(text)
+        return
+
+    signal.signal(signal.SIGTERM, _terminate)
+    PREFIX = f"bench{os.getpid()}"
+    WORK = Path(tempfile.mkdtemp(prefix="deploy-bench-"))
+    on_exit(lambda: shutil.rmtree(WORK, ignore_errors=True))
+    command = "python3 bench/run.py " + " ".join(sys.argv[1:])
+    try:
+        log(f"work dir {WORK}; building deploy and the offline images")
+        subprocess.run(["cargo", "build", "--release", "--locked", "--quiet"], cwd=REPO, check=True)
+        subprocess.run(["bash", "scripts/offline-images"], cwd=REPO, check=True)
+        results = {
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+            "commit": sh("git", "-C", REPO, "rev-parse", "--short", "HEAD").stdout.strip(),
+            "machine": machine(),
+            "command": command.strip(),
+            "context_mb": args.context_mb,
+            "runs": [],
+        }
+        for run in range(1, args.runs + 1):
+            results["runs"].append({s: measure_setup(s, run) for s in SETUPS})
+            if "context" not in args.skip:
+                results.setdefault("context", []).append(measure_context(run, args.context_mb))
+        if "serve" not in args.skip:
+            results["serve"] = measure_serve(args.serve_deploys, args.wrk_seconds, args.wrk_rounds)
+        saved = REPO / "target" / "bench-results.json"
+        saved.write_text(json.dumps(results, indent=1))
+        text = report(results)
+        print(text)
+        log(f"raw results in {saved}")
+        if args.write:
+            write_benchmarks(text)
+    finally:
+        run_cleanups()
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except KeyboardInterrupt:
+        run_cleanups()
+        sys.exit(130)
