@@ -258,8 +258,14 @@ class Target:
         else:
             sh(DEPLOY, "--root", self.root, "--revision", rev)
 
-    def timed_push(self, version):
-        """Seconds from `git push` until the page shows `version`, and the push's own time."""
+    def version(self, n):
+        """A version string no earlier build has seen, so that Docker's layer cache cannot
+        hand back the image of an identical change from another setup or run."""
+        return f"{self.name}-v{n}"
+
+    def timed_push(self, n):
+        """Seconds from `git push` until the page shows version `n`, and the push's own time."""
+        version = self.version(n)
         self.commit(version)
         t0 = time.monotonic()
         self.push()
@@ -277,7 +283,7 @@ def docker_seconds(build_log):
     """Seconds the deploy's build log spent in Docker: builds, and starting containers until
     they were healthy (the `build …`, `start …` and `replace …` steps)."""
     total = 0.0
-    for m in re.finditer(r" DONE\s+(build|start|replace|pull) .* in ([0-9.]+)s$", build_log, re.M):
+    for m in re.finditer(r" DONE\s+(build|start|replace|pull|remove old containers)\b.* in ([0-9.]+)s$", build_log, re.M):
         total += float(m.group(2))
     return total
 
@@ -301,11 +307,11 @@ def measure_setup(setup, run):
     r = {}
     try:
         log(f"run {run} {setup}: cold")
-        r["cold"], _ = t.timed_push("v0")
+        r["cold"], _ = t.timed_push(0)
         first = t.revs[-1]
 
         log(f"run {run} {setup}: warm")
-        r["warm"], pushed = t.timed_push("v1")
+        r["warm"], pushed = t.timed_push(1)
         if setup != "baseline":
             build_log = t.build_log(t.revs[-1])
             r["own"] = 100.0 * max(0.0, pushed - docker_seconds(build_log)) / pushed
@@ -323,12 +329,12 @@ def measure_setup(setup, run):
         log(f"run {run} {setup}: rollback")
         t0 = time.monotonic()
         t.rollback(first)
-        r["rollback"] = wait_for_version(t.port, "v0", t0)
+        r["rollback"] = wait_for_version(t.port, t.version(0), t0)
 
         log(f"run {run} {setup}: redeploy under load")
         with Load(t.port) as load:
             time.sleep(2)
-            t.timed_push("v2")
+            t.timed_push(2)
             time.sleep(2)
         r["failed"], r["requests"] = load.failed, load.total
         r["failed_pct"] = 100.0 * load.failed / max(1, load.total)
@@ -355,7 +361,7 @@ def measure_context(run, size_mb):
         with open(t.clone / ".dockerignore", "a") as f:
             f.write("ignored/\n")
         sh("git", "-C", t.clone, "config", "core.compression", "0")
-        rev = t.commit("big")
+        rev = t.commit(t.version("big"))
         log(f"run {run} context: pushing {size_mb} MB to a branch that is not deployed")
         t.push("HEAD:refs/heads/ctx")
         repo_bytes = sum(
@@ -373,7 +379,7 @@ def measure_context(run, size_mb):
         )
         out = sh(sys.executable, "-c", probe, DEPLOY, "--root", t.root, "--revision", rev)
         rss_mb = int(out.stdout.split()[-1]) / 1024
-        wait_for_version(t.port, "big", time.monotonic())
+        wait_for_version(t.port, t.version("big"), time.monotonic())
         sent = context_bytes(t.build_log(rev))
         return {"rss_mb": rss_mb, "context_bytes": sent, "repo_bytes": repo_bytes}
     finally:
@@ -388,11 +394,11 @@ def measure_serve(deploys, wrk_seconds, wrk_rounds):
     t.create()
     r = {}
     try:
-        t.timed_push("v0")
+        t.timed_push(0)
         log(f"serve: {deploys} consecutive deploys under load")
         with Load(t.port) as load:
             for i in range(1, deploys + 1):
-                t.timed_push(f"v{i}")
+                t.timed_push(i)
         r["many_failed"], r["many_requests"], r["many_deploys"] = load.failed, load.total, deploys
 
         if shutil.which("wrk") is None:

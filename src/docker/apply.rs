@@ -16,6 +16,7 @@ use bollard::query_parameters::{
     RenameContainerOptions, StopContainerOptions,
 };
 use futures_util::StreamExt;
+use futures_util::future::join_all;
 
 use crate::compose::spec::Condition;
 use crate::ids::ServiceName;
@@ -124,15 +125,18 @@ impl Applied {
     /// Removes the replaced containers, the containers of services no longer in the compose
     /// file, and networks no longer declared.
     pub(crate) async fn commit(self, docker: &Docker, plan: &Plan, reporter: &Reporter) {
-        for old in &self.retire {
-            retire(docker, reporter, old).await;
-        }
         for c in &plan.orphans {
             reporter.info(format!(
                 "removing `{}`: its service is no longer in the compose file",
                 c.name
             ));
-            retire(docker, reporter, c).await;
+        }
+        let old: Vec<&ObservedContainer> = self.retire.iter().chain(&plan.orphans).collect();
+        if !old.is_empty() {
+            // Docker's time, not ours: a step, so the build log says how long it took.
+            let step = reporter.step("remove old containers");
+            join_all(old.into_iter().map(|c| retire(docker, reporter, c))).await;
+            step.finish();
         }
         for n in &plan.orphan_networks {
             reporter.info(format!(
