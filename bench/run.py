@@ -352,7 +352,7 @@ def measure_context(run, size_mb):
     t.create()
     try:
         # An incompressible file that is sent, and one that .dockerignore keeps out.
-        with open(t.clone / "big.bin", "wb") as f:
+        with open(t.clone / "big.bin", "wb") as f:  # size_mb MiB
             for _ in range(size_mb):
                 f.write(os.urandom(1 << 20))
         (t.clone / "ignored").mkdir()
@@ -492,13 +492,13 @@ def table(results):
     ctx = results.get("context") or []
     if ctx:
         lines.append(
-            f"| Peak RSS of `deploy` sending a {results['context_mb']} MB context (MB) | | "
+            f"| Peak RSS of `deploy` sending a {results['context_mb']} MiB context (MiB) | | "
             f"{spread([c['rss_mb'] for c in ctx], '{:.1f}')} | | | | < 50 MB |"
         )
         c = ctx[0]
         lines.append(
-            f"| Build context sent ÷ repo size, `.dockerignore`d 64 MB | | "
-            f"{c['context_bytes'] / 1e6:.1f} MB ÷ {c['repo_bytes'] / 1e6:.1f} MB | | | | ignored files not sent |"
+            f"| Build context sent ÷ repo size, with 64 MiB `.dockerignore`d | | "
+            f"{c['context_bytes'] / 2**20:.1f} MiB ÷ {c['repo_bytes'] / 2**20:.1f} MiB | | | | ignored files not sent |"
         )
     def failed(setup):
         return (f"{sum(run[setup]['failed'] for run in runs)} of "
