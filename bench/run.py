@@ -14,7 +14,7 @@ One run measures, for each of three setups, on a fresh root each time:
   rollback  back to the first revision until the page shows it
   load      failed requests during one more redeploy under steady loopback load
 
-Then, once per run, `deploy` alone: its peak RSS while sending a 500 MB build context, and
+Then, once per run, `deploy` alone: its peak RSS while sending a 500 MiB build context, and
 the build-context bytes it sent against the repo's size. After the runs, with `deploy
 serve`: failed requests during 20 consecutive deploys under load, and the proxy's latency
 and throughput against the app container reached directly (needs `wrk`).
@@ -30,7 +30,6 @@ import http.client
 import json
 import os
 import re
-import resource
 import shutil
 import signal
 import socket
@@ -61,7 +60,7 @@ def log(message):
     print(f"[{datetime.now():%H:%M:%S}] {message}", file=sys.stderr, flush=True)
 
 
-def sh(*args, check=True, quiet=True, **kw):
+def sh(*args, check=True, **kw):
     """Runs a command; its output goes to the bench log unless it fails."""
     out = subprocess.run(
         [str(a) for a in args], capture_output=True, text=True, **kw
