@@ -405,15 +405,22 @@ fn issue3_sigkill_at_any_step_needs_no_manual_unlock() {
     assert!(text(&out).contains("marked abandoned"), "{}", text(&out));
     assert!(stack.visits("v2") > rows);
 
-    // Killed while swapping containers.
+    // Killed while swapping containers: v3's app takes 6 s to listen, so 2.5 s after the old
+    // container starts stopping (its grace period is 1 s) it is stopped and parked, and the
+    // new one runs but is not ready yet.
     stack.write("VERSION", "v3\n");
+    let compose = stack.compose().replace(
+        "    stop_grace_period: 1s\n",
+        "    stop_grace_period: 1s\n    command: [\"sh\", \"-c\", \"sleep 6; exec python /app/app.py\"]\n",
+    );
+    assert!(compose.contains("sleep 6"), "{compose}");
+    stack.write("docker-compose.yml", &compose);
     let sha3 = stack.commit("v3");
     git(
         &stack.work,
         &["push", "-q", "prod", "HEAD:refs/heads/staging"],
     );
-    // After the old container is stopped (its grace period is 1 s) and the new one started.
-    kill_deploy_at(&stack, &sha3, "replace server", Duration::from_millis(2500));
+    kill_deploy_at(&stack, &sha3, "stopping `", Duration::from_millis(2500));
     let push = stack.push("alice");
     assert!(
         push.output.contains("deployed"),
