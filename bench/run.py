@@ -229,11 +229,15 @@ class Target:
                    cwd=self.root / "code", env=env, check=False)
         elif (self.root / "code.git").exists():
             sh(DEPLOY, "down", "--root", self.root, "--delete-volumes", check=False)
-        images = sh("docker", "images", "-q", "--no-trunc", self.image, check=False).stdout.split()
-        images += sh("docker", "images", "-q", "--no-trunc", "--filter",
-                     f"label=deploy.project={self.name}", check=False).stdout.split()
-        if images:
-            sh("docker", "rmi", "-f", *sorted(set(images)), check=False)
+        # By tag, not id: an id whose layers another image builds on cannot be removed, while
+        # a tag always can, and the layers go with the last image that uses them.
+        refs = "{{.Repository}}:{{.Tag}}"
+        tags = sh("docker", "images", "--format", refs, self.image, check=False).stdout.split()
+        tags += sh("docker", "images", "--format", refs, "--filter",
+                   f"label=deploy.project={self.name}", check=False).stdout.split()
+        tags = sorted({t for t in tags if not t.endswith(":<none>")})
+        if tags:
+            sh("docker", "rmi", *tags, check=False)
         # db-data belongs to the database's user: removed as root, like the rest.
         shutil.rmtree(WORK / self.name, ignore_errors=True)
 
