@@ -21,7 +21,7 @@ and throughput against the app container reached directly (needs `wrk`).
 
 Each figure is the median (min-max) of the runs; each ratio is taken inside one run and then
 the median is shown. With --write the table replaces the part of BENCHMARKS.md between its
-markers. Everything is made under one unique name and removed on exit, also on Ctrl-C.
+markers, and the raw figures go to bench/results.json. Everything is made under one unique name and removed on exit, also on Ctrl-C.
 Only 127.0.0.1 and the project's own containers get traffic; every loop is bounded.
 """
 
@@ -47,6 +47,7 @@ DEPLOY = REPO / "target" / "release" / "deploy"
 BASELINE = REPO / "bench" / "baseline"
 EXAMPLE = REPO / "deploy-examples" / "bpt"
 BENCHMARKS = REPO / "BENCHMARKS.md"
+RESULTS = REPO / "bench" / "results.json"  # the raw figures behind BENCHMARKS.md's table
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 PAGE_TIMEOUT = 180  # seconds a deploy may take before the run counts as broken
@@ -620,6 +621,7 @@ def main():
         log(f"raw results in {saved}")
         if args.write:
             write_benchmarks(text)
+            RESULTS.write_text(json.dumps(results, indent=1) + "\n")
     finally:
         run_cleanups()
 
