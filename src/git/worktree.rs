@@ -12,8 +12,9 @@
 //!
 //! libgit2's checkout holds each blob it writes in memory, whole, next to its compressed form.
 //! A revision may track files of hundreds of megabytes (a model, a data set), so new blobs above
-//! `STREAM_ABOVE` bytes are left out of libgit2's checkout and streamed from the object
-//! database into place a chunk at a time, and their index entries are written here.
+//! `STREAM_ABOVE` bytes are left out of libgit2's checkout and written here, with their index
+//! entries: inflated a chunk at a time when they are loose objects (as pushes of fewer than
+//! 100 objects are stored), read whole through libgit2 when they are packed.
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
@@ -100,7 +101,8 @@ pub(super) fn checkout_streaming_above(
         .recreate_missing(true)
         .remove_untracked(false)
         .remove_ignored(false);
-    let large = large_blobs(&r, &tree, &index, stream_above)?;
+    let files = files(&tree).doing(|| format!("list the files of {rev}"))?;
+    let large = large_blobs(&r, &files, &index, stream_above)?;
     let doing = || format!("check out {rev} into `{}`", work_tree.display());
     if large.is_empty() {
         r.checkout_tree(tree.as_object(), Some(&mut opts))
@@ -108,14 +110,10 @@ pub(super) fn checkout_streaming_above(
     } else {
         // libgit2 does every other path, the ones removed included: what the revision
         // tracks and what the last checkout wrote.
-        let mut paths = BTreeSet::new();
-        tree.walk(TreeWalkMode::PreOrder, |dir, entry| {
-            if entry.kind() != Some(ObjectType::Tree) {
-                paths.insert([dir.as_bytes(), entry.name_bytes()].concat());
-            }
-            TreeWalkResult::Ok
-        })
-        .doing(doing)?;
+        let mut paths: BTreeSet<Vec<u8>> = files
+            .iter()
+            .map(|f| f.path.as_os_str().as_bytes().to_vec())
+            .collect();
         paths.extend(index.iter().map(|e| e.path));
         for blob in &large {
             paths.remove(blob.path.as_os_str().as_bytes());
@@ -141,50 +139,54 @@ pub(super) fn checkout_streaming_above(
     Ok(())
 }
 
-/// A blob to stream into the work tree.
-struct LargeBlob {
+/// A non-directory entry of a revision's tree: a file, a symlink or a submodule.
+struct TreeFile {
     path: PathBuf,
     id: Oid,
     mode: i32,
 }
 
-/// The regular files of `tree` larger than `stream_above` bytes that the last checkout did
-/// not write. Sizes come from object headers, read only for blobs that changed.
-fn large_blobs(
-    r: &Repository,
-    tree: &Tree<'_>,
-    index: &Index,
-    stream_above: u64,
-) -> Result<Vec<LargeBlob>, GitError> {
-    let odb = r.odb().doing(|| "open the object database".to_owned())?;
-    let mut candidates = Vec::new();
+/// Every non-directory entry of `tree`, with its path from the root.
+fn files(tree: &Tree<'_>) -> Result<Vec<TreeFile>, git2::Error> {
+    let mut files = Vec::new();
     tree.walk(TreeWalkMode::PreOrder, |dir, entry| {
-        let mode = entry.filemode();
-        let regular =
-            mode == i32::from(FileMode::Blob) || mode == i32::from(FileMode::BlobExecutable);
-        if regular {
-            let path = PathBuf::from(OsStr::from_bytes(
-                &[dir.as_bytes(), entry.name_bytes()].concat(),
-            ));
-            let unchanged = index.get_path(&path, 0).is_some_and(|e| e.id == entry.id());
-            if !unchanged {
-                candidates.push(LargeBlob {
-                    path,
-                    id: entry.id(),
-                    mode,
-                });
-            }
+        if entry.kind() != Some(ObjectType::Tree) {
+            let path = [dir.as_bytes(), entry.name_bytes()].concat();
+            files.push(TreeFile {
+                path: PathBuf::from(OsStr::from_bytes(&path)),
+                id: entry.id(),
+                mode: entry.filemode(),
+            });
         }
         TreeWalkResult::Ok
-    })
-    .doing(|| "list the files of the revision".to_owned())?;
+    })?;
+    Ok(files)
+}
+
+/// The regular files larger than `stream_above` bytes that the last checkout did not write.
+/// Sizes come from object headers, read only for files that changed.
+fn large_blobs<'f>(
+    r: &Repository,
+    files: &'f [TreeFile],
+    index: &Index,
+    stream_above: u64,
+) -> Result<Vec<&'f TreeFile>, GitError> {
+    let odb = r.odb().doing(|| "open the object database".to_owned())?;
     let mut large = Vec::new();
-    for blob in candidates {
+    for file in files {
+        let regular = file.mode == i32::from(FileMode::Blob)
+            || file.mode == i32::from(FileMode::BlobExecutable);
+        let unchanged = index
+            .get_path(&file.path, 0)
+            .is_some_and(|e| e.id == file.id);
+        if !regular || unchanged {
+            continue;
+        }
         let (size, _) = odb
-            .read_header(blob.id)
-            .doing(|| format!("read the size of `{}`", blob.path.display()))?;
+            .read_header(file.id)
+            .doing(|| format!("read the size of `{}`", file.path.display()))?;
         if size as u64 > stream_above {
-            large.push(blob);
+            large.push(file);
         }
     }
     Ok(large)
@@ -192,7 +194,7 @@ fn large_blobs(
 
 /// Writes `blob` to its path through a temporary file, a chunk at a time when it is a loose
 /// object (libgit2 reads a packed one whole), and returns its index entry.
-fn stream_blob(r: &Repository, work_tree: &Path, blob: &LargeBlob) -> Result<IndexEntry, GitError> {
+fn stream_blob(r: &Repository, work_tree: &Path, blob: &TreeFile) -> Result<IndexEntry, GitError> {
     let full = work_tree.join(&blob.path);
     let doing = || format!("write `{}`", full.display());
     // A directory the revision replaces with this file: the scan found nothing untracked in
@@ -214,15 +216,15 @@ fn stream_blob(r: &Repository, work_tree: &Path, blob: &LargeBlob) -> Result<Ind
         .doing(doing)?;
     let written = match copy_loose_blob(r, blob.id, &mut file) {
         Ok(true) => Ok(()),
-        Ok(false) => {
-            let content = r.find_blob(blob.id).doing(doing)?;
-            file.write_all(content.content())
-        }
-        Err(e) => Err(e),
+        Ok(false) => r
+            .find_blob(blob.id)
+            .doing(doing)
+            .and_then(|b| file.write_all(b.content()).doing(doing)),
+        Err(e) => Err(e).doing(doing),
     };
-    if let Err(e) = written.and_then(|()| file.sync_all()) {
+    if let Err(e) = written.and_then(|()| file.sync_all().doing(doing)) {
         let _ = fs::remove_file(&tmp);
-        return Err(e).doing(doing);
+        return Err(e);
     }
     fs::rename(&tmp, &full).doing(doing)?;
     let meta = fs::symlink_metadata(&full).doing(doing)?;
