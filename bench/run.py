@@ -135,28 +135,8 @@ class Load:
         self.thread.join()
 
 
-# ---------------------------------------------------------------------------------------
-# Clean-up that also runs on Ctrl-C and SIGTERM
-
-
-CLEANUPS = []
-
-
-def on_exit(fn):
-    CLEANUPS.append(fn)
-    return fn
-
-
-def run_cleanups():
-    while CLEANUPS:
-        fn = CLEANUPS.pop()
-        try:
-            fn()
-        except Exception as e:  # keep cleaning up the rest
-            log(f"clean-up: {e}")
-
-
 def _terminate(signum, _frame):
+    """SIGTERM unwinds like Ctrl-C, so every `finally` and `with` cleans up."""
     raise KeyboardInterrupt(f"signal {signum}")
 
 
@@ -173,7 +153,17 @@ class Target:
         self.port = free_port()
         self.daemon = None
         self.revs = []
-        on_exit(self.teardown)
+
+    def __enter__(self):
+        try:
+            self.create()
+        except BaseException:
+            self.teardown()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.teardown()
 
     # -- setting up -------------------------------------------------------------------
 
@@ -306,10 +296,8 @@ def context_bytes(build_log):
 
 
 def measure_setup(setup, run):
-    t = Target(setup, f"{PREFIX}-{setup}-{run}")
-    t.create()
     r = {}
-    try:
+    with Target(setup, f"{PREFIX}-{setup}-{run}") as t:
         log(f"run {run} {setup}: cold")
         r["cold"], _ = t.timed_push(0)
         first = t.revs[-1]
@@ -342,9 +330,6 @@ def measure_setup(setup, run):
             time.sleep(2)
         r["failed"], r["requests"] = load.failed, load.total
         r["failed_pct"] = 100.0 * load.failed / max(1, load.total)
-    finally:
-        CLEANUPS.remove(t.teardown)
-        t.teardown()
     log(f"run {run} {setup}: {json.dumps({k: round(v, 3) for k, v in r.items()})}")
     return r
 
@@ -352,9 +337,7 @@ def measure_setup(setup, run):
 def measure_context(run, size_mb):
     """`deploy` alone: peak RSS while sending a context of `size_mb` MB, and the context bytes
     sent against the repo's size, with an ignored folder that is never sent."""
-    t = Target("deploy", f"{PREFIX}-context-{run}")
-    t.create()
-    try:
+    with Target("deploy", f"{PREFIX}-context-{run}") as t:
         # An incompressible file that is sent, and one that .dockerignore keeps out.
         with open(t.clone / "big.bin", "wb") as f:  # size_mb MiB
             for _ in range(size_mb):
@@ -386,18 +369,13 @@ def measure_context(run, size_mb):
         wait_for_version(t.port, t.version("big"), time.monotonic())
         sent = context_bytes(t.build_log(rev))
         return {"rss_mb": rss_mb, "context_bytes": sent, "repo_bytes": repo_bytes}
-    finally:
-        CLEANUPS.remove(t.teardown)
-        t.teardown()
 
 
 def measure_serve(deploys, wrk_seconds, wrk_rounds):
     """With `deploy serve`: failed requests over consecutive deploys under load; then the
     proxy against the app container's own address, with wrk, alternating."""
-    t = Target("serve", f"{PREFIX}-serve-many")
-    t.create()
     r = {}
-    try:
+    with Target("serve", f"{PREFIX}-serve-many") as t:
         t.timed_push(0)
         log(f"serve: {deploys} consecutive deploys under load")
         with Load(t.port) as load:
@@ -423,9 +401,6 @@ def measure_serve(deploys, wrk_seconds, wrk_rounds):
                     runs[path][kind].append(parse_wrk(out))
                     log(f"serve: wrk {kind} {path} round {i + 1}: {runs[path][kind][-1]}")
         r["wrk"] = runs
-    finally:
-        CLEANUPS.remove(t.teardown)
-        t.teardown()
     return r
 
 
@@ -594,7 +569,6 @@ def main():
     signal.signal(signal.SIGTERM, _terminate)
     PREFIX = f"bench{os.getpid()}"
     WORK = Path(tempfile.mkdtemp(prefix="deploy-bench-"))
-    on_exit(lambda: shutil.rmtree(WORK, ignore_errors=True))
     command = "python3 bench/run.py " + " ".join(sys.argv[1:])
     try:
         log(f"work dir {WORK}; building deploy and the offline images")
@@ -623,12 +597,11 @@ def main():
             write_benchmarks(text)
             RESULTS.write_text(json.dumps(results, indent=1) + "\n")
     finally:
-        run_cleanups()
+        shutil.rmtree(WORK, ignore_errors=True)
 
 
 if __name__ == "__main__":
     try:
         main()
     except KeyboardInterrupt:
-        run_cleanups()
         sys.exit(130)
