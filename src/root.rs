@@ -82,6 +82,35 @@ impl Root {
         self.path.join("configs")
     }
 
+    /// Copies of secret and config files whose own directory a container can write to:
+    /// mounted instead of the originals, which could be swapped after the check.
+    pub(crate) fn mounts(&self) -> PathBuf {
+        self.path.join("mounts")
+    }
+
+    /// Everything under ROOT that holds `deploy`'s own state, which no container may reach:
+    /// with it, a container could run code on the host (the repo's hooks), lift the policy
+    /// (`deploy.yml`), rewrite history (the ledger), stop every deploy (the lock), or read
+    /// what another environment keeps.
+    pub(crate) fn own_state(&self) -> Vec<PathBuf> {
+        let mut own = vec![
+            self.repo(),
+            self.build_logs(),
+            self.configs(),
+            self.mounts(),
+            self.settings_file(),
+            self.lock_file(),
+            self.socket(),
+            self.path.join("serve.log"),
+            self.path.join("envs"),
+            self.path.join("backups"),
+        ];
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            own.push(self.path.join(format!("deploy.db{suffix}")));
+        }
+        own
+    }
+
     pub(crate) fn settings_file(&self) -> PathBuf {
         self.path.join("deploy.yml")
     }

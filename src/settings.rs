@@ -39,6 +39,20 @@ pub(crate) struct Settings {
     /// Refuse to build when the Docker data dir has less free space than this.
     #[serde(deserialize_with = "de_bytes")]
     pub(crate) min_free_space: u64,
+    /// Names of variables of the deploying process's own environment that `${…}` may read.
+    /// Nothing else of that environment reaches the compose file: the daemon's and the
+    /// hook's environment are the host's, not the pusher's.
+    pub(crate) interpolate_env: Vec<String>,
+    /// The largest env, config or secret file a compose file may name.
+    #[serde(deserialize_with = "de_bytes")]
+    pub(crate) file_size_limit: u64,
+    /// The largest file a pushed revision may track: a packed one is inflated whole.
+    #[serde(deserialize_with = "de_bytes")]
+    pub(crate) blob_size_limit: u64,
+    /// The most output (build steps, container logs) one deploy writes to its build log and
+    /// the pusher's terminal; the rest is cut, and the log says where.
+    #[serde(deserialize_with = "de_bytes")]
+    pub(crate) build_log_limit: u64,
     /// Exceptions to the security policy for the pushed compose file.
     pub(crate) allow: Allowances,
 }
@@ -56,6 +70,10 @@ impl Default for Settings {
             health_path: None,
             drain_timeout: Duration::from_secs(30),
             min_free_space: 2 << 30,
+            interpolate_env: Vec::new(),
+            file_size_limit: 1 << 20,
+            blob_size_limit: 1 << 30,
+            build_log_limit: 50 << 20,
             allow: Allowances::default(),
         }
     }
@@ -75,6 +93,21 @@ pub(crate) struct Allowances {
     pub(crate) unconfined: bool,
     /// Host paths outside ROOT that bind mounts may use (each one and what is below it).
     pub(crate) bind_mounts: Vec<PathBuf>,
+    /// Docker networks that are not this project's but that it may join (`external: true`,
+    /// a `name:` already taken, or `network_mode: bridge` for `bridge`).
+    pub(crate) external_networks: Vec<String>,
+    /// Docker volumes that are not this project's but that it may mount.
+    pub(crate) external_volumes: Vec<String>,
+    /// Named volumes with `driver_opts`; a bind `device` must still be inside `ROOT/code`.
+    pub(crate) volume_driver_opts: bool,
+    /// Logging drivers beyond the ones that stay on this host (`json-file`, `local`,
+    /// `journald`, `syslog` to the local socket, `none`).
+    pub(crate) logging_drivers: Vec<String>,
+    /// Addresses (`tcp://logs:514`) that logging options may send to.
+    pub(crate) log_addresses: Vec<String>,
+    /// Image repositories a built service may tag although images made outside this
+    /// project (by hand, or by docker-compose before `deploy`) already carry the name.
+    pub(crate) image_names: Vec<String>,
 }
 
 impl Settings {

@@ -276,6 +276,13 @@ fn check(name: &str) {
         case.files.join(", "),
         case.profiles.join(", ")
     ));
+    if case.externals {
+        // The security policy lets a project join only the external objects the operator
+        // names.
+        stack.add_settings(&format!(
+            "allow:\n  external_networks: [{project}-ext-net]\n  external_volumes: [{project}-ext-vol]\n"
+        ));
+    }
     if dir.join("host").is_dir() {
         copy_dir(&dir.join("host"), &stack.root);
     }

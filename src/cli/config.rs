@@ -26,16 +26,49 @@ pub(crate) struct Args {
 pub(crate) async fn run(root: Root, args: Args) -> anyhow::Result<u8> {
     // Warnings (unset variables) go to stderr, the YAML alone to stdout.
     let reporter = Reporter::new().with_terminal();
-    let text =
-        pipeline::blocking(move || render(&root, args.revision.as_deref(), &reporter)).await??;
-    print!("{text}");
+    let settings = Settings::load(&root)?;
+    let project = settings.project(&root)?;
+    let loaded = {
+        let (root, settings, project, reporter) = (
+            root.clone(),
+            settings.clone(),
+            project.clone(),
+            reporter.clone(),
+        );
+        pipeline::blocking(move || {
+            let sources = sources(&root, &settings, args.revision.as_deref())?;
+            pipeline::load_spec(&root, &settings, &project, &sources, &reporter)
+        })
+        .await??
+    };
+    // The same checks as a deploy, on the same resolved paths: what this prints, a deploy
+    // accepts.
+    let docker = crate::docker::connect().await?;
+    let checked = pipeline::preflight::check(
+        &root,
+        &settings,
+        &project,
+        loaded.spec,
+        &loaded.env,
+        &docker,
+        &reporter,
+    )
+    .await?;
+    let mut value = compose::render::render(&checked.spec, project.as_str());
+    // Secrets appear as paths; this makes sure a value that also reached an environment
+    // variable or a label is not printed either. Strings are redacted one by one, so the
+    // output stays valid YAML.
+    redact(&mut value, &reporter.redactor());
+    print!("{}", compose::render::to_yaml(&value));
     Ok(super::exit::SUCCESS)
 }
 
-fn render(root: &Root, revision: Option<&str>, reporter: &Reporter) -> anyhow::Result<String> {
-    let settings = Settings::load(root)?;
-    let project = settings.project(root)?;
-    let sources = match revision {
+fn sources(
+    root: &Root,
+    settings: &Settings,
+    revision: Option<&str>,
+) -> anyhow::Result<Vec<SourceFile>> {
+    match revision {
         None => {
             if !root.code().is_dir() {
                 bail!(
@@ -43,24 +76,10 @@ fn render(root: &Root, revision: Option<&str>, reporter: &Reporter) -> anyhow::R
                     root.code().display()
                 );
             }
-            pipeline::work_tree_sources(&root.code(), &settings)?
+            pipeline::work_tree_sources(root, settings)
         }
-        Some(expr) => revision_sources(root, &settings, expr)?,
-    };
-    let spec = pipeline::load_spec(root, &settings, &project, &sources, reporter)?;
-    compose::policy::check(&spec, root.path(), &settings.allow)?;
-    let mut value = compose::render::render(&spec, project.as_str());
-    // Secrets appear as paths; this makes sure a value that also reached an environment
-    // variable (through `.env` or an env file) is not printed either. Strings are redacted
-    // one by one, so the output stays valid YAML.
-    let mut redactor = Redactor::default();
-    for secret in spec.secrets.values() {
-        if let Ok(value) = std::fs::read_to_string(&secret.file) {
-            redactor.add(&value);
-        }
+        Some(expr) => revision_sources(root, settings, expr),
     }
-    redact(&mut value, &redactor);
-    Ok(compose::render::to_yaml(&value))
 }
 
 fn redact(value: &mut Value, redactor: &Redactor) {
@@ -80,8 +99,8 @@ fn revision_sources(
     expr: &str,
 ) -> anyhow::Result<Vec<SourceFile>> {
     let repo = root.repo();
-    let rev = git::resolve(&repo, expr)?;
-    let read = |rel: &Path| git::read_file(&repo, &rev, rel);
+    let rev = git::resolve(&repo, expr, &settings.branch)?;
+    let read = |rel: &Path| git::read_file(&repo, &rev, rel, compose::MAX_FILE_SIZE);
     let names = pipeline::compose_file_names(settings, |rel| matches!(read(rel), Ok(Some(_))))
         .with_context(|| format!("failed to find the compose files of {}", rev.short()))?;
     names

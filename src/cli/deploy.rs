@@ -34,8 +34,12 @@ async fn was_deployed(root: &Root, expr: Option<&str>) -> bool {
     let Some(expr) = expr else { return false };
     let repo = root.repo();
     let expr = expr.to_owned();
-    let Ok(Ok(revision)) = pipeline::blocking(move || crate::git::resolve(&repo, &expr)).await
-    else {
+    let Ok(settings) = crate::settings::Settings::load(root) else {
+        return false;
+    };
+    let resolved =
+        pipeline::blocking(move || crate::git::resolve(&repo, &expr, &settings.branch)).await;
+    let Ok(Ok(revision)) = resolved else {
         return false;
     };
     let Ok(ledger) = Ledger::open(&root.ledger_file()).await else {

@@ -26,7 +26,8 @@ pub(crate) async fn run(root: Root, args: Args) -> anyhow::Result<u8> {
         None => rows.into_iter().next(),
         Some(expr) => {
             let (repo, e) = (root.repo(), expr.clone());
-            let rev = blocking(move || crate::git::resolve(&repo, &e)).await??;
+            let branch = crate::settings::Settings::load(&root)?.branch;
+            let rev = blocking(move || crate::git::resolve(&repo, &e, &branch)).await??;
             rows.into_iter().find(|d| d.revision == rev)
         }
     };

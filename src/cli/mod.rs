@@ -120,6 +120,8 @@ async fn run_deploy(
     request: crate::pipeline::Request,
     reporter: &crate::report::Reporter,
 ) -> anyhow::Result<()> {
+    // The same bound on output as the pipeline's own, whichever process runs it.
+    reporter.limit_output(crate::settings::Settings::load(root)?.build_log_limit);
     match crate::serve::client::hand_off(root, &request, reporter).await {
         Some(result) => result,
         None => {

@@ -28,6 +28,16 @@ pub(crate) fn parse(s: &str) -> Result<u64, String> {
     Ok(bytes as u64)
 }
 
+/// A size for people: `1.5 GiB`, `12.0 MiB`, `512 B`.
+pub(crate) fn human(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / f64::from(1u32 << 30)),
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / f64::from(1u32 << 20)),
+        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{b} B"),
+    }
+}
+
 /// Formats a size with the largest unit that divides it exactly (`256m`, `1g`, `1536`), in
 /// a form `parse` reads back.
 pub(crate) fn format(bytes: u64) -> String {

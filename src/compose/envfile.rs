@@ -10,6 +10,11 @@
 //!   `environment:` entry;
 //! - `$` is never expanded: a password with a `$` in it arrives as written.
 
+use std::collections::BTreeMap;
+
+use super::ComposeError;
+use super::spec::{EnvFile, Spec};
+
 /// One `KEY=VALUE` line; `None` is a bare `KEY`.
 pub(crate) type Entry = (String, Option<String>);
 
@@ -118,6 +123,44 @@ fn unescape(s: &str) -> String {
         }
     }
     out
+}
+
+/// Fills each service's environment from its `env_file:` entries, now that the policy has
+/// judged their paths: the files' entries in order, then the `environment:` key, later
+/// entries winning. `read` returns a file's text, or `None` when it does not exist; a bare
+/// `KEY` in a file takes its value from `env`.
+pub(crate) fn merge_into(
+    spec: &mut Spec,
+    env: &BTreeMap<String, String>,
+    mut read: impl FnMut(&EnvFile) -> Result<Option<String>, ComposeError>,
+) -> Result<(), ComposeError> {
+    for service in spec.services.values_mut() {
+        let mut merged = BTreeMap::new();
+        for file in &service.env_files {
+            let Some(text) = read(file)? else {
+                if file.required {
+                    return Err(ComposeError::at(
+                        &file.key_path,
+                        format!("env file `{}` does not exist", file.path.display()),
+                    ));
+                }
+                continue;
+            };
+            let entries = parse(&text).map_err(|(line, m)| {
+                ComposeError::at(
+                    &file.key_path,
+                    format!("`{}` line {line}: {m}", file.path.display()),
+                )
+            })?;
+            for (k, v) in entries {
+                let v = v.or_else(|| env.get(&k).cloned());
+                merged.insert(k, v);
+            }
+        }
+        merged.extend(std::mem::take(&mut service.environment));
+        service.environment = merged;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

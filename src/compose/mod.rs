@@ -25,6 +25,7 @@ use serde_yaml::Value;
 
 use crate::ids::ProjectName;
 pub(crate) use spec::Spec;
+pub(crate) use tree::MAX_FILE_SIZE;
 
 /// One compose file, already read: the name to show in errors and its text.
 pub(crate) struct SourceFile {

@@ -2,15 +2,15 @@
 //! references between services, networks, volumes and secrets checked.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use super::mounts::{self, PathContext};
 use super::raw::{self, Flag, Scalar, StringOr, StringOrList};
 use super::spec::{
-    Build, Condition, Config, ConfigMount, Dependency, HealthTest, Healthcheck, Logging, Network,
-    Resources, Restart, Secret, SecretMount, Service, ServiceNetwork, Spec, Ulimit, Volume,
+    Build, Condition, Config, ConfigMount, Dependency, EnvFile, HealthTest, Healthcheck, Logging,
+    Network, Resources, Restart, Secret, SecretMount, Service, ServiceNetwork, Spec, Ulimit,
+    Volume,
 };
-use super::{ComposeError, LoadOptions, bytes, duration, envfile, ports};
+use super::{ComposeError, LoadOptions, bytes, duration, ports};
 use crate::ids::{ProjectName, ServiceName};
 
 /// The validated spec and the project name the file asks for, if any.
@@ -106,11 +106,16 @@ impl Ctx<'_> {
                 "a service needs an `image` or a `build`",
             ));
         }
-        let (env_files, mut environment) = self.env_files(at, raw.env_file)?;
-        for (k, v) in raw.environment.entries() {
-            let v = v.or_else(|| self.options.env.get(&k).cloned());
-            environment.insert(k, v);
-        }
+        let env_files = self.env_files(at, raw.env_file)?;
+        let environment = raw
+            .environment
+            .entries()
+            .into_iter()
+            .map(|(k, v)| {
+                let v = v.or_else(|| self.options.env.get(&k).cloned());
+                (k, v)
+            })
+            .collect();
         let mut service = Service {
             build: raw.build.map(|b| self.build(at, b)).transpose()?,
             image: raw.image,
@@ -363,13 +368,12 @@ impl Ctx<'_> {
         })
     }
 
-    /// Reads the `env_file:` files in order; later files win.
-    #[expect(clippy::type_complexity, reason = "a pair returned to one caller")]
+    /// The `env_file:` entries, resolved but not read: the policy judges their paths first.
     fn env_files(
         &self,
         at: &str,
         raw: Option<StringOrList<StringOr<raw::EnvFile>>>,
-    ) -> Result<(Vec<PathBuf>, BTreeMap<String, Option<String>>), ComposeError> {
+    ) -> Result<Vec<EnvFile>, ComposeError> {
         let entries: Vec<(String, String, bool)> = match raw {
             None => Vec::new(),
             Some(StringOrList::Str(s)) => vec![(format!("{at}.env_file"), s, true)],
@@ -385,39 +389,20 @@ impl Ctx<'_> {
                 })
                 .collect(),
         };
-        let mut files = Vec::new();
-        let mut env = BTreeMap::new();
-        for (key, written, required) in entries {
-            let path = self
-                .paths
-                .resolve(&written)
-                .map_err(|m| ComposeError::at(&key, m))?;
-            let text = match std::fs::read_to_string(&path) {
-                Ok(text) => text,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => continue,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    return Err(ComposeError::at(
-                        &key,
-                        format!("env file `{}` does not exist", path.display()),
-                    ));
-                }
-                Err(e) => {
-                    return Err(ComposeError::at(
-                        &key,
-                        format!("cannot read env file `{}`: {e}", path.display()),
-                    ));
-                }
-            };
-            let parsed = envfile::parse(&text).map_err(|(line, m)| {
-                ComposeError::at(&key, format!("`{}` line {line}: {m}", path.display()))
-            })?;
-            for (k, v) in parsed {
-                let v = v.or_else(|| self.options.env.get(&k).cloned());
-                env.insert(k, v);
-            }
-            files.push(path);
-        }
-        Ok((files, env))
+        entries
+            .into_iter()
+            .map(|(key, written, required)| {
+                let path = self
+                    .paths
+                    .resolve(&written)
+                    .map_err(|m| ComposeError::at(&key, m))?;
+                Ok(EnvFile {
+                    path,
+                    required,
+                    key_path: key,
+                })
+            })
+            .collect()
     }
 
     fn service_networks(

@@ -35,10 +35,12 @@ pub(crate) struct Service {
     pub(crate) entrypoint: Option<Vec<String>>,
     /// `env_file` contents, then `environment`, later entries winning. `None` means the
     /// variable was listed without a value and is not set in the host env either.
+    ///
+    /// Until `Spec::merge_env_files` runs, this holds the `environment:` key alone: env files
+    /// are read only after the security policy has judged their paths.
     pub(crate) environment: BTreeMap<String, Option<String>>,
-    /// The `env_file:` files that were read, absolute, so the policy can refuse host files
-    /// outside ROOT (their values end up in the container).
-    pub(crate) env_files: Vec<PathBuf>,
+    /// The `env_file:` entries, absolute, in order.
+    pub(crate) env_files: Vec<EnvFile>,
     pub(crate) ports: Vec<Port>,
     /// `expose:` entries, as `80/tcp`.
     pub(crate) expose: Vec<String>,
@@ -84,6 +86,17 @@ pub(crate) struct Service {
     pub(crate) logging: Option<Logging>,
     /// `deploy.resources`, or the older `mem_limit`, `cpus`, … keys.
     pub(crate) resources: Resources,
+}
+
+/// One `env_file:` entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub(crate) struct EnvFile {
+    pub(crate) path: PathBuf,
+    /// `required: false` lets the file be missing.
+    pub(crate) required: bool,
+    /// Where it is written: `services.web.env_file[0]`.
+    #[serde(skip)]
+    pub(crate) key_path: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

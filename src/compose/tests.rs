@@ -69,27 +69,46 @@ fn run_case(case: &Path) -> (String, Option<String>) {
         env: &env,
         profiles: &settings.profiles,
     };
-    let (out, config) = match load(&files, &options) {
-        Err(e) => (format!("error: {e}\n"), None),
-        Ok(loaded) => match policy::check(&loaded.spec, root, &settings.allow) {
-            Err(e) => (format!("refused:\n{e}\n"), None),
-            Ok(()) => {
-                #[derive(Serialize)]
-                struct Shown<'a> {
-                    name: Option<&'a str>,
-                    warnings: &'a [String],
-                    spec: &'a super::Spec,
-                }
-                let shown = serde_yaml::to_string(&Shown {
-                    name: loaded.name.as_ref().map(|n| n.as_str()),
-                    warnings: &loaded.warnings,
-                    spec: &loaded.spec,
-                })
-                .unwrap();
-                let config = render::render(&loaded.spec, "project");
-                (shown, Some(render::to_yaml(&config)))
+    let layout = policy::Layout {
+        root: root.to_owned(),
+        code: case.to_owned(),
+        secrets: case.join(".secrets"),
+        own: crate::root::Root::new(root.to_owned()).own_state(),
+    };
+    let host = policy::Host {
+        layout: &layout,
+        allow: &settings.allow,
+        writable: &[],
+        foreign: &policy::Foreign::default(),
+        settings_file: &root.join("deploy.yml"),
+    };
+    let checked = load(&files, &options).map_err(|e| format!("error: {e}\n"));
+    let checked = checked.and_then(|mut loaded| {
+        policy::check(&loaded.spec, &host).map_err(|e| format!("refused:\n{e}\n"))?;
+        envfile::merge_into(&mut loaded.spec, &env, |file| {
+            Ok(std::fs::read_to_string(&file.path).ok())
+        })
+        .map_err(|e| format!("error: {e}\n"))?;
+        Ok(loaded)
+    });
+    let (out, config) = match checked {
+        Err(e) => (e, None),
+        Ok(loaded) => {
+            #[derive(Serialize)]
+            struct Shown<'a> {
+                name: Option<&'a str>,
+                warnings: &'a [String],
+                spec: &'a super::Spec,
             }
-        },
+            let shown = serde_yaml::to_string(&Shown {
+                name: loaded.name.as_ref().map(|n| n.as_str()),
+                warnings: &loaded.warnings,
+                spec: &loaded.spec,
+            })
+            .unwrap();
+            let config = render::render(&loaded.spec, "project");
+            (shown, Some(render::to_yaml(&config)))
+        }
     };
     let portable = |s: String| {
         s.replace(&case.display().to_string(), "ROOT/code")

@@ -7,8 +7,17 @@ use serde_yaml::{Mapping, Value};
 
 use super::ComposeError;
 
+/// The largest compose file `deploy` reads.
+pub(crate) const MAX_FILE_SIZE: u64 = 1 << 20;
+
+/// The deepest nesting of mappings and sequences a compose file may have. Real files stay
+/// under 10; the parser's time grows with the square of the depth of nested flow
+/// collections (`[[[[…]]]]`), so depth is checked before the real parse.
+pub(crate) const MAX_DEPTH: usize = 64;
+
 /// Parses one file's text. A syntax error names its line and column.
 pub(crate) fn parse(text: &str) -> Result<Value, ComposeError> {
+    check_bounds(text)?;
     let value: Value = serde_yaml::from_str(text).map_err(|e| {
         let full = e.to_string();
         let message = match e.location() {
@@ -33,6 +42,41 @@ pub(crate) fn parse(text: &str) -> Result<Value, ComposeError> {
         _ => Err(ComposeError::whole(
             "the top level must be a mapping of keys like `services`",
         )),
+    }
+}
+
+/// Refuses a file larger than `MAX_FILE_SIZE` or nested deeper than `MAX_DEPTH`, with a
+/// streaming pass that stops at the first level too deep. Syntax errors are left to the
+/// real parse, which reports them with their position.
+fn check_bounds(text: &str) -> Result<(), ComposeError> {
+    use yaml_rust2::parser::{Event, Parser};
+    if text.len() as u64 > MAX_FILE_SIZE {
+        return Err(ComposeError::whole(format!(
+            "the file is larger than {}, the most a compose file may hold",
+            super::bytes::human(MAX_FILE_SIZE)
+        )));
+    }
+    let too_deep = || {
+        ComposeError::whole(format!(
+            "the file is nested deeper than {MAX_DEPTH} levels, which no compose file needs"
+        ))
+    };
+    let mut parser = Parser::new_from_str(text);
+    let mut depth = 0usize;
+    loop {
+        match parser.next_token() {
+            Ok((Event::SequenceStart(..) | Event::MappingStart(..), _)) => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(too_deep());
+                }
+            }
+            Ok((Event::SequenceEnd | Event::MappingEnd, _)) => depth = depth.saturating_sub(1),
+            Ok((Event::StreamEnd, _)) => return Ok(()),
+            Ok(_) => {}
+            Err(e) if e.info().contains("recursion limit") => return Err(too_deep()),
+            Err(_) => return Ok(()),
+        }
     }
 }
 

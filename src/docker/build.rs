@@ -222,7 +222,7 @@ pub(crate) async fn build_image(
                 &source,
                 format!(
                     "sent a build context of {} ({} bytes) in {} files",
-                    human_bytes(stats.bytes),
+                    crate::compose::bytes::human(stats.bytes),
                     stats.bytes,
                     stats.files
                 ),
@@ -272,15 +272,6 @@ async fn remove_leftover(docker: &Docker, layer: &str) {
     };
     if let Err(e) = docker.remove_image(layer, Some(options), None).await {
         tracing::debug!(layer, error = %e, "kept a failed build's layer");
-    }
-}
-
-fn human_bytes(bytes: u64) -> String {
-    match bytes {
-        b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / f64::from(1u32 << 30)),
-        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / f64::from(1u32 << 20)),
-        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
-        b => format!("{b} B"),
     }
 }
 

@@ -6,6 +6,10 @@
 
 use std::ffi::OsString;
 use std::fs::{self, File};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+
+use nix::fcntl::AtFlags;
+use nix::sys::stat::{Mode, SFlag, fstatat};
 use std::io::{self, Read, Write};
 use std::path::{Component, Path, PathBuf};
 use std::pin::Pin;
@@ -75,7 +79,7 @@ impl DockerIgnore {
     /// does, keeps the Dockerfile and `.dockerignore` itself even when a pattern matches them.
     pub(crate) fn for_context(context: &Path, dockerfile: &str) -> Result<Self, ContextError> {
         let path = context.join(".dockerignore");
-        let text = match fs::read_to_string(&path) {
+        let text = match read_dockerignore(&path) {
             Ok(text) => text,
             Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
             Err(error) => return Err(ContextError::Io { path, error }),
@@ -172,6 +176,28 @@ impl DockerIgnore {
             .iter()
             .any(|p| p.exception && format!("{}/", p.text).starts_with(&dir))
     }
+}
+
+/// The largest `.dockerignore` read: real ones are a few hundred bytes.
+const DOCKERIGNORE_LIMIT: u64 = 1 << 20;
+
+/// Reads `.dockerignore` as the pushed tree has it: a regular file, not a link to a host file
+/// (whose lines would come back in error messages) or to a device that never ends.
+fn read_dockerignore(path: &Path) -> io::Result<String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = File::options()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() || meta.len() > DOCKERIGNORE_LIMIT {
+        return Err(io::Error::other(
+            "it must be a regular file of at most 1 MiB in the pushed tree",
+        ));
+    }
+    let mut text = String::new();
+    file.take(DOCKERIGNORE_LIMIT).read_to_string(&mut text)?;
+    Ok(text)
 }
 
 /// Go's `filepath.Clean` on a slash-separated pattern: no `.`, no empty segments, `..`
@@ -352,7 +378,12 @@ pub(crate) fn write_tar(
         failed: false,
     });
     let mut files = 0;
-    let walked = walk(root, Path::new(""), ignore, &mut builder, &mut files);
+    let walked = open_root(root)
+        .map_err(|error| ContextError::Io {
+            path: root.to_owned(),
+            error,
+        })
+        .and_then(|dir| walk(&dir, Path::new(""), ignore, &mut builder, &mut files));
     if walked.is_err() {
         // tar::Builder writes the end-of-archive marker when dropped; after a failure that
         // would turn a partial tree into a valid-looking tar.
@@ -392,74 +423,140 @@ impl<W: Write> Write for Guarded<W> {
     }
 }
 
+/// Opens `path` as a directory, following nothing at its last step when `name` is given
+/// relative to `parent`: a directory swapped for a symlink after it was listed is an error,
+/// never a way out of the context.
+fn open_dir(parent: Option<&File>, path: &Path) -> io::Result<File> {
+    use nix::fcntl::OFlag;
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let fd = match parent {
+        Some(dir) => nix::fcntl::openat(dir, path, flags | OFlag::O_NOFOLLOW, Mode::empty()),
+        None => nix::fcntl::open(path, flags, Mode::empty()),
+    };
+    Ok(File::from(fd?))
+}
+
+/// Opens the context's root, which the policy judged as a real path: if it leads elsewhere
+/// now, something swapped it since, and nothing is sent.
+fn open_root(root: &Path) -> io::Result<File> {
+    let dir = open_dir(None, root)?;
+    let real = fs::read_link(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&dir)
+    ))?;
+    if real != root {
+        return Err(io::Error::other(format!(
+            "it now leads to `{}`; push again",
+            real.display()
+        )));
+    }
+    Ok(dir)
+}
+
+/// The sorted names in the directory open as `dir`.
+fn list(dir: &File) -> io::Result<Vec<OsString>> {
+    let listing = nix::dir::Dir::from_fd(dir.try_clone()?.into())?;
+    let mut names: Vec<OsString> = listing
+        .into_iter()
+        .map(|e| e.map(|e| OsString::from_vec(e.file_name().to_bytes().to_vec())))
+        .filter(|n| !matches!(n.as_ref().map(|n| n.as_bytes()), Ok(b"." | b"..")))
+        .collect::<Result<_, _>>()?;
+    names.sort();
+    Ok(names)
+}
+
+/// Writes the directory open as `dir` (`rel` inside the context) and everything below it.
+/// Every entry is reached relative to its directory's descriptor and never through a
+/// symlink, so a container that can write into the context cannot swap a directory for a
+/// link to `/` while it is sent.
 fn walk<W: Write>(
-    root: &Path,
-    dir: &Path,
+    dir: &File,
+    rel: &Path,
     ignore: &DockerIgnore,
     builder: &mut tar::Builder<W>,
     files: &mut u64,
 ) -> Result<(), ContextError> {
-    let full_dir = root.join(dir);
     let io_error = |path: &Path| {
         let path = path.to_owned();
-        move |error| ContextError::Io { path, error }
+        move |error: io::Error| ContextError::Io { path, error }
     };
-    let mut names: Vec<OsString> = fs::read_dir(&full_dir)
-        .and_then(|entries| entries.map(|e| e.map(|e| e.file_name())).collect())
-        .map_err(io_error(&full_dir))?;
-    names.sort();
-    for name in names {
+    for name in list(dir).map_err(io_error(rel))? {
         if name == SECRETS_DIR {
             continue;
         }
-        let rel = dir.join(&name);
-        let full = root.join(&rel);
-        let meta = fs::symlink_metadata(&full).map_err(io_error(&full))?;
+        let rel = rel.join(&name);
+        let name = Path::new(&name);
+        let stat = fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)
+            .map_err(|e| io_error(&rel)(e.into()))?;
         let excluded = ignore.excludes(&rel);
         let mut header = tar::Header::new_gnu();
-        header.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
         // The docker CLI sends everything as root; the engine applies `COPY --chown` itself.
         header.set_uid(0);
         header.set_gid(0);
-        header.set_mode(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777);
-        let file_type = meta.file_type();
-        if file_type.is_dir() {
-            if excluded {
-                if ignore.may_include_below(&rel) {
-                    walk(root, &rel, ignore, builder, files)?;
+        header.set_mode(stat.st_mode & 0o7777);
+        header.set_mtime(stat.st_mtime.max(0) as u64);
+        match SFlag::from_bits_truncate(stat.st_mode & SFlag::S_IFMT.bits()) {
+            SFlag::S_IFDIR => {
+                if excluded && !ignore.may_include_below(&rel) {
+                    continue;
                 }
-                continue;
+                let sub = open_dir(Some(dir), name).map_err(io_error(&rel))?;
+                if !excluded {
+                    header.set_entry_type(tar::EntryType::Directory);
+                    header.set_size(0);
+                    let mut path = rel.clone().into_os_string();
+                    path.push("/");
+                    builder
+                        .append_data(&mut header, &path, io::empty())
+                        .map_err(io_error(&rel))?;
+                }
+                walk(&sub, &rel, ignore, builder, files)?;
             }
-            header.set_size(0);
-            let mut path = rel.clone().into_os_string();
-            path.push("/");
-            builder
-                .append_data(&mut header, &path, io::empty())
-                .map_err(io_error(&full))?;
-            walk(root, &rel, ignore, builder, files)?;
-        } else if excluded {
-            continue;
-        } else if file_type.is_file() {
-            let file = File::open(&full).map_err(io_error(&full))?;
-            let reader = Exact {
-                file: file.take(meta.len()),
-                expected: meta.len(),
-            };
-            builder
-                .append_data(&mut header, &rel, reader)
-                .map_err(io_error(&full))?;
-            *files += 1;
-        } else if file_type.is_symlink() {
-            let target = fs::read_link(&full).map_err(io_error(&full))?;
-            header.set_size(0);
-            builder
-                .append_link(&mut header, &rel, &target)
-                .map_err(io_error(&full))?;
+            _ if excluded => {}
+            SFlag::S_IFREG => {
+                append_file(dir, name, &rel, &mut header, builder).map_err(io_error(&rel))?;
+                *files += 1;
+            }
+            SFlag::S_IFLNK => {
+                let target =
+                    nix::fcntl::readlinkat(dir, name).map_err(|e| io_error(&rel)(e.into()))?;
+                header.set_entry_type(tar::EntryType::Symlink);
+                header.set_size(0);
+                builder
+                    .append_link(&mut header, &rel, &target)
+                    .map_err(io_error(&rel))?;
+            }
+            // Sockets, fifos and devices have no place in a source tree, and reading a fifo
+            // would hang the build: they are left out.
+            _ => {}
         }
-        // Sockets, fifos and devices have no place in a source tree, and reading a fifo would
-        // hang the build: they are left out.
     }
     Ok(())
+}
+
+/// Appends the regular file `name` of `dir`, opened without following a symlink (and
+/// without waiting on a fifo swapped in since it was listed).
+fn append_file<W: Write>(
+    dir: &File,
+    name: &Path,
+    rel: &Path,
+    header: &mut tar::Header,
+    builder: &mut tar::Builder<W>,
+) -> io::Result<()> {
+    use nix::fcntl::OFlag;
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+    let file = File::from(nix::fcntl::openat(dir, name, flags, Mode::empty())?);
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::other("it changed while being sent; push again"));
+    }
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_size(meta.len());
+    let reader = Exact {
+        file: file.take(meta.len()),
+        expected: meta.len(),
+    };
+    builder.append_data(header, rel, reader)
 }
 
 /// Reads exactly the size the tar header announced, and fails if the file shrank or grew
@@ -850,5 +947,44 @@ mod tests {
         let err = done.await.unwrap().unwrap_err().to_string();
         assert!(err.starts_with("failed to read `"), "{err}");
         assert!(err.ends_with("a.big` for the build context: it changed while being sent (expected 524288 bytes); push again"), "{err}");
+    }
+
+    /// Issue 17, finding 5: what is sent is what was judged. A context whose path leads
+    /// elsewhere (a symlink swapped in after the check) sends nothing, and a link inside the
+    /// context is sent as a link, never followed.
+    #[test]
+    fn issue17_the_context_is_walked_without_following_links() {
+        let base = tempfile::tempdir().unwrap();
+        let real = base.path().join("real");
+        fs::create_dir_all(real.join("sub")).unwrap();
+        fs::write(real.join("sub/a"), "a").unwrap();
+        std::os::unix::fs::symlink("/etc", real.join("etc")).unwrap();
+        let ignore = DockerIgnore::default();
+        let mut tar = Vec::new();
+        write_tar(&real, &ignore, &mut tar).unwrap();
+        let mut archive = tar::Archive::new(tar.as_slice());
+        let entries: Vec<(String, tar::EntryType)> = archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.path().unwrap().to_string_lossy().into_owned(),
+                    e.header().entry_type(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            entries,
+            [
+                ("etc".to_owned(), tar::EntryType::Symlink),
+                ("sub/".to_owned(), tar::EntryType::Directory),
+                ("sub/a".to_owned(), tar::EntryType::Regular),
+            ]
+        );
+        let link = base.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let err = write_tar(&link, &ignore, &mut Vec::new()).unwrap_err();
+        assert!(err.to_string().contains("push again"), "{err}");
     }
 }

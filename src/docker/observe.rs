@@ -118,3 +118,114 @@ pub(crate) async fn image_exists(docker: &Docker, image: &str) -> Result<bool, D
         Err(e) => Err(DockerError::api(&format!("inspect image `{image}`"), e)),
     }
 }
+
+/// The read-write bind mounts of every running container on this host, whatever its project:
+/// (source, who). Whoever can write to a directory can swap what is below it.
+pub(crate) async fn writable_binds(docker: &Docker) -> Result<Vec<(String, String)>, DockerError> {
+    let list = docker
+        .list_containers(None::<ListContainersOptions>)
+        .await
+        .map_err(|e| DockerError::api("list the running containers", e))?;
+    let mut out = Vec::new();
+    for c in list {
+        let name = c
+            .names
+            .and_then(|n| n.into_iter().next())
+            .map(|n| n.trim_start_matches('/').to_owned())
+            .unwrap_or_default();
+        for m in c.mounts.unwrap_or_default() {
+            let bind = m.typ.as_deref() == Some("bind");
+            if let (true, Some(true), Some(source)) = (bind, m.rw, m.source) {
+                out.push((source, format!("the running container `{name}`")));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The names of the networks and of the volumes that exist and are not `project`'s.
+pub(crate) async fn foreign_names(
+    docker: &Docker,
+    project: &ProjectName,
+) -> Result<(BTreeSet<String>, BTreeSet<String>), DockerError> {
+    let ours = |labels: Option<&HashMap<String, String>>| {
+        labels
+            .and_then(|l| l.get(LABEL_PROJECT))
+            .map(String::as_str)
+            == Some(project.as_str())
+    };
+    let networks = docker
+        .list_networks(None::<ListNetworksOptions>)
+        .await
+        .map_err(|e| DockerError::api("list networks", e))?
+        .into_iter()
+        .filter(|n| !ours(n.labels.as_ref()))
+        .filter_map(|n| n.name)
+        .collect();
+    let volumes = docker
+        .list_volumes(None::<ListVolumesOptions>)
+        .await
+        .map_err(|e| DockerError::api("list volumes", e))?
+        .volumes
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|v| !ours(Some(&v.labels)))
+        .map(|v| v.name)
+        .collect();
+    Ok((networks, volumes))
+}
+
+/// The tags in image repository `repo` (`bpt-server`) and the project each image carries
+/// in its `deploy.project` label, if any.
+pub(crate) async fn repo_images(
+    docker: &Docker,
+    repo: &str,
+) -> Result<Vec<(String, Option<String>)>, DockerError> {
+    let filters = HashMap::from([("reference".to_owned(), vec![repo.to_owned()])]);
+    let list = docker
+        .list_images(Some(bollard::query_parameters::ListImagesOptions {
+            filters: Some(filters),
+            ..Default::default()
+        }))
+        .await
+        .map_err(|e| DockerError::api(&format!("list the images of `{repo}`"), e))?;
+    Ok(list
+        .into_iter()
+        .flat_map(|i| {
+            let project = i.labels.get(LABEL_PROJECT).cloned();
+            i.repo_tags
+                .into_iter()
+                .map(move |tag| (tag, project.clone()))
+        })
+        .collect())
+}
+
+/// The `deploy.project` label of `image`: `None` when there is no such image, `Some(None)`
+/// when it carries none.
+pub(crate) async fn image_project(
+    docker: &Docker,
+    image: &str,
+) -> Result<Option<Option<String>>, DockerError> {
+    match docker.inspect_image(image).await {
+        Ok(i) => Ok(Some(
+            i.config
+                .and_then(|c| c.labels)
+                .and_then(|l| l.get(LABEL_PROJECT).cloned()),
+        )),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(None),
+        Err(e) => Err(DockerError::api(&format!("inspect image `{image}`"), e)),
+    }
+}
+
+/// Where the engine keeps its data (images, containers, volumes).
+pub(crate) async fn data_root(docker: &Docker) -> Result<String, DockerError> {
+    let info = docker
+        .info()
+        .await
+        .map_err(|e| DockerError::api("ask the engine where it keeps its data", e))?;
+    Ok(info
+        .docker_root_dir
+        .unwrap_or_else(|| "/var/lib/docker".to_owned()))
+}

@@ -37,6 +37,15 @@ pub(crate) enum GitError {
     NotEmpty(PathBuf),
     #[error("object id `{0}` is not a sha1; repositories using sha256 are not supported")]
     UnsupportedObjectId(String),
+    #[error(
+        "revision {rev} tracks `{path}`, {size} bytes, above the {limit} bytes a pushed file may have (`blob_size_limit` in deploy.yml); keep it out of the repository or raise the limit"
+    )]
+    BlobTooLarge {
+        rev: String,
+        path: String,
+        size: u64,
+        limit: u64,
+    },
     #[error("path `{0}` must be relative and stay inside the repository")]
     PathOutsideRepo(PathBuf),
     #[error(
@@ -201,7 +210,11 @@ fn find_commit<'r>(r: &'r Repository, rev: &Revision) -> Result<git2::Commit<'r>
 }
 
 /// Resolves a full or short sha, a branch, a tag or an expression like `main~1`.
-pub(crate) fn resolve(repo: &Path, rev: &str) -> Result<Revision, GitError> {
+///
+/// An expression that names the deploy `branch` (`main`, `main~1`, `main^`) means the
+/// branch, even where a tag of the same name exists: git would take the tag first, and a
+/// pusher who may create tags could make a plain `deploy` run a commit never on the branch.
+pub(crate) fn resolve(repo: &Path, rev: &str, branch: &str) -> Result<Revision, GitError> {
     let invalid = |reason| GitError::InvalidRevision {
         rev: rev.escape_debug().to_string(),
         reason,
@@ -218,8 +231,9 @@ pub(crate) fn resolve(repo: &Path, rev: &str) -> Result<Revision, GitError> {
         return Err(invalid("it contains a control character"));
     }
     let r = open(repo)?;
+    let spec = branch_expression(rev, branch);
     let object = r
-        .revparse_single(rev)
+        .revparse_single(&spec)
         .and_then(|o| o.peel(ObjectType::Commit));
     match object {
         Ok(commit) => to_revision(commit.id()),
@@ -233,6 +247,16 @@ pub(crate) fn resolve(repo: &Path, rev: &str) -> Result<Revision, GitError> {
                 cause: e,
             },
         }),
+    }
+}
+
+/// `rev` with a leading deploy-branch name spelled as its full ref.
+fn branch_expression(rev: &str, branch: &str) -> String {
+    match rev.strip_prefix(branch) {
+        Some(rest) if rest.is_empty() || rest.starts_with(['~', '^', '@', ':']) => {
+            format!("refs/heads/{branch}{rest}")
+        }
+        _ => rev.to_owned(),
     }
 }
 
@@ -257,8 +281,16 @@ pub(crate) fn branch_tip(repo: &Path, branch: &str) -> Result<Option<Revision>, 
 /// Refuses (before writing anything) a revision that tracks `.secrets`, or one that would
 /// overwrite an untracked file. The bare repo's HEAD and branches are never moved; what the
 /// previous checkout wrote is recorded in a private index (see `worktree`).
-pub(crate) fn checkout(repo: &Path, work_tree: &Path, rev: &Revision) -> Result<(), GitError> {
-    worktree::checkout(repo, work_tree, rev)
+///
+/// A tracked file larger than `blob_limit` bytes fails the checkout before anything is
+/// written: libgit2 inflates a packed object whole, in memory.
+pub(crate) fn checkout(
+    repo: &Path,
+    work_tree: &Path,
+    rev: &Revision,
+    blob_limit: u64,
+) -> Result<(), GitError> {
+    worktree::checkout(repo, work_tree, rev, blob_limit)
 }
 
 /// The tree id of `subdir` (relative to the repo root; empty means the root) at `rev`, or
@@ -292,6 +324,7 @@ pub(crate) fn read_file(
     repo: &Path,
     rev: &Revision,
     path: &Path,
+    limit: u64,
 ) -> Result<Option<Vec<u8>>, GitError> {
     let path = normalize_relative(path)?;
     if path.as_os_str().is_empty() {
@@ -309,6 +342,18 @@ pub(crate) fn read_file(
     let is_file = entry.kind() == Some(ObjectType::Blob) && entry.filemode() & 0o170000 == 0o100000;
     if !is_file {
         return Ok(None);
+    }
+    let odb = r.odb().doing(|| "open the object database".to_owned())?;
+    let (size, _) = odb
+        .read_header(entry.id())
+        .doing(|| format!("read the size of `{}` in {rev}", path.display()))?;
+    if size as u64 > limit {
+        return Err(GitError::BlobTooLarge {
+            rev: rev.to_string(),
+            path: path.display().to_string(),
+            size: size as u64,
+            limit,
+        });
     }
     let blob = r
         .find_blob(entry.id())

@@ -86,7 +86,7 @@ impl Fixture {
     }
 
     fn checkout(&self, rev: &Revision) -> Result<(), GitError> {
-        worktree::checkout_streaming_above(&self.repo, &self.code, rev, self.stream_above)
+        worktree::checkout_streaming_above(&self.repo, &self.code, rev, self.stream_above, u64::MAX)
     }
 
     fn write(&self, rel: &str, content: &str) {
@@ -340,8 +340,25 @@ fn resolve_understands_shas_branches_tags_and_expressions() {
         ("feature/x".to_owned(), &first),
     ];
     for (rev, want) in cases {
-        assert_eq!(&resolve(&f.repo, &rev).unwrap(), want, "{rev}");
+        assert_eq!(&resolve(&f.repo, &rev, "main").unwrap(), want, "{rev}");
     }
+}
+
+/// Issue 17, finding 13: a tag named like the deploy branch must not stand in for it.
+#[test]
+fn issue17_the_deploy_branch_wins_over_a_tag_of_its_name() {
+    let f = Fixture::new();
+    let first = f.commit("first", &[("a", Item::File("1"))]);
+    let second = f.commit("second", &[("a", Item::File("2"))]);
+    let r = f.git();
+    let oid = Oid::from_str(first.as_str()).unwrap();
+    r.tag_lightweight("main", &r.find_object(oid, None).unwrap(), false)
+        .unwrap();
+    assert_eq!(resolve(&f.repo, "main", "main").unwrap(), second);
+    assert_eq!(resolve(&f.repo, "main~1", "main").unwrap(), first);
+    assert_eq!(resolve(&f.repo, "refs/tags/main", "main").unwrap(), first);
+    // Another branch name is left to git.
+    assert_eq!(resolve(&f.repo, "main", "prod").unwrap(), first);
 }
 
 #[test]
@@ -365,13 +382,13 @@ fn resolve_refuses_what_is_not_a_commit() {
         &"d".repeat(40),
         "main^{tree}",
     ] {
-        match resolve(&f.repo, rev) {
+        match resolve(&f.repo, rev, "main") {
             Err(GitError::UnknownRevision(got)) => assert_eq!(got, rev),
             other => panic!("{rev}: {other:?}"),
         }
     }
     assert_eq!(
-        resolve(&f.repo, "nope").unwrap_err().to_string(),
+        resolve(&f.repo, "nope", "main").unwrap_err().to_string(),
         "unknown revision `nope`: no commit, branch or tag by that name in the pushed repo"
     );
 }
@@ -396,7 +413,7 @@ fn resolve_refuses_option_like_and_control_input_before_git_sees_it() {
         ),
     ];
     for (rev, want) in cases {
-        assert_eq!(resolve(&f.repo, rev).unwrap_err().to_string(), want);
+        assert_eq!(resolve(&f.repo, rev, "main").unwrap_err().to_string(), want);
     }
 }
 
@@ -414,7 +431,7 @@ fn resolve_says_when_a_short_sha_is_ambiguous() {
                 .map(|_| id[..4].to_owned())
         })
         .unwrap();
-    let err = resolve(&f.repo, &prefix).unwrap_err();
+    let err = resolve(&f.repo, &prefix, "main").unwrap_err();
     assert!(matches!(err, GitError::AmbiguousRevision(_)), "{err:?}");
     assert_eq!(
         err.to_string(),
@@ -441,7 +458,7 @@ fn branch_tip_reads_branches_and_refuses_bad_names() {
 fn opening_a_missing_repo_names_it() {
     let tmp = tempfile::tempdir().unwrap();
     let missing = tmp.path().join("nope.git");
-    let msg = resolve(&missing, "main").unwrap_err().to_string();
+    let msg = resolve(&missing, "main", "main").unwrap_err().to_string();
     assert!(
         msg.starts_with(&format!(
             "failed to open the push repository `{}`: ",
@@ -972,7 +989,8 @@ fn read_file_reads_committed_files_at_any_revision() {
     );
     let v2 = f.commit("v2", &[("docker-compose.yml", Item::File("v2"))]);
 
-    let read = |rev: &Revision, path: &str| read_file(&f.repo, rev, Path::new(path)).unwrap();
+    let read =
+        |rev: &Revision, path: &str| read_file(&f.repo, rev, Path::new(path), u64::MAX).unwrap();
     assert_eq!(
         read(&v1, "docker-compose.yml").as_deref(),
         Some(&b"services: {a: {image: x}}\n"[..])
@@ -991,7 +1009,7 @@ fn read_file_reads_committed_files_at_any_revision() {
     );
     assert_eq!(read(&v1, ""), None);
     assert!(matches!(
-        read_file(&f.repo, &v1, Path::new("../x")),
+        read_file(&f.repo, &v1, Path::new("../x"), u64::MAX),
         Err(GitError::PathOutsideRepo(_))
     ));
 }

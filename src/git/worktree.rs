@@ -50,8 +50,13 @@ const RESERVED: &[&str] = &[".secrets"];
 /// Blobs larger than this are streamed into the work tree rather than checked out by libgit2.
 const STREAM_ABOVE: u64 = 8 << 20;
 
-pub(super) fn checkout(repo: &Path, work_tree: &Path, rev: &Revision) -> Result<(), GitError> {
-    checkout_streaming_above(repo, work_tree, rev, STREAM_ABOVE)
+pub(super) fn checkout(
+    repo: &Path,
+    work_tree: &Path,
+    rev: &Revision,
+    blob_limit: u64,
+) -> Result<(), GitError> {
+    checkout_streaming_above(repo, work_tree, rev, STREAM_ABOVE, blob_limit)
 }
 
 pub(super) fn checkout_streaming_above(
@@ -59,6 +64,7 @@ pub(super) fn checkout_streaming_above(
     work_tree: &Path,
     rev: &Revision,
     stream_above: u64,
+    blob_limit: u64,
 ) -> Result<(), GitError> {
     let r = open_private(repo)?;
     fs::create_dir_all(work_tree).doing(|| format!("create `{}`", work_tree.display()))?;
@@ -102,7 +108,7 @@ pub(super) fn checkout_streaming_above(
         .remove_untracked(false)
         .remove_ignored(false);
     let files = files(&tree).doing(|| format!("list the files of {rev}"))?;
-    let large = large_blobs(&r, &files, &index, stream_above)?;
+    let large = large_blobs(&r, &files, &index, stream_above, blob_limit, rev)?;
     let doing = || format!("check out {rev} into `{}`", work_tree.display());
     if large.is_empty() {
         r.checkout_tree(tree.as_object(), Some(&mut opts))
@@ -164,12 +170,15 @@ fn files(tree: &Tree<'_>) -> Result<Vec<TreeFile>, git2::Error> {
 }
 
 /// The regular files larger than `stream_above` bytes that the last checkout did not write.
-/// Sizes come from object headers, read only for files that changed.
+/// Sizes come from object headers, read only for files that changed; one above
+/// `blob_limit` fails the checkout before anything is written.
 fn large_blobs<'f>(
     r: &Repository,
     files: &'f [TreeFile],
     index: &Index,
     stream_above: u64,
+    blob_limit: u64,
+    rev: &Revision,
 ) -> Result<Vec<&'f TreeFile>, GitError> {
     let odb = r.odb().doing(|| "open the object database".to_owned())?;
     let mut large = Vec::new();
@@ -185,7 +194,16 @@ fn large_blobs<'f>(
         let (size, _) = odb
             .read_header(file.id)
             .doing(|| format!("read the size of `{}`", file.path.display()))?;
-        if size as u64 > stream_above {
+        let size = size as u64;
+        if size > blob_limit {
+            return Err(GitError::BlobTooLarge {
+                rev: rev.to_string(),
+                path: file.path.display().to_string(),
+                size,
+                limit: blob_limit,
+            });
+        }
+        if size > stream_above {
             large.push(file);
         }
     }
@@ -207,10 +225,13 @@ fn stream_blob(r: &Repository, work_tree: &Path, blob: &TreeFile) -> Result<Inde
     let name = blob.path.file_name().unwrap_or_default().to_string_lossy();
     let tmp = dir.join(format!(".{name}.deploy-tmp"));
     let executable = blob.mode == i32::from(FileMode::BlobExecutable);
+    // A fresh file, never one that is there already: a container that can write to the work
+    // tree may have planted a symlink under this name.
+    let _ = fs::remove_file(&tmp);
     let mut file = fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
         .mode(if executable { 0o777 } else { 0o666 })
         .open(&tmp)
         .doing(doing)?;

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
+use super::confine;
+use crate::compose::policy::Use;
 use crate::compose::{self, SourceFile, Spec};
 use crate::ids::ProjectName;
 use crate::report::Reporter;
@@ -57,33 +59,55 @@ pub(crate) fn compose_file_names(
     Ok(files)
 }
 
-/// The compose files of the checked-out tree in `code`, read.
+/// The compose files of the checked-out tree in `ROOT/code`, read. Each must really be in
+/// the work tree (a pushed symlink to a host file is refused) and within the size limit.
 pub(crate) fn work_tree_sources(
-    code: &Path,
+    root: &Root,
     settings: &Settings,
 ) -> anyhow::Result<Vec<SourceFile>> {
+    let code = root.code();
+    let layout = confine::layout(root, settings)?;
     compose_file_names(settings, |rel| code.join(rel).is_file())?
         .into_iter()
         .map(|rel| {
             let path = code.join(&rel);
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("failed to read `{}`", path.display()))?;
-            Ok(SourceFile { path: rel, text })
+            let read = confine::read(
+                &path,
+                Use::ComposeFile,
+                &layout,
+                settings,
+                compose::MAX_FILE_SIZE,
+            );
+            match read {
+                Ok(Some(file)) => Ok(SourceFile {
+                    path: rel,
+                    text: file.text,
+                }),
+                Ok(None) => bail!("`{}` is not in the pushed tree", rel.display()),
+                Err(message) => bail!("`{}`: {message}", rel.display()),
+            }
         })
         .collect()
 }
 
+/// A loaded compose project: the spec (env files not yet read: the policy judges them
+/// first) and the variables it was interpolated with, which bare `KEY`s of env files read.
+pub(crate) struct Loaded {
+    pub(crate) spec: Spec,
+    pub(crate) env: BTreeMap<String, String>,
+}
+
 /// Loads compose files (already read, from the work tree or a revision) into a validated
 /// `Spec`. Relative paths resolve against the directory of the first file in `ROOT/code`, as
-/// docker-compose resolves them against its project directory, and the files they name
-/// (`env_file:`, `.env`) are read from there. Warnings go to the reporter.
+/// docker-compose resolves them against its project directory, and `.env` is read from
+/// there. Warnings go to the reporter.
 pub(crate) fn load_spec(
     root: &Root,
     settings: &Settings,
     project: &ProjectName,
     sources: &[SourceFile],
     reporter: &Reporter,
-) -> anyhow::Result<Spec> {
+) -> anyhow::Result<Loaded> {
     let project_dir = project_dir(root, sources);
     let env = interpolation_env(root, &project_dir, settings)?;
     let options = compose::LoadOptions {
@@ -102,7 +126,10 @@ pub(crate) fn load_spec(
             "`name: {name}` in the compose file is ignored; the project is `{project}` (set `project:` in deploy.yml to change it)"
         ));
     }
-    Ok(loaded.spec)
+    Ok(Loaded {
+        spec: loaded.spec,
+        env,
+    })
 }
 
 /// The directory of the first compose file, in `ROOT/code`: `ROOT/code` itself unless
@@ -116,33 +143,59 @@ fn project_dir(root: &Root, sources: &[SourceFile]) -> PathBuf {
 }
 
 /// Variables for `${…}`: the `.env` of the project directory, then `deploy.yml`'s
-/// `env_file`, then the deploy process's env (later wins over earlier: the process env wins
-/// over files, as docker-compose does).
+/// `env_file`, then the variables of this process that `interpolate_env` names (later wins).
+/// Nothing else of this process's environment is read: it is the host's (the daemon's, or
+/// the hook's), not the pusher's to read through a compose file.
 fn interpolation_env(
     root: &Root,
     project_dir: &Path,
     settings: &Settings,
 ) -> anyhow::Result<BTreeMap<String, String>> {
     let mut env = BTreeMap::new();
+    let layout = confine::layout(root, settings)?;
     let dot_env = project_dir.join(".env");
-    if dot_env.is_file() {
-        env.extend(read_env_file(&dot_env)?);
+    match confine::read(
+        &dot_env,
+        Use::EnvFile,
+        &layout,
+        settings,
+        settings.file_size_limit,
+    ) {
+        Ok(Some(file)) => env.extend(env_entries(&file.text, &dot_env)?),
+        Ok(None) => {}
+        Err(message) => bail!("`.env`: {message}"),
     }
     if let Some(file) = &settings.env_file {
-        env.extend(
-            read_env_file(&root.path().join(file))
-                .context("failed to read the `env_file` of deploy.yml")?,
-        );
+        let path = root.path().join(file);
+        let text = read_host_file(&path, settings.file_size_limit)
+            .context("failed to read the `env_file` of deploy.yml")?;
+        env.extend(env_entries(&text, &path)?);
     }
-    env.extend(std::env::vars());
+    for name in &settings.interpolate_env {
+        if let Ok(value) = std::env::var(name) {
+            env.insert(name.clone(), value);
+        }
+    }
     Ok(env)
 }
 
+/// The operator's own file: no policy, but still a regular file within the size limit.
+fn read_host_file(path: &Path, limit: u64) -> anyhow::Result<String> {
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("failed to read `{}`", path.display()))?;
+    if !meta.is_file() || meta.len() > limit {
+        bail!(
+            "`{}` must be a regular file of at most {}",
+            path.display(),
+            crate::compose::bytes::human(limit)
+        );
+    }
+    std::fs::read_to_string(path).with_context(|| format!("failed to read `{}`", path.display()))
+}
+
 /// `KEY=VALUE` pairs of an env file; bare `KEY` lines give nothing to interpolate with.
-fn read_env_file(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("failed to read `{}`", path.display()))?;
-    let entries = compose::envfile::parse(&text).map_err(|(line, message)| {
+fn env_entries(text: &str, path: &Path) -> anyhow::Result<Vec<(String, String)>> {
+    let entries = compose::envfile::parse(text).map_err(|(line, message)| {
         anyhow::anyhow!("`{}` line {line}: {message}", path.display())
     })?;
     Ok(entries

@@ -2,6 +2,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use anyhow::Context;
@@ -21,11 +22,14 @@ pub(crate) async fn acquire(
     holder: &str,
     reporter: &Reporter,
 ) -> anyhow::Result<Lock> {
+    // Never through a symlink: one planted under this name would have us lock, and write
+    // the holder's line into, whatever it points at.
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
+        .custom_flags(nix::libc::O_NOFOLLOW)
         .open(path)
         .with_context(|| format!("failed to open the lock file `{}`", path.display()))?;
     match file.try_lock() {

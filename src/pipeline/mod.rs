@@ -1,9 +1,10 @@
 //! The orchestrator: lock → observe → plan → build → apply → record. The only code that
 //! touches every edge; each step is reported, and any failure leaves what runs running.
 
+mod confine;
 mod load;
 pub(crate) mod lock;
-mod preflight;
+pub(crate) mod preflight;
 mod retention;
 pub(crate) mod traffic;
 
@@ -53,13 +54,18 @@ pub(crate) async fn deploy(
     let settings = Settings::load(root)?;
     let project = settings.project(root)?;
     let repo = root.repo();
+    reporter.limit_output(settings.build_log_limit);
 
     // Resolve before taking the lock: an unknown revision changes nothing.
     let (mut revision, refname) = match &request.target {
         Target::Pushed { revision, refname } => (revision.clone(), Some(refname.clone())),
         Target::Expression(expr) => {
             let expr = expr.clone().unwrap_or_else(|| settings.branch.clone());
-            (blocking(move || git::resolve(&repo, &expr)).await??, None)
+            let branch = settings.branch.clone();
+            (
+                blocking(move || git::resolve(&repo, &expr, &branch)).await??,
+                None,
+            )
         }
     };
 
@@ -215,19 +221,30 @@ impl Run<'_> {
 
         let step = self.reporter.step("checkout");
         let (repo, code, rev) = (self.root.repo(), self.root.code(), self.revision.clone());
-        blocking(move || git::checkout(&repo, &code, &rev)).await??;
+        let limit = self.settings.blob_size_limit;
+        blocking(move || git::checkout(&repo, &code, &rev, limit)).await??;
         step.finish();
 
         let step = self.reporter.step("read compose file");
-        let sources = work_tree_sources(&self.root.code(), self.settings)?;
-        let spec = load_spec(
+        let sources = work_tree_sources(self.root, self.settings)?;
+        let loaded = load_spec(
             self.root,
             self.settings,
             self.project,
             &sources,
             self.reporter,
         )?;
-        preflight::check(self.root, self.settings, &spec, self.reporter)?;
+        let checked = preflight::check(
+            self.root,
+            self.settings,
+            self.project,
+            loaded.spec,
+            &loaded.env,
+            docker,
+            self.reporter,
+        )
+        .await?;
+        let spec = preflight::prepare(self.root, checked)?;
         step.finish();
 
         let step = self.reporter.step("plan");
@@ -335,7 +352,9 @@ impl Run<'_> {
 async fn restore_work_tree(root: &Root, live: Option<&Revision>, reporter: &Reporter) {
     let Some(live) = live.cloned() else { return };
     let (repo, code) = (root.repo(), root.code());
-    match blocking(move || git::checkout(&repo, &code, &live)).await {
+    // No size limit: the live revision passed it when it was deployed, and putting the work
+    // tree back matters more than a limit lowered since.
+    match blocking(move || git::checkout(&repo, &code, &live, u64::MAX)).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => reporter.warn(format!("could not restore the work tree: {e}")),
         Err(e) => reporter.warn(format!("could not restore the work tree: {e}")),

@@ -1,69 +1,279 @@
-//! Checks that need the disk, run before anything is built or stopped: files the compose
-//! file names, the security policy on real paths, and free space for the build.
+//! Checks run before anything is built or stopped, and shared with `deploy config`: every
+//! path the compose file names judged by the security policy where it really leads, every
+//! name it uses judged against what other projects own, the files it names read with bounds,
+//! and free space for the build.
 
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use bollard::Docker;
+use sha2::Digest;
 
-use crate::compose::Spec;
+use super::confine::{self, HostFile};
+use crate::compose::policy::{self, Foreign, ForeignImage, Host, Layout, Use, Writable};
 use crate::compose::spec::{Config, Mount};
+use crate::compose::{ComposeError, Spec, envfile};
+use crate::docker::observe;
+use crate::ids::ProjectName;
+use crate::plan::names;
 use crate::report::Reporter;
 use crate::root::Root;
 use crate::settings::Settings;
 
-/// Refuses a spec whose files are missing or whose mounts break the policy. Secret values
-/// are registered for redaction as they are found.
-pub(crate) fn check(
+/// A secret shorter than this would turn every such letter of every log into `***`.
+const MIN_SECRET_LEN: usize = 4;
+
+/// A spec that passed every check, with its paths resolved and its env files read.
+pub(crate) struct Checked {
+    pub(crate) spec: Spec,
+    /// Secret and config files in a directory a container can write to: mounted from a copy
+    /// taken now, since the original could be swapped after the check.
+    copies: Vec<Copy>,
+}
+
+struct Copy {
+    of: Copied,
+    text: String,
+}
+
+enum Copied {
+    Secret(String),
+    Config(String),
+}
+
+/// Judges `spec` (as loaded, with `env` its interpolation variables) and reads the files it
+/// names. Secret values are registered with the reporter for redaction as they are read.
+pub(crate) async fn check(
     root: &Root,
     settings: &Settings,
-    spec: &Spec,
+    project: &ProjectName,
+    mut spec: Spec,
+    env: &BTreeMap<String, String>,
+    docker: &Docker,
     reporter: &Reporter,
-) -> anyhow::Result<()> {
-    for (name, secret) in &spec.secrets {
-        let value = std::fs::read_to_string(&secret.file).map_err(|e| {
-            anyhow::anyhow!(
-                "secrets.{name}: cannot read `{}`: {e}; put the file there on the server (it is never pushed)",
-                secret.file.display()
-            )
-        })?;
-        reporter.redact(&value);
+) -> anyhow::Result<Checked> {
+    let layout = confine::layout(root, settings)?;
+    confine::resolve_paths(&mut spec);
+    let writable = writable(docker, &spec).await?;
+    let foreign = foreign(docker, project, settings, &spec).await?;
+    let host = Host {
+        layout: &layout,
+        allow: &settings.allow,
+        writable: &writable,
+        foreign: &foreign,
+        settings_file: &root.settings_file(),
+    };
+    policy::check(&spec, &host)?;
+    envfile::merge_into(&mut spec, env, |file| {
+        let read = confine::read(
+            &file.path,
+            Use::EnvFile,
+            &layout,
+            settings,
+            settings.file_size_limit,
+        );
+        read.map(|f| f.map(|f| f.text))
+            .map_err(|m| ComposeError::at(&file.key_path, m))
+    })?;
+    let copies = read_mounted_files(&spec, &layout, settings, &writable, reporter)?;
+    Ok(Checked { spec, copies })
+}
+
+/// Directories containers can write to: the read-write bind mounts of every running
+/// container on the host, and those this spec asks for.
+async fn writable(docker: &Docker, spec: &Spec) -> anyhow::Result<Vec<Writable>> {
+    let mut out = Vec::new();
+    for (source, by) in observe::writable_binds(docker).await? {
+        let lexical = PathBuf::from(&source);
+        let real = confine::resolve(&lexical);
+        if real != lexical {
+            out.push(Writable {
+                dir: lexical,
+                by: by.clone(),
+            });
+        }
+        out.push(Writable { dir: real, by });
     }
-    write_content_configs(root, spec)?;
     for (name, svc) in &spec.services {
-        if let Some(build) = &svc.build {
-            let dockerfile = build.context.join(&build.dockerfile);
-            if !build.context.is_dir() {
-                bail!(
-                    "services.{name}.build: context `{}` is not a directory in the pushed tree",
-                    build.context.display()
-                );
-            }
-            if !dockerfile.is_file() {
-                bail!(
-                    "services.{name}.build: Dockerfile `{}` is not in the pushed tree",
-                    build.dockerfile
-                );
+        for (i, m) in svc.volumes.iter().enumerate() {
+            let by = || format!("the service `{name}` (`services.{name}.volumes[{i}]`)");
+            match m {
+                Mount::Bind {
+                    source,
+                    read_only: false,
+                    ..
+                } => out.push(Writable {
+                    dir: source.clone(),
+                    by: by(),
+                }),
+                Mount::Volume {
+                    source: Some(key),
+                    read_only: false,
+                    ..
+                } => {
+                    if let Some(device) = spec.volumes.get(key).and_then(bind_device) {
+                        out.push(Writable {
+                            dir: device,
+                            by: by(),
+                        });
+                    }
+                }
+                _ => {}
             }
         }
     }
-    // The policy judges where paths really lead: a symlink in the pushed tree must not
-    // smuggle `/etc` or the Docker socket in as `./config`.
-    let real_root = std::fs::canonicalize(root.path())
-        .with_context(|| format!("failed to resolve `{}`", root.path().display()))?;
-    let mut real = spec.clone();
-    for svc in real.services.values_mut() {
-        for m in &mut svc.volumes {
-            if let Mount::Bind { source, .. } = m {
-                *source = resolve(source);
+    Ok(out)
+}
+
+/// The host directory a named volume binds, if its `driver_opts` bind one.
+fn bind_device(volume: &crate::compose::spec::Volume) -> Option<PathBuf> {
+    let bind = volume.driver_opts.get("o")?.split(',').any(|o| {
+        let o = o.trim();
+        o == "bind" || o == "rbind"
+    });
+    bind.then(|| volume.driver_opts.get("device").map(PathBuf::from))
+        .flatten()
+}
+
+/// The Docker objects `spec` names that are not this project's.
+async fn foreign(
+    docker: &Docker,
+    project: &ProjectName,
+    settings: &Settings,
+    spec: &Spec,
+) -> anyhow::Result<Foreign> {
+    let (networks, volumes) = observe::foreign_names(docker, project).await?;
+    let mut images = BTreeMap::new();
+    for (name, svc) in &spec.services {
+        if svc.build.is_some() {
+            let repo = names::image_repo(project, name, svc.image.as_deref());
+            if settings.allow.image_names.contains(&repo) {
+                continue;
+            }
+            let others: Vec<String> = observe::repo_images(docker, &repo)
+                .await?
+                .into_iter()
+                .filter(|(_, owner)| owner.as_deref() != Some(project.as_str()))
+                .map(|(tag, _)| format!("`{tag}`"))
+                .collect();
+            if !others.is_empty() {
+                let reason = format!(
+                    "the image repository `{repo}` already holds images that are not this project's ({}): a build would re-tag what someone else runs; name the image differently",
+                    others.join(", ")
+                );
+                images.insert(name.clone(), ForeignImage { repo, reason });
+            }
+        } else if let Some(image) = &svc.image
+            && let Some(Some(owner)) = observe::image_project(docker, image).await?
+            && owner != project.as_str()
+        {
+            let reason = format!(
+                "`{image}` was built by the project `{owner}`: a service may run its own project's images, or images no project built"
+            );
+            let repo = names::split_tag(image).0.to_owned();
+            images.insert(name.clone(), ForeignImage { repo, reason });
+        }
+    }
+    Ok(Foreign {
+        images,
+        volumes,
+        networks,
+    })
+}
+
+/// Reads every secret and `file:` config: each must be a regular file within the size
+/// limit, where the policy allows. Secret values (and anything read from `.secrets/`) are
+/// registered for redaction; a file in a directory a container can write to is copied.
+fn read_mounted_files(
+    spec: &Spec,
+    layout: &Layout,
+    settings: &Settings,
+    writable: &[Writable],
+    reporter: &Reporter,
+) -> anyhow::Result<Vec<Copy>> {
+    let mut files: Vec<(String, &Path, Copied)> = Vec::new();
+    for (name, secret) in &spec.secrets {
+        let key = format!("secrets.{name}.file");
+        files.push((key, &secret.file, Copied::Secret(name.clone())));
+    }
+    for (name, config) in &spec.configs {
+        if let Config::File(file) = config {
+            let key = format!("configs.{name}.file");
+            files.push((key, file, Copied::Config(name.clone())));
+        }
+    }
+    let mut copies = Vec::new();
+    for (key, path, of) in files {
+        let file = match confine::read(path, Use::File, layout, settings, settings.file_size_limit)
+        {
+            Ok(Some(file)) => file,
+            Ok(None) if matches!(of, Copied::Secret(_)) => bail!(
+                "{key}: `{}` does not exist; put the file there on the server (it is never pushed)",
+                path.display()
+            ),
+            Ok(None) => bail!("{key}: `{}` does not exist", path.display()),
+            Err(message) => bail!("{key}: {message}"),
+        };
+        if file.real != path {
+            bail!(
+                "{key}: `{}` changed while it was checked; push again",
+                path.display()
+            );
+        }
+        let secret = matches!(of, Copied::Secret(_)) || file.real.starts_with(&layout.secrets);
+        if secret {
+            register_secret(&key, &file, reporter)?;
+        }
+        let swappable = writable
+            .iter()
+            .any(|w| path != w.dir && path.starts_with(&w.dir));
+        if swappable {
+            copies.push(Copy {
+                of,
+                text: file.text,
+            });
+        }
+    }
+    Ok(copies)
+}
+
+fn register_secret(key: &str, file: &HostFile, reporter: &Reporter) -> anyhow::Result<()> {
+    if file.text.trim().chars().count() < MIN_SECRET_LEN {
+        bail!(
+            "{key}: the secret in `{}` is shorter than {MIN_SECRET_LEN} characters; it could not be told apart from ordinary text in the logs, so use a longer one",
+            file.real.display()
+        );
+    }
+    reporter.redact(&file.text);
+    Ok(())
+}
+
+/// Writes what a checked spec needs on disk before any container mounts it: copies of
+/// swappable files, `content:` configs, and missing bind sources. Returns the spec to plan.
+pub(crate) fn prepare(root: &Root, checked: Checked) -> anyhow::Result<Spec> {
+    let Checked { mut spec, copies } = checked;
+    for copy in copies {
+        let digest = sha2::Sha256::digest(copy.text.as_bytes());
+        let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+        let path = root.mounts().join(hex);
+        write_own_file(&path, &copy.text)?;
+        match copy.of {
+            Copied::Secret(name) => {
+                if let Some(s) = spec.secrets.get_mut(&name) {
+                    s.file = path;
+                }
+            }
+            Copied::Config(name) => {
+                spec.configs.insert(name, Config::File(path));
             }
         }
     }
-    for secret in real.secrets.values_mut() {
-        secret.file = resolve(&secret.file);
-    }
-    crate::compose::policy::check(&real, &real_root, &settings.allow)?;
-    create_bind_sources(&real)
+    write_content_configs(root, &spec)?;
+    create_bind_sources(&spec)?;
+    Ok(spec)
 }
 
 /// Creates missing bind-mount sources as empty directories, as docker-compose has Docker do
@@ -96,52 +306,49 @@ fn write_content_configs(root: &Root, spec: &Spec) -> anyhow::Result<()> {
                     "configs.{name}: a config with `content:` needs a plain name (no `/`, no leading `.`)"
                 );
             }
-            let dir = root.configs();
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("failed to create `{}`", dir.display()))?;
-            let path = dir.join(name);
-            std::fs::write(&path, text)
-                .with_context(|| format!("failed to write config `{}`", path.display()))?;
+            write_own_file(&root.configs().join(name), text)?;
         }
     }
     Ok(())
 }
 
-/// Follows symlinks as far as the path exists; a path that does not exist yet (Docker
-/// creates bind sources) keeps its missing tail under its resolved parent.
-fn resolve(path: &Path) -> PathBuf {
-    if let Ok(p) = std::fs::canonicalize(path) {
-        return p;
-    }
-    match (path.parent(), path.file_name()) {
-        (Some(parent), Some(name)) => resolve(parent).join(name),
-        _ => path.to_path_buf(),
-    }
+/// Writes a file in a directory of `deploy`'s own without following anything planted
+/// there: a new temporary file (never an existing one, never through a symlink), then a
+/// rename over the name, which replaces a symlink rather than writing where it points.
+fn write_own_file(path: &Path, text: &str) -> anyhow::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("failed to create `{}`", dir.display()))?;
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let written = std::fs::File::options()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|()| f.sync_all()))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    written.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        anyhow::anyhow!("failed to write `{}`: {e}", path.display())
+    })
 }
 
 /// Refuses to build when the disk holding Docker's data is nearly full: a full disk breaks
 /// the running stack too.
 pub(crate) async fn free_space(docker: &Docker, settings: &Settings) -> anyhow::Result<()> {
-    let info = docker
-        .info()
-        .await
-        .context("failed to ask the Docker engine where it keeps its data")?;
-    let dir = info
-        .docker_root_dir
-        .unwrap_or_else(|| "/var/lib/docker".to_owned());
+    let dir = observe::data_root(docker).await?;
     let stat = nix::sys::statvfs::statvfs(Path::new(&dir))
         .with_context(|| format!("failed to read the free space of `{dir}`"))?;
     let free = stat.blocks_available() as u64 * stat.fragment_size() as u64;
     if free < settings.min_free_space {
         bail!(
             "only {} free in `{dir}`, below the {} a build needs; free some space (`docker system prune`) or lower `min_free_space` in ROOT/deploy.yml",
-            gib(free),
-            gib(settings.min_free_space)
+            crate::compose::bytes::human(free),
+            crate::compose::bytes::human(settings.min_free_space)
         );
     }
     Ok(())
-}
-
-fn gib(bytes: u64) -> String {
-    format!("{:.1} GiB", bytes as f64 / f64::from(1u32 << 30))
 }

@@ -11,6 +11,7 @@
 use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Local};
@@ -117,9 +118,11 @@ pub(crate) fn open_build_log(dir: &Path, name: &str) -> Result<BuildLog, BuildLo
         "build log name `{name}` is not a plain file name"
     );
     fs::create_dir_all(dir).map_err(BuildLogError::new("create the build log directory", dir))?;
+    // Never through a symlink planted under this name: we would append to what it points at.
     let sync = File::options()
         .create(true)
         .append(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
         .open(&path)
         .map_err(BuildLogError::new("create the build log", &path))?;
     let writer = RollingFileAppender::builder()

@@ -49,9 +49,11 @@ pub(crate) enum Event {
 }
 
 impl Event {
-    /// The same event with every secret in every text replaced by `***`.
-    fn redacted(self, redactor: &Redactor) -> Self {
-        let r = |s: String| redactor.redact(&s).into_owned();
+    /// The same event with every secret in every text replaced by `***`, and every control
+    /// character but tab and newline written as `\xNN`: output from a build or a container
+    /// must not move the pusher's cursor, forge a `remote:` line, or change colours.
+    fn cleaned(self, redactor: &Redactor) -> Self {
+        let r = |s: String| escape_controls(&redactor.redact(&s)).into_owned();
         match self {
             Event::StepStarted { step } => Event::StepStarted { step: r(step) },
             Event::StepFinished { step, elapsed, ok } => Event::StepFinished {
@@ -90,10 +92,26 @@ pub(crate) struct Reporter {
     inner: Arc<Mutex<Inner>>,
 }
 
-#[derive(Default)]
 struct Inner {
     redactor: Redactor,
     sinks: Vec<Box<dyn Sink>>,
+    /// What `Output` lines may still take, in bytes; at zero the rest is cut.
+    output_left: u64,
+    output_limit: u64,
+    output_cut: bool,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        let limit = crate::settings::Settings::default().build_log_limit;
+        Self {
+            redactor: Redactor::default(),
+            sinks: Vec::new(),
+            output_left: limit,
+            output_limit: limit,
+            output_cut: false,
+        }
+    }
 }
 
 impl Reporter {
@@ -143,7 +161,22 @@ impl Reporter {
     pub(crate) fn emit(&self, event: Event) {
         let at = Local::now();
         let mut inner = self.lock();
-        let event = event.redacted(&inner.redactor);
+        if let Event::Output { line, .. } = &event {
+            match inner.output_left.checked_sub(line.len() as u64 + 1) {
+                Some(left) => inner.output_left = left,
+                None if inner.output_cut => return,
+                None => {
+                    inner.output_cut = true;
+                    let limit = crate::compose::bytes::human(inner.output_limit);
+                    drop(inner);
+                    self.warn(format!(
+                        "output cut here: this deploy's output reached {limit} (`build_log_limit` in deploy.yml); steps and errors are still reported"
+                    ));
+                    return;
+                }
+            }
+        }
+        let event = event.cleaned(&inner.redactor);
         let mut detached = Vec::new();
         let mut i = 0;
         while i < inner.sinks.len() {
@@ -199,6 +232,21 @@ impl Reporter {
         }
     }
 
+    /// Bounds the output lines (build steps, container logs) of this reporter and its clones
+    /// to `bytes` in all: a build that prints without end must not fill the disk or the
+    /// pusher's terminal. Steps, messages and errors are never cut.
+    pub(crate) fn limit_output(&self, bytes: u64) {
+        let mut inner = self.lock();
+        inner.output_left = bytes;
+        inner.output_limit = bytes;
+        inner.output_cut = false;
+    }
+
+    /// The secrets registered so far, to redact text that does not go through a sink.
+    pub(crate) fn redactor(&self) -> Redactor {
+        self.lock().redactor.clone()
+    }
+
     /// From now on, `value` is replaced by `***` in every line. Surrounding whitespace is
     /// ignored (secret files usually end with a newline); an empty value is ignored.
     pub(crate) fn redact(&self, value: &str) {
@@ -250,6 +298,23 @@ impl Drop for Step {
             });
         }
     }
+}
+
+/// `text` with each control character except tab and newline written `\xNN`.
+pub(crate) fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    let control = |c: char| c.is_control() && c != '\t' && c != '\n';
+    if !text.chars().any(control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if control(c) {
+            out.push_str(&format!("\\x{:02x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// `<YYYY-MM-DD> <HH:MM:SS> <full sha> <user>.log`, the build log's file name.
@@ -384,6 +449,46 @@ mod tests {
             matches!(&events[1], Event::Warn(w) if w.starts_with("stopped writing to the terminal"))
         );
         assert_eq!(events[2], Event::Info("two".into()));
+    }
+
+    #[test]
+    fn control_characters_are_escaped_before_any_sink() {
+        let (reporter, captured) = Reporter::capture();
+        reporter.output("build web", "a\rremote: forged\u{1b}[31m\tok");
+        let lines = captured.lines().join("\n");
+        assert!(
+            !lines.contains('\r') && !lines.contains('\u{1b}'),
+            "{lines:?}"
+        );
+        assert!(
+            lines.contains("a\\x0dremote: forged\\x1b[31m\tok"),
+            "{lines:?}"
+        );
+    }
+
+    #[test]
+    fn output_is_cut_at_the_limit_once_and_steps_still_go_through() {
+        let (reporter, captured) = Reporter::capture();
+        reporter.limit_output(100);
+        for i in 0..50 {
+            reporter.output("build web", format!("line {i:04}"));
+        }
+        reporter.step("start web").finish();
+        let events = captured.events();
+        let outputs = events
+            .iter()
+            .filter(|e| matches!(e, Event::Output { .. }))
+            .count();
+        assert_eq!(outputs, 10, "{events:?}");
+        let cuts: Vec<_> = events
+            .iter()
+            .filter(|e| matches!(e, Event::Warn(w) if w.contains("build_log_limit")))
+            .collect();
+        assert_eq!(cuts.len(), 1, "{events:?}");
+        assert!(matches!(
+            events.last(),
+            Some(Event::StepFinished { ok: true, .. })
+        ));
     }
 
     #[test]

@@ -10,9 +10,10 @@ pub(crate) struct Redactor {
     secrets: Vec<String>,
 }
 
-/// Lines of a multi-line secret shorter than this are structure (`{`, `}`, `---`), not secret
+/// Lines of a multi-line secret shorter than this are structure (`{`, `}`, `--`), not secret
 /// material; hiding them everywhere would make every log unreadable without hiding anything.
-const MIN_LINE_PIECE: usize = 8;
+/// A whole secret this short is refused before it gets here (`preflight`).
+const MIN_LINE_PIECE: usize = 4;
 
 impl Redactor {
     /// Registers a secret. Surrounding whitespace is ignored (secret files usually end with a
@@ -139,8 +140,11 @@ mod tests {
             r.redact("got MIIEvQIBADANBgkqhkiG9w0B here"),
             "got *** here"
         );
-        // Short structural lines stay readable elsewhere.
-        assert_eq!(r.redact("{ a }"), "{ a }");
+        // Every line of four characters or more is hidden on its own; shorter structural
+        // lines stay readable elsewhere.
+        assert_eq!(r.redact("got } here"), "got } here");
+        let r = redactor(&["{\n  \"k\": 1,\n  pw9x\n}\n"]);
+        assert_eq!(r.redact("x pw9x y"), "x *** y");
     }
 
     #[test]
