@@ -316,7 +316,8 @@ impl Run<'_> {
     /// and the build's settings. Untracked files in `ROOT/code` are not part of it; a
     /// context that is not in git gets no key (and is always built).
     async fn build_keys(&self, spec: &Spec) -> anyhow::Result<BTreeMap<ServiceName, String>> {
-        let code = self.root.code();
+        // Contexts are real paths (the policy resolved them), so the work tree is too.
+        let code = confine::resolve(&self.root.code());
         let mut keys = BTreeMap::new();
         for (name, svc) in &spec.services {
             let Some(build) = &svc.build else { continue };
