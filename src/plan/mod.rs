@@ -3,6 +3,8 @@
 //! The plan is plain data: `deploy plan` prints it, `docker::apply` executes it.
 
 pub(crate) mod container;
+#[cfg(test)]
+mod golden;
 pub(crate) mod names;
 
 use std::collections::{BTreeMap, BTreeSet};

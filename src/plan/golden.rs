@@ -1,0 +1,112 @@
+//! The config hash, pinned: for every service of every loadable compose fixture, the hash of
+//! its container. A change to how a setting enters the hash changes the hash of containers
+//! that did not change, and the next deploy would replace them all, the database included;
+//! this test fails first. See `container::HASH_VERSION`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::compose::{self, LoadOptions, SourceFile, envfile};
+use crate::ids::{ProjectName, Revision};
+use crate::settings::Settings;
+
+use super::container::{self, Context, Publish};
+
+/// Where the fixtures pretend to live, so hashes (which cover mount paths) do not depend on
+/// where the repository is checked out.
+const PROJECT_DIR: &str = "/srv/app/code";
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/compose")
+}
+
+/// `service: hash` for each service of the case, or `None` when the case does not load.
+fn hashes(case: &Path) -> Option<String> {
+    let mut names: Vec<PathBuf> = std::fs::read_dir(case)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy();
+            n.starts_with("docker-compose.") && n.ends_with(".yml")
+        })
+        .collect();
+    names.sort_by_key(|p| p.file_name().unwrap() != "docker-compose.yml");
+    let files: Vec<SourceFile> = names
+        .into_iter()
+        .map(|path| SourceFile {
+            text: std::fs::read_to_string(&path).unwrap(),
+            path,
+        })
+        .collect();
+    let env: BTreeMap<String, String> = std::fs::read_to_string(case.join("interpolation.env"))
+        .map(|text| {
+            envfile::parse(&text)
+                .unwrap()
+                .into_iter()
+                .filter_map(|(k, v)| Some((k, v?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let settings = std::fs::read_to_string(case.join("deploy.yml"))
+        .map(|t| Settings::parse(&t, Path::new("deploy.yml")).unwrap())
+        .unwrap_or_default();
+    let options = LoadOptions {
+        project_dir: Path::new(PROJECT_DIR),
+        env: &env,
+        profiles: &settings.profiles,
+    };
+    let mut spec = compose::load(&files, &options).ok()?.spec;
+    envfile::merge_into(&mut spec, &env, |file| {
+        let rel = file.path.strip_prefix(PROJECT_DIR).unwrap_or(&file.path);
+        Ok(std::fs::read_to_string(case.join(rel)).ok())
+    })
+    .ok()?;
+    let project = ProjectName::parse("shop").unwrap();
+    let revision = Revision::parse(&"ab".repeat(20)).unwrap();
+    let mut out = String::new();
+    for publish in [Publish::Direct, Publish::Proxied] {
+        let build_keys = spec
+            .services
+            .iter()
+            .filter(|(_, s)| s.build.is_some())
+            .map(|(n, _)| (n.clone(), format!("key-of-{n}")))
+            .collect();
+        let ctx = Context {
+            spec: &spec,
+            project: &project,
+            revision: &revision,
+            config_dir: Path::new("/srv/app/configs"),
+            publish,
+            build_keys: &build_keys,
+        };
+        for (name, svc) in &spec.services {
+            if let Some(c) = container::spec(&ctx, name, svc) {
+                out.push_str(&format!("{publish:?} {name}: {}\n", c.config_hash));
+            }
+        }
+    }
+    Some(out)
+}
+
+#[test]
+fn config_hashes_of_the_fixtures_do_not_move() {
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(fixtures())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("docker-compose.yml").is_file())
+        .collect();
+    cases.sort();
+    let mut all = String::new();
+    for case in &cases {
+        if let Some(h) = hashes(case) {
+            all.push_str(&format!(
+                "# {}\n{h}",
+                case.file_name().unwrap().to_string_lossy()
+            ));
+        }
+    }
+    assert!(all.lines().count() > 40, "too few services to pin: {all}");
+    insta::with_settings!({snapshot_path => fixtures(), prepend_module_to_snapshot => false, omit_expression => true}, {
+        insta::assert_snapshot!("config-hashes", all);
+    });
+}
