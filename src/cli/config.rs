@@ -44,16 +44,8 @@ pub(crate) async fn run(root: Root, args: Args) -> anyhow::Result<u8> {
     // The same checks as a deploy, on the same resolved paths: what this prints, a deploy
     // accepts.
     let docker = crate::docker::connect().await?;
-    let checked = pipeline::preflight::check(
-        &root,
-        &settings,
-        &project,
-        loaded.spec,
-        &loaded.env,
-        &docker,
-        &reporter,
-    )
-    .await?;
+    let checked =
+        pipeline::preflight::check(&root, &settings, &project, loaded, &docker, &reporter).await?;
     let mut value = compose::render::render(&checked.spec, project.as_str());
     // Secrets appear as paths; this makes sure a value that also reached an environment
     // variable or a label is not printed either. Strings are redacted one by one, so the

@@ -1013,3 +1013,26 @@ fn read_file_reads_committed_files_at_any_revision() {
         Err(GitError::PathOutsideRepo(_))
     ));
 }
+
+/// Issue 17: a container that can write to the work tree swaps a directory the last
+/// checkout wrote for a symlink to a host directory. The next checkout removes the link
+/// (what it points at is untouched) and writes the directory again, instead of refusing
+/// every later deploy.
+#[test]
+fn issue17_a_tracked_directory_swapped_for_a_link_is_put_back() {
+    for f in Fixture::both() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("app.py"), "host file").unwrap();
+        let v1 = f.commit("v1", &[("src/app.py", Item::File("one"))]);
+        let v2 = f.commit("v2", &[("src/app.py", Item::File("two"))]);
+        f.checkout(&v1).unwrap();
+        std::fs::remove_dir_all(f.code.join("src")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), f.code.join("src")).unwrap();
+        f.checkout(&v2).unwrap();
+        assert_eq!(f.state(), map(&[("src/app.py", "file:two")]));
+        assert_eq!(
+            std::fs::read_to_string(outside.path().join("app.py")).unwrap(),
+            "host file"
+        );
+    }
+}

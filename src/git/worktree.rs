@@ -367,6 +367,13 @@ fn scan(
                 scan(r, &subtree, &rel, index, work_tree, found)?;
                 false
             }
+            // A symlink where the last checkout wrote a directory: a container that can
+            // write to the work tree swapped it. It holds nothing of anyone's; removing the
+            // link (never what it points at) lets this checkout, and every later one, go on.
+            Some(ObjectType::Tree) if meta.file_type().is_symlink() && wrote_below(index, &rel) => {
+                fs::remove_file(&full).doing(|| format!("remove the link `{}`", full.display()))?;
+                false
+            }
             // A file where the revision has a directory: fine if the last checkout wrote it.
             Some(ObjectType::Tree) => !tracked,
             Some(ObjectType::Blob) if tracked => false,
@@ -380,6 +387,13 @@ fn scan(
         }
     }
     Ok(())
+}
+
+/// Whether the last checkout wrote anything below the directory `rel`.
+fn wrote_below(index: &Index, rel: &Path) -> bool {
+    let mut prefix = rel.as_os_str().as_bytes().to_vec();
+    prefix.push(b'/');
+    index.iter().any(|e| e.path.starts_with(&prefix))
 }
 
 /// Whether the directory `rel` holds anything the index does not know, which replacing the

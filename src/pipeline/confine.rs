@@ -85,6 +85,24 @@ pub(crate) fn resolve_paths(spec: &mut Spec) {
     }
 }
 
+/// Why a file named by the compose file was not read.
+#[derive(Debug)]
+pub(crate) enum ReadError {
+    /// The policy refuses where it really leads (the reason, without the key path).
+    Refused(String),
+    /// It cannot be used: not a regular file, too large, not text, unreadable.
+    Unusable(String),
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::Refused(reason) => write!(f, "refused: {reason}"),
+            ReadError::Unusable(message) => f.write_str(message),
+        }
+    }
+}
+
 /// A file read for the compose file, and where it really was.
 pub(crate) struct HostFile {
     pub(crate) real: PathBuf,
@@ -101,8 +119,9 @@ pub(crate) fn read(
     layout: &Layout,
     settings: &Settings,
     limit: u64,
-) -> Result<Option<HostFile>, String> {
+) -> Result<Option<HostFile>, ReadError> {
     let shown = path.display();
+    let unusable = ReadError::Unusable;
     // Non-blocking, so opening a fifo does not wait for a writer.
     let file = match File::options()
         .read(true)
@@ -111,30 +130,31 @@ pub(crate) fn read(
     {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("cannot open `{shown}`: {e}")),
+        Err(e) => return Err(unusable(format!("cannot open `{shown}`: {e}"))),
     };
     let meta = file
         .metadata()
-        .map_err(|e| format!("cannot inspect `{shown}`: {e}"))?;
+        .map_err(|e| unusable(format!("cannot inspect `{shown}`: {e}")))?;
     if !meta.is_file() {
-        return Err(format!("`{shown}` is not a regular file"));
+        return Err(unusable(format!("`{shown}` is not a regular file")));
     }
     let real = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
-        .map_err(|e| format!("cannot tell where `{shown}` leads: {e}"))?;
+        .map_err(|e| unusable(format!("cannot tell where `{shown}` leads: {e}")))?;
     if let Some((reason, _)) = policy::host_path(&real, used, layout, &settings.allow) {
-        return Err(format!("refused: {reason}"));
+        return Err(ReadError::Refused(reason));
     }
     if meta.len() > limit {
-        return Err(too_large(path, limit));
+        return Err(unusable(too_large(path, limit)));
     }
     let mut bytes = Vec::with_capacity(meta.len() as usize);
     file.take(limit + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read `{shown}`: {e}"))?;
+        .map_err(|e| unusable(format!("cannot read `{shown}`: {e}")))?;
     if bytes.len() as u64 > limit {
-        return Err(too_large(path, limit));
+        return Err(unusable(too_large(path, limit)));
     }
-    let text = String::from_utf8(bytes).map_err(|_| format!("`{shown}` is not UTF-8 text"))?;
+    let text =
+        String::from_utf8(bytes).map_err(|_| unusable(format!("`{shown}` is not UTF-8 text")))?;
     Ok(Some(HostFile { real, text }))
 }
 

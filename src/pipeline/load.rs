@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 
 use super::confine;
-use crate::compose::policy::Use;
+use super::confine::ReadError;
+use crate::compose::policy::{Refusal, Use};
 use crate::compose::{self, SourceFile, Spec};
 use crate::ids::ProjectName;
 use crate::report::Reporter;
@@ -84,7 +85,7 @@ pub(crate) fn work_tree_sources(
                     text: file.text,
                 }),
                 Ok(None) => bail!("`{}` is not in the pushed tree", rel.display()),
-                Err(message) => bail!("`{}`: {message}", rel.display()),
+                Err(e) => bail!("`{}`: {e}", rel.display()),
             }
         })
         .collect()
@@ -95,6 +96,8 @@ pub(crate) fn work_tree_sources(
 pub(crate) struct Loaded {
     pub(crate) spec: Spec,
     pub(crate) env: BTreeMap<String, String>,
+    /// A refused `.env`: reported with the policy's other refusals, all at once.
+    pub(crate) refusals: Vec<Refusal>,
 }
 
 /// Loads compose files (already read, from the work tree or a revision) into a validated
@@ -109,7 +112,7 @@ pub(crate) fn load_spec(
     reporter: &Reporter,
 ) -> anyhow::Result<Loaded> {
     let project_dir = project_dir(root, sources);
-    let env = interpolation_env(root, &project_dir, settings)?;
+    let (env, refusals) = interpolation_env(root, &project_dir, settings)?;
     let options = compose::LoadOptions {
         project_dir: &project_dir,
         env: &env,
@@ -129,6 +132,7 @@ pub(crate) fn load_spec(
     Ok(Loaded {
         spec: loaded.spec,
         env,
+        refusals,
     })
 }
 
@@ -145,13 +149,15 @@ fn project_dir(root: &Root, sources: &[SourceFile]) -> PathBuf {
 /// Variables for `${…}`: the `.env` of the project directory, then `deploy.yml`'s
 /// `env_file`, then the variables of this process that `interpolate_env` names (later wins).
 /// Nothing else of this process's environment is read: it is the host's (the daemon's, or
-/// the hook's), not the pusher's to read through a compose file.
+/// the hook's), not the pusher's to read through a compose file. A `.env` the policy refuses
+/// is left out and returned as a refusal.
 fn interpolation_env(
     root: &Root,
     project_dir: &Path,
     settings: &Settings,
-) -> anyhow::Result<BTreeMap<String, String>> {
+) -> anyhow::Result<(BTreeMap<String, String>, Vec<Refusal>)> {
     let mut env = BTreeMap::new();
+    let mut refusals = Vec::new();
     let layout = confine::layout(root, settings)?;
     let dot_env = project_dir.join(".env");
     match confine::read(
@@ -163,7 +169,12 @@ fn interpolation_env(
     ) {
         Ok(Some(file)) => env.extend(env_entries(&file.text, &dot_env)?),
         Ok(None) => {}
-        Err(message) => bail!("`.env`: {message}"),
+        Err(ReadError::Refused(reason)) => refusals.push(Refusal {
+            key_path: ".env".to_owned(),
+            reason,
+            allowance: None,
+        }),
+        Err(e) => bail!("`.env`: {e}"),
     }
     if let Some(file) = &settings.env_file {
         let path = root.path().join(file);
@@ -176,7 +187,7 @@ fn interpolation_env(
             env.insert(name.clone(), value);
         }
     }
-    Ok(env)
+    Ok((env, refusals))
 }
 
 /// The operator's own file: no policy, but still a regular file within the size limit.

@@ -238,8 +238,7 @@ impl Run<'_> {
             self.root,
             self.settings,
             self.project,
-            loaded.spec,
-            &loaded.env,
+            loaded,
             docker,
             self.reporter,
         )

@@ -13,7 +13,10 @@ use bollard::Docker;
 use sha2::Digest;
 
 use super::confine::{self, HostFile};
-use crate::compose::policy::{self, Foreign, ForeignImage, Host, Layout, Use, Writable};
+use super::load::Loaded;
+use crate::compose::policy::{
+    self, Foreign, ForeignImage, Host, Layout, PolicyError, Use, Writable,
+};
 use crate::compose::spec::{Config, Mount};
 use crate::compose::{ComposeError, Spec, envfile};
 use crate::docker::observe;
@@ -50,11 +53,15 @@ pub(crate) async fn check(
     root: &Root,
     settings: &Settings,
     project: &ProjectName,
-    mut spec: Spec,
-    env: &BTreeMap<String, String>,
+    loaded: Loaded,
     docker: &Docker,
     reporter: &Reporter,
 ) -> anyhow::Result<Checked> {
+    let Loaded {
+        mut spec,
+        env,
+        mut refusals,
+    } = loaded;
     let layout = confine::layout(root, settings)?;
     confine::resolve_paths(&mut spec);
     let writable = writable(docker, &spec).await?;
@@ -66,17 +73,21 @@ pub(crate) async fn check(
         foreign: &foreign,
         settings_file: &root.settings_file(),
     };
-    policy::check(&spec, &host)?;
-    envfile::merge_into(&mut spec, env, |file| {
-        let read = confine::read(
-            &file.path,
-            Use::EnvFile,
-            &layout,
-            settings,
-            settings.file_size_limit,
-        );
+    if let Err(e) = policy::check(&spec, &host) {
+        refusals.extend(e.refusals);
+    }
+    if !refusals.is_empty() {
+        return Err(PolicyError {
+            refusals,
+            settings_file: root.settings_file(),
+        }
+        .into());
+    }
+    envfile::merge_into(&mut spec, &env, |file| {
+        let limit = settings.file_size_limit;
+        let read = confine::read(&file.path, Use::EnvFile, &layout, settings, limit);
         read.map(|f| f.map(|f| f.text))
-            .map_err(|m| ComposeError::at(&file.key_path, m))
+            .map_err(|e| ComposeError::at(&file.key_path, e.to_string()))
     })?;
     let copies = read_mounted_files(&spec, &layout, settings, &writable, reporter)?;
     Ok(Checked { spec, copies })
@@ -215,7 +226,7 @@ fn read_mounted_files(
                 path.display()
             ),
             Ok(None) => bail!("{key}: `{}` does not exist", path.display()),
-            Err(message) => bail!("{key}: {message}"),
+            Err(e) => bail!("{key}: {e}"),
         };
         if file.real != path {
             bail!(

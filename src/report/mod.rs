@@ -161,8 +161,10 @@ impl Reporter {
     pub(crate) fn emit(&self, event: Event) {
         let at = Local::now();
         let mut inner = self.lock();
-        if let Event::Output { line, .. } = &event {
-            match inner.output_left.checked_sub(line.len() as u64 + 1) {
+        if let Event::Output { source, line } = &event {
+            // What the line takes in the build log: its timestamp, kind and source too.
+            let cost = (LOG_LINE_OVERHEAD + source.len() + line.len()) as u64;
+            match inner.output_left.checked_sub(cost) {
                 Some(left) => inner.output_left = left,
                 None if inner.output_cut => return,
                 None => {
@@ -299,6 +301,10 @@ impl Drop for Step {
         }
     }
 }
+
+/// The bytes a build log line takes besides its source and text: the timestamp, the kind
+/// and the separators (`2026-12-03 10:12:13.456 OUT   web | …\n`).
+const LOG_LINE_OVERHEAD: usize = 34;
 
 /// `text` with each control character except tab and newline written `\xNN`.
 pub(crate) fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
@@ -469,7 +475,8 @@ mod tests {
     #[test]
     fn output_is_cut_at_the_limit_once_and_steps_still_go_through() {
         let (reporter, captured) = Reporter::capture();
-        reporter.limit_output(100);
+        // Each line costs 34 + 9 + 9 bytes: ten of them fit.
+        reporter.limit_output(520);
         for i in 0..50 {
             reporter.output("build web", format!("line {i:04}"));
         }
