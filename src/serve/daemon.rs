@@ -27,22 +27,24 @@ use crate::report::{Event, Reporter, Sink};
 use crate::root::Root;
 use crate::settings::Settings;
 
-use super::autoheal;
 use super::protocol::{Ask, Reply};
 use super::proxy::{Proxy, ProxyConfig};
+use super::{autoheal, descriptors};
 
 /// How long a stopping daemon lets proxied connections finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub(crate) async fn run(root: Root) -> anyhow::Result<()> {
+    // First, so that everything after it opens under the raised limit.
+    let proxy_config = proxy_config();
     let settings = Settings::load(&root)?;
     let project = settings.project(&root)?;
     let docker = docker::connect().await?;
     let listener = bind_socket(&root)?;
 
     let switch = Arc::new(ProxySwitch {
-        proxy: Proxy::new(ProxyConfig::default()),
+        proxy: Proxy::new(proxy_config),
         listening: Mutex::new(BTreeSet::new()),
         drain_timeout: settings.drain_timeout,
     });
@@ -109,6 +111,24 @@ pub(crate) async fn run(root: Root) -> anyhow::Result<()> {
     let report = switch.proxy.shutdown(SHUTDOWN_GRACE).await;
     tracing::info!(?report, "deploy serve stopped");
     Ok(())
+}
+
+/// The proxy's settings: as many connections as the descriptor limit allows after the
+/// reserve (`descriptors`), the limit first raised as far as it goes.
+fn proxy_config() -> ProxyConfig {
+    let nofile = match descriptors::raise_nofile_limit() {
+        Ok(nofile) => nofile,
+        Err(error) => {
+            tracing::warn!(%error, "failed to read the descriptor limit; assuming 1024");
+            1024
+        }
+    };
+    let max_connections = descriptors::proxy_connections(nofile);
+    tracing::info!(nofile, max_connections, "descriptor limit");
+    ProxyConfig {
+        max_connections,
+        ..ProxyConfig::default()
+    }
 }
 
 /// The control socket. Its mode is 0660 with the group of `code.git`, so exactly the users

@@ -4,6 +4,7 @@
 mod autoheal;
 pub(crate) mod client;
 mod daemon;
+mod descriptors;
 mod protocol;
 pub(crate) mod proxy;
 
