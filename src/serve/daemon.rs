@@ -19,6 +19,7 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::docker;
 use crate::docker::routes::Route;
+use crate::identity;
 use crate::ids::ProjectName;
 use crate::ledger::{Ledger, NewDeployment, Status};
 use crate::pipeline::traffic::{Switch, Traffic};
@@ -210,6 +211,11 @@ enum Work {
 
 /// One client: read its request, queue it, stream its deploy back.
 async fn accept(daemon: Arc<Daemon>, stream: UnixStream) -> anyhow::Result<()> {
+    // Who asks is the peer's uid, from the kernel: what the request says is only a claim.
+    let uid = stream
+        .peer_cred()
+        .context("failed to read the peer's credentials")?
+        .uid();
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
     let Some(line) = lines.next_line().await? else {
@@ -217,7 +223,10 @@ async fn accept(daemon: Arc<Daemon>, stream: UnixStream) -> anyhow::Result<()> {
     };
     let ask: Ask =
         serde_json::from_str(&line).context("unreadable request on the control socket")?;
-    let request = ask.into_request();
+    let (root, claim) = (daemon.root.clone(), ask.claimed_user().to_owned());
+    let pusher =
+        tokio::task::spawn_blocking(move || identity::pusher(&root, Some(&claim), uid)).await?;
+    let request = ask.into_request(pusher);
     let (replies, mut outgoing) = mpsc::unbounded_channel();
     daemon.enqueue(Job { request, replies }).await;
     // The deploy goes on whether or not anyone reads: a pusher who hangs up only stops
@@ -273,6 +282,7 @@ async fn record_superseded(root: &Root, job: Job) {
         revision: revision.clone(),
         refname: Some(refname.clone()),
         user: job.request.user.clone(),
+        uid: job.request.uid,
         trigger: job.request.trigger,
         log_path: Default::default(),
         pid: std::process::id(),

@@ -3,7 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{Revision, UserName};
+use crate::identity::Pusher;
+use crate::ids::Revision;
 use crate::ledger::Trigger;
 use crate::pipeline::{Request, Target};
 use crate::report::Event;
@@ -16,6 +17,8 @@ pub(crate) enum Ask {
         /// The pushed commit and ref, or `None` with `expression` for `deploy --revision`.
         pushed: Option<(Revision, String)>,
         expression: Option<String>,
+        /// The pusher's name as the client claims it; believed only from a peer that may
+        /// vouch for others (`identity`).
         user: String,
         trigger: Trigger,
     },
@@ -52,22 +55,53 @@ impl Ask {
         }
     }
 
-    pub(crate) fn into_request(self) -> Request {
+    /// The pusher's name the client claims.
+    pub(crate) fn claimed_user(&self) -> &str {
+        let Ask::Deploy { user, .. } = self;
+        user
+    }
+
+    /// The request, on behalf of `pusher`: who the daemon decided asked, from the claim and
+    /// the peer's uid.
+    pub(crate) fn into_request(self, pusher: Pusher) -> Request {
         let Ask::Deploy {
             pushed,
             expression,
-            user,
+            user: _,
             trigger,
         } = self;
         let target = match pushed {
             Some((revision, refname)) => Target::Pushed { revision, refname },
             None => Target::Expression(expression),
         };
-        // Sanitized again: the socket is an input like any other.
         Request {
             target,
-            user: UserName::sanitize(&user),
+            user: pusher.name,
+            uid: pusher.uid,
             trigger,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_carries_the_decided_pusher_not_the_claim() {
+        let ask = Ask::Deploy {
+            pushed: None,
+            expression: Some("main~1".to_owned()),
+            user: "alice-the-admin".to_owned(),
+            trigger: Trigger::Rollback,
+        };
+        assert_eq!(ask.claimed_user(), "alice-the-admin");
+        let pusher = Pusher {
+            name: crate::ids::UserName::sanitize("mallory"),
+            uid: 1000,
+        };
+        let request = ask.into_request(pusher);
+        assert_eq!((request.user.as_str(), request.uid), ("mallory", 1000));
+        assert!(matches!(request.target, Target::Expression(Some(e)) if e == "main~1"));
     }
 }
