@@ -13,13 +13,11 @@ use anyhow::{Context, bail};
 use bollard::Docker;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixListener;
 use tokio::sync::{Notify, mpsc};
 
 use crate::docker;
 use crate::docker::routes::Route;
-use crate::identity;
 use crate::ids::ProjectName;
 use crate::ledger::{Ledger, NewDeployment, Status};
 use crate::pipeline::traffic::{Switch, Traffic};
@@ -28,9 +26,9 @@ use crate::report::{Event, Reporter, Sink};
 use crate::root::Root;
 use crate::settings::Settings;
 
-use super::protocol::{Ask, Reply};
+use super::protocol::Reply;
 use super::proxy::{Proxy, ProxyConfig};
-use super::{autoheal, descriptors};
+use super::{autoheal, control, descriptors};
 
 /// How long a stopping daemon lets proxied connections finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -84,22 +82,10 @@ pub(crate) async fn run(root: Root) -> anyhow::Result<()> {
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("failed to listen for SIGTERM")?;
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let daemon = daemon.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = accept(daemon, stream).await {
-                            tracing::warn!(error = %format!("{e:#}"), "a client of the control socket failed");
-                        }
-                    });
-                }
-                Err(e) => tracing::warn!(error = %e, "failed to accept on the control socket"),
-            },
-            _ = term.recv() => break,
-            _ = tokio::signal::ctrl_c() => break,
-        }
+    tokio::select! {
+        () = control::serve(listener, daemon.clone()) => {}
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
     }
 
     tracing::info!("stopping: no new deploys; the running one finishes first");
@@ -188,8 +174,8 @@ async fn restore(
     switch.route(routes)
 }
 
-struct Daemon {
-    root: Root,
+pub(super) struct Daemon {
+    pub(super) root: Root,
     queue: Mutex<VecDeque<Work>>,
     wake: Notify,
     /// A deploy is running: autoheal leaves containers to its health gate meanwhile.
@@ -197,9 +183,9 @@ struct Daemon {
     switch: Arc<ProxySwitch>,
 }
 
-struct Job {
-    request: Request,
-    replies: mpsc::UnboundedSender<Reply>,
+pub(super) struct Job {
+    pub(super) request: Request,
+    pub(super) replies: mpsc::UnboundedSender<Reply>,
 }
 
 /// What the worker does next.
@@ -209,42 +195,10 @@ enum Work {
     Superseded(Job),
 }
 
-/// One client: read its request, queue it, stream its deploy back.
-async fn accept(daemon: Arc<Daemon>, stream: UnixStream) -> anyhow::Result<()> {
-    // Who asks is the peer's uid, from the kernel: what the request says is only a claim.
-    let uid = stream
-        .peer_cred()
-        .context("failed to read the peer's credentials")?
-        .uid();
-    let (read, mut write) = stream.into_split();
-    let mut lines = BufReader::new(read).lines();
-    let Some(line) = lines.next_line().await? else {
-        return Ok(());
-    };
-    let ask: Ask =
-        serde_json::from_str(&line).context("unreadable request on the control socket")?;
-    let (root, claim) = (daemon.root.clone(), ask.claimed_user().to_owned());
-    let pusher =
-        tokio::task::spawn_blocking(move || identity::pusher(&root, Some(&claim), uid)).await?;
-    let request = ask.into_request(pusher);
-    let (replies, mut outgoing) = mpsc::unbounded_channel();
-    daemon.enqueue(Job { request, replies }).await;
-    // The deploy goes on whether or not anyone reads: a pusher who hangs up only stops
-    // getting lines.
-    while let Some(reply) = outgoing.recv().await {
-        let mut text = serde_json::to_string(&reply)?;
-        text.push('\n');
-        if write.write_all(text.as_bytes()).await.is_err() {
-            break;
-        }
-    }
-    Ok(())
-}
-
 impl Daemon {
     /// Queues a deploy. A push replaces any queued (not yet running) push of the same branch:
     /// deploying the older one first would only delay the newer.
-    async fn enqueue(&self, job: Job) {
+    pub(super) async fn enqueue(&self, job: Job) {
         {
             let mut queue = self.queue.lock().expect("queue lock");
             if let Target::Pushed { refname, .. } = &job.request.target {

@@ -7,12 +7,14 @@
 
 use std::io;
 
-/// Descriptors the proxy never takes: the control socket's clients,
+use super::admission;
+
+/// Descriptors the proxy never takes: the control socket's clients (`admission::TOTAL`),
 /// the proxy's idle pooled connections to its backends (up to 32 per backend, a few backends
 /// during a switch), and the daemon's own (the engine's connections and event stream, the
 /// ledger and its WAL, the logs, the listeners, git's pack files during a checkout, the files
 /// of a build context).
-pub(crate) const RESERVED: u64 = 512;
+pub(crate) const RESERVED: u64 = admission::TOTAL as u64 + 448;
 /// The most proxied connections at once whatever the limit: each costs memory as well
 /// (buffers, a task), and a host that needs more needs more than one daemon's proxy.
 pub(crate) const MAX_PROXY_CONNECTIONS: u64 = 16 * 1024;
