@@ -234,6 +234,15 @@ fn issue17_f16_idle_floods_do_not_exhaust_the_daemon() {
         "the flood took the daemon to {most} of {NOFILE} descriptors"
     );
 
+    // `deploy` itself says why, as it says why a deploy failed.
+    let out = stack.deploy(&["--revision", &sha]);
+    assert!(
+        !out.status.success()
+            && text(&out).contains("too many connections to `deploy serve` from uid 0"),
+        "{}",
+        text(&out)
+    );
+
     drop(flood);
     drop(control);
     stack.wait_for_page("version: v1", Duration::from_secs(30));
