@@ -4,6 +4,7 @@ mod cli;
 mod compose;
 mod docker;
 mod git;
+mod identity;
 mod ids;
 mod ledger;
 mod pipeline;

@@ -20,9 +20,11 @@ pub(crate) async fn run(root: Root, args: Args) -> anyhow::Result<u8> {
     } else {
         Trigger::Manual
     };
+    let pusher = super::pusher(&root);
     let request = Request {
         target: Target::Expression(args.revision),
-        user: super::pusher(),
+        user: pusher.name,
+        uid: pusher.uid,
         trigger,
     };
     super::run_deploy(&root, request, &reporter).await?;

@@ -5,7 +5,7 @@ use crate::root::Root;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Print JSON (revision, user, status, started_at, finished_at, log, …) for scripts.
+    /// Print JSON (revision, user, uid, status, started_at, finished_at, log, …) for scripts.
     #[arg(long)]
     json: bool,
     /// How many deploys to show.

@@ -35,9 +35,11 @@ pub(crate) async fn run(root: Root, _args: Args) -> anyhow::Result<u8> {
     let Some((revision, refname)) = deploy else {
         return Ok(super::exit::SUCCESS);
     };
+    let pusher = super::pusher(&root);
     let request = Request {
         target: Target::Pushed { revision, refname },
-        user: super::pusher(),
+        user: pusher.name,
+        uid: pusher.uid,
         trigger: Trigger::Push,
     };
     super::run_deploy(&root, request, &reporter).await?;

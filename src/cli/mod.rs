@@ -15,7 +15,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::ids::UserName;
+use crate::identity::{self, Pusher};
 use crate::root::Root;
 
 /// Exit codes, documented in the README.
@@ -174,20 +174,11 @@ fn init_daemon_tracing(root: &Root) -> tracing_appender::non_blocking::WorkerGua
     guard
 }
 
-/// Who is deploying: `DEPLOY_USER`, then gitolite's `GL_USER`, then Gitea/Forgejo's
-/// `GITEA_PUSHER_NAME`, then the login name running this process.
-pub(crate) fn pusher() -> UserName {
-    let from_env = ["DEPLOY_USER", "GL_USER", "GITEA_PUSHER_NAME"]
-        .iter()
-        .filter_map(|k| std::env::var(k).ok())
-        .find(|v| !v.trim().is_empty());
-    let raw = from_env.unwrap_or_else(|| {
-        nix::unistd::User::from_uid(nix::unistd::geteuid())
-            .ok()
-            .flatten()
-            .map(|u| u.name)
-            .or_else(|| std::env::var("USER").ok())
-            .unwrap_or_default()
-    });
-    UserName::sanitize(&raw)
+/// Who is deploying, for a deploy asked from this process: the name `DEPLOY_USER`, then
+/// gitolite's `GL_USER`, then Gitea/Forgejo's `GITEA_PUSHER_NAME` claim, believed only when
+/// this process runs as root or as the owner of `ROOT/code.git`; otherwise its login name.
+/// The daemon applies the same rule again to whatever this sends it.
+pub(crate) fn pusher(root: &Root) -> Pusher {
+    let uid = nix::unistd::geteuid().as_raw();
+    identity::pusher(root, identity::claim_from_env().as_deref(), uid)
 }

@@ -49,6 +49,8 @@ pub(crate) struct NewDeployment {
     /// The pushed ref (`refs/heads/main`), if any.
     pub(crate) refname: Option<String>,
     pub(crate) user: UserName,
+    /// Who asked: the control socket's peer, or the deploying process (see `identity`).
+    pub(crate) uid: u32,
     pub(crate) trigger: Trigger,
     pub(crate) log_path: PathBuf,
     /// The deploying process, so a later run can tell whether it is gone.
@@ -63,6 +65,8 @@ pub(crate) struct Deployment {
     #[serde(rename = "ref")]
     pub(crate) refname: Option<String>,
     pub(crate) user: String,
+    /// The uid that asked for the deploy; `None` for rows from before it was recorded.
+    pub(crate) uid: Option<u32>,
     pub(crate) trigger: Trigger,
     pub(crate) status: Status,
     pub(crate) started_at: DateTime<Utc>,
@@ -108,8 +112,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 macro_rules! select_deployments {
     ($($rest:literal)*) => {
         concat!(
-            r#"SELECT id, revision, "ref", "user", "trigger", status, started_at, finished_at,
-                      images, log_path, error, pid, superseded_by
+            r#"SELECT id, revision, "ref", "user", uid, "trigger", status, started_at,
+                      finished_at, images, log_path, error, pid, superseded_by
                FROM deployments "#,
             $($rest, " ",)*
         )
@@ -183,13 +187,14 @@ impl Ledger {
             .ok_or_else(|| LedgerError::NonUtf8LogPath(new.log_path.clone()))?;
         let id: i64 = sqlx::query_scalar(
             r#"INSERT INTO deployments
-                   (revision, "ref", "user", "trigger", status, started_at, log_path, pid)
-               VALUES (?, ?, ?, ?, 'running', ?, ?, ?)
+                   (revision, "ref", "user", uid, "trigger", status, started_at, log_path, pid)
+               VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?)
                RETURNING id"#,
         )
         .bind(new.revision.as_str())
         .bind(new.refname.as_deref())
         .bind(new.user.as_str())
+        .bind(i64::from(new.uid))
         .bind(new.trigger.as_str())
         .bind(timestamp(Utc::now()))
         .bind(log_path)
@@ -437,11 +442,13 @@ fn decode(row: &SqliteRow) -> Result<Deployment, sqlx::Error> {
     let text = |name: &str| row.try_get::<String, _>(name);
     let finished_at: Option<String> = row.try_get("finished_at")?;
     let pid: i64 = row.try_get("pid")?;
+    let uid: Option<i64> = row.try_get("uid")?;
     Ok(Deployment {
         id: DeploymentId(row.try_get("id")?),
         revision: column("revision", Revision::parse(&text("revision")?))?,
         refname: row.try_get("ref")?,
         user: text("user")?,
+        uid: uid.map(|u| column("uid", u32::try_from(u))).transpose()?,
         trigger: column("trigger", text("trigger")?.parse())?,
         status: column("status", text("status")?.parse())?,
         started_at: column("started_at", parse_time(&text("started_at")?))?,

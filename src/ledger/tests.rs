@@ -16,6 +16,7 @@ fn deploy(c: char) -> NewDeployment {
         revision: rev(c),
         refname: Some("refs/heads/main".to_owned()),
         user: UserName::sanitize("alice"),
+        uid: 1000,
         trigger: Trigger::Push,
         log_path: PathBuf::from(format!("/root/build-logs/{c}.log")),
         pid: 4242,
@@ -44,6 +45,7 @@ async fn a_deploy_round_trips(pool: SqlitePool) {
     assert_eq!(row.revision, rev('a'));
     assert_eq!(row.refname.as_deref(), Some("refs/heads/main"));
     assert_eq!(row.user, "alice");
+    assert_eq!(row.uid, Some(1000));
     assert_eq!(row.trigger, Trigger::Push);
     assert_eq!(row.status, Status::Running);
     assert!(row.started_at >= before - chrono::Duration::milliseconds(1));
@@ -84,7 +86,27 @@ async fn rows_serialize_for_json_output(pool: SqlitePool) {
     assert_eq!(json["trigger"], "push");
     assert_eq!(json["ref"], "refs/heads/main");
     assert_eq!(json["log"], "/root/build-logs/a.log");
+    assert_eq!(json["uid"], 1000);
     assert!(json.get("superseded_by").is_none());
+}
+
+#[sqlx::test(migrator = "crate::ledger::MIGRATOR")]
+async fn rows_from_before_the_uid_was_recorded_have_none(pool: SqlitePool) {
+    // What a row written before migration 0002 holds: no uid.
+    let id: i64 = sqlx::query_scalar(
+        r#"INSERT INTO deployments
+               (revision, "user", "trigger", status, started_at, log_path, pid)
+           VALUES (?, 'alice', 'push', 'running', '2024-01-01T00:00:00.000000Z', '/l', 1)
+           RETURNING id"#,
+    )
+    .bind(rev('a').as_str())
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let ledger = Ledger::from_pool(pool);
+    let row = ledger.get(DeploymentId(id)).await.unwrap().unwrap();
+    assert_eq!(row.uid, None);
+    assert!(serde_json::to_value(row).unwrap()["uid"].is_null());
 }
 
 #[sqlx::test(migrator = "crate::ledger::MIGRATOR")]

@@ -33,6 +33,8 @@ use traffic::Traffic;
 pub(crate) struct Request {
     pub(crate) target: Target,
     pub(crate) user: UserName,
+    /// The uid that asked (see `identity`), recorded beside `user`.
+    pub(crate) uid: u32,
     pub(crate) trigger: Trigger,
 }
 
@@ -121,6 +123,7 @@ pub(crate) async fn deploy(
         revision: revision.clone(),
         refname: refname.clone(),
         user: request.user.clone(),
+        uid: request.uid,
         trigger: request.trigger,
         log_path: log.clone(),
         pid: std::process::id(),

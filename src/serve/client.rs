@@ -26,16 +26,21 @@ async fn follow(stream: UnixStream, request: &Request, reporter: &Reporter) -> a
     let (read, mut write) = stream.into_split();
     let mut line = serde_json::to_string(&Ask::from_request(request))?;
     line.push('\n');
-    write
+    // A daemon that refuses the connection (too many from this user, say) may answer and
+    // hang up before the request is written: its answer says why, so read it either way.
+    let sent = write
         .write_all(line.as_bytes())
         .await
-        .context("failed to send the deploy to `deploy serve`")?;
+        .context("failed to send the deploy to `deploy serve`");
     let mut lines = BufReader::new(read).lines();
-    while let Some(line) = lines
-        .next_line()
-        .await
-        .context("lost `deploy serve` while it deployed")?
-    {
+    loop {
+        let next = lines.next_line().await;
+        if next.is_err() && sent.is_err() {
+            return sent;
+        }
+        let Some(line) = next.context("lost `deploy serve` while it deployed")? else {
+            break;
+        };
         match serde_json::from_str::<Reply>(&line)
             .context("`deploy serve` sent something unreadable")?
         {
@@ -57,6 +62,7 @@ async fn follow(stream: UnixStream, request: &Request, reporter: &Reporter) -> a
             }
         }
     }
+    sent?;
     bail!(
         "`deploy serve` stopped before the deploy finished; `deploy logs --follow` shows where it is"
     )

@@ -13,8 +13,7 @@ use anyhow::{Context, bail};
 use bollard::Docker;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixListener;
 use tokio::sync::{Notify, mpsc};
 
 use crate::docker;
@@ -27,22 +26,24 @@ use crate::report::{Event, Reporter, Sink};
 use crate::root::Root;
 use crate::settings::Settings;
 
-use super::autoheal;
-use super::protocol::{Ask, Reply};
+use super::protocol::Reply;
 use super::proxy::{Proxy, ProxyConfig};
+use super::{autoheal, control, descriptors};
 
 /// How long a stopping daemon lets proxied connections finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub(crate) async fn run(root: Root) -> anyhow::Result<()> {
+    // First, so that everything after it opens under the raised limit.
+    let proxy_config = proxy_config();
     let settings = Settings::load(&root)?;
     let project = settings.project(&root)?;
     let docker = docker::connect().await?;
     let listener = bind_socket(&root)?;
 
     let switch = Arc::new(ProxySwitch {
-        proxy: Proxy::new(ProxyConfig::default()),
+        proxy: Proxy::new(proxy_config),
         listening: Mutex::new(BTreeSet::new()),
         drain_timeout: settings.drain_timeout,
     });
@@ -81,22 +82,10 @@ pub(crate) async fn run(root: Root) -> anyhow::Result<()> {
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("failed to listen for SIGTERM")?;
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let daemon = daemon.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = accept(daemon, stream).await {
-                            tracing::warn!(error = %format!("{e:#}"), "a client of the control socket failed");
-                        }
-                    });
-                }
-                Err(e) => tracing::warn!(error = %e, "failed to accept on the control socket"),
-            },
-            _ = term.recv() => break,
-            _ = tokio::signal::ctrl_c() => break,
-        }
+    tokio::select! {
+        () = control::serve(listener, daemon.clone()) => {}
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
     }
 
     tracing::info!("stopping: no new deploys; the running one finishes first");
@@ -109,6 +98,24 @@ pub(crate) async fn run(root: Root) -> anyhow::Result<()> {
     let report = switch.proxy.shutdown(SHUTDOWN_GRACE).await;
     tracing::info!(?report, "deploy serve stopped");
     Ok(())
+}
+
+/// The proxy's settings: as many connections as the descriptor limit allows after the
+/// reserve (`descriptors`), the limit first raised as far as it goes.
+fn proxy_config() -> ProxyConfig {
+    let nofile = match descriptors::raise_nofile_limit() {
+        Ok(nofile) => nofile,
+        Err(error) => {
+            tracing::warn!(%error, "failed to read the descriptor limit; assuming 1024");
+            1024
+        }
+    };
+    let max_connections = descriptors::proxy_connections(nofile);
+    tracing::info!(nofile, max_connections, "descriptor limit");
+    ProxyConfig {
+        max_connections,
+        ..ProxyConfig::default()
+    }
 }
 
 /// The control socket. Its mode is 0660 with the group of `code.git`, so exactly the users
@@ -167,8 +174,8 @@ async fn restore(
     switch.route(routes)
 }
 
-struct Daemon {
-    root: Root,
+pub(super) struct Daemon {
+    pub(super) root: Root,
     queue: Mutex<VecDeque<Work>>,
     wake: Notify,
     /// A deploy is running: autoheal leaves containers to its health gate meanwhile.
@@ -176,9 +183,9 @@ struct Daemon {
     switch: Arc<ProxySwitch>,
 }
 
-struct Job {
-    request: Request,
-    replies: mpsc::UnboundedSender<Reply>,
+pub(super) struct Job {
+    pub(super) request: Request,
+    pub(super) replies: mpsc::UnboundedSender<Reply>,
 }
 
 /// What the worker does next.
@@ -188,34 +195,10 @@ enum Work {
     Superseded(Job),
 }
 
-/// One client: read its request, queue it, stream its deploy back.
-async fn accept(daemon: Arc<Daemon>, stream: UnixStream) -> anyhow::Result<()> {
-    let (read, mut write) = stream.into_split();
-    let mut lines = BufReader::new(read).lines();
-    let Some(line) = lines.next_line().await? else {
-        return Ok(());
-    };
-    let ask: Ask =
-        serde_json::from_str(&line).context("unreadable request on the control socket")?;
-    let request = ask.into_request();
-    let (replies, mut outgoing) = mpsc::unbounded_channel();
-    daemon.enqueue(Job { request, replies }).await;
-    // The deploy goes on whether or not anyone reads: a pusher who hangs up only stops
-    // getting lines.
-    while let Some(reply) = outgoing.recv().await {
-        let mut text = serde_json::to_string(&reply)?;
-        text.push('\n');
-        if write.write_all(text.as_bytes()).await.is_err() {
-            break;
-        }
-    }
-    Ok(())
-}
-
 impl Daemon {
     /// Queues a deploy. A push replaces any queued (not yet running) push of the same branch:
     /// deploying the older one first would only delay the newer.
-    async fn enqueue(&self, job: Job) {
+    pub(super) async fn enqueue(&self, job: Job) {
         {
             let mut queue = self.queue.lock().expect("queue lock");
             if let Target::Pushed { refname, .. } = &job.request.target {
@@ -253,6 +236,7 @@ async fn record_superseded(root: &Root, job: Job) {
         revision: revision.clone(),
         refname: Some(refname.clone()),
         user: job.request.user.clone(),
+        uid: job.request.uid,
         trigger: job.request.trigger,
         log_path: Default::default(),
         pid: std::process::id(),

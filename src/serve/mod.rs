@@ -1,9 +1,12 @@
 //! `deploy serve`: the daemon (zero-downtime proxy, deploys handed over from the hook,
 //! autoheal, restart-safe), and the hook's client side of the hand-off.
 
+mod admission;
 mod autoheal;
 pub(crate) mod client;
+mod control;
 mod daemon;
+mod descriptors;
 mod protocol;
 pub(crate) mod proxy;
 

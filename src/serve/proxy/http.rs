@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -20,14 +20,21 @@ use tokio::net::TcpStream;
 use super::backend::{Active, Backend, Work};
 use super::sniff::Prefixed;
 use super::stats::Counters;
-use super::{ForwardedHeaders, Phase, Route, Shared, tcp};
+use super::{ForwardedHeaders, Phase, Route, Shared, Slot, tcp};
 
 /// Serves one client connection until it closes, or until a shutdown lets its current request
 /// finish.
-pub(super) async fn serve(io: Prefixed, peer: SocketAddr, route: Arc<Route>, shared: &Arc<Shared>) {
+pub(super) async fn serve(
+    io: Prefixed,
+    peer: SocketAddr,
+    route: Arc<Route>,
+    shared: &Arc<Shared>,
+    slot: Slot,
+) {
     let handler = Arc::new(Handler {
         route,
         shared: Arc::clone(shared),
+        slot: Mutex::new(Some(slot)),
         // A client reaching a `[::]` listener over IPv4 should appear as `1.2.3.4`. Made once
         // per connection rather than per request.
         client: HeaderValue::from_str(&peer.ip().to_canonical().to_string())
@@ -66,6 +73,8 @@ struct Handler {
     shared: Arc<Shared>,
     /// The client's address, as `X-Forwarded-For` gives it.
     client: HeaderValue,
+    /// The connection's slot under the cap; an upgrade hands it to its tunnel.
+    slot: Mutex<Option<Slot>>,
 }
 
 impl Handler {
@@ -120,8 +129,13 @@ impl Handler {
             let shared = Arc::clone(&self.shared);
             let active = active.into_tunnel();
             // The client connection ends as hyper hands it over; the tunnel is what a shutdown
-            // waits for now.
+            // waits for now, and what holds the connection's slot.
             let connection = self.shared.connection_opened();
+            let slot = self
+                .slot
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .take();
             tokio::spawn(async move {
                 match tokio::try_join!(client_upgrade, backend_upgrade) {
                     Ok((client, upstream)) => {
@@ -136,6 +150,7 @@ impl Handler {
                 }
                 drop(active);
                 drop(connection);
+                drop(slot);
             });
             strip_hop_by_hop(response.headers_mut(), UpgradeHeaders::Keep);
             return response.map(|_| RespBody::Full(None));

@@ -3,14 +3,15 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::Instant;
 
 use bytes::BytesMut;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
+use super::backoff::{AcceptBackoff, LOG_EVERY, Throttle};
 use super::sniff::{self, Prefixed, Protocol};
 use super::stats::Counters;
-use super::{Phase, Route, Shared, http, tcp};
+use super::{Phase, Route, Shared, Slot, http, tcp};
 
 /// The kernel's queue of connections not yet accepted. Generous, so a burst while the daemon
 /// is busy waits instead of being refused.
@@ -29,9 +30,35 @@ pub(super) fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 }
 
 /// Accepts until the proxy shuts down, then drops the listener so the port is free.
+///
+/// A connection is accepted only with a free slot (`ProxyConfig::max_connections`): at the
+/// cap the loop waits, and new connections wait in the kernel's backlog instead of being
+/// accepted and failing for want of a descriptor.
 pub(super) async fn accept_loop(listener: TcpListener, route: Arc<Route>, shared: Arc<Shared>) {
     let mut phase = shared.phase.subscribe();
+    let mut backoff = AcceptBackoff::default();
+    let mut at_cap = Throttle::new(LOG_EVERY);
     loop {
+        let slot = match Arc::clone(&shared.slots).try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                if let Some(unlogged) = at_cap.hit(Instant::now()) {
+                    tracing::warn!(
+                        port = route.port,
+                        max = shared.config.max_connections,
+                        unlogged,
+                        "the proxy is at its connection cap; new connections wait in the backlog"
+                    );
+                }
+                tokio::select! {
+                    biased;
+                    _ = phase.wait_for(|phase| *phase >= Phase::Draining) => break,
+                    slot = Arc::clone(&shared.slots).acquire_owned() => {
+                        slot.expect("the proxy never closes its slots")
+                    }
+                }
+            }
+        };
         let accepted = tokio::select! {
             biased;
             _ = phase.wait_for(|phase| *phase >= Phase::Draining) => break,
@@ -39,12 +66,13 @@ pub(super) async fn accept_loop(listener: TcpListener, route: Arc<Route>, shared
         };
         match accepted {
             Ok((stream, peer)) => {
+                backoff.succeeded();
                 Counters::bump(&shared.counters.connections);
                 let guard = shared.connection_opened();
                 let route = Arc::clone(&route);
                 let shared = Arc::clone(&shared);
                 tokio::spawn(async move {
-                    connection(stream, peer, route, &shared).await;
+                    connection(stream, peer, route, &shared, slot).await;
                     drop(guard);
                 });
             }
@@ -52,8 +80,11 @@ pub(super) async fn accept_loop(listener: TcpListener, route: Arc<Route>, shared
             Err(error) if is_per_connection(&error) => {}
             Err(error) => {
                 // Out of file descriptors or memory: retrying at once would spin.
-                tracing::warn!(port = route.port, %error, "failed to accept a connection");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                let pause = backoff.failed(Instant::now());
+                if let Some(unlogged) = pause.log {
+                    tracing::warn!(port = route.port, %error, unlogged, "failed to accept a connection; backing off");
+                }
+                tokio::time::sleep(pause.wait).await;
             }
         }
     }
@@ -75,6 +106,7 @@ async fn connection(
     peer: SocketAddr,
     route: Arc<Route>,
     shared: &Arc<Shared>,
+    slot: Slot,
 ) {
     // Small writes (response heads, interactive protocols) must not wait for Nagle.
     if let Err(error) = stream.set_nodelay(true) {
@@ -104,8 +136,11 @@ async fn connection(
     match protocol {
         Protocol::Http => {
             let io = Prefixed::new(prefix.freeze(), stream);
-            http::serve(io, peer, route, shared).await;
+            http::serve(io, peer, route, shared, slot).await;
         }
-        Protocol::Tcp => tcp::forward(stream, prefix.freeze(), peer, &route, shared).await,
+        Protocol::Tcp => {
+            tcp::forward(stream, prefix.freeze(), peer, &route, shared).await;
+            drop(slot);
+        }
     }
 }

@@ -47,6 +47,7 @@
 //! the daemon's hand-off, not this module.
 
 mod backend;
+pub(crate) mod backoff;
 mod http;
 mod listener;
 mod sniff;
@@ -64,7 +65,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use hyper_util::rt::TokioTimer;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinHandle;
 
 use backend::{Active, Backend, Work};
@@ -91,6 +92,14 @@ pub(crate) struct ProxyConfig {
     pub(crate) sniff_timeout: Duration,
     /// What to do with `X-Forwarded-For` and `X-Forwarded-Proto` sent by the client.
     pub(crate) forwarded: ForwardedHeaders,
+    /// Client connections open at once, over all ports (each may hold a second descriptor
+    /// to its backend). At the cap, listeners stop accepting and new connections wait in the
+    /// kernel's backlog. The daemon derives it from its descriptor limit.
+    pub(crate) max_connections: usize,
+    /// How long a connection forwarded as TCP because its client sent nothing may stay silent
+    /// both ways before it is closed: a server that speaks first has said something by then,
+    /// and an idle connection holds its slot no longer.
+    pub(crate) silent_timeout: Duration,
 }
 
 impl Default for ProxyConfig {
@@ -101,6 +110,8 @@ impl Default for ProxyConfig {
             pool_max_idle: 32,
             sniff_timeout: Duration::from_secs(2),
             forwarded: ForwardedHeaders::Extend,
+            max_connections: 4096,
+            silent_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -210,7 +221,13 @@ struct Shared {
     registry: Mutex<Registry>,
     open_connections: AtomicU64,
     connections_closed: Notify,
+    /// One permit per client connection (`ProxyConfig::max_connections`).
+    slots: Arc<Semaphore>,
 }
+
+/// A client connection's place under `ProxyConfig::max_connections`, held until it closes
+/// (or, for an upgrade, until its tunnel does).
+type Slot = OwnedSemaphorePermit;
 
 #[derive(Default)]
 struct Registry {
@@ -319,6 +336,7 @@ impl Proxy {
         // a connection and dribbles bytes cannot hold it forever.
         server.timer(TokioTimer::new());
         let (phase, _) = watch::channel(Phase::Running);
+        let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
         Self {
             shared: Arc::new(Shared {
                 config,
@@ -329,6 +347,7 @@ impl Proxy {
                 registry: Mutex::new(Registry::default()),
                 open_connections: AtomicU64::new(0),
                 connections_closed: Notify::new(),
+                slots,
             }),
         }
     }

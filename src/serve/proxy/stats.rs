@@ -16,6 +16,7 @@ pub(super) struct Counters {
     pub(super) upgrades: AtomicU64,
     pub(super) tcp: AtomicU64,
     pub(super) tcp_failed: AtomicU64,
+    pub(super) silent_closed: AtomicU64,
 }
 
 impl Counters {
@@ -49,6 +50,8 @@ pub(crate) struct ProxyStats {
     pub(crate) tcp: u64,
     /// Plain TCP connections closed because the backend could not be reached.
     pub(crate) tcp_failed: u64,
+    /// Connections closed because neither side said anything (`ProxyConfig::silent_timeout`).
+    pub(crate) silent_closed: u64,
     /// Every backend that is live or still has work open, by address.
     pub(crate) backends: Vec<BackendStats>,
 }
@@ -79,6 +82,7 @@ impl ProxyStats {
             upgrades: read(&counters.upgrades),
             tcp: read(&counters.tcp),
             tcp_failed: read(&counters.tcp_failed),
+            silent_closed: read(&counters.silent_closed),
             backends: Vec::new(),
         }
     }
@@ -101,14 +105,15 @@ impl fmt::Display for ProxyStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} requests ({} retried, {} bad gateway, {} without backend), {} tcp ({} failed), \
-             {} upgrades, {} connections open",
+            "{} requests ({} retried, {} bad gateway, {} without backend), {} tcp ({} failed, \
+             {} silent), {} upgrades, {} connections open",
             self.requests,
             self.retries,
             self.bad_gateway,
             self.no_backend,
             self.tcp,
             self.tcp_failed,
+            self.silent_closed,
             self.upgrades,
             self.open_connections,
         )?;

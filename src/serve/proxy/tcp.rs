@@ -48,8 +48,30 @@ pub(super) async fn forward(
         tracing::debug!(backend = %addr, %error, "tcp tunnel closed before it started");
         return;
     }
+    // A client that sent nothing is waiting for a server that speaks first, or is holding a
+    // descriptor for nothing (a flood of idle connections): the server has a while to speak.
+    if prefix.is_empty() && !either_speaks(&client, &backend, shared).await {
+        Counters::bump(&shared.counters.silent_closed);
+        tracing::debug!(port = route.port, %peer, "closed a tcp connection: silent both ways");
+        return;
+    }
     splice(&mut client, &mut backend, shared).await;
     drop(active);
+}
+
+/// Whether either side sends something (or closes) within `ProxyConfig::silent_timeout`.
+async fn either_speaks(client: &TcpStream, backend: &TcpStream, shared: &Shared) -> bool {
+    let mut phase = shared.phase.subscribe();
+    let spoke = async {
+        tokio::select! {
+            _ = client.readable() => {}
+            _ = backend.readable() => {}
+        }
+    };
+    tokio::select! {
+        spoke = tokio::time::timeout(shared.config.silent_timeout, spoke) => spoke.is_ok(),
+        _ = phase.wait_for(|phase| *phase == Phase::Stopped) => false,
+    }
 }
 
 /// Copies both ways until both sides are done (a half-close is passed on, so a client may

@@ -2,6 +2,7 @@
 //! upgrades, failures and restarts.
 
 mod apps;
+mod limits;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
