@@ -8,6 +8,7 @@ mod interpolate;
 mod layer;
 mod mounts;
 mod normalize;
+pub(crate) mod options;
 pub(crate) mod policy;
 mod ports;
 mod raw;
@@ -84,6 +85,16 @@ impl ComposeError {
         }
     }
 
+    /// The same error, for a value read at `prefix` (`services.web.init`).
+    pub(crate) fn under(mut self, prefix: &str) -> Self {
+        self.key_path = match self.key_path.as_str() {
+            "" => prefix.to_owned(),
+            p if p.starts_with('[') => format!("{prefix}{p}"),
+            p => format!("{prefix}.{p}"),
+        };
+        self
+    }
+
     fn in_file(mut self, file: &Path) -> Self {
         self.file.get_or_insert_with(|| file.to_path_buf());
         self
@@ -133,9 +144,11 @@ pub(crate) fn load(
         return Err(locate(e, files, &trees, &merged));
     }
     let locate = |e: ComposeError| locate(e, files, &trees, &merged);
+    let mut typed = merged.clone();
+    let service_options = take_options(&mut typed).map_err(locate)?;
     let raw: raw::Compose =
-        serde_path_to_error::deserialize(merged.clone()).map_err(|e| locate(typing_error(e)))?;
-    let (spec, name) = normalize::spec(raw, options).map_err(locate)?;
+        serde_path_to_error::deserialize(typed).map_err(|e| locate(typing_error(e)))?;
+    let (spec, name) = normalize::spec(raw, service_options, options).map_err(locate)?;
     let warnings = unset
         .first_use
         .iter()
@@ -153,6 +166,24 @@ pub(crate) fn load(
     })
 }
 
+/// Takes the keys of `options::Options` out of every service, validated, by service name;
+/// the serde mirror types the rest.
+fn take_options(tree: &mut Value) -> Result<BTreeMap<String, options::Options>, ComposeError> {
+    let mut out = BTreeMap::new();
+    let Some(Value::Mapping(services)) = tree.get_mut("services") else {
+        return Ok(out);
+    };
+    for (name, service) in services.iter_mut() {
+        let (Some(name), Value::Mapping(map)) = (name.as_str(), service) else {
+            continue;
+        };
+        let at = format!("services.{name}");
+        let taken = options::Options::take(&mut options::Taker::new(map, &at))?;
+        out.insert(name.to_owned(), taken);
+    }
+    Ok(out)
+}
+
 /// One file's tree, ready for layering.
 fn prepare(
     file: &SourceFile,
@@ -168,7 +199,7 @@ fn prepare(
 
 /// Turns serde's error into ours: an unknown key is reported at its own path as
 /// "not supported", whatever the reason we lack it (a typo, or a key `deploy` does not do).
-fn typing_error(e: serde_path_to_error::Error<serde_yaml::Error>) -> ComposeError {
+pub(crate) fn typing_error(e: serde_path_to_error::Error<serde_yaml::Error>) -> ComposeError {
     let path = e.path().to_string();
     let path = if path == "." { String::new() } else { path };
     let message = e.into_inner().to_string();

@@ -4,18 +4,19 @@
 use std::collections::BTreeMap;
 
 use super::mounts::{self, PathContext};
+use super::options::Options;
 use super::raw::{self, Flag, Scalar, StringOr, StringOrList};
 use super::spec::{
-    Build, Condition, Config, ConfigMount, Dependency, EnvFile, HealthTest, Healthcheck, Logging,
-    Network, Resources, Restart, Secret, SecretMount, Service, ServiceNetwork, Spec, Ulimit,
-    Volume,
+    Build, Condition, Config, ConfigMount, Dependency, EnvFile, HealthTest, Healthcheck, Network,
+    Restart, Secret, SecretMount, Service, ServiceNetwork, Spec, Volume,
 };
-use super::{ComposeError, LoadOptions, bytes, duration, ports};
+use super::{ComposeError, LoadOptions, duration, ports};
 use crate::ids::{ProjectName, ServiceName};
 
 /// The validated spec and the project name the file asks for, if any.
 pub(crate) fn spec(
     raw: raw::Compose,
+    mut service_options: BTreeMap<String, Options>,
     options: &LoadOptions<'_>,
 ) -> Result<(Spec, Option<ProjectName>), ComposeError> {
     let name = match raw.name {
@@ -53,7 +54,8 @@ pub(crate) fn spec(
         let enabled = profiles_enabled(&at, &raw_service.profiles, options.profiles)?;
         names.insert(parsed.clone(), (enabled, raw_service.profiles.clone()));
         if enabled {
-            defined.push((at, parsed, raw_service));
+            let taken = service_options.remove(&name).unwrap_or_default();
+            defined.push((at, parsed, raw_service, taken));
         }
     }
     if defined.is_empty() {
@@ -69,8 +71,8 @@ pub(crate) fn spec(
         spec: &spec,
     };
     let mut services = BTreeMap::new();
-    for (at, name, raw_service) in defined {
-        services.insert(name, ctx.service(&at, raw_service)?);
+    for (at, name, raw_service, taken) in defined {
+        services.insert(name, ctx.service(&at, raw_service, taken)?);
     }
     spec.services = services;
     check_cycles(&spec)?;
@@ -99,7 +101,12 @@ fn err(at: &str, key: &str, message: impl Into<String>) -> ComposeError {
 }
 
 impl Ctx<'_> {
-    fn service(&self, at: &str, raw: raw::Service) -> Result<Service, ComposeError> {
+    fn service(
+        &self,
+        at: &str,
+        raw: raw::Service,
+        options: Options,
+    ) -> Result<Service, ComposeError> {
         if raw.build.is_none() && raw.image.is_none() {
             return Err(ComposeError::at(
                 at,
@@ -137,17 +144,11 @@ impl Ctx<'_> {
                 .transpose()?,
             environment,
             env_files,
-            ports: Vec::new(),
-            expose: Vec::new(),
-            volumes: Vec::new(),
-            networks: BTreeMap::new(),
-            depends_on: BTreeMap::new(),
             healthcheck: raw.healthcheck.map(|h| healthcheck(at, h)).transpose()?,
             restart: raw
                 .restart
                 .map(|r| restart(&r.0).map_err(|m| err(at, "restart", m)))
                 .transpose()?,
-            secrets: Vec::new(),
             user: raw.user.map(|u| u.0),
             working_dir: raw
                 .working_dir
@@ -164,72 +165,9 @@ impl Ctx<'_> {
                 })
                 .transpose()?,
             labels: labels(&raw.labels),
-            stop_grace_period: raw
-                .stop_grace_period
-                .map(|d| duration::parse(&d.0).map_err(|m| err(at, "stop_grace_period", m)))
-                .transpose()?,
-            stop_signal: raw.stop_signal,
-            privileged: raw.privileged.is_some_and(|f| f.0),
-            cap_add: raw.cap_add.iter().map(|c| capability(c)).collect(),
-            cap_drop: raw.cap_drop.iter().map(|c| capability(c)).collect(),
-            devices: raw.devices,
-            network_mode: raw.network_mode,
-            pid: raw.pid,
-            ipc: raw.ipc,
-            userns_mode: raw.userns_mode,
-            security_opt: raw.security_opt,
-            configs: Vec::new(),
-            hostname: raw.hostname,
-            domainname: raw.domainname,
-            dns: list(raw.dns),
-            dns_search: list(raw.dns_search),
-            extra_hosts: extra_hosts(&raw.extra_hosts).map_err(|m| err(at, "extra_hosts", m))?,
-            init: raw.init.map(|f| f.0),
-            read_only: flag(raw.read_only),
-            shm_size: raw
-                .shm_size
-                .map(|s| bytes::parse(&s.0).map_err(|m| err(at, "shm_size", m)))
-                .transpose()?,
-            tmpfs: BTreeMap::new(),
-            ulimits: ulimits(at, raw.ulimits)?,
-            sysctls: sysctls(&raw.sysctls).map_err(|m| err(at, "sysctls", m))?,
-            logging: raw.logging.map(|l| Logging {
-                driver: l.driver,
-                options: l
-                    .options
-                    .into_iter()
-                    .map(|(k, v)| (k, v.map(|s| s.0).unwrap_or_default()))
-                    .collect(),
-            }),
-            resources: resources(
-                at,
-                raw.deploy.and_then(|d| d.resources).unwrap_or_default(),
-                [raw.cpus, raw.mem_limit, raw.mem_reservation, raw.pids_limit],
-            )?,
+            options,
+            ..Service::default()
         };
-        let tmpfs = match raw.tmpfs {
-            None => Vec::new(),
-            Some(StringOrList::Str(s)) => vec![("tmpfs".to_owned(), s)],
-            Some(StringOrList::List(items)) => items
-                .into_iter()
-                .enumerate()
-                .map(|(i, s)| (format!("tmpfs[{i}]"), s))
-                .collect(),
-        };
-        for (key, entry) in tmpfs {
-            let (target, opts) = entry.split_once(':').unwrap_or((&entry, ""));
-            if !target.starts_with('/') {
-                return Err(err(
-                    at,
-                    &key,
-                    format!("the container path `{target}` must be absolute (start with `/`)"),
-                ));
-            }
-            let target = mounts::normalize(std::path::Path::new(target))
-                .to_string_lossy()
-                .into_owned();
-            service.tmpfs.insert(target, opts.to_owned());
-        }
         for (i, entry) in raw.configs.into_iter().enumerate() {
             service.configs.push(
                 self.config_mount(entry)
@@ -271,6 +209,7 @@ impl Ctx<'_> {
             service.volumes.push(mount);
         }
         if let Some((target, first)) = service
+            .options
             .tmpfs
             .keys()
             .find_map(|t| targets.get(t).map(|i| (t, i)))
@@ -282,12 +221,12 @@ impl Ctx<'_> {
             ));
         }
         service.networks =
-            self.service_networks(at, raw.networks, service.network_mode.as_deref())?;
+            self.service_networks(at, raw.networks, service.options.network_mode.as_deref())?;
         service.depends_on = self.depends_on(at, raw.depends_on)?;
         for (key, value) in [
-            ("network_mode", &service.network_mode),
-            ("pid", &service.pid),
-            ("ipc", &service.ipc),
+            ("network_mode", &service.options.network_mode),
+            ("pid", &service.options.pid),
+            ("ipc", &service.options.ipc),
         ] {
             // `service:NAME` shares another service's namespace, so that service must exist
             // and start first, as docker-compose orders it.
@@ -694,174 +633,6 @@ fn secrets(
     Ok(out)
 }
 
-fn list(raw: Option<StringOrList<String>>) -> Vec<String> {
-    match raw {
-        None => Vec::new(),
-        Some(StringOrList::Str(s)) => vec![s],
-        Some(StringOrList::List(items)) => items,
-    }
-}
-
-/// `host:ip` (or `host=ip`) entries, or a mapping of host to address, as `host:ip`.
-fn extra_hosts(raw: &raw::ListOrMap) -> Result<Vec<String>, String> {
-    let pairs: Vec<(String, String)> = match raw {
-        raw::ListOrMap::List(items) => items
-            .iter()
-            .map(|Scalar(s)| {
-                s.split_once('=')
-                    .or_else(|| s.split_once(':'))
-                    .map(|(h, ip)| (h.to_owned(), ip.to_owned()))
-                    .ok_or_else(|| format!("`{s}` is not `host:address`"))
-            })
-            .collect::<Result<_, _>>()?,
-        raw::ListOrMap::Map(map) => map
-            .iter()
-            .map(|(h, ip)| match ip {
-                Some(Scalar(ip)) => Ok((h.clone(), ip.clone())),
-                None => Err(format!("`{h}` has no address")),
-            })
-            .collect::<Result<_, _>>()?,
-    };
-    pairs
-        .into_iter()
-        .map(|(host, ip)| {
-            // `[::1]` is how IPv6 is written next to a `:`; the API wants it bare.
-            let ip = ip.trim_start_matches('[').trim_end_matches(']');
-            if ip != "host-gateway" && ip.parse::<std::net::IpAddr>().is_err() {
-                return Err(format!(
-                    "`{ip}` is not an IP address (or `host-gateway`) for `{host}`"
-                ));
-            }
-            Ok(format!("{host}:{ip}"))
-        })
-        .collect()
-}
-
-fn sysctls(raw: &raw::ListOrMap) -> Result<BTreeMap<String, String>, String> {
-    raw.entries()
-        .into_iter()
-        .map(|(k, v)| match v {
-            Some(v) => Ok((k, v)),
-            None => Err(format!("`{k}` has no value")),
-        })
-        .collect()
-}
-
-fn ulimits(
-    at: &str,
-    raw: BTreeMap<String, StringOr<raw::Ulimit>>,
-) -> Result<BTreeMap<String, Ulimit>, ComposeError> {
-    let number = |key: &str, s: &str| {
-        s.trim()
-            .parse::<i64>()
-            .ok()
-            .filter(|n| *n >= -1)
-            .ok_or_else(|| {
-                err(
-                    at,
-                    key,
-                    format!("`{s}` is not a limit (a whole number, or -1 for unlimited)"),
-                )
-            })
-    };
-    let mut out = BTreeMap::new();
-    for (name, value) in raw {
-        let key = format!("ulimits.{name}");
-        let limit = match value {
-            StringOr::Short(s) => {
-                let n = number(&key, &s)?;
-                Ulimit { soft: n, hard: n }
-            }
-            StringOr::Long(l) => Ulimit {
-                soft: number(&format!("{key}.soft"), &l.soft.0)?,
-                hard: number(&format!("{key}.hard"), &l.hard.0)?,
-            },
-        };
-        if limit.hard != -1 && (limit.soft == -1 || limit.soft > limit.hard) {
-            return Err(err(at, &key, "the soft limit is above the hard limit"));
-        }
-        out.insert(name, limit);
-    }
-    Ok(out)
-}
-
-/// `deploy.resources` and the older service-level keys (`cpus`, `mem_limit`,
-/// `mem_reservation`, `pids_limit`). Both may be written; if they disagree, it is an error
-/// rather than a guess.
-fn resources(
-    at: &str,
-    deploy: raw::DeployResources,
-    [cpus, mem_limit, mem_reservation, pids_limit]: [Option<Scalar>; 4],
-) -> Result<Resources, ComposeError> {
-    let limits = deploy.limits.unwrap_or_default();
-    let reservations = deploy.reservations.unwrap_or_default();
-    let cpus_of = |s: &str| {
-        s.trim()
-            .parse::<f64>()
-            .ok()
-            .filter(|c| c.is_finite() && *c > 0.0)
-            .ok_or_else(|| format!("`{s}` is not a number of CPUs (like `0.5` or `2`)"))
-    };
-    let pids_of = |s: &str| {
-        s.trim()
-            .parse::<i64>()
-            .ok()
-            .filter(|n| *n == -1 || *n > 0)
-            .ok_or_else(|| {
-                format!("`{s}` is not a process limit (a positive number, or -1 for unlimited)")
-            })
-    };
-    Ok(Resources {
-        cpus: either(
-            at,
-            (limits.cpus, "deploy.resources.limits.cpus"),
-            (cpus, "cpus"),
-            cpus_of,
-        )?,
-        memory: either(
-            at,
-            (limits.memory, "deploy.resources.limits.memory"),
-            (mem_limit, "mem_limit"),
-            bytes::parse,
-        )?,
-        memory_reservation: either(
-            at,
-            (reservations.memory, "deploy.resources.reservations.memory"),
-            (mem_reservation, "mem_reservation"),
-            bytes::parse,
-        )?,
-        pids: either(
-            at,
-            (limits.pids, "deploy.resources.limits.pids"),
-            (pids_limit, "pids_limit"),
-            pids_of,
-        )?,
-    })
-}
-
-/// One setting written in its current spelling (`new`) or its older one (`old`).
-fn either<T: PartialEq>(
-    at: &str,
-    (new, new_key): (Option<Scalar>, &str),
-    (old, old_key): (Option<Scalar>, &str),
-    parse: impl Fn(&str) -> Result<T, String>,
-) -> Result<Option<T>, ComposeError> {
-    let new = new
-        .map(|s| parse(&s.0).map_err(|m| err(at, new_key, m)))
-        .transpose()?;
-    let old = old
-        .map(|s| parse(&s.0).map_err(|m| err(at, old_key, m)))
-        .transpose()?;
-    match (new, old) {
-        (Some(n), Some(o)) if n != o => Err(err(
-            at,
-            old_key,
-            format!("conflicts with `{new_key}`; keep one of them"),
-        )),
-        (n, o) => Ok(n.or(o)),
-    }
-}
-
 fn flag(f: Option<Flag>) -> bool {
     f.is_some_and(|f| f.0)
 }
@@ -893,16 +664,6 @@ fn container_name(name: &str) -> Result<(), String> {
             "`{name}` is not a container name (use letters, digits, `_`, `.` and `-`, starting with a letter or digit)"
         ))
     }
-}
-
-/// Docker accepts `net_admin`, `NET_ADMIN` and `CAP_NET_ADMIN` alike; one spelling lets the
-/// policy compare them.
-pub(crate) fn capability(c: &str) -> String {
-    let upper = c.trim().to_ascii_uppercase();
-    upper
-        .strip_prefix("CAP_")
-        .map(str::to_owned)
-        .unwrap_or(upper)
 }
 
 fn restart(s: &str) -> Result<Restart, String> {
@@ -1046,11 +807,5 @@ mod tests {
         );
         assert!(restart("on-failure:x").is_err());
         assert!(restart("sometimes").is_err());
-    }
-
-    #[test]
-    fn capabilities_compare_in_one_spelling() {
-        assert_eq!(capability("cap_net_admin"), "NET_ADMIN");
-        assert_eq!(capability("SYS_TIME"), "SYS_TIME");
     }
 }

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::normalize::capability;
+use super::options::capability;
 use super::spec::{Build, Config, Logging, Mount, Service, Spec, Volume};
 use crate::ids::ServiceName;
 use crate::settings::Allowances;
@@ -150,7 +150,7 @@ pub(crate) fn check(spec: &Spec, host: &Host<'_>) -> Result<(), PolicyError> {
         if let Some(build) = &s.build {
             build_policy(&at, build, host, &mut out);
         }
-        if let Some(logging) = &s.logging {
+        if let Some(logging) = &s.options.logging {
             logging_policy(&at, logging, host.allow, &mut out);
         }
         if let Some(image) = host.foreign.images.get(name) {
@@ -192,7 +192,7 @@ pub(crate) fn check(spec: &Spec, host: &Host<'_>) -> Result<(), PolicyError> {
 
 /// Privileges, capabilities, devices and confinement.
 fn powers(at: &str, s: &Service, allow: &Allowances, out: &mut Refusals) {
-    if s.privileged && !allow.privileged {
+    if s.options.privileged && !allow.privileged {
         out.add(
             format!("{at}.privileged"),
             "a privileged container has full control of the host".to_owned(),
@@ -200,7 +200,7 @@ fn powers(at: &str, s: &Service, allow: &Allowances, out: &mut Refusals) {
         );
     }
     let allowed_caps: Vec<String> = allow.cap_add.iter().map(|c| capability(c)).collect();
-    for (i, cap) in s.cap_add.iter().enumerate() {
+    for (i, cap) in s.options.cap_add.iter().enumerate() {
         if !DOCKER_DEFAULT_CAPS.contains(&cap.as_str()) && !allowed_caps.contains(cap) {
             out.add(
                 format!("{at}.cap_add[{i}]"),
@@ -210,7 +210,7 @@ fn powers(at: &str, s: &Service, allow: &Allowances, out: &mut Refusals) {
         }
     }
     if !allow.devices {
-        for (i, device) in s.devices.iter().enumerate() {
+        for (i, device) in s.options.devices.iter().enumerate() {
             out.add(
                 format!("{at}.devices[{i}]"),
                 format!("the device `{device}` gives the container direct access to host hardware"),
@@ -219,7 +219,7 @@ fn powers(at: &str, s: &Service, allow: &Allowances, out: &mut Refusals) {
         }
     }
     if !allow.unconfined {
-        for (i, opt) in s.security_opt.iter().enumerate() {
+        for (i, opt) in s.options.security_opt.iter().enumerate() {
             if let Some(why) = unconfining(opt) {
                 out.add(
                     format!("{at}.security_opt[{i}]"),
@@ -237,22 +237,22 @@ fn namespaces(at: &str, s: &Service, allow: &Allowances, out: &mut Refusals) {
     for (key, value, why) in [
         (
             "network_mode",
-            &s.network_mode,
+            &s.options.network_mode,
             "gives the container the host's network stack",
         ),
         (
             "pid",
-            &s.pid,
+            &s.options.pid,
             "lets the container see and signal every process of the host",
         ),
         (
             "ipc",
-            &s.ipc,
+            &s.options.ipc,
             "gives the container the host's shared memory",
         ),
         (
             "userns_mode",
-            &s.userns_mode,
+            &s.options.userns_mode,
             "makes root in the container root on the host",
         ),
     ] {

@@ -1,9 +1,11 @@
-//! The serde mirror of a compose file: every key `deploy` supports, and nothing else.
+//! The serde mirror of a compose file: every key `deploy` models, and nothing else.
 //!
 //! Every struct denies unknown fields, so a key we do not handle is an error naming its path
 //! rather than something silently ignored. Values are kept close to how they are written
-//! (short forms stay strings); `normalize` turns them into the `Spec`. Supporting a new key
-//! means adding a field here and reading it there.
+//! (short forms stay strings); `normalize` turns them into the `Spec`. A service's plain
+//! settings (`init`, `dns`, `ulimits`, …) are not here: `options.rs` takes them out of the
+//! tree first, each described once in its table; a key with wider meaning is a field here
+//! and is read in `normalize`.
 //!
 //! Values that may come from interpolation (`retries: ${RETRIES}`) arrive as strings, so
 //! numbers and booleans also accept their string forms, as docker-compose does.
@@ -61,46 +63,10 @@ pub(crate) struct Service {
     pub(crate) working_dir: Option<String>,
     #[serde(default)]
     pub(crate) labels: ListOrMap,
-    pub(crate) stop_grace_period: Option<Scalar>,
-    pub(crate) stop_signal: Option<String>,
-    pub(crate) privileged: Option<Flag>,
-    #[serde(default)]
-    pub(crate) cap_add: Vec<String>,
-    #[serde(default)]
-    pub(crate) cap_drop: Vec<String>,
-    #[serde(default)]
-    pub(crate) devices: Vec<String>,
-    pub(crate) network_mode: Option<String>,
-    pub(crate) pid: Option<String>,
-    pub(crate) ipc: Option<String>,
-    pub(crate) userns_mode: Option<String>,
-    #[serde(default)]
-    pub(crate) security_opt: Vec<String>,
     #[serde(default)]
     pub(crate) profiles: Vec<String>,
     #[serde(default)]
     pub(crate) configs: Vec<StringOr<ConfigRef>>,
-    pub(crate) hostname: Option<String>,
-    pub(crate) domainname: Option<String>,
-    pub(crate) dns: Option<StringOrList<String>>,
-    pub(crate) dns_search: Option<StringOrList<String>>,
-    #[serde(default)]
-    pub(crate) extra_hosts: ListOrMap,
-    pub(crate) init: Option<Flag>,
-    pub(crate) read_only: Option<Flag>,
-    pub(crate) shm_size: Option<Scalar>,
-    pub(crate) tmpfs: Option<StringOrList<String>>,
-    #[serde(default)]
-    pub(crate) ulimits: BTreeMap<String, StringOr<Ulimit>>,
-    #[serde(default)]
-    pub(crate) sysctls: ListOrMap,
-    pub(crate) logging: Option<Logging>,
-    pub(crate) deploy: Option<Deploy>,
-    /// The pre-`deploy:` spellings of the resource limits, still common.
-    pub(crate) mem_limit: Option<Scalar>,
-    pub(crate) mem_reservation: Option<Scalar>,
-    pub(crate) cpus: Option<Scalar>,
-    pub(crate) pids_limit: Option<Scalar>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -6,12 +6,13 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
+use serde_yaml::Value;
 
+use super::duration;
 use super::spec::{
-    Build, Condition, Config, Dependency, HealthTest, Healthcheck, Mount, Network, Port, Resources,
-    Restart, Service, ServiceNetwork, Spec, Volume,
+    Build, Condition, Config, Dependency, HealthTest, Healthcheck, Mount, Network, Port, Restart,
+    Service, ServiceNetwork, Spec, Volume,
 };
-use super::{bytes, duration};
 
 /// The spec as a compose YAML document, with `project` as its top-level `name:`.
 pub(crate) fn render(spec: &Spec, project: &str) -> serde_yaml::Value {
@@ -107,7 +108,6 @@ pub(crate) fn to_yaml(value: &serde_yaml::Value) -> String {
 }
 
 fn escape_dollars(value: &mut serde_yaml::Value) {
-    use serde_yaml::Value;
     match value {
         Value::String(s) => *s = s.replace('$', "$$"),
         Value::Sequence(items) => items.iter_mut().for_each(escape_dollars),
@@ -147,7 +147,7 @@ fn is_yaml11_bool(s: &str) -> bool {
 #[derive(Serialize)]
 struct File<'a> {
     name: &'a str,
-    services: BTreeMap<&'a str, OutService>,
+    services: BTreeMap<&'a str, Value>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     networks: BTreeMap<&'a str, OutNetwork>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -184,8 +184,6 @@ struct OutService {
     expose: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     volumes: Vec<OutMount>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    tmpfs: Vec<String>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     networks: BTreeMap<String, Option<OutServiceNetwork>>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -204,56 +202,12 @@ struct OutService {
     working_dir: Option<String>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     labels: BTreeMap<String, String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    stop_grace_period: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    stop_signal: Option<String>,
-    #[serde(skip_serializing_if = "is_false")]
-    privileged: bool,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    cap_add: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    cap_drop: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    devices: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    network_mode: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pid: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    ipc: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    userns_mode: Option<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    security_opt: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    hostname: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    domainname: Option<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    dns: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    dns_search: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    extra_hosts: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    init: Option<bool>,
-    #[serde(skip_serializing_if = "is_false")]
-    read_only: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    shm_size: Option<String>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    ulimits: BTreeMap<String, OutUlimit>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    sysctls: BTreeMap<String, String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    logging: Option<OutLogging>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    deploy: Option<OutDeploy>,
 }
 
-fn service(s: &Service) -> OutService {
-    OutService {
+/// A service as a mapping with its keys sorted: the modelled keys, then the plain settings
+/// of `options.rs`, each written by its own entry there.
+fn service(s: &Service) -> Value {
+    let out = OutService {
         build: s.build.as_ref().map(build),
         image: s.image.clone(),
         container_name: s.container_name.clone(),
@@ -263,14 +217,6 @@ fn service(s: &Service) -> OutService {
         ports: s.ports.iter().map(port).collect(),
         expose: s.expose.clone(),
         volumes: s.volumes.iter().map(mount).collect(),
-        tmpfs: s
-            .tmpfs
-            .iter()
-            .map(|(target, opts)| match opts.as_str() {
-                "" => target.clone(),
-                opts => format!("{target}:{opts}"),
-            })
-            .collect(),
         networks: s
             .networks
             .iter()
@@ -302,43 +248,15 @@ fn service(s: &Service) -> OutService {
         user: s.user.clone(),
         working_dir: s.working_dir.clone(),
         labels: s.labels.clone(),
-        stop_grace_period: s.stop_grace_period.map(duration::format),
-        stop_signal: s.stop_signal.clone(),
-        privileged: s.privileged,
-        cap_add: s.cap_add.clone(),
-        cap_drop: s.cap_drop.clone(),
-        devices: s.devices.clone(),
-        network_mode: s.network_mode.clone(),
-        pid: s.pid.clone(),
-        ipc: s.ipc.clone(),
-        userns_mode: s.userns_mode.clone(),
-        security_opt: s.security_opt.clone(),
-        hostname: s.hostname.clone(),
-        domainname: s.domainname.clone(),
-        dns: s.dns.clone(),
-        dns_search: s.dns_search.clone(),
-        extra_hosts: s.extra_hosts.clone(),
-        init: s.init,
-        read_only: s.read_only,
-        shm_size: s.shm_size.map(bytes::format),
-        ulimits: s
-            .ulimits
-            .iter()
-            .map(|(k, u)| {
-                let u = OutUlimit {
-                    soft: u.soft,
-                    hard: u.hard,
-                };
-                (k.clone(), u)
-            })
-            .collect(),
-        sysctls: s.sysctls.clone(),
-        logging: s.logging.as_ref().map(|l| OutLogging {
-            driver: l.driver.clone(),
-            options: l.options.clone(),
-        }),
-        deploy: deploy(&s.resources),
-    }
+    };
+    let Value::Mapping(mut map) = serde_yaml::to_value(&out).expect("plain data always serializes")
+    else {
+        unreachable!("a struct serializes as a mapping")
+    };
+    s.options.render(&mut map);
+    let mut entries: Vec<(Value, Value)> = map.into_iter().collect();
+    entries.sort_by(|(a, _), (b, _)| a.as_str().cmp(&b.as_str()));
+    Value::Mapping(entries.into_iter().collect())
 }
 
 #[derive(Serialize)]
@@ -516,67 +434,6 @@ fn restart(r: &Restart) -> String {
 struct SourceTarget {
     source: String,
     target: String,
-}
-
-#[derive(Serialize)]
-struct OutUlimit {
-    soft: i64,
-    hard: i64,
-}
-
-#[derive(Serialize)]
-struct OutLogging {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    driver: Option<String>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    options: BTreeMap<String, String>,
-}
-
-#[derive(Serialize)]
-struct OutDeploy {
-    resources: OutResources,
-}
-
-#[derive(Serialize)]
-struct OutResources {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    limits: Option<OutLimits>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reservations: Option<OutReservations>,
-}
-
-#[derive(Serialize)]
-struct OutLimits {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    cpus: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    memory: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pids: Option<i64>,
-}
-
-#[derive(Serialize)]
-struct OutReservations {
-    memory: String,
-}
-
-/// `mem_limit`, `cpus`, … are printed in their `deploy.resources` spelling, the one the
-/// Compose Specification keeps.
-fn deploy(r: &Resources) -> Option<OutDeploy> {
-    let limits = (r.cpus.is_some() || r.memory.is_some() || r.pids.is_some()).then(|| OutLimits {
-        cpus: r.cpus,
-        memory: r.memory.map(bytes::format),
-        pids: r.pids,
-    });
-    let reservations = r.memory_reservation.map(|m| OutReservations {
-        memory: bytes::format(m),
-    });
-    (limits.is_some() || reservations.is_some()).then_some(OutDeploy {
-        resources: OutResources {
-            limits,
-            reservations,
-        },
-    })
 }
 
 #[derive(Serialize)]

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::options::Options;
 use crate::ids::ServiceName;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -55,37 +56,10 @@ pub(crate) struct Service {
     pub(crate) user: Option<String>,
     pub(crate) working_dir: Option<String>,
     pub(crate) labels: BTreeMap<String, String>,
-    pub(crate) stop_grace_period: Option<Duration>,
-    pub(crate) stop_signal: Option<String>,
-    /// Keys the security policy judges. They are parsed so that a refusal can say why,
-    /// rather than "not supported".
-    pub(crate) privileged: bool,
-    pub(crate) cap_add: Vec<String>,
-    pub(crate) cap_drop: Vec<String>,
-    pub(crate) devices: Vec<String>,
-    pub(crate) network_mode: Option<String>,
-    pub(crate) pid: Option<String>,
-    pub(crate) ipc: Option<String>,
-    pub(crate) userns_mode: Option<String>,
-    pub(crate) security_opt: Vec<String>,
     pub(crate) configs: Vec<ConfigMount>,
-    pub(crate) hostname: Option<String>,
-    pub(crate) domainname: Option<String>,
-    pub(crate) dns: Vec<String>,
-    pub(crate) dns_search: Vec<String>,
-    /// `host:ip` entries, as the Engine API's `ExtraHosts` takes them.
-    pub(crate) extra_hosts: Vec<String>,
-    pub(crate) init: Option<bool>,
-    pub(crate) read_only: bool,
-    /// Bytes.
-    pub(crate) shm_size: Option<u64>,
-    /// `tmpfs:` entries: container path → mount options (`size=64m`, or empty).
-    pub(crate) tmpfs: BTreeMap<String, String>,
-    pub(crate) ulimits: BTreeMap<String, Ulimit>,
-    pub(crate) sysctls: BTreeMap<String, String>,
-    pub(crate) logging: Option<Logging>,
-    /// `deploy.resources`, or the older `mem_limit`, `cpus`, … keys.
-    pub(crate) resources: Resources,
+    /// The settings that go to the engine as they are (`options.rs`).
+    #[serde(flatten)]
+    pub(crate) options: Options,
 }
 
 /// One `env_file:` entry.

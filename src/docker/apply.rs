@@ -6,10 +6,9 @@ use std::time::Duration;
 
 use bollard::Docker;
 use bollard::models::{
-    ContainerCreateBody, EndpointIpamConfig, EndpointSettings, HealthConfig, HostConfig,
-    HostConfigLogConfig, Mount, MountType, NetworkConnectRequest, NetworkCreateRequest,
-    NetworkingConfig, PortBinding, ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
-    VolumeCreateRequest,
+    ContainerCreateBody, EndpointIpamConfig, EndpointSettings, HealthConfig, HostConfig, Mount,
+    MountType, NetworkConnectRequest, NetworkCreateRequest, NetworkingConfig, PortBinding,
+    RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, LogsOptions, RemoveContainerOptions,
@@ -18,6 +17,7 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 use futures_util::future::join_all;
 
+use crate::compose::options::Options;
 use crate::compose::spec::Condition;
 use crate::ids::ServiceName;
 use crate::plan::container::{ContainerSpec, MountKind};
@@ -610,11 +610,6 @@ fn create_body(
     });
     let first = endpoints.next();
     let rest: Vec<_> = endpoints.collect();
-    let network_mode = spec
-        .network_mode
-        .clone()
-        .or_else(|| first.as_ref().map(|(n, _)| n.clone()));
-
     let host_config = HostConfig {
         port_bindings: Some(port_bindings),
         mounts: Some(mounts),
@@ -627,44 +622,8 @@ fn create_body(
             }),
             maximum_retry_count: spec.restart.max_retries.map(i64::from),
         }),
-        network_mode,
-        privileged: Some(spec.privileged),
-        cap_add: non_empty(&spec.cap_add),
-        cap_drop: non_empty(&spec.cap_drop),
-        devices: non_empty(&spec.devices).map(|d| d.iter().map(|d| device(d)).collect()),
-        pid_mode: spec.pid.clone(),
-        ipc_mode: spec.ipc.clone(),
-        userns_mode: spec.userns_mode.clone(),
-        security_opt: non_empty(&spec.security_opt),
-        dns: non_empty(&spec.dns),
-        dns_search: non_empty(&spec.dns_search),
-        extra_hosts: non_empty(&spec.extra_hosts),
-        init: spec.init,
-        readonly_rootfs: spec.read_only.then_some(true),
-        shm_size: spec.shm_size.map(|s| i64::try_from(s).unwrap_or(i64::MAX)),
-        tmpfs: (!spec.tmpfs.is_empty()).then(|| spec.tmpfs.clone().into_iter().collect()),
-        ulimits: (!spec.ulimits.is_empty()).then(|| {
-            spec.ulimits
-                .iter()
-                .map(|(name, (soft, hard))| ResourcesUlimits {
-                    name: Some(name.clone()),
-                    soft: Some(*soft),
-                    hard: Some(*hard),
-                })
-                .collect()
-        }),
-        sysctls: (!spec.sysctls.is_empty()).then(|| spec.sysctls.clone().into_iter().collect()),
-        log_config: spec
-            .logging
-            .as_ref()
-            .map(|(driver, options)| HostConfigLogConfig {
-                typ: driver.clone(),
-                config: Some(options.clone().into_iter().collect()),
-            }),
-        nano_cpus: spec.resources.nano_cpus,
-        memory: spec.resources.memory,
-        memory_reservation: spec.resources.memory_reservation,
-        pids_limit: spec.resources.pids,
+        // The first network, unless `network_mode` (a setting below) says otherwise.
+        network_mode: first.as_ref().map(|(n, _)| n.clone()),
         ..Default::default()
     };
 
@@ -676,8 +635,6 @@ fn create_body(
         labels: Some(spec.labels.clone().into_iter().collect()),
         user: spec.user.clone(),
         working_dir: spec.working_dir.clone(),
-        hostname: spec.hostname.clone(),
-        domainname: spec.domainname.clone(),
         exposed_ports: Some(spec.exposed.clone()),
         healthcheck: spec.healthcheck.as_ref().map(|h| HealthConfig {
             test: (!h.test.is_empty()).then(|| h.test.clone()),
@@ -687,32 +644,35 @@ fn create_body(
             start_period: h.start_period.map(nanos),
             ..Default::default()
         }),
-        stop_timeout: spec.stop_timeout.map(|d| d.as_secs() as i64),
-        stop_signal: spec.stop_signal.clone(),
         host_config: Some(host_config),
         networking_config: first.map(|(n, e)| NetworkingConfig {
             endpoints_config: Some(HashMap::from([(n, e)])),
         }),
         ..Default::default()
     };
-    (body, rest)
+    (with_settings(body, &spec.options), rest)
 }
 
-fn non_empty(v: &[String]) -> Option<Vec<String>> {
-    (!v.is_empty()).then(|| v.to_vec())
-}
-
-/// `/dev/x[:/dev/y[:rwm]]` as docker-compose writes devices.
-fn device(d: &str) -> bollard::models::DeviceMapping {
-    let mut parts = d.split(':');
-    let host = parts.next().unwrap_or_default().to_owned();
-    let container = parts.next().map_or_else(|| host.clone(), str::to_owned);
-    let perms = parts.next().unwrap_or("rwm").to_owned();
-    bollard::models::DeviceMapping {
-        path_on_host: Some(host),
-        path_in_container: Some(container),
-        cgroup_permissions: Some(perms),
+/// The body with the settings of `compose/options.rs` set where each entry says.
+fn with_settings(body: ContainerCreateBody, options: &Options) -> ContainerCreateBody {
+    let mut json = serde_json::to_value(&body).expect("a create body always serializes");
+    for (path, value) in options.engine() {
+        let mut at = &mut json;
+        let mut keys = path.split('.').peekable();
+        while let Some(key) = keys.next() {
+            let object = at
+                .as_object_mut()
+                .expect("the create body is made of objects");
+            if keys.peek().is_none() {
+                object.insert(key.to_owned(), value);
+                break;
+            }
+            at = object
+                .entry(key)
+                .or_insert_with(|| serde_json::Value::Object(Default::default()));
+        }
     }
+    serde_json::from_value(json).expect("every setting's path and value fit the create body")
 }
 
 fn nanos(d: Duration) -> i64 {
@@ -782,15 +742,5 @@ mod tests {
     fn anonymous_volume_names() {
         assert!(is_anonymous(&"a1".repeat(32)));
         assert!(!is_anonymous("shop_pgdata"));
-    }
-
-    #[test]
-    fn devices_parse() {
-        let d = device("/dev/fuse");
-        assert_eq!(d.path_in_container.as_deref(), Some("/dev/fuse"));
-        assert_eq!(d.cgroup_permissions.as_deref(), Some("rwm"));
-        let d = device("/dev/a:/dev/b:r");
-        assert_eq!(d.path_in_container.as_deref(), Some("/dev/b"));
-        assert_eq!(d.cgroup_permissions.as_deref(), Some("r"));
     }
 }

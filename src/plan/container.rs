@@ -9,12 +9,13 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::compose::Spec;
+use crate::compose::options::Options;
 use crate::compose::spec::{Condition, Config, HealthTest, Mount, Protocol, Restart, Service};
 use crate::ids::{ProjectName, Revision, ServiceName};
 
 use super::names;
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub(crate) struct ContainerSpec {
     pub(crate) name: String,
     /// An image reference: `<repo>:<sha>` for built services, the `image:` key otherwise.
@@ -36,49 +37,15 @@ pub(crate) struct ContainerSpec {
     pub(crate) networks: Vec<NetworkAttach>,
     pub(crate) healthcheck: Option<HealthSpec>,
     pub(crate) restart: RestartSpec,
-    pub(crate) stop_timeout: Option<Duration>,
-    pub(crate) stop_signal: Option<String>,
-    pub(crate) privileged: bool,
-    pub(crate) cap_add: Vec<String>,
-    pub(crate) cap_drop: Vec<String>,
-    pub(crate) devices: Vec<String>,
-    pub(crate) network_mode: Option<String>,
-    pub(crate) pid: Option<String>,
-    pub(crate) ipc: Option<String>,
-    pub(crate) userns_mode: Option<String>,
-    pub(crate) security_opt: Vec<String>,
-    pub(crate) hostname: Option<String>,
-    /// Left out of the hash when unset, so adding the key did not replace every container.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) domainname: Option<String>,
-    pub(crate) dns: Vec<String>,
-    pub(crate) dns_search: Vec<String>,
-    /// `host:ip`
-    pub(crate) extra_hosts: Vec<String>,
-    pub(crate) init: Option<bool>,
-    pub(crate) read_only: bool,
-    pub(crate) shm_size: Option<u64>,
-    /// Mount point → mount options.
-    pub(crate) tmpfs: BTreeMap<String, String>,
-    /// Name → (soft, hard).
-    pub(crate) ulimits: BTreeMap<String, (i64, i64)>,
-    pub(crate) sysctls: BTreeMap<String, String>,
-    pub(crate) logging: Option<(Option<String>, BTreeMap<String, String>)>,
-    pub(crate) resources: Resources,
-    /// sha256 over everything above except the name and the revision label: equal hashes
-    /// mean an unchanged container that can be kept running.
-    #[serde(skip)]
+    /// The settings that go to the engine as they are (`compose/options.rs`).
+    pub(crate) options: Options,
+    /// What the image is built from, for a built service: a built image is identified by
+    /// that, not by the revision's tag, so a push that changes nothing it is built from
+    /// keeps its container running.
+    pub(crate) build_key: Option<String>,
+    /// sha256 over what `Hashed` lists, at `HASH_VERSION`: equal hashes mean an unchanged
+    /// container that can be kept running.
     pub(crate) config_hash: String,
-}
-
-/// CPU and memory limits, in Docker's units.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub(crate) struct Resources {
-    /// Billionths of a CPU (`cpus: 0.5` → 500 000 000).
-    pub(crate) nano_cpus: Option<i64>,
-    pub(crate) memory: Option<i64>,
-    pub(crate) memory_reservation: Option<i64>,
-    pub(crate) pids: Option<i64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -329,7 +296,7 @@ pub(crate) fn spec(ctx: &Context<'_>, name: &ServiceName, svc: &Service) -> Opti
         });
     }
 
-    let networks = if svc.network_mode.is_some() {
+    let networks = if svc.options.network_mode.is_some() {
         Vec::new()
     } else {
         let keys: Vec<(&str, _)> = if svc.networks.is_empty() {
@@ -420,57 +387,16 @@ pub(crate) fn spec(ctx: &Context<'_>, name: &ServiceName, svc: &Service) -> Opti
         networks,
         healthcheck,
         restart,
-        stop_timeout: svc.stop_grace_period,
-        stop_signal: svc.stop_signal.clone(),
-        privileged: svc.privileged,
-        cap_add: svc.cap_add.clone(),
-        cap_drop: svc.cap_drop.clone(),
-        devices: svc.devices.clone(),
-        network_mode: svc.network_mode.clone(),
-        pid: svc.pid.clone(),
-        ipc: svc.ipc.clone(),
-        userns_mode: svc.userns_mode.clone(),
-        security_opt: svc.security_opt.clone(),
-        hostname: svc.hostname.clone(),
-        domainname: svc.domainname.clone(),
-        dns: svc.dns.clone(),
-        dns_search: svc.dns_search.clone(),
-        extra_hosts: svc.extra_hosts.clone(),
-        init: svc.init,
-        read_only: svc.read_only,
-        shm_size: svc.shm_size,
-        tmpfs: svc.tmpfs.clone(),
-        ulimits: svc
-            .ulimits
-            .iter()
-            .map(|(k, u)| (k.clone(), (u.soft, u.hard)))
-            .collect(),
-        sysctls: svc.sysctls.clone(),
-        logging: svc
-            .logging
-            .as_ref()
-            .map(|l| (l.driver.clone(), l.options.clone())),
-        resources: Resources {
-            nano_cpus: svc.resources.cpus.map(|c| (c * 1e9).round() as i64),
-            memory: svc.resources.memory.map(saturating_i64),
-            memory_reservation: svc.resources.memory_reservation.map(saturating_i64),
-            pids: svc.resources.pids,
-        },
+        options: svc.options.clone(),
+        build_key: build_keys.get(name).filter(|_| built).cloned(),
         config_hash: String::new(),
     };
-    // A built image is identified by what it was built from, not by the revision's tag:
-    // a push that changes nothing the image is built from keeps its container running.
-    c.config_hash = config_hash(
-        &c,
-        build_keys.get(name).filter(|_| built).map(String::as_str),
+    c.config_hash = config_hash(&c);
+    c.labels.insert(
+        names::LABEL_CONFIG_HASH.to_owned(),
+        hash_label(&c.config_hash),
     );
-    c.labels
-        .insert(names::LABEL_CONFIG_HASH.to_owned(), c.config_hash.clone());
     Some(c)
-}
-
-fn saturating_i64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 fn network_name(spec: &Spec, project: &ProjectName, key: &str) -> String {
@@ -489,20 +415,82 @@ fn volume_name(spec: &Spec, project: &ProjectName, key: &str) -> String {
     }
 }
 
+/// The version of the config hash. A container labelled with an older version is compared
+/// by that version's rules, kept in `hash_at` (Docker cannot relabel a container in place),
+/// so an upgrade that changes the hash never replaces a container whose configuration did
+/// not change. Bump it only together with such a rule for the old version.
+pub(crate) const HASH_VERSION: u32 = 1;
+
+/// The `deploy.config-hash` label: the bare hash for version 1 (what every container made
+/// before versions were named carries), `<version>:<hash>` for later versions.
+fn hash_label(hash: &str) -> String {
+    match HASH_VERSION {
+        1 => hash.to_owned(),
+        v => format!("{v}:{hash}"),
+    }
+}
+
+impl ContainerSpec {
+    /// Whether a running container labelled `label` has this configuration, judged by the
+    /// hash version it was labelled with.
+    pub(crate) fn same_config(&self, label: &str) -> bool {
+        let (version, hash) = match label.split_once(':') {
+            Some((v, hash)) => (v.parse::<u32>().unwrap_or(0), hash),
+            None => (1, label),
+        };
+        hash_at(version, self).is_some_and(|ours| ours == hash)
+    }
+}
+
+/// This container's hash by the rules of `version`, if they are known.
+fn hash_at(version: u32, c: &ContainerSpec) -> Option<String> {
+    (version == HASH_VERSION).then(|| config_hash(c))
+}
+
 /// Hashes the container's configuration without its name and revision label, so that a
 /// service whose configuration did not change between revisions (the database, usually)
-/// keeps running untouched.
-fn config_hash(c: &ContainerSpec, build_key: Option<&str>) -> String {
-    let mut copy = c.clone();
-    copy.name.clear();
-    if let Some(key) = build_key {
-        copy.image = key.to_owned();
-    }
-    copy.labels.remove(names::LABEL_REVISION);
-    copy.labels.remove(names::LABEL_CONFIG_HASH);
-    let json = serde_json::to_vec(&copy).expect("a container spec always serializes");
+/// keeps running untouched. The fields, their order and their encoding are spelled out in
+/// `Hashed`; `plan/golden.rs` pins the result.
+fn config_hash(c: &ContainerSpec) -> String {
+    let json = serde_json::to_vec(&Hashed(c)).expect("a container spec always serializes");
     let digest = Sha256::digest(&json);
     digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+/// What the config hash covers: every field below, in this order (the build key standing
+/// for the image of a built service), then the settings of `options.rs`, each as its entry
+/// there says.
+struct Hashed<'a>(&'a ContainerSpec);
+
+impl Serialize for Hashed<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let c = self.0;
+        let options = c.options.hash();
+        let mut labels = c.labels.clone();
+        labels.remove(names::LABEL_REVISION);
+        labels.remove(names::LABEL_CONFIG_HASH);
+        let mut s = serializer.serialize_struct("ContainerSpec", 15 + options.len())?;
+        s.serialize_field("name", "")?;
+        s.serialize_field("image", c.build_key.as_deref().unwrap_or(&c.image))?;
+        s.serialize_field("command", &c.command)?;
+        s.serialize_field("entrypoint", &c.entrypoint)?;
+        s.serialize_field("env", &c.env)?;
+        s.serialize_field("labels", &labels)?;
+        s.serialize_field("user", &c.user)?;
+        s.serialize_field("working_dir", &c.working_dir)?;
+        s.serialize_field("exposed", &c.exposed)?;
+        s.serialize_field("ports", &c.ports)?;
+        s.serialize_field("proxied", &c.proxied)?;
+        s.serialize_field("mounts", &c.mounts)?;
+        s.serialize_field("networks", &c.networks)?;
+        s.serialize_field("healthcheck", &c.healthcheck)?;
+        s.serialize_field("restart", &c.restart)?;
+        for (name, value) in &options {
+            s.serialize_field(name, value)?;
+        }
+        s.end()
+    }
 }
 
 #[cfg(test)]
@@ -560,5 +548,38 @@ mod tests {
         spec.services.get_mut(&migrate).unwrap().restart =
             Some(Restart::OnFailure { max_retries: None });
         assert_eq!(restart_of(&spec, "migrate"), "on-failure");
+    }
+
+    /// A container labelled by another hash version is judged by that version's rules: a
+    /// bare hash is version 1; a version with no rules left never matches, so the
+    /// container is replaced rather than kept on a guess.
+    #[test]
+    fn a_config_hash_label_is_read_by_its_version() {
+        let project = ProjectName::parse("shop").unwrap();
+        let revision = Revision::parse(&"ab".repeat(20)).unwrap();
+        let name = ServiceName::parse("db").unwrap();
+        let mut spec = Spec::default();
+        spec.services.insert(
+            name.clone(),
+            Service {
+                image: Some("postgres:15".to_owned()),
+                ..Service::default()
+            },
+        );
+        let ctx = Context {
+            spec: &spec,
+            project: &project,
+            revision: &revision,
+            config_dir: Path::new("/configs"),
+            publish: Publish::Direct,
+            build_keys: &BTreeMap::new(),
+        };
+        let c = super::spec(&ctx, &name, &spec.services[&name]).unwrap();
+        let label = c.labels[names::LABEL_CONFIG_HASH].clone();
+        assert_eq!(label, c.config_hash, "version 1 labels carry the bare hash");
+        assert!(c.same_config(&label));
+        assert!(c.same_config(&format!("1:{label}")));
+        assert!(!c.same_config(&format!("9:{label}")));
+        assert!(!c.same_config("0123"));
     }
 }

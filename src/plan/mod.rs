@@ -230,7 +230,11 @@ pub(crate) fn plan(
         let current = live_container(&observed.containers, &name);
         let action = match current {
             None => Action::Create,
-            Some(c) if c.config_hash.as_deref() == Some(container.config_hash.as_str()) => {
+            Some(c)
+                if c.config_hash
+                    .as_deref()
+                    .is_some_and(|h| container.same_config(h)) =>
+            {
                 Action::Keep(c.clone())
             }
             Some(c) => Action::Replace(c.clone()),
@@ -428,7 +432,9 @@ impl Plan {
 /// How long to let a container stop before it is killed: its `stop_grace_period`, or
 /// Docker's default of 10 s.
 pub(crate) fn stop_timeout(spec: &ContainerSpec) -> Duration {
-    spec.stop_timeout.unwrap_or(Duration::from_secs(10))
+    spec.options
+        .stop_grace_period
+        .unwrap_or(Duration::from_secs(10))
 }
 
 impl fmt::Display for Plan {
