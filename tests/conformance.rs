@@ -829,6 +829,7 @@ fn fields(
     f.insert("cpu_shares", opt_num(host.cpu_shares));
     f.insert("pids_limit", opt_num(host.pids_limit));
     f.insert("shm_size", opt_num(host.shm_size));
+    f.insert("oom_score_adj", opt_num(host.oom_score_adj));
     f.insert("init", show(&host.init.unwrap_or(false)));
     f.insert("read_only", show(&host.readonly_rootfs.unwrap_or(false)));
     let mut ulimits: Vec<String> = host

@@ -724,6 +724,17 @@ options! {
             l.as_ref().map(|l| (l.driver.clone(), l.options.clone()))
         }),
     }
+    /// How readily the kernel kills the container when memory runs out: -1000 (never) to
+    /// 1000 (first).
+    oom_score_adj: Option<i64> {
+        read: key("oom_score_adj", |s: Scalar| match s.0.trim().parse::<i64>() {
+            Ok(n) if (-1000..=1000).contains(&n) => Ok(Some(n)),
+            _ => Err(format!("`{}` is not a whole number from -1000 to 1000", s.0)),
+        }),
+        engine: engine_at("HostConfig.OomScoreAdj", json_some),
+        render: render_as("oom_score_adj", yaml_some),
+        hash: hash_when_set("oom_score_adj"),
+    }
     /// `deploy.resources`, or the older `mem_limit`, `cpus`, … keys.
     resources: Resources {
         read: read_resources,
