@@ -12,7 +12,7 @@ pub(crate) mod status;
 
 use std::time::Duration;
 
-use bollard::Docker;
+pub(crate) use bollard::Docker;
 
 /// Where the engine listens when `DOCKER_HOST` is not set.
 const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";

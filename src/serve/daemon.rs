@@ -19,9 +19,9 @@ use tokio::sync::{Notify, mpsc};
 use crate::docker;
 use crate::docker::routes::Route;
 use crate::ids::ProjectName;
-use crate::ledger::{Ledger, NewDeployment, Status};
+use crate::ledger::Ledger;
 use crate::pipeline::traffic::{Switch, Traffic};
-use crate::pipeline::{self, Request, Target};
+use crate::pipeline::{self, Request, Target, record};
 use crate::report::{Event, Reporter, Sink};
 use crate::root::Root;
 use crate::settings::Settings;
@@ -229,19 +229,14 @@ impl Daemon {
 }
 
 async fn record_superseded(root: &Root, job: Job) {
-    let Target::Pushed { revision, refname } = &job.request.target else {
+    let Target::Pushed { revision, .. } = &job.request.target else {
         return;
     };
-    let row = NewDeployment {
-        revision: revision.clone(),
-        refname: Some(refname.clone()),
-        user: job.request.user.clone(),
-        uid: job.request.uid,
-        trigger: job.request.trigger,
-        log_path: Default::default(),
-        pid: std::process::id(),
+    let recorded = async {
+        let ledger = Ledger::open(&root.ledger_file()).await?;
+        record::superseded(&ledger, &job.request, revision, None).await
     };
-    if let Err(e) = insert_superseded(root, &row).await {
+    if let Err(e) = recorded.await {
         tracing::warn!(error = %format!("{e:#}"), "failed to record a superseded push");
     }
     let _ = job.replies.send(Reply::Done {
@@ -251,19 +246,6 @@ async fn record_superseded(root: &Root, job: Job) {
             revision.short()
         )),
     });
-}
-
-async fn insert_superseded(root: &Root, row: &NewDeployment) -> anyhow::Result<()> {
-    let ledger = Ledger::open(&root.ledger_file()).await?;
-    let id = ledger.start(row).await?;
-    ledger
-        .mark(
-            id,
-            Status::Superseded,
-            Some("a newer push of the branch arrived while it was queued"),
-        )
-        .await?;
-    Ok(())
 }
 
 /// Runs queued deploys one at a time.

@@ -1,0 +1,279 @@
+//! The ledger's side of a deploy, in one place: the row opened once the lock is held (with
+//! rows of dead deploys closed and an overtaken push recorded as superseded), and closed
+//! with the outcome, whichever stage failed. The daemon's queue records the pushes it
+//! replaces through the same `superseded`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use chrono::{DateTime, Local};
+
+use super::{Request, Target, blocking};
+use crate::git;
+use crate::ids::{DeploymentId, Revision};
+use crate::ledger::{Ledger, NewDeployment, Status, Trigger};
+use crate::report::{self, Reporter};
+use crate::root::Root;
+
+/// An open ledger row: the deploy of `revision`, logged to `log`.
+pub(crate) struct Record {
+    pub(crate) root: Root,
+    pub(crate) ledger: Ledger,
+    pub(crate) id: DeploymentId,
+    pub(crate) revision: Revision,
+    pub(crate) log: PathBuf,
+    pub(crate) started: DateTime<Local>,
+    /// The revision serving before this deploy, to put the work tree back to on failure.
+    pub(crate) live: Option<Revision>,
+}
+
+/// Opens the row for `revision` (the lock is held). Rows left `running` by a dead process
+/// are closed as abandoned; a push overtaken by a newer one of its branch while it waited
+/// deploys the branch's tip, and its own revision is recorded as superseded by this row.
+pub(crate) async fn open(
+    root: &Root,
+    request: &Request,
+    mut revision: Revision,
+    branch: &str,
+    reporter: &Reporter,
+) -> anyhow::Result<Record> {
+    let ledger = Ledger::open(&root.ledger_file()).await?;
+    abandon_dead_rows(&ledger, reporter).await?;
+    let mut overtaken = None;
+    if let Target::Pushed { .. } = &request.target {
+        let (repo, branch) = (root.repo(), branch.to_owned());
+        if let Some(tip) = blocking(move || git::branch_tip(&repo, &branch)).await??
+            && tip != revision
+        {
+            reporter.info(format!(
+                "{} was superseded by a newer push; deploying {}",
+                revision.short(),
+                tip.short()
+            ));
+            overtaken = Some(std::mem::replace(&mut revision, tip));
+        }
+    }
+    let started = Local::now();
+    let log_name = report::build_log_name(started, &revision, &request.user);
+    let log = reporter.add_build_log(&root.build_logs(), &log_name)?;
+    let live = ledger.last_succeeded().await?.map(|d| d.revision);
+    let id = ledger
+        .start(&new_row(request, &revision, log.clone()))
+        .await?;
+    if let Some(own) = overtaken {
+        superseded(&ledger, request, &own, Some(id)).await?;
+    }
+    Ok(Record {
+        root: root.clone(),
+        ledger,
+        id,
+        revision,
+        log,
+        started,
+        live,
+    })
+}
+
+/// Whoever wrote a `running` row is gone: the caller holds the lock.
+async fn abandon_dead_rows(ledger: &Ledger, reporter: &Reporter) -> anyhow::Result<()> {
+    for row in ledger.running().await? {
+        ledger
+            .mark(
+                row.id,
+                Status::Abandoned,
+                Some("the deploying process died"),
+            )
+            .await?;
+        reporter.warn(format!(
+            "deploy {} of {} was interrupted; marked abandoned",
+            row.id, row.revision
+        ));
+    }
+    Ok(())
+}
+
+fn new_row(request: &Request, revision: &Revision, log_path: PathBuf) -> NewDeployment {
+    let refname = match &request.target {
+        Target::Pushed { refname, .. } => Some(refname.clone()),
+        Target::Expression(_) => None,
+    };
+    NewDeployment {
+        revision: revision.clone(),
+        refname,
+        user: request.user.clone(),
+        uid: request.uid,
+        trigger: request.trigger,
+        log_path,
+        pid: std::process::id(),
+    }
+}
+
+/// Records that the push of `own` was not deployed because a newer push of its branch
+/// replaced it: by the deploy `by` (in-process, after the lock wait), or in the daemon's
+/// queue before it ran.
+pub(crate) async fn superseded(
+    ledger: &Ledger,
+    request: &Request,
+    own: &Revision,
+    by: Option<DeploymentId>,
+) -> anyhow::Result<()> {
+    let id = ledger.start(&new_row(request, own, PathBuf::new())).await?;
+    let why = by
+        .is_none()
+        .then_some("a newer push of the branch arrived while it was queued");
+    ledger.mark(id, Status::Superseded, why).await?;
+    if let Some(by) = by {
+        ledger.set_superseded(id, by).await?;
+    }
+    Ok(())
+}
+
+impl Record {
+    /// Closes the row with the outcome of the stages. A failure is reported once, the work
+    /// tree goes back to the live revision, and the error returned only says where the log
+    /// is. A deploy that went live stays a success even if its row cannot be written.
+    pub(crate) async fn close(
+        &self,
+        outcome: anyhow::Result<Vec<String>>,
+        reporter: &Reporter,
+    ) -> anyhow::Result<()> {
+        match outcome {
+            Ok(images) => {
+                if let Err(e) = self
+                    .ledger
+                    .finish(self.id, Status::Succeeded, &images, None)
+                    .await
+                {
+                    reporter.warn(format!("the deploy went live, but {e:#}"));
+                }
+                let secs = (Local::now() - self.started).num_milliseconds() as f64 / 1000.0;
+                reporter.info(format!("deployed {} in {secs:.1}s", self.revision.short()));
+                Ok(())
+            }
+            Err(e) => {
+                let message = format!("{e:#}");
+                reporter.error(format!("deploy failed: {message}"));
+                if let Err(e) = self
+                    .ledger
+                    .finish(self.id, Status::Failed, &[], Some(&message))
+                    .await
+                {
+                    reporter.warn(format!("{e:#}"));
+                }
+                super::stages::restore_work_tree(self, reporter).await;
+                // The reason was just reported; the last line only says where to read more.
+                Err(anyhow::anyhow!(
+                    "deploy of {} failed; see `{}`",
+                    self.revision.short(),
+                    self.log.display()
+                ))
+            }
+        }
+    }
+
+    /// The line that opens the deploy's log: what, by whom, for whom, why.
+    pub(crate) async fn describe(
+        &self,
+        root: &Root,
+        project: &crate::ids::ProjectName,
+        request: &Request,
+        reporter: &Reporter,
+    ) -> anyhow::Result<()> {
+        let (repo, rev) = (root.repo(), self.revision.clone());
+        let commit = blocking(move || git::commit_info(&repo, &rev))
+            .await?
+            .context("failed to read the commit being deployed")?;
+        reporter.info(format!(
+            "deploying {} \"{}\" by {} to `{project}` for {} ({})",
+            self.revision,
+            commit.subject,
+            commit.author,
+            request.user,
+            trigger_word(request.trigger)
+        ));
+        if request.trigger == Trigger::Rollback {
+            reporter.warn("rolling back the code only: the database keeps its data, and its schema is not rolled back");
+        }
+        Ok(())
+    }
+}
+
+fn trigger_word(t: Trigger) -> &'static str {
+    match t {
+        Trigger::Push => "push",
+        Trigger::Manual => "manual",
+        Trigger::Rollback => "rollback",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::UserName;
+    use crate::pipeline::traffic::Traffic;
+
+    fn root() -> (tempfile::TempDir, Root) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::new(dir.path().join("app"));
+        git::init_bare(&root.repo(), "main").unwrap();
+        (dir, root)
+    }
+
+    fn request(revision: Revision) -> Request {
+        Request {
+            target: Target::Pushed {
+                revision,
+                refname: "refs/heads/main".to_owned(),
+            },
+            user: UserName::sanitize("alice"),
+            uid: 0,
+            trigger: Trigger::Push,
+        }
+    }
+
+    /// Issue 15: a deploy that fails after its row is open (here, reading the commit) closes
+    /// the row as failed; it was left `running`.
+    #[tokio::test]
+    async fn issue15_a_failure_after_the_row_is_open_closes_it() {
+        let (_dir, root) = root();
+        let missing = Revision::parse(&"ab".repeat(20)).unwrap();
+        let result =
+            crate::pipeline::deploy(&root, request(missing), Traffic::Direct, &Reporter::new())
+                .await;
+        assert!(result.is_err());
+        let ledger = Ledger::open(&root.ledger_file()).await.unwrap();
+        let rows = ledger.history(10).await.unwrap();
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert_eq!(rows[0].status, Status::Failed, "{rows:?}");
+        assert!(
+            rows[0].error.as_deref().unwrap_or("").contains("commit"),
+            "{rows:?}"
+        );
+    }
+
+    /// Issue 15: a deploy that went live stays a success when its row was closed meanwhile
+    /// (another process marked it abandoned, say); the ledger's refusal is only a warning.
+    #[tokio::test]
+    async fn issue15_a_live_deploy_is_a_success_even_if_its_row_was_closed() {
+        let (_dir, root) = root();
+        let (reporter, captured) = Reporter::capture();
+        let revision = Revision::parse(&"cd".repeat(20)).unwrap();
+        let record = open(
+            &root,
+            &request(revision.clone()),
+            revision,
+            "main",
+            &reporter,
+        )
+        .await
+        .unwrap();
+        record
+            .ledger
+            .mark(record.id, Status::Abandoned, Some("test"))
+            .await
+            .unwrap();
+        record.close(Ok(Vec::new()), &reporter).await.unwrap();
+        let lines = captured.lines().join("\n");
+        assert!(lines.contains("the deploy went live, but"), "{lines}");
+    }
+}

@@ -1,0 +1,189 @@
+//! The stages of a deploy once its ledger row is open, in order, each with one job, all
+//! sharing one `Run`. Any error ends the deploy; `record::Record::close` then does the
+//! bookkeeping, so no stage needs to.
+//!
+//! Where the coming features go: the release phase (a one-off container of the new image,
+//! after its dependencies are healthy, before any switch) is a stage between `build` and
+//! `apply`; cancel is a check between stages plus the undo `apply` already does; an
+//! environment is decided before `lock` and travels in `Run`.
+
+use std::collections::BTreeMap;
+
+use sha2::Digest;
+
+use super::load::{load_spec, work_tree_sources};
+use super::record::Record;
+use super::traffic::{self, Traffic};
+use super::{blocking, confine, preflight};
+use crate::compose::Spec;
+use crate::docker::{self, Docker, apply};
+use crate::git;
+use crate::ids::{ProjectName, Revision, ServiceName};
+use crate::ledger::Trigger;
+use crate::plan::{self, Plan, PlanOptions};
+use crate::report::Reporter;
+use crate::root::Root;
+use crate::settings::Settings;
+
+/// What every stage of one deploy shares.
+pub(crate) struct Run<'a> {
+    pub(crate) root: &'a Root,
+    pub(crate) settings: &'a Settings,
+    pub(crate) project: &'a ProjectName,
+    pub(crate) revision: &'a Revision,
+    pub(crate) trigger: Trigger,
+    pub(crate) traffic: Traffic<'a>,
+    pub(crate) reporter: &'a Reporter,
+    pub(crate) docker: Docker,
+}
+
+/// Checks out, loads and checks the compose file, plans, builds every image, starts the new
+/// containers health-gated, and switches traffic to them. Returns the deployed images.
+pub(crate) async fn run(run: &Run<'_>) -> anyhow::Result<Vec<String>> {
+    // A full disk breaks what runs too: refuse before touching anything.
+    preflight::free_space(&run.docker, run.settings).await?;
+    checkout(run).await?;
+    let spec = load(run).await?;
+    let plan = plan(run, &spec).await?;
+    build(run, &plan).await?;
+    let applied = apply::apply(&run.docker, &plan, run.reporter, &apply_options(run)).await?;
+    traffic::cut_over(run.traffic, &run.docker, &plan, applied, run.reporter).await?;
+    Ok(plan.images())
+}
+
+async fn checkout(run: &Run<'_>) -> anyhow::Result<()> {
+    let step = run.reporter.step("checkout");
+    let (repo, code, rev) = (run.root.repo(), run.root.code(), run.revision.clone());
+    let limit = run.settings.blob_size_limit;
+    blocking(move || git::checkout(&repo, &code, &rev, limit)).await??;
+    step.finish();
+    Ok(())
+}
+
+/// The compose file as a deploy runs it: loaded, judged by the policy, its files read and
+/// the ones its mounts need written.
+async fn load(run: &Run<'_>) -> anyhow::Result<Spec> {
+    let step = run.reporter.step("read compose file");
+    let sources = work_tree_sources(run.root, run.settings)?;
+    let loaded = load_spec(run.root, run.settings, run.project, &sources, run.reporter)?;
+    let checked = preflight::check(
+        run.root,
+        run.settings,
+        run.project,
+        loaded,
+        &run.docker,
+        run.reporter,
+    )
+    .await?;
+    let spec = preflight::prepare(run.root, checked)?;
+    step.finish();
+    Ok(spec)
+}
+
+async fn plan(run: &Run<'_>, spec: &Spec) -> anyhow::Result<Plan> {
+    let step = run.reporter.step("plan");
+    let build_keys = build_keys(run, spec).await?;
+    let mut tags = Vec::new();
+    for (name, s) in spec.services.iter().filter(|(_, s)| s.build.is_some()) {
+        let repo = plan::names::image_repo(run.project, name, s.image.as_deref());
+        tags.push(plan::names::revision_tag(&repo, run.revision));
+        if let Some(key) = build_keys.get(name) {
+            tags.push(plan::names::build_tag(&repo, key));
+        }
+    }
+    let observed = docker::observe::observe(&run.docker, run.project, &tags).await?;
+    let options = PlanOptions {
+        config_dir: run.root.configs(),
+        publish: run.traffic.publish(),
+        build_keys,
+    };
+    let plan = plan::plan(spec, run.project, run.revision, &observed, &options)?;
+    for line in plan.to_string().lines().skip(1) {
+        run.reporter.output("plan", line.trim_start());
+    }
+    step.finish();
+    if run.trigger == Trigger::Rollback && !plan.builds.is_empty() {
+        run.reporter.info(format!(
+            "the image of {} was removed by retention; rebuilding it from git",
+            run.revision.short()
+        ));
+    }
+    Ok(plan)
+}
+
+/// For each built service whose context is tracked in git: a key of the context's tree
+/// and the build's settings. Untracked files in `ROOT/code` are not part of it; a context
+/// that is not in git gets no key (and is always built).
+async fn build_keys(run: &Run<'_>, spec: &Spec) -> anyhow::Result<BTreeMap<ServiceName, String>> {
+    // Contexts are real paths (the policy resolved them), so the work tree is too.
+    let code = confine::resolve(&run.root.code());
+    let mut keys = BTreeMap::new();
+    for (name, svc) in &spec.services {
+        let Some(build) = &svc.build else { continue };
+        let Ok(relative) = build.context.strip_prefix(&code) else {
+            continue;
+        };
+        let (repo, rev, relative) = (
+            run.root.repo(),
+            run.revision.clone(),
+            relative.to_path_buf(),
+        );
+        let Some(tree) = blocking(move || git::tree_id(&repo, &rev, &relative)).await?? else {
+            continue;
+        };
+        let recipe = serde_json::json!({
+            "tree": tree,
+            "dockerfile": build.dockerfile,
+            "args": build.args,
+            "target": build.target,
+            "labels": build.labels,
+            "network": build.network,
+        });
+        let digest = sha2::Sha256::digest(recipe.to_string().as_bytes());
+        let key: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
+        keys.insert(name.clone(), key);
+    }
+    Ok(keys)
+}
+
+/// Every image is built before any container is touched: a failed build leaves the running
+/// revision alone.
+async fn build(run: &Run<'_>, plan: &Plan) -> anyhow::Result<()> {
+    for build in &plan.builds {
+        let services: Vec<&str> = build.services.iter().map(|s| s.as_str()).collect();
+        let step = run.reporter.step(format!("build {}", services.join(", ")));
+        docker::build::build_image(&run.docker, build, run.reporter).await?;
+        step.finish();
+    }
+    for reuse in &plan.reused {
+        run.reporter
+            .info(format!("reusing `{}`, built earlier", reuse.from));
+        for tag in &reuse.tags {
+            docker::build::tag_image(&run.docker, &reuse.from, tag).await?;
+        }
+    }
+    Ok(())
+}
+
+fn apply_options(run: &Run<'_>) -> apply::ApplyOptions {
+    apply::ApplyOptions {
+        health_timeout: run.settings.health_timeout,
+        http_path: run.settings.health_path.clone(),
+    }
+}
+
+/// Puts the work tree back to the live revision after a failed deploy, so that bind mounts
+/// of the running containers see the files they were started with.
+pub(crate) async fn restore_work_tree(record: &Record, reporter: &Reporter) {
+    let Some(live) = record.live.clone() else {
+        return;
+    };
+    let (repo, code) = (record.root.repo(), record.root.code());
+    // No size limit: the live revision passed it when it was deployed, and putting the work
+    // tree back matters more than a limit lowered since.
+    match blocking(move || git::checkout(&repo, &code, &live, u64::MAX)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => reporter.warn(format!("could not restore the work tree: {e}")),
+        Err(e) => reporter.warn(format!("could not restore the work tree: {e}")),
+    }
+}
