@@ -22,7 +22,7 @@ use crate::compose::spec::Condition;
 use crate::ids::ServiceName;
 use crate::plan::container::{ContainerSpec, MountKind};
 use crate::plan::{Action, Ensure, ObservedContainer, Plan, names};
-use crate::report::{Event, Reporter};
+use crate::report::{Reporter, Source, Step, StepKind};
 
 use super::DockerError;
 use super::health::{self, NotReady, Readiness};
@@ -134,7 +134,7 @@ impl Applied {
         let old: Vec<&ObservedContainer> = self.retire.iter().chain(&plan.orphans).collect();
         if !old.is_empty() {
             // Docker's time, not ours: a step, so the build log says how long it took.
-            let step = reporter.step("remove old containers");
+            let step = reporter.step(StepKind::RemoveOld);
             join_all(old.into_iter().map(|c| retire(docker, reporter, c))).await;
             step.finish();
         }
@@ -214,8 +214,10 @@ async fn preflight(docker: &Docker, plan: &Plan, reporter: &Reporter) -> Result<
         if !seen.insert(image.clone()) || super::observe::image_exists(docker, image).await? {
             continue;
         }
-        let step = reporter.step(format!("pull {image}"));
-        pull(docker, image, reporter)
+        let step = reporter.step(StepKind::Pull {
+            image: image.clone(),
+        });
+        pull(docker, image, &step)
             .await
             .map_err(|reason| ApplyError::MissingImage {
                 image: image.clone(),
@@ -227,7 +229,7 @@ async fn preflight(docker: &Docker, plan: &Plan, reporter: &Reporter) -> Result<
     Ok(())
 }
 
-async fn pull(docker: &Docker, image: &str, reporter: &Reporter) -> Result<(), String> {
+async fn pull(docker: &Docker, image: &str, step: &Step) -> Result<(), String> {
     let options = CreateImageOptions {
         from_image: Some(image.to_owned()),
         ..Default::default()
@@ -236,10 +238,7 @@ async fn pull(docker: &Docker, image: &str, reporter: &Reporter) -> Result<(), S
     while let Some(item) = stream.next().await {
         let info = item.map_err(|e| e.to_string())?;
         if let Some(status) = info.status {
-            reporter.emit(Event::Output {
-                source: format!("pull {image}"),
-                line: status,
-            });
+            step.output(status);
         }
     }
     Ok(())
@@ -321,7 +320,9 @@ impl Run<'_> {
                 Action::Keep(c) => {
                     self.applied.ids.insert(step.service.clone(), c.id.clone());
                     if !c.running {
-                        let s = self.reporter.step(format!("start {}", step.service));
+                        let s = self.reporter.step(StepKind::Start {
+                            service: step.service.to_string(),
+                        });
                         start(self.docker, &c.id, &c.name).await?;
                         self.gate(&step.service, &c.id, one_shot).await?;
                         s.finish();
@@ -333,13 +334,17 @@ impl Run<'_> {
                     }
                 }
                 Action::Create => {
-                    let s = self.reporter.step(format!("start {}", step.service));
+                    let s = self.reporter.step(StepKind::Start {
+                        service: step.service.to_string(),
+                    });
                     let id = self.create_and_start(&step.container, &[]).await?;
                     self.gate(&step.service, &id, one_shot).await?;
                     s.finish();
                 }
                 Action::Replace(old) => {
-                    let s = self.reporter.step(format!("replace {}", step.service));
+                    let s = self.reporter.step(StepKind::Replace {
+                        service: step.service.to_string(),
+                    });
                     self.replace(step, old, one_shot).await?;
                     s.finish();
                 }
@@ -467,16 +472,15 @@ impl Run<'_> {
             ..Default::default()
         };
         let mut logs = self.docker.logs(id, Some(options));
-        let source = format!("logs {service}");
+        let source = Source::Logs {
+            service: service.to_string(),
+        };
         self.reporter.warn(format!(
             "last {LOG_TAIL} log lines of the new `{service}` container:"
         ));
         while let Some(Ok(chunk)) = logs.next().await {
             for line in chunk.to_string().lines() {
-                self.reporter.emit(Event::Output {
-                    source: source.clone(),
-                    line: line.to_owned(),
-                });
+                self.reporter.output(source.clone(), line);
             }
         }
     }

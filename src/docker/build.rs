@@ -10,7 +10,7 @@ use super::context::{self, ContextError};
 use super::error_chain;
 use crate::plan::BuildStep;
 use crate::plan::names::split_tag;
-use crate::report::Reporter;
+use crate::report::Step;
 
 /// A build that did not produce its tagged image. Every message names the image and the
 /// services it was for.
@@ -51,12 +51,6 @@ pub(crate) enum BuildError {
     },
 }
 
-/// The reporter's `source` for a build's output: `build web`, `build web, worker`. The
-/// pipeline names the build's step the same, so the terminal shows the output as its body.
-pub(crate) fn output_source(step: &BuildStep) -> String {
-    format!("build {}", service_list(step, ", "))
-}
-
 fn service_list(step: &BuildStep, separator: &str) -> String {
     let names: Vec<&str> = step.services.iter().map(|s| s.as_str()).collect();
     names.join(separator)
@@ -74,11 +68,11 @@ fn services_phrase(step: &BuildStep) -> String {
 
 /// Builds `step` from its context with the engine's classic builder, tags it with every tag of
 /// the step, and returns the image id (`sha256:…`). Each line of build output goes to the
-/// reporter as `Output { source: "build <services>" }` as it arrives.
+/// pipeline's step `out` as it arrives.
 pub(crate) async fn build_image(
     docker: &Docker,
     step: &BuildStep,
-    reporter: &Reporter,
+    out: &Step,
 ) -> Result<String, BuildError> {
     let image = step.image.clone();
     let services = services_phrase(step);
@@ -136,7 +130,6 @@ pub(crate) async fn build_image(
         options = options.networkmode(network);
     }
 
-    let source = output_source(step);
     let mut lines = LineSplitter::default();
     let mut image_id = None;
     let mut failure = None;
@@ -156,7 +149,7 @@ pub(crate) async fn build_image(
                             if let Some(id) = layer_id(&line) {
                                 last_layer = Some(id.to_owned());
                             }
-                            reporter.output(&source, line);
+                            out.output(line);
                         }
                     }
                     // Only a base image pull reports status; its progress ticks are noise.
@@ -170,7 +163,7 @@ pub(crate) async fn build_image(
                             Some(id) => format!("{id}: {status}"),
                             None => status.clone(),
                         };
-                        reporter.output(&source, line);
+                        out.output(line);
                     }
                     if let Some(id) = info.aux.and_then(|aux| aux.id) {
                         image_id = Some(id);
@@ -190,7 +183,7 @@ pub(crate) async fn build_image(
         // reading, so `done` below cannot wait forever.
     }
     if let Some(rest) = lines.finish() {
-        reporter.output(&source, rest);
+        out.output(rest);
     }
 
     let sent = match tar.done.await {
@@ -218,15 +211,12 @@ pub(crate) async fn build_image(
         (Some(Ok(error)), _) => return Err(engine_error("the build request failed")(error)),
         (None, Err(error)) => return Err(context_error(error)),
         (None, Ok(stats)) => {
-            reporter.output(
-                &source,
-                format!(
-                    "sent a build context of {} ({} bytes) in {} files",
-                    crate::compose::bytes::human(stats.bytes),
-                    stats.bytes,
-                    stats.files
-                ),
-            );
+            out.output(format!(
+                "sent a build context of {} ({} bytes) in {} files",
+                crate::compose::bytes::human(stats.bytes),
+                stats.bytes,
+                stats.files
+            ));
         }
     }
 
@@ -356,7 +346,7 @@ mod tests {
 
     use super::*;
     use crate::ids::ServiceName;
-    use crate::report::Event;
+    use crate::report::{Event, Reporter, StepKind};
 
     #[test]
     fn lines_are_joined_across_chunks() {
@@ -497,13 +487,17 @@ mod tests {
         s.labels.insert("deploy.project".into(), "test".into());
         let _cleanup = Cleanup(s.tags.clone());
         let (reporter, captured) = Reporter::capture();
+        let kind = StepKind::Build {
+            services: vec!["web".into(), "worker".into()],
+        };
+        let out = reporter.step(kind.clone());
 
-        let id = build_image(&docker, &s, &reporter)
+        let id = build_image(&docker, &s, &out)
             .await
             .expect("the build succeeds");
         assert!(id.starts_with("sha256:"), "{id}");
 
-        let output = captured.output("build web, worker");
+        let output = captured.output(&kind);
         let listing: Vec<&str> = output
             .iter()
             .map(|l| l.trim())
@@ -553,8 +547,12 @@ mod tests {
         let s = step(dir.path(), &image, &["web"]);
         let _cleanup = Cleanup(s.tags.clone());
         let (reporter, captured) = Reporter::capture();
+        let kind = StepKind::Build {
+            services: vec!["web".into()],
+        };
+        let out = reporter.step(kind.clone());
 
-        let err = build_image(&docker, &s, &reporter)
+        let err = build_image(&docker, &s, &out)
             .await
             .unwrap_err()
             .to_string();
@@ -566,7 +564,7 @@ mod tests {
         );
         assert!(
             captured
-                .output("build web")
+                .output(&kind)
                 .iter()
                 .any(|l| l.contains("RUN false"))
         );

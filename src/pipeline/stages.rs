@@ -21,7 +21,7 @@ use crate::git;
 use crate::ids::{ProjectName, Revision, ServiceName};
 use crate::ledger::Trigger;
 use crate::plan::{self, Plan, PlanOptions};
-use crate::report::Reporter;
+use crate::report::{Reporter, StepKind};
 use crate::root::Root;
 use crate::settings::Settings;
 
@@ -52,7 +52,7 @@ pub(crate) async fn run(run: &Run<'_>) -> anyhow::Result<Vec<String>> {
 }
 
 async fn checkout(run: &Run<'_>) -> anyhow::Result<()> {
-    let step = run.reporter.step("checkout");
+    let step = run.reporter.step(StepKind::Checkout);
     let (repo, code, rev) = (run.root.repo(), run.root.code(), run.revision.clone());
     let limit = run.settings.blob_size_limit;
     blocking(move || git::checkout(&repo, &code, &rev, limit)).await??;
@@ -63,7 +63,7 @@ async fn checkout(run: &Run<'_>) -> anyhow::Result<()> {
 /// The compose file as a deploy runs it: loaded, judged by the policy, its files read and
 /// the ones its mounts need written.
 async fn load(run: &Run<'_>) -> anyhow::Result<Spec> {
-    let step = run.reporter.step("read compose file");
+    let step = run.reporter.step(StepKind::ReadCompose);
     let sources = work_tree_sources(run.root, run.settings)?;
     let loaded = load_spec(run.root, run.settings, run.project, &sources, run.reporter)?;
     let checked = preflight::check(
@@ -81,7 +81,7 @@ async fn load(run: &Run<'_>) -> anyhow::Result<Spec> {
 }
 
 async fn plan(run: &Run<'_>, spec: &Spec) -> anyhow::Result<Plan> {
-    let step = run.reporter.step("plan");
+    let step = run.reporter.step(StepKind::Plan);
     let build_keys = build_keys(run, spec).await?;
     let mut tags = Vec::new();
     for (name, s) in spec.services.iter().filter(|(_, s)| s.build.is_some()) {
@@ -98,9 +98,7 @@ async fn plan(run: &Run<'_>, spec: &Spec) -> anyhow::Result<Plan> {
         build_keys,
     };
     let plan = plan::plan(spec, run.project, run.revision, &observed, &options)?;
-    for line in plan.to_string().lines().skip(1) {
-        run.reporter.output("plan", line.trim_start());
-    }
+    run.reporter.plan(plan.rows());
     step.finish();
     if run.trigger == Trigger::Rollback && !plan.builds.is_empty() {
         run.reporter.info(format!(
@@ -150,9 +148,10 @@ async fn build_keys(run: &Run<'_>, spec: &Spec) -> anyhow::Result<BTreeMap<Servi
 /// revision alone.
 async fn build(run: &Run<'_>, plan: &Plan) -> anyhow::Result<()> {
     for build in &plan.builds {
-        let services: Vec<&str> = build.services.iter().map(|s| s.as_str()).collect();
-        let step = run.reporter.step(format!("build {}", services.join(", ")));
-        docker::build::build_image(&run.docker, build, run.reporter).await?;
+        let step = run.reporter.step(StepKind::Build {
+            services: build.services.iter().map(|s| s.to_string()).collect(),
+        });
+        docker::build::build_image(&run.docker, build, &step).await?;
         step.finish();
     }
     for reuse in &plan.reused {

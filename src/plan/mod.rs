@@ -15,6 +15,7 @@ use std::time::Duration;
 use crate::compose::Spec;
 use crate::compose::spec::Condition;
 use crate::ids::{ProjectName, Revision, ServiceName};
+use crate::report::PlanRow;
 
 pub(crate) use container::ContainerSpec;
 
@@ -437,21 +438,31 @@ pub(crate) fn stop_timeout(spec: &ContainerSpec) -> Duration {
         .unwrap_or(Duration::from_secs(10))
 }
 
-impl fmt::Display for Plan {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "plan for `{}` at {}", self.project, self.revision)?;
+impl Plan {
+    /// The plan as rows of data, for the reporter and `Display`.
+    pub(crate) fn rows(&self) -> Vec<PlanRow> {
+        let row = |what: &str, name: &str, action: String| PlanRow {
+            what: what.to_owned(),
+            name: name.to_owned(),
+            action,
+        };
+        let mut rows = Vec::new();
         for n in &self.networks {
-            writeln!(f, "  network {:<28} {}", n.name, ensure_word(n.action))?;
+            rows.push(row("network", &n.name, ensure_word(n.action).to_owned()));
         }
         for v in &self.volumes {
-            writeln!(f, "  volume  {:<28} {}", v.name, ensure_word(v.action))?;
+            rows.push(row("volume", &v.name, ensure_word(v.action).to_owned()));
         }
         for b in &self.builds {
             let services: Vec<&str> = b.services.iter().map(|s| s.as_str()).collect();
-            writeln!(f, "  build   {:<28} for {}", b.tags[0], services.join(", "))?;
+            rows.push(row(
+                "build",
+                &b.tags[0],
+                format!("for {}", services.join(", ")),
+            ));
         }
         for r in &self.reused {
-            writeln!(f, "  image   {:<28} reuse (already built)", r.from)?;
+            rows.push(row("image", &r.from, "reuse (already built)".to_owned()));
         }
         for s in &self.services {
             let what = match &s.action {
@@ -461,24 +472,32 @@ impl fmt::Display for Plan {
                 }
                 Action::Keep(old) => format!("keep `{}` (unchanged)", old.name),
             };
-            writeln!(f, "  service {:<28} {what}", s.service.as_str())?;
+            rows.push(row("service", s.service.as_str(), what));
         }
         for c in &self.orphans {
-            writeln!(
-                f,
-                "  remove  {:<28} (service no longer in the compose file)",
-                c.name
-            )?;
+            let why = "(service no longer in the compose file)".to_owned();
+            rows.push(row("remove", &c.name, why));
         }
         for n in &self.orphan_networks {
-            writeln!(f, "  remove  network {n} (no longer in the compose file)")?;
+            let why = "(network no longer in the compose file)".to_owned();
+            rows.push(row("remove", n, why));
         }
         for c in &self.leftovers {
-            writeln!(
-                f,
-                "  remove  {:<28} (left over by an earlier deploy)",
-                c.name
-            )?;
+            rows.push(row(
+                "remove",
+                &c.name,
+                "(left over by an earlier deploy)".to_owned(),
+            ));
+        }
+        rows
+    }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "plan for `{}` at {}", self.project, self.revision)?;
+        for row in self.rows() {
+            writeln!(f, "  {row}")?;
         }
         Ok(())
     }

@@ -56,21 +56,30 @@ impl BuildLog {
     fn write_event(&mut self, at: DateTime<Local>, event: &Event) -> std::io::Result<()> {
         let stamp = at.format("%Y-%m-%d %H:%M:%S%.3f");
         let (kind, text) = match event {
-            Event::StepStarted { step } => ("STEP ", step.clone()),
+            Event::StepStarted { kind, .. } => ("STEP ", kind.to_string()),
             Event::StepFinished {
-                step,
+                kind,
                 elapsed,
                 ok: true,
-            } => ("DONE ", format!("{step} in {:.3}s", elapsed.as_secs_f64())),
+                ..
+            } => ("DONE ", format!("{kind} in {:.3}s", elapsed.as_secs_f64())),
             Event::StepFinished {
-                step,
+                kind,
                 elapsed,
                 ok: false,
+                ..
             } => (
                 "FAIL ",
-                format!("{step} after {:.3}s", elapsed.as_secs_f64()),
+                format!("{kind} after {:.3}s", elapsed.as_secs_f64()),
             ),
             Event::Output { source, line } => ("OUT  ", format!("{source} | {line}")),
+            Event::Plan { rows } => (
+                "PLAN ",
+                rows.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            ),
             Event::Info(text) => ("INFO ", text.clone()),
             Event::Warn(text) => ("WARN ", text.clone()),
             Event::Error(text) => ("ERROR", text.clone()),
@@ -153,6 +162,7 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
+    use crate::report::{Source, StepId, StepKind};
 
     #[test]
     fn latest_link_is_relative_and_replaced() {
@@ -207,16 +217,24 @@ mod tests {
         let mut log = open_build_log(dir.path(), "x.log").unwrap();
         let at = Local.with_ymd_and_hms(2026, 11, 29, 10, 12, 13).unwrap()
             + chrono::Duration::milliseconds(45);
+        let build = StepKind::Build {
+            services: vec!["web".into()],
+        };
         let events = [
             Event::StepStarted {
-                step: "build web".into(),
+                id: StepId(1),
+                kind: build.clone(),
             },
             Event::Output {
-                source: "build web".into(),
+                source: Source::Step {
+                    id: StepId(1),
+                    kind: build.clone(),
+                },
                 line: "Step 1/2 : FROM debian".into(),
             },
             Event::StepFinished {
-                step: "build web".into(),
+                id: StepId(1),
+                kind: build,
                 elapsed: Duration::from_millis(1234),
                 ok: true,
             },

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Local};
 
 use super::terminal::{Renderer, Style};
-use super::{Event, Sink};
+use super::{Event, Sink, Source, StepKind};
 
 /// Every event a reporter emitted, after redaction. Clones share the same list.
 #[derive(Clone, Default)]
@@ -18,12 +18,15 @@ impl Captured {
         self.events.lock().unwrap().clone()
     }
 
-    /// The lines `source` printed, in order.
-    pub(crate) fn output(&self, source: &str) -> Vec<String> {
+    /// The lines printed by what the steps of `kind` ran, in order.
+    pub(crate) fn output(&self, kind: &StepKind) -> Vec<String> {
         self.events()
             .into_iter()
             .filter_map(|e| match e {
-                Event::Output { source: s, line } if s == source => Some(line),
+                Event::Output {
+                    source: Source::Step { kind: k, .. },
+                    line,
+                } if &k == kind => Some(line),
                 _ => None,
             })
             .collect()

@@ -24,23 +24,104 @@ pub(crate) use build_log::{BuildLogError, open_build_log};
 pub(crate) use capture::Captured;
 pub(crate) use redact::Redactor;
 
+/// A step's identity among one deploy's events: what pairs its start with its end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct StepId(pub(crate) u32);
+
+/// What a step does, and to what.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) enum StepKind {
+    Checkout,
+    ReadCompose,
+    Plan,
+    /// Builds the image these services share.
+    Build {
+        services: Vec<String>,
+    },
+    Pull {
+        image: String,
+    },
+    Start {
+        service: String,
+    },
+    Replace {
+        service: String,
+    },
+    RemoveOld,
+}
+
+impl fmt::Display for StepKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StepKind::Checkout => f.write_str("checkout"),
+            StepKind::ReadCompose => f.write_str("read compose file"),
+            StepKind::Plan => f.write_str("plan"),
+            StepKind::Build { services } => write!(f, "build {}", services.join(", ")),
+            StepKind::Pull { image } => write!(f, "pull {image}"),
+            StepKind::Start { service } => write!(f, "start {service}"),
+            StepKind::Replace { service } => write!(f, "replace {service}"),
+            StepKind::RemoveOld => f.write_str("remove old containers"),
+        }
+    }
+}
+
+/// Where a line of output comes from.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) enum Source {
+    /// What a step ran printed it: a build, a pull.
+    Step { id: StepId, kind: StepKind },
+    /// The log of a service's container.
+    Logs { service: String },
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Step { kind, .. } => kind.fmt(f),
+            Source::Logs { service } => write!(f, "logs {service}"),
+        }
+    }
+}
+
+/// One line of a plan, as data: `network shop_default create`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct PlanRow {
+    /// `network`, `volume`, `build`, `image`, `service`, `remove`.
+    pub(crate) what: String,
+    pub(crate) name: String,
+    pub(crate) action: String,
+}
+
+impl fmt::Display for PlanRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:<7} {:<28} {}", self.what, self.name, self.action)
+    }
+}
+
 /// Something the pipeline wants the pusher, the operator and the daemon log to know.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(crate) enum Event {
-    /// A pipeline step begins (`checkout`, `build web`, `start db`, …).
+    /// A pipeline step begins.
     StepStarted {
-        step: String,
+        id: StepId,
+        kind: StepKind,
     },
-    /// A step ends; `ok: false` means it failed (the error follows as `Error`).
+    /// The step of the same id ends; `ok: false` means it failed (the error follows as
+    /// `Error`). Its kind comes along so a renderer need not remember it.
     StepFinished {
-        step: String,
+        id: StepId,
+        kind: StepKind,
         elapsed: Duration,
         ok: bool,
     },
     /// A line of output from something we ran: Docker build output, a container's log.
     Output {
-        source: String,
+        source: Source,
         line: String,
+    },
+    /// The plan of the deploy, one row per network, volume, image and service.
+    Plan {
+        rows: Vec<PlanRow>,
     },
     Info(String),
     Warn(String),
@@ -55,19 +136,64 @@ impl Event {
     fn cleaned(self, redactor: &Redactor) -> Self {
         let r = |s: String| escape_controls(&redactor.redact(&s)).into_owned();
         match self {
-            Event::StepStarted { step } => Event::StepStarted { step: r(step) },
-            Event::StepFinished { step, elapsed, ok } => Event::StepFinished {
-                step: r(step),
+            Event::StepStarted { id, kind } => Event::StepStarted {
+                id,
+                kind: kind.cleaned(&r),
+            },
+            Event::StepFinished {
+                id,
+                kind,
+                elapsed,
+                ok,
+            } => Event::StepFinished {
+                id,
+                kind: kind.cleaned(&r),
                 elapsed,
                 ok,
             },
             Event::Output { source, line } => Event::Output {
-                source: r(source),
+                source: match source {
+                    Source::Step { id, kind } => Source::Step {
+                        id,
+                        kind: kind.cleaned(&r),
+                    },
+                    Source::Logs { service } => Source::Logs {
+                        service: r(service),
+                    },
+                },
                 line: r(line),
+            },
+            Event::Plan { rows } => Event::Plan {
+                rows: rows
+                    .into_iter()
+                    .map(|row| PlanRow {
+                        what: r(row.what),
+                        name: r(row.name),
+                        action: r(row.action),
+                    })
+                    .collect(),
             },
             Event::Info(line) => Event::Info(r(line)),
             Event::Warn(line) => Event::Warn(r(line)),
             Event::Error(line) => Event::Error(r(line)),
+        }
+    }
+}
+
+impl StepKind {
+    fn cleaned(self, r: &impl Fn(String) -> String) -> Self {
+        match self {
+            StepKind::Build { services } => StepKind::Build {
+                services: services.into_iter().map(r).collect(),
+            },
+            StepKind::Pull { image } => StepKind::Pull { image: r(image) },
+            StepKind::Start { service } => StepKind::Start {
+                service: r(service),
+            },
+            StepKind::Replace { service } => StepKind::Replace {
+                service: r(service),
+            },
+            other => other,
         }
     }
 }
@@ -99,6 +225,8 @@ struct Inner {
     output_left: u64,
     output_limit: u64,
     output_cut: bool,
+    /// The id of the next step.
+    next_step: u32,
 }
 
 impl Default for Inner {
@@ -110,6 +238,7 @@ impl Default for Inner {
             output_left: limit,
             output_limit: limit,
             output_cut: false,
+            next_step: 0,
         }
     }
 }
@@ -163,7 +292,7 @@ impl Reporter {
         let mut inner = self.lock();
         if let Event::Output { source, line } = &event {
             // What the line takes in the build log: its timestamp, kind and source too.
-            let cost = (LOG_LINE_OVERHEAD + source.len() + line.len()) as u64;
+            let cost = (LOG_LINE_OVERHEAD + source.to_string().len() + line.len()) as u64;
             match inner.output_left.checked_sub(cost) {
                 Some(left) => inner.output_left = left,
                 None if inner.output_cut => return,
@@ -213,22 +342,35 @@ impl Reporter {
         self.emit(Event::Error(line.into()));
     }
 
-    /// A line of output from something we ran (`source`: `build web`, `web`, …).
-    pub(crate) fn output(&self, source: impl Into<String>, line: impl Into<String>) {
+    /// A line of output from something we ran.
+    pub(crate) fn output(&self, source: Source, line: impl Into<String>) {
         self.emit(Event::Output {
-            source: source.into(),
+            source,
             line: line.into(),
         });
     }
 
+    /// The plan, as data; each sink lays it out.
+    pub(crate) fn plan(&self, rows: Vec<PlanRow>) {
+        self.emit(Event::Plan { rows });
+    }
+
     /// Starts a step; the guard reports its duration when `finish`ed (or failure if dropped
-    /// unfinished).
-    pub(crate) fn step(&self, step: impl Into<String>) -> Step {
-        let name = step.into();
-        self.emit(Event::StepStarted { step: name.clone() });
+    /// unfinished), and what it runs prints through it.
+    pub(crate) fn step(&self, kind: StepKind) -> Step {
+        let id = {
+            let mut inner = self.lock();
+            inner.next_step += 1;
+            StepId(inner.next_step)
+        };
+        self.emit(Event::StepStarted {
+            id,
+            kind: kind.clone(),
+        });
         Step {
             reporter: self.clone(),
-            name,
+            id,
+            kind,
             started: Instant::now(),
             finished: false,
         }
@@ -274,18 +416,35 @@ impl fmt::Debug for Reporter {
 #[must_use = "dropping a step right away reports it as failed"]
 pub(crate) struct Step {
     reporter: Reporter,
-    name: String,
+    id: StepId,
+    kind: StepKind,
     started: Instant,
     finished: bool,
 }
 
 impl Step {
+    /// A line printed by what this step runs.
+    pub(crate) fn output(&self, line: impl Into<String>) {
+        self.reporter.output(
+            Source::Step {
+                id: self.id,
+                kind: self.kind.clone(),
+            },
+            line,
+        );
+    }
+
     pub(crate) fn finish(mut self) {
+        self.end(true);
+    }
+
+    fn end(&mut self, ok: bool) {
         self.finished = true;
         self.reporter.emit(Event::StepFinished {
-            step: std::mem::take(&mut self.name),
+            id: self.id,
+            kind: self.kind.clone(),
             elapsed: self.started.elapsed(),
-            ok: true,
+            ok,
         });
     }
 }
@@ -293,11 +452,7 @@ impl Step {
 impl Drop for Step {
     fn drop(&mut self) {
         if !self.finished {
-            self.reporter.emit(Event::StepFinished {
-                step: std::mem::take(&mut self.name),
-                elapsed: self.started.elapsed(),
-                ok: false,
-            });
+            self.end(false);
         }
     }
 }
@@ -364,30 +519,39 @@ mod tests {
         assert_eq!(name, format!("2026-11-29 10:12:13 {sha} alice.log"));
     }
 
+    fn logs(service: &str) -> Source {
+        Source::Logs {
+            service: service.to_owned(),
+        }
+    }
+
+    /// A step's start and end are paired by its id, not by its name: two steps of the same
+    /// kind (two `start web`, say) never end each other.
     #[test]
     fn step_finish_reports_success_and_drop_reports_failure() {
         let (reporter, captured) = Reporter::capture();
-        reporter.step("build web").finish();
-        drop(reporter.step("start web"));
+        let start = StepKind::Start {
+            service: "web".into(),
+        };
+        let first = reporter.step(start.clone());
+        drop(reporter.step(start.clone()));
+        first.finish();
         let events = captured.events();
         assert_eq!(events.len(), 4);
+        let ids: Vec<(StepId, bool)> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::StepFinished { id, ok, kind, .. } if *kind == start => Some((*id, *ok)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ids, [(StepId(2), false), (StepId(1), true)]);
         assert_eq!(
             events[0],
             Event::StepStarted {
-                step: "build web".into()
+                id: StepId(1),
+                kind: start
             }
-        );
-        assert!(
-            matches!(&events[1], Event::StepFinished { step, ok: true, .. } if step == "build web")
-        );
-        assert_eq!(
-            events[2],
-            Event::StepStarted {
-                step: "start web".into()
-            }
-        );
-        assert!(
-            matches!(&events[3], Event::StepFinished { step, ok: false, .. } if step == "start web")
         );
     }
 
@@ -395,9 +559,13 @@ mod tests {
     fn every_sink_sees_redacted_text() {
         let (reporter, captured) = Reporter::capture();
         reporter.redact("hunter2\n");
-        reporter.output("build web", "password=hunter2");
+        reporter.output(logs("web"), "password=hunter2");
         reporter.info("using hunter2");
-        reporter.step("connect as hunter2").finish();
+        reporter
+            .step(StepKind::Start {
+                service: "hunter2".into(),
+            })
+            .finish();
         let lines = captured.lines().join("\n");
         assert!(!lines.contains("hunter2"), "{lines}");
         assert!(lines.contains("password=***"), "{lines}");
@@ -411,10 +579,10 @@ mod tests {
         reporter.redact("s3cret");
         let path = reporter.add_build_log(dir.path(), "x.log").unwrap();
         assert_eq!(path, dir.path().join("x.log"));
-        reporter.clone().output("build web", "pw s3cret");
+        reporter.clone().output(logs("web"), "pw s3cret");
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 1, "{text}");
-        assert!(text.ends_with(" OUT   build web | pw ***\n"), "{text}");
+        assert!(text.ends_with(" OUT   logs web | pw ***\n"), "{text}");
     }
 
     #[test]
@@ -460,7 +628,7 @@ mod tests {
     #[test]
     fn control_characters_are_escaped_before_any_sink() {
         let (reporter, captured) = Reporter::capture();
-        reporter.output("build web", "a\rremote: forged\u{1b}[31m\tok");
+        reporter.output(logs("web"), "a\rremote: forged\u{1b}[31m\tok");
         let lines = captured.lines().join("\n");
         assert!(
             !lines.contains('\r') && !lines.contains('\u{1b}'),
@@ -475,12 +643,12 @@ mod tests {
     #[test]
     fn output_is_cut_at_the_limit_once_and_steps_still_go_through() {
         let (reporter, captured) = Reporter::capture();
-        // Each line costs 34 + 9 + 9 bytes: ten of them fit.
-        reporter.limit_output(520);
+        // Each line costs 34 + 8 (`logs web`) + 9 bytes: ten of them fit.
+        reporter.limit_output(510);
         for i in 0..50 {
-            reporter.output("build web", format!("line {i:04}"));
+            reporter.output(logs("web"), format!("line {i:04}"));
         }
-        reporter.step("start web").finish();
+        reporter.step(StepKind::Checkout).finish();
         let events = captured.events();
         let outputs = events
             .iter()

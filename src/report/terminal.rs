@@ -11,7 +11,9 @@ use std::io::{IsTerminal, Write};
 
 use chrono::{DateTime, Local};
 
-use super::{Event, Sink, format_elapsed};
+#[cfg(test)]
+use super::StepKind;
+use super::{Event, Sink, Source, StepId, format_elapsed};
 
 const HEADING: &str = "-----> ";
 const INDENT: &str = "       ";
@@ -56,7 +58,7 @@ const DIM: &str = "2";
 /// to the current step read as its body.
 pub(crate) struct Renderer {
     style: Style,
-    open_steps: Vec<String>,
+    open_steps: Vec<StepId>,
 }
 
 impl Renderer {
@@ -71,31 +73,41 @@ impl Renderer {
     pub(crate) fn render(&mut self, event: &Event) -> String {
         let s = self.style;
         match event {
-            Event::StepStarted { step } => {
-                self.open_steps.push(step.clone());
-                lines(&s.paint(BOLD_CYAN, HEADING), &s.paint("1", step))
+            Event::StepStarted { id, kind } => {
+                self.open_steps.push(*id);
+                lines(
+                    &s.paint(BOLD_CYAN, HEADING),
+                    &s.paint("1", &kind.to_string()),
+                )
             }
-            Event::StepFinished { step, elapsed, ok } => {
-                if let Some(i) = self.open_steps.iter().rposition(|open| open == step) {
+            Event::StepFinished {
+                id,
+                kind,
+                elapsed,
+                ok,
+            } => {
+                if let Some(i) = self.open_steps.iter().rposition(|open| open == id) {
                     self.open_steps.remove(i);
                 }
                 let elapsed = format_elapsed(*elapsed);
                 if *ok {
                     lines(
                         INDENT,
-                        &format!("{step} {} in {elapsed}", s.paint(GREEN, "done")),
+                        &format!("{kind} {} in {elapsed}", s.paint(GREEN, "done")),
                     )
                 } else {
                     lines(
                         &s.paint(RED, ALERT),
-                        &format!("{step} {} after {elapsed}", s.paint(RED, "failed")),
+                        &format!("{kind} {} after {elapsed}", s.paint(RED, "failed")),
                     )
                 }
             }
             Event::Output { source, line } => {
                 // Output of the step on screen is its body; anything else (another task's
-                // output interleaving) says where it comes from.
-                if self.open_steps.last() == Some(source) {
+                // output interleaving, a container's log) says where it comes from.
+                let own =
+                    matches!(source, Source::Step { id, .. } if self.open_steps.last() == Some(id));
+                if own {
                     lines(INDENT, line)
                 } else {
                     lines(
@@ -104,6 +116,10 @@ impl Renderer {
                     )
                 }
             }
+            Event::Plan { rows } => rows
+                .iter()
+                .map(|row| lines(INDENT, &row.to_string()))
+                .collect(),
             Event::Info(text) => {
                 if self.open_steps.is_empty() {
                     lines(&s.paint(BOLD_CYAN, HEADING), text)
@@ -175,30 +191,45 @@ mod tests {
     }
 
     fn sample() -> Vec<Event> {
+        let build = StepKind::Build {
+            services: vec!["web".into()],
+        };
+        let start = StepKind::Start {
+            service: "web".into(),
+        };
         vec![
             Event::Info("deploying 0123456789ab to prod".into()),
             Event::StepStarted {
-                step: "build web".into(),
+                id: StepId(1),
+                kind: build.clone(),
             },
             Event::Output {
-                source: "build web".into(),
+                source: Source::Step {
+                    id: StepId(1),
+                    kind: build.clone(),
+                },
                 line: "Step 1/2 : FROM debian".into(),
             },
             Event::Output {
-                source: "db".into(),
+                source: Source::Logs {
+                    service: "db".into(),
+                },
                 line: "ready to accept connections".into(),
             },
             Event::Info("sent 12 files".into()),
             Event::StepFinished {
-                step: "build web".into(),
+                id: StepId(1),
+                kind: build,
                 elapsed: Duration::from_millis(1234),
                 ok: true,
             },
             Event::StepStarted {
-                step: "start web".into(),
+                id: StepId(2),
+                kind: start.clone(),
             },
             Event::StepFinished {
-                step: "start web".into(),
+                id: StepId(2),
+                kind: start,
                 elapsed: Duration::from_millis(80),
                 ok: false,
             },
@@ -213,7 +244,7 @@ mod tests {
 -----> deploying 0123456789ab to prod
 -----> build web
        Step 1/2 : FROM debian
-       db | ready to accept connections
+       logs db | ready to accept connections
        sent 12 files
        build web done in 1.2s
 -----> start web

@@ -12,22 +12,29 @@ pub(crate) struct TracingSink;
 impl Sink for TracingSink {
     fn emit(&mut self, _at: DateTime<Local>, event: &Event) -> std::io::Result<()> {
         match event {
-            Event::StepStarted { step } => tracing::info!(step = %step, "step started"),
+            Event::StepStarted { kind, .. } => tracing::info!(step = %kind, "step started"),
             Event::StepFinished {
-                step,
+                kind,
                 elapsed,
                 ok: true,
+                ..
             } => {
-                tracing::info!(step = %step, elapsed_ms = elapsed.as_millis(), "step finished");
+                tracing::info!(step = %kind, elapsed_ms = elapsed.as_millis(), "step finished");
             }
             Event::StepFinished {
-                step,
+                kind,
                 elapsed,
                 ok: false,
+                ..
             } => {
-                tracing::warn!(step = %step, elapsed_ms = elapsed.as_millis(), "step failed");
+                tracing::warn!(step = %kind, elapsed_ms = elapsed.as_millis(), "step failed");
             }
             Event::Output { source, line } => tracing::debug!(source = %source, "{line}"),
+            Event::Plan { rows } => {
+                for row in rows {
+                    tracing::debug!("plan: {row}");
+                }
+            }
             Event::Info(text) => tracing::info!("{text}"),
             Event::Warn(text) => tracing::warn!("{text}"),
             Event::Error(text) => tracing::error!("{text}"),
