@@ -690,6 +690,17 @@ pub(crate) async fn start(docker: &Docker, id: &str, name: &str) -> Result<(), D
         .map_err(|e| DockerError::api(&format!("start container `{name}`"), e))
 }
 
+/// Restarts a container (autoheal's remedy for an unhealthy one).
+pub(crate) async fn restart(docker: &Docker, id: &str, name: &str) -> Result<(), DockerError> {
+    docker
+        .restart_container(
+            id,
+            None::<bollard::query_parameters::RestartContainerOptions>,
+        )
+        .await
+        .map_err(|e| DockerError::api(&format!("restart container `{name}`"), e))
+}
+
 pub(crate) async fn stop(
     docker: &Docker,
     id: &str,

@@ -4,6 +4,7 @@ pub(crate) mod apply;
 pub(crate) mod build;
 pub(crate) mod context;
 pub(crate) mod down;
+pub(crate) mod events;
 pub(crate) mod health;
 pub(crate) mod observe;
 pub(crate) mod prune;

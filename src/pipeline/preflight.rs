@@ -9,7 +9,6 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use bollard::Docker;
 use sha2::Digest;
 
 use super::confine::{self, HostFile};
@@ -19,6 +18,7 @@ use crate::compose::policy::{
 };
 use crate::compose::spec::{Config, Mount};
 use crate::compose::{ComposeError, Spec, envfile};
+use crate::docker::Docker;
 use crate::docker::observe;
 use crate::ids::ProjectName;
 use crate::plan::names;

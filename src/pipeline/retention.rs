@@ -3,9 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use bollard::Docker;
-
-use crate::docker;
+use crate::docker::{self, Docker};
 use crate::ids::{ProjectName, Revision};
 use crate::ledger::Ledger;
 use crate::report::Reporter;

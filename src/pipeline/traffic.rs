@@ -4,12 +4,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bollard::Docker;
 use futures_util::future::BoxFuture;
 
-use crate::docker;
 use crate::docker::apply::Applied;
 use crate::docker::routes::{self, Route};
+use crate::docker::{self, Docker};
 use crate::plan::Plan;
 use crate::report::Reporter;
 

@@ -8,13 +8,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex;
 
-use bollard::Docker;
-use bollard::models::HealthStatusEnum;
-use bollard::query_parameters::{EventsOptions, RestartContainerOptions};
 use futures_util::StreamExt;
 
+use crate::docker::{self, Docker, events::Unhealthy};
 use crate::ids::ProjectName;
-use crate::plan::names::LABEL_PROJECT;
 
 /// The first wait between two restarts of one container; it doubles up to `MAX_BACKOFF`.
 const FIRST_BACKOFF: Duration = Duration::from_secs(10);
@@ -31,32 +28,8 @@ pub(crate) async fn watch(docker: Docker, project: ProjectName, busy: Arc<Atomic
         state: Mutex::new(HashMap::new()),
     });
     loop {
-        let filters = HashMap::from([
-            ("type".to_owned(), vec!["container".to_owned()]),
-            ("event".to_owned(), vec!["health_status".to_owned()]),
-            (
-                "label".to_owned(),
-                vec![format!("{LABEL_PROJECT}={project}")],
-            ),
-        ]);
-        let mut events = docker.events(Some(EventsOptions {
-            filters: Some(filters),
-            ..Default::default()
-        }));
-        while let Some(event) = events.next().await {
-            let Ok(event) = event else { break };
-            let unhealthy = event
-                .action
-                .as_deref()
-                .is_some_and(|a| a.ends_with("unhealthy"));
-            let Some(actor) = event.actor else { continue };
-            let (Some(id), true) = (actor.id, unhealthy) else {
-                continue;
-            };
-            let name = actor
-                .attributes
-                .and_then(|a| a.get("name").cloned())
-                .unwrap_or_else(|| id.chars().take(12).collect());
+        let mut events = std::pin::pin!(docker::events::unhealthy(&docker, &project));
+        while let Some(Unhealthy { id, name }) = events.next().await {
             tracing::warn!(target: "autoheal", container = %name, "container is unhealthy");
             tokio::spawn(healer.clone().heal(id, name));
         }
@@ -105,17 +78,9 @@ impl Healer {
                         .entry(id.clone())
                         .or_default()
                         .recheck = false;
-                    let health = self
-                        .docker
-                        .inspect_container(&id, None)
-                        .await
-                        .ok()
-                        .and_then(|i| i.state)
-                        .and_then(|s| s.health)
-                        .and_then(|h| h.status);
                     // Health events fire on changes only: one skipped now would never come
                     // again, so the look happens here.
-                    if health != Some(HealthStatusEnum::UNHEALTHY) {
+                    if !docker::events::is_unhealthy(&self.docker, &id).await {
                         return;
                     }
                 }
@@ -144,11 +109,7 @@ impl Healer {
 
     async fn restart(&self, id: &str, name: &str) {
         let now = Instant::now();
-        match self
-            .docker
-            .restart_container(id, None::<RestartContainerOptions>)
-            .await
-        {
+        match docker::apply::restart(&self.docker, id, name).await {
             Ok(()) => {
                 let mut state = self.state.lock().await;
                 let record = state.entry(id.to_owned()).or_default();

@@ -10,14 +10,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use bollard::Docker;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use tokio::net::UnixListener;
 use tokio::sync::{Notify, mpsc};
 
-use crate::docker;
 use crate::docker::routes::Route;
+use crate::docker::{self, Docker};
 use crate::ids::ProjectName;
 use crate::ledger::Ledger;
 use crate::pipeline::traffic::{Switch, Traffic};
