@@ -236,7 +236,7 @@ async fn pull(docker: &Docker, image: &str, step: &Step) -> Result<(), String> {
     };
     let mut stream = docker.create_image(Some(options), None, None);
     while let Some(item) = stream.next().await {
-        let info = item.map_err(|e| e.to_string())?;
+        let info = item.map_err(|e| super::error_chain(&e))?;
         if let Some(status) = info.status {
             step.output(status);
         }

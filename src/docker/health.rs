@@ -9,7 +9,6 @@ use bollard::Docker;
 use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::{ContainerInspectResponse, ContainerStateStatusEnum, HealthStatusEnum};
 use futures_util::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::DockerError;
 
@@ -224,14 +223,14 @@ async fn exec_probe(
         let exec = docker
             .create_exec(id, options)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| super::error_chain(&e))?;
         let mut output = String::new();
         if let StartExecResults::Attached {
             output: mut stream, ..
         } = docker
             .start_exec(&exec.id, None)
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(|e| super::error_chain(&e))?
         {
             while let Some(Ok(chunk)) = stream.next().await {
                 output.push_str(&chunk.to_string());
@@ -240,7 +239,7 @@ async fn exec_probe(
         let code = docker
             .inspect_exec(&exec.id)
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(|e| super::error_chain(&e))?
             .exit_code
             .unwrap_or(-1);
         if code == 0 {
@@ -262,6 +261,31 @@ async fn exec_probe(
         .unwrap_or_else(|_| Err(format!("no answer within {}s", timeout.as_secs())))
 }
 
+/// The status code of `GET path` at `addr`, through hyper's HTTP/1.1 client.
+async fn http_get(addr: SocketAddr, path: &str) -> Result<u16, String> {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("GET {path}: {}", super::error_chain(&e)))?;
+    // The connection does the I/O while the request waits for its answer; it ends when the
+    // probe drops the sender.
+    tokio::spawn(connection);
+    let request = hyper::Request::get(path)
+        .header(hyper::header::HOST, addr.to_string())
+        .header(hyper::header::USER_AGENT, "deploy-health")
+        .header(hyper::header::CONNECTION, "close")
+        .body(String::new())
+        .map_err(|e| format!("GET {path}: {e}"))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("GET {path} got no HTTP answer: {}", super::error_chain(&e)))?;
+    Ok(response.status().as_u16())
+}
+
 /// `GET path` on the container's address: ready on any 2xx or 3xx answer.
 async fn http_probe(
     inspect: &ContainerInspectResponse,
@@ -273,23 +297,11 @@ async fn http_probe(
         for port in ports {
             let addr = SocketAddr::new(ip, *port);
             let probe = async {
-                let mut stream = tokio::net::TcpStream::connect(addr)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let request = format!(
-                    "GET {path} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: deploy-health\r\n\r\n"
-                );
-                stream
-                    .write_all(request.as_bytes())
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let mut head = [0u8; 16];
-                let n = stream.read(&mut head).await.map_err(|e| e.to_string())?;
-                let line = String::from_utf8_lossy(&head[..n]).into_owned();
-                match line.split(' ').nth(1).and_then(|c| c.parse::<u16>().ok()) {
-                    Some(code) if (200..400).contains(&code) => Ok(()),
-                    Some(code) => Err(format!("GET {path} answered {code}")),
-                    None => Err(format!("GET {path} got no HTTP answer")),
+                let code = http_get(addr, path).await?;
+                if (200..400).contains(&code) {
+                    Ok(())
+                } else {
+                    Err(format!("GET {path} answered {code}"))
                 }
             };
             match tokio::time::timeout(PROBE_INTERVAL * 4, probe).await {
@@ -354,4 +366,37 @@ fn join(ports: &[u16]) -> String {
         .map(u16::to_string)
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A server on 127.0.0.1 that answers one connection with `answer`.
+    async fn serve_once(answer: &'static str) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 1024];
+            let _ = stream.read(&mut request).await;
+            let _ = stream.write_all(answer.as_bytes()).await;
+        });
+        addr
+    }
+
+    /// Issue 15: the probe is hyper's HTTP/1.1 client, not 16 bytes read by hand.
+    #[tokio::test]
+    async fn issue15_the_http_probe_reads_the_status_with_hyper() {
+        let ok = serve_once("HTTP/1.1 204 No Content\r\n\r\n").await;
+        assert_eq!(http_get(ok, "/up").await, Ok(204));
+        let failing =
+            serve_once("HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n").await;
+        assert_eq!(http_get(failing, "/up").await, Ok(503));
+        let not_http = serve_once("SSH-2.0-OpenSSH_9.2\r\n").await;
+        let err = http_get(not_http, "/up").await.unwrap_err();
+        assert!(err.starts_with("GET /up got no HTTP answer"), "{err}");
+    }
 }

@@ -3,8 +3,6 @@
 //! Everything here is synchronous and may touch the disk for a while (a checkout writes the
 //! whole tree): async callers go through `tokio::task::spawn_blocking`.
 
-// Nothing calls into this module until the pipeline is wired; the lead drops this then.
-
 pub(crate) mod hook;
 mod worktree;
 

@@ -5,8 +5,6 @@
 //! another's write to end instead of failing. Writes are single statements, so none of them
 //! holds the write lock across an await.
 
-// Nothing calls into this module until the pipeline is wired; the lead drops this then.
-
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;

@@ -183,6 +183,6 @@ pub(crate) async fn restore_work_tree(record: &Record, reporter: &Reporter) {
     match blocking(move || git::checkout(&repo, &code, &live, u64::MAX)).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => reporter.warn(format!("could not restore the work tree: {e}")),
-        Err(e) => reporter.warn(format!("could not restore the work tree: {e}")),
+        Err(e) => reporter.warn(format!("could not restore the work tree: {e:#}")),
     }
 }

@@ -21,19 +21,21 @@ use super::{Event, Sink};
 
 /// A build log file could not be set up.
 #[derive(Debug, thiserror::Error)]
-#[error("failed to {action} `{path}`: {source}")]
+// The cause is in the message and deliberately not a `source`: the printed error chain then
+// shows it once.
+#[error("failed to {action} `{path}`: {cause}")]
 pub(crate) struct BuildLogError {
     action: &'static str,
     path: PathBuf,
-    source: std::io::Error,
+    cause: std::io::Error,
 }
 
 impl BuildLogError {
     fn new(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Self {
-        move |source| Self {
+        move |cause| Self {
             action,
             path: path.to_owned(),
-            source,
+            cause,
         }
     }
 }
@@ -253,6 +255,19 @@ mod tests {
 2026-11-29 10:12:13.045 ERROR exit code 1
 ";
         assert_eq!(text, want);
+    }
+
+    /// Issue 15: the cause appeared twice in the printed chain (once in the message, once as
+    /// the `source`).
+    #[test]
+    fn issue15_a_build_log_error_says_its_cause_once() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("file"), "").unwrap();
+        let Err(err) = open_build_log(&dir.path().join("file"), "x.log") else {
+            panic!("a log under a file cannot be opened");
+        };
+        let printed = format!("{:#}", anyhow::Error::from(err));
+        assert_eq!(printed.matches("File exists").count(), 1, "{printed}");
     }
 
     #[test]

@@ -12,14 +12,31 @@ use crate::root::Root;
 use super::protocol::{Ask, Reply};
 
 /// Hands the deploy to the daemon if one answers; `None` means there is none and the caller
-/// runs the deploy itself.
+/// runs the deploy itself. Only "no daemon" falls back: a daemon that is there but cannot
+/// be reached (the socket's permissions, say) owns the ports, and a deploy beside it would
+/// fight it, so that is an error saying what to fix.
 pub(crate) async fn hand_off(
     root: &Root,
     request: &Request,
     reporter: &Reporter,
 ) -> Option<anyhow::Result<()>> {
-    let stream = UnixStream::connect(root.socket()).await.ok()?;
-    Some(follow(stream, request, reporter).await)
+    let socket = root.socket();
+    match UnixStream::connect(&socket).await {
+        Ok(stream) => Some(follow(stream, request, reporter).await),
+        Err(e) if no_daemon(e.kind()) => None,
+        Err(e) => Some(Err(anyhow::anyhow!(
+            "cannot reach `deploy serve` at `{}`: {e}; join the socket's group (the group of `code.git`), or stop the daemon to deploy without it",
+            socket.display()
+        ))),
+    }
+}
+
+/// Whether a failed connect means no daemon runs: no socket, or a stale one.
+fn no_daemon(kind: std::io::ErrorKind) -> bool {
+    matches!(
+        kind,
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+    )
 }
 
 async fn follow(stream: UnixStream, request: &Request, reporter: &Reporter) -> anyhow::Result<()> {
@@ -66,4 +83,18 @@ async fn follow(stream: UnixStream, request: &Request, reporter: &Reporter) -> a
     bail!(
         "`deploy serve` stopped before the deploy finished; `deploy logs --follow` shows where it is"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 15: a permission error on the socket fell back to an in-process deploy while
+    /// the daemon owned the ports.
+    #[test]
+    fn issue15_only_a_missing_daemon_falls_back() {
+        assert!(no_daemon(std::io::ErrorKind::NotFound));
+        assert!(no_daemon(std::io::ErrorKind::ConnectionRefused));
+        assert!(!no_daemon(std::io::ErrorKind::PermissionDenied));
+    }
 }

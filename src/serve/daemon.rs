@@ -53,6 +53,8 @@ pub(crate) async fn run(root: Root) -> anyhow::Result<()> {
         queue: Mutex::new(VecDeque::new()),
         wake: Notify::new(),
         busy: Arc::new(AtomicBool::new(false)),
+        idle: Notify::new(),
+        stopping: AtomicBool::new(false),
         switch: switch.clone(),
     });
     tokio::spawn(autoheal::watch(
@@ -89,9 +91,8 @@ pub(crate) async fn run(root: Root) -> anyhow::Result<()> {
 
     tracing::info!("stopping: no new deploys; the running one finishes first");
     let _ = std::fs::remove_file(root.socket());
-    while daemon.busy.load(Ordering::SeqCst) {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    daemon.stop();
+    daemon.idle().await;
     drop(worker);
     tracing::info!(stats = %switch.proxy.stats(), "proxy");
     let report = switch.proxy.shutdown(SHUTDOWN_GRACE).await;
@@ -177,8 +178,13 @@ pub(super) struct Daemon {
     pub(super) root: Root,
     queue: Mutex<VecDeque<Work>>,
     wake: Notify,
-    /// A deploy is running: autoheal leaves containers to its health gate meanwhile.
+    /// A deploy is running: autoheal leaves containers to its health gate meanwhile. Set
+    /// under the queue's lock when a deploy is taken, so a stop sees it queued or running.
     busy: Arc<AtomicBool>,
+    /// Told when a deploy ends.
+    idle: Notify,
+    /// No deploy starts any more; the ones queued were answered.
+    stopping: AtomicBool,
     switch: Arc<ProxySwitch>,
 }
 
@@ -200,6 +206,10 @@ impl Daemon {
     pub(super) async fn enqueue(&self, job: Job) {
         {
             let mut queue = self.queue.lock().expect("queue lock");
+            if self.stopping.load(Ordering::SeqCst) {
+                not_started(job);
+                return;
+            }
             if let Target::Pushed { refname, .. } = &job.request.target {
                 let same = |w: &Work| matches!(w, Work::Deploy(q) if matches!(&q.request.target, Target::Pushed { refname: r, .. } if r == refname));
                 let (older, rest): (VecDeque<Work>, VecDeque<Work>) =
@@ -222,9 +232,51 @@ impl Daemon {
         self.wake.notify_one();
     }
 
+    /// The next work; a deploy taken marks the daemon busy in the same breath, so `stop`
+    /// never finds it neither queued nor running.
     fn next(&self) -> Option<Work> {
-        self.queue.lock().expect("queue lock").pop_front()
+        let mut queue = self.queue.lock().expect("queue lock");
+        let work = queue.pop_front();
+        if matches!(work, Some(Work::Deploy(_))) {
+            self.busy.store(true, Ordering::SeqCst);
+        }
+        work
     }
+
+    /// No deploy starts from now on: every queued one is answered that it did not run.
+    fn stop(&self) {
+        let queued: Vec<Work> = {
+            let mut queue = self.queue.lock().expect("queue lock");
+            self.stopping.store(true, Ordering::SeqCst);
+            queue.drain(..).collect()
+        };
+        for work in queued {
+            let (Work::Deploy(job) | Work::Superseded(job)) = work;
+            not_started(job);
+        }
+    }
+
+    fn done(&self) {
+        self.busy.store(false, Ordering::SeqCst);
+        self.idle.notify_one();
+    }
+
+    /// Returns once no deploy runs.
+    async fn idle(&self) {
+        while self.busy.load(Ordering::SeqCst) {
+            self.idle.notified().await;
+        }
+    }
+}
+
+/// Tells a queued client its deploy never started because the daemon stops.
+fn not_started(job: Job) {
+    let _ = job.replies.send(Reply::Done {
+        ok: false,
+        message: Some(
+            "`deploy serve` is stopping, so this deploy did not start; push again once it is back, or run `deploy` without it".to_owned(),
+        ),
+    });
 }
 
 async fn record_superseded(root: &Root, job: Job) {
@@ -261,7 +313,6 @@ async fn work(daemon: Arc<Daemon>) {
             }
             Some(Work::Deploy(job)) => job,
         };
-        daemon.busy.store(true, Ordering::SeqCst);
         let reporter = Reporter::new().with_tracing();
         reporter.add_sink(Box::new(ClientSink(job.replies.clone())));
         let switch: &dyn Switch = daemon.switch.as_ref();
@@ -283,7 +334,7 @@ async fn work(daemon: Arc<Daemon>) {
             },
         };
         let _ = job.replies.send(done);
-        daemon.busy.store(false, Ordering::SeqCst);
+        daemon.done();
     }
 }
 
@@ -343,5 +394,75 @@ impl Switch for ProxySwitch {
             tracing::info!(stats = %self.proxy.stats(), "proxy");
         }
         .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{Revision, UserName};
+    use crate::ledger::Trigger;
+
+    fn daemon() -> Daemon {
+        Daemon {
+            root: Root::new("/nonexistent".into()),
+            queue: Mutex::new(VecDeque::new()),
+            wake: Notify::new(),
+            busy: Arc::new(AtomicBool::new(false)),
+            idle: Notify::new(),
+            stopping: AtomicBool::new(false),
+            switch: Arc::new(ProxySwitch {
+                proxy: Proxy::new(ProxyConfig::default()),
+                listening: Mutex::new(BTreeSet::new()),
+                drain_timeout: Duration::from_secs(1),
+            }),
+        }
+    }
+
+    fn job(sha: &str) -> (Job, mpsc::UnboundedReceiver<Reply>) {
+        let (replies, rx) = mpsc::unbounded_channel();
+        let request = Request {
+            target: Target::Pushed {
+                revision: Revision::parse(&sha.repeat(20)).unwrap(),
+                refname: format!("refs/heads/b{sha}"),
+            },
+            user: UserName::sanitize("alice"),
+            uid: 0,
+            trigger: Trigger::Push,
+        };
+        (Job { request, replies }, rx)
+    }
+
+    /// Issue 15: a daemon that stopped while a deploy was queued left its client with no
+    /// answer. Every queued client is told, a deploy already taken is waited for, and a
+    /// request that arrives after the stop is answered at once.
+    #[tokio::test]
+    async fn issue15_a_stopping_daemon_answers_every_queued_client() {
+        let daemon = daemon();
+        let (first, mut first_rx) = job("aa");
+        let (second, mut second_rx) = job("bb");
+        daemon.enqueue(first).await;
+        daemon.enqueue(second).await;
+        let Some(Work::Deploy(running)) = daemon.next() else {
+            panic!("the first job is taken");
+        };
+        daemon.stop();
+        let done = |rx: &mut mpsc::UnboundedReceiver<Reply>| {
+            std::iter::from_fn(|| rx.try_recv().ok())
+                .any(|r| matches!(r, Reply::Done { ok: false, message: Some(m) } if m.contains("is stopping")))
+        };
+        assert!(done(&mut second_rx), "the queued client is told");
+        assert!(!done(&mut first_rx), "the running deploy is not cut short");
+        let (late, mut late_rx) = job("cc");
+        daemon.enqueue(late).await;
+        assert!(done(&mut late_rx), "a request after the stop is answered");
+
+        let waiting = tokio::time::timeout(Duration::from_millis(50), daemon.idle()).await;
+        assert!(waiting.is_err(), "the stop waits for the running deploy");
+        drop(running);
+        daemon.done();
+        tokio::time::timeout(Duration::from_secs(5), daemon.idle())
+            .await
+            .expect("the stop ends once the deploy is done");
     }
 }
