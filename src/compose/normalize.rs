@@ -7,8 +7,8 @@ use super::mounts::{self, PathContext};
 use super::options::Options;
 use super::raw::{self, Flag, Scalar, StringOr, StringOrList};
 use super::spec::{
-    Build, Condition, Config, ConfigMount, Dependency, EnvFile, HealthTest, Healthcheck, Network,
-    Restart, Secret, SecretMount, Service, ServiceNetwork, Spec, Volume,
+    Build, Condition, Config, ConfigMount, Dependency, EnvFile, HealthTest, Healthcheck, Mount,
+    Network, Port, Restart, Secret, SecretMount, Service, ServiceNetwork, Spec, Volume,
 };
 use super::{ComposeError, LoadOptions, duration, ports};
 use crate::ids::{ProjectName, ServiceName};
@@ -100,6 +100,28 @@ fn err(at: &str, key: &str, message: impl Into<String>) -> ComposeError {
     ComposeError::at(format!("{at}.{key}"), message)
 }
 
+/// `ports:` (ranges expanded) and `expose:`.
+fn ports_of(
+    at: &str,
+    raw_ports: Vec<StringOr<raw::Port>>,
+    raw_expose: Vec<Scalar>,
+) -> Result<(Vec<Port>, Vec<String>), ComposeError> {
+    let mut out = Vec::new();
+    for (i, entry) in raw_ports.into_iter().enumerate() {
+        let parsed = match entry {
+            StringOr::Short(s) => ports::parse_short(&s),
+            StringOr::Long(l) => ports::parse_long(&l).map(|p| vec![p]),
+        };
+        out.extend(parsed.map_err(|m| err(at, &format!("ports[{i}]"), m))?);
+    }
+    let mut expose = Vec::new();
+    for (i, Scalar(entry)) in raw_expose.into_iter().enumerate() {
+        expose
+            .extend(ports::parse_expose(&entry).map_err(|m| err(at, &format!("expose[{i}]"), m))?);
+    }
+    Ok((out, expose))
+}
+
 impl Ctx<'_> {
     fn service(
         &self,
@@ -114,26 +136,21 @@ impl Ctx<'_> {
             ));
         }
         let env_files = self.env_files(at, raw.env_file)?;
+        // A variable listed without a value takes the host's, if it has one.
         let environment = raw
             .environment
             .entries()
             .into_iter()
-            .map(|(k, v)| {
-                let v = v.or_else(|| self.options.env.get(&k).cloned());
-                (k, v)
-            })
+            .map(|(k, v)| (k.clone(), v.or_else(|| self.options.env.get(&k).cloned())))
             .collect();
         let mut service = Service {
             build: raw.build.map(|b| self.build(at, b)).transpose()?,
             image: raw.image,
             container_name: raw
                 .container_name
-                .map(|n| {
-                    container_name(&n)
-                        .map(|()| n)
-                        .map_err(|m| err(at, "container_name", m))
-                })
-                .transpose()?,
+                .map(|n| container_name(&n).map(|()| n))
+                .transpose()
+                .map_err(|m| err(at, "container_name", m))?,
             command: raw
                 .command
                 .map(|c| command(c).map_err(|m| err(at, "command", m)))
@@ -152,18 +169,12 @@ impl Ctx<'_> {
             user: raw.user.map(|u| u.0),
             working_dir: raw
                 .working_dir
-                .map(|w| {
-                    if w.starts_with('/') {
-                        Ok(w)
-                    } else {
-                        Err(err(
-                            at,
-                            "working_dir",
-                            format!("`{w}` must be an absolute path"),
-                        ))
-                    }
+                .map(|w| match w.starts_with('/') {
+                    true => Ok(w),
+                    false => Err(format!("`{w}` must be an absolute path")),
                 })
-                .transpose()?,
+                .transpose()
+                .map_err(|m| err(at, "working_dir", m))?,
             labels: labels(&raw.labels),
             options,
             ..Service::default()
@@ -174,22 +185,31 @@ impl Ctx<'_> {
                     .map_err(|m| err(at, &format!("configs[{i}]"), m))?,
             );
         }
-        for (i, entry) in raw.ports.into_iter().enumerate() {
-            let parsed = match entry {
-                StringOr::Short(s) => ports::parse_short(&s),
-                StringOr::Long(l) => ports::parse_long(&l).map(|p| vec![p]),
-            };
-            service
-                .ports
-                .extend(parsed.map_err(|m| err(at, &format!("ports[{i}]"), m))?);
-        }
-        for (i, Scalar(entry)) in raw.expose.into_iter().enumerate() {
-            service.expose.extend(
-                ports::parse_expose(&entry).map_err(|m| err(at, &format!("expose[{i}]"), m))?,
+        for (i, entry) in raw.secrets.into_iter().enumerate() {
+            service.secrets.push(
+                self.secret_mount(entry)
+                    .map_err(|m| err(at, &format!("secrets[{i}]"), m))?,
             );
         }
+        (service.ports, service.expose) = ports_of(at, raw.ports, raw.expose)?;
+        service.volumes = self.volumes(at, raw.volumes, &service.options.tmpfs)?;
+        service.networks =
+            self.service_networks(at, raw.networks, service.options.network_mode.as_deref())?;
+        service.depends_on = self.depends_on(at, raw.depends_on)?;
+        self.shared_namespaces(at, &mut service)?;
+        Ok(service)
+    }
+
+    /// `volumes:`, each target mounted once (`tmpfs:` targets included).
+    fn volumes(
+        &self,
+        at: &str,
+        raw: Vec<StringOr<raw::Mount>>,
+        tmpfs: &BTreeMap<String, String>,
+    ) -> Result<Vec<Mount>, ComposeError> {
         let mut targets: BTreeMap<String, usize> = BTreeMap::new();
-        for (i, entry) in raw.volumes.into_iter().enumerate() {
+        let mut out = Vec::new();
+        for (i, entry) in raw.into_iter().enumerate() {
             let key = format!("volumes[{i}]");
             let mount = match entry {
                 StringOr::Short(s) => mounts::parse_short(&s, &self.paths, &self.spec.volumes),
@@ -197,39 +217,27 @@ impl Ctx<'_> {
             }
             .map_err(|m| err(at, &key, m))?;
             if let Some(first) = targets.insert(mount.target().to_owned(), i) {
-                return Err(err(
-                    at,
-                    &key,
-                    format!(
-                        "`{}` is already mounted by `volumes[{first}]`",
-                        mount.target()
-                    ),
-                ));
+                let target = mount.target();
+                let message = format!("`{target}` is already mounted by `volumes[{first}]`");
+                return Err(err(at, &key, message));
             }
-            service.volumes.push(mount);
+            out.push(mount);
         }
-        if let Some((target, first)) = service
-            .options
-            .tmpfs
-            .keys()
-            .find_map(|t| targets.get(t).map(|i| (t, i)))
-        {
-            return Err(err(
-                at,
-                "tmpfs",
-                format!("`{target}` is already mounted by `volumes[{first}]`"),
-            ));
+        if let Some((target, first)) = tmpfs.keys().find_map(|t| targets.get(t).map(|i| (t, i))) {
+            let message = format!("`{target}` is already mounted by `volumes[{first}]`");
+            return Err(err(at, "tmpfs", message));
         }
-        service.networks =
-            self.service_networks(at, raw.networks, service.options.network_mode.as_deref())?;
-        service.depends_on = self.depends_on(at, raw.depends_on)?;
+        Ok(out)
+    }
+
+    /// `service:NAME` in `network_mode`, `pid` or `ipc` shares another service's namespace,
+    /// so that service must exist and start first, as docker-compose orders it.
+    fn shared_namespaces(&self, at: &str, service: &mut Service) -> Result<(), ComposeError> {
         for (key, value) in [
             ("network_mode", &service.options.network_mode),
             ("pid", &service.options.pid),
             ("ipc", &service.options.ipc),
         ] {
-            // `service:NAME` shares another service's namespace, so that service must exist
-            // and start first, as docker-compose orders it.
             if let Some(other) = value.as_deref().and_then(|v| v.strip_prefix("service:")) {
                 let other = self
                     .known_service(other)
@@ -241,13 +249,7 @@ impl Ctx<'_> {
                 });
             }
         }
-        for (i, entry) in raw.secrets.into_iter().enumerate() {
-            service.secrets.push(
-                self.secret_mount(entry)
-                    .map_err(|m| err(at, &format!("secrets[{i}]"), m))?,
-            );
-        }
-        Ok(service)
+        Ok(())
     }
 
     fn build(&self, at: &str, raw: StringOr<raw::Build>) -> Result<Build, ComposeError> {

@@ -571,52 +571,12 @@ fn create_body(
     spec: &ContainerSpec,
     keep: &[Mount],
 ) -> (ContainerCreateBody, Vec<(String, EndpointSettings)>) {
-    let mut port_bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
-    for p in &spec.ports {
-        port_bindings
-            .entry(p.container_port.clone())
-            .or_insert_with(|| Some(Vec::new()))
-            .get_or_insert_with(Vec::new)
-            .push(PortBinding {
-                host_ip: p.host_ip.clone(),
-                host_port: p.host_port.map(|p| p.to_string()),
-            });
-    }
-    let mut mounts: Vec<Mount> = spec
-        .mounts
-        .iter()
-        .map(|m| Mount {
-            typ: Some(match m.kind {
-                MountKind::Bind => MountType::BIND,
-                MountKind::Volume => MountType::VOLUME,
-                MountKind::Tmpfs => MountType::TMPFS,
-            }),
-            source: (!m.source.is_empty()).then(|| m.source.clone()),
-            target: Some(m.target.clone()),
-            read_only: Some(m.read_only),
-            ..Default::default()
-        })
-        .collect();
-    mounts.extend(keep.iter().cloned());
-
-    let mut endpoints = spec.networks.iter().map(|n| {
-        (
-            n.network.clone(),
-            EndpointSettings {
-                aliases: Some(n.aliases.clone()),
-                ipam_config: n.ipv4_address.as_ref().map(|ip| EndpointIpamConfig {
-                    ipv4_address: Some(ip.clone()),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-        )
-    });
+    let mut endpoints = endpoints(spec).into_iter();
     let first = endpoints.next();
     let rest: Vec<_> = endpoints.collect();
     let host_config = HostConfig {
-        port_bindings: Some(port_bindings),
-        mounts: Some(mounts),
+        port_bindings: Some(port_bindings(spec)),
+        mounts: Some(mounts(spec, keep)),
         restart_policy: Some(RestartPolicy {
             name: Some(match spec.restart.name {
                 "no" => RestartPolicyNameEnum::NO,
@@ -630,7 +590,6 @@ fn create_body(
         network_mode: first.as_ref().map(|(n, _)| n.clone()),
         ..Default::default()
     };
-
     let body = ContainerCreateBody {
         image: Some(spec.image.clone()),
         cmd: spec.command.clone(),
@@ -655,6 +614,56 @@ fn create_body(
         ..Default::default()
     };
     (with_settings(body, &spec.options), rest)
+}
+
+fn port_bindings(spec: &ContainerSpec) -> HashMap<String, Option<Vec<PortBinding>>> {
+    let mut out: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
+    for p in &spec.ports {
+        out.entry(p.container_port.clone())
+            .or_insert_with(|| Some(Vec::new()))
+            .get_or_insert_with(Vec::new)
+            .push(PortBinding {
+                host_ip: p.host_ip.clone(),
+                host_port: p.host_port.map(|p| p.to_string()),
+            });
+    }
+    out
+}
+
+/// The plan's mounts, then the anonymous volumes carried over from a predecessor (`keep`).
+fn mounts(spec: &ContainerSpec, keep: &[Mount]) -> Vec<Mount> {
+    spec.mounts
+        .iter()
+        .map(|m| Mount {
+            typ: Some(match m.kind {
+                MountKind::Bind => MountType::BIND,
+                MountKind::Volume => MountType::VOLUME,
+                MountKind::Tmpfs => MountType::TMPFS,
+            }),
+            source: (!m.source.is_empty()).then(|| m.source.clone()),
+            target: Some(m.target.clone()),
+            read_only: Some(m.read_only),
+            ..Default::default()
+        })
+        .chain(keep.iter().cloned())
+        .collect()
+}
+
+fn endpoints(spec: &ContainerSpec) -> Vec<(String, EndpointSettings)> {
+    spec.networks
+        .iter()
+        .map(|n| {
+            let settings = EndpointSettings {
+                aliases: Some(n.aliases.clone()),
+                ipam_config: n.ipv4_address.as_ref().map(|ip| EndpointIpamConfig {
+                    ipv4_address: Some(ip.clone()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            (n.network.clone(), settings)
+        })
+        .collect()
 }
 
 /// The body with the settings of `compose/options.rs` set where each entry says.

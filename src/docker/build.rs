@@ -74,33 +74,116 @@ pub(crate) async fn build_image(
     step: &BuildStep,
     out: &Step,
 ) -> Result<String, BuildError> {
-    let image = step.image.clone();
-    let services = services_phrase(step);
-    let dockerfile_error = |problem: String| BuildError::Dockerfile {
-        image: image.clone(),
-        services: services.clone(),
-        problem,
-    };
+    let fail = Failure::of(step);
     let Some(first_tag) = step.tags.first() else {
-        return Err(dockerfile_error("the plan gave it no tag".to_owned()));
+        return Err(fail.dockerfile("the plan gave it no tag".to_owned()));
     };
-    let dockerfile = check_dockerfile(step).map_err(dockerfile_error)?;
-    let engine_error = |action: &'static str| {
-        let (image, services) = (image.clone(), services.clone());
-        move |error| BuildError::Engine {
-            image,
-            services,
+    let dockerfile = check_dockerfile(step).map_err(|p| fail.dockerfile(p))?;
+    let tar = context::tar_stream(&step.context, &dockerfile).map_err(|e| fail.context(e))?;
+    let streamed = stream(
+        docker,
+        &options(step, &dockerfile, first_tag),
+        tar.body,
+        out,
+    )
+    .await;
+    let sent = match tar.done.await {
+        Ok(result) => result,
+        Err(join) => Err(ContextError::Io {
+            path: step.context.clone(),
+            error: std::io::Error::other(format!("the context walker stopped: {join}")),
+        }),
+    };
+    match (streamed.failure, sent) {
+        (Some(Err(reason)), _) => {
+            if let Some(layer) = streamed.last_layer {
+                remove_leftover(docker, &layer).await;
+            }
+            return Err(fail.failed(reason.trim_end().to_owned()));
+        }
+        // The request failed because the tar did: the context's error says why.
+        (_, Err(error)) if !matches!(error, ContextError::Aborted) => {
+            return Err(fail.context(error));
+        }
+        (Some(Ok(error)), _) => return Err(fail.engine("the build request failed", error)),
+        (None, Err(error)) => return Err(fail.context(error)),
+        (None, Ok(stats)) => out.output(format!(
+            "sent a build context of {} ({} bytes) in {} files",
+            crate::compose::bytes::human(stats.bytes),
+            stats.bytes,
+            stats.files
+        )),
+    }
+    let id = match streamed.image_id {
+        Some(id) => id,
+        // Engines that do not report the id in the stream: ask for the tag just built.
+        None => docker
+            .inspect_image(first_tag)
+            .await
+            .map_err(|e| fail.engine("inspect the built image", e))?
+            .id
+            .ok_or_else(|| fail.failed(format!("the engine reported no id for `{first_tag}`")))?,
+    };
+    for tag in &step.tags[1..] {
+        tag_image(docker, &id, tag).await?;
+    }
+    Ok(id)
+}
+
+/// The build's errors, each naming the image and its services.
+struct Failure {
+    image: String,
+    services: String,
+}
+
+impl Failure {
+    fn of(step: &BuildStep) -> Self {
+        Self {
+            image: step.image.clone(),
+            services: services_phrase(step),
+        }
+    }
+
+    fn dockerfile(&self, problem: String) -> BuildError {
+        BuildError::Dockerfile {
+            image: self.image.clone(),
+            services: self.services.clone(),
+            problem,
+        }
+    }
+
+    fn context(&self, error: ContextError) -> BuildError {
+        BuildError::Context {
+            image: self.image.clone(),
+            services: self.services.clone(),
+            error,
+        }
+    }
+
+    fn failed(&self, reason: String) -> BuildError {
+        BuildError::Failed {
+            image: self.image.clone(),
+            services: self.services.clone(),
+            reason,
+        }
+    }
+
+    fn engine(&self, action: &'static str, error: bollard::errors::Error) -> BuildError {
+        BuildError::Engine {
+            image: self.image.clone(),
+            services: self.services.clone(),
             action,
             error,
         }
-    };
-    let context_error = |error| BuildError::Context {
-        image: image.clone(),
-        services: services.clone(),
-        error,
-    };
+    }
+}
 
-    let tar = context::tar_stream(&step.context, &dockerfile).map_err(context_error)?;
+/// The classic builder's options for `step`.
+fn options(
+    step: &BuildStep,
+    dockerfile: &str,
+    first_tag: &str,
+) -> bollard::query_parameters::BuildImageOptions {
     let args: HashMap<&str, &str> = step
         .args
         .iter()
@@ -112,7 +195,7 @@ pub(crate) async fn build_image(
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     let mut options = BuildImageOptionsBuilder::new()
-        .dockerfile(&dockerfile)
+        .dockerfile(dockerfile)
         .t(first_tag)
         .buildargs(&args)
         .labels(&labels)
@@ -129,115 +212,76 @@ pub(crate) async fn build_image(
     if let Some(network) = &step.network {
         options = options.networkmode(network);
     }
+    options.build()
+}
 
+/// What the engine's build stream said.
+#[derive(Default)]
+struct Streamed {
+    image_id: Option<String>,
+    /// `Err(text)` when the Dockerfile failed, `Ok(error)` when the request did.
+    failure: Option<Result<bollard::errors::Error, String>>,
+    /// The newest layer the builder committed: what a failed build leaves behind.
+    last_layer: Option<String>,
+}
+
+/// Sends the context and relays the build's output, line by line, to `out`.
+async fn stream(
+    docker: &Docker,
+    options: &bollard::query_parameters::BuildImageOptions,
+    body: context::Chunks,
+    out: &Step,
+) -> Streamed {
     let mut lines = LineSplitter::default();
-    let mut image_id = None;
-    let mut failure = None;
-    // The newest layer the builder committed: what a failed build leaves behind.
-    let mut last_layer: Option<String> = None;
-    {
-        let mut stream = docker.build_image(
-            options.build(),
-            None,
-            Some(bollard::body_try_stream(tar.body)),
-        );
-        while let Some(item) = stream.next().await {
-            match item {
-                Ok(info) => {
-                    if let Some(text) = &info.stream {
-                        for line in lines.push(text) {
-                            if let Some(id) = layer_id(&line) {
-                                last_layer = Some(id.to_owned());
-                            }
-                            out.output(line);
-                        }
-                    }
-                    // Only a base image pull reports status; its progress ticks are noise.
-                    if let Some(status) = &info.status
-                        && info
-                            .progress_detail
-                            .as_ref()
-                            .is_none_or(|p| p.current.is_none())
-                    {
-                        let line = match &info.id {
-                            Some(id) => format!("{id}: {status}"),
-                            None => status.clone(),
-                        };
-                        out.output(line);
-                    }
-                    if let Some(id) = info.aux.and_then(|aux| aux.id) {
-                        image_id = Some(id);
-                    }
-                }
-                Err(bollard::errors::Error::DockerStreamError { error }) => {
-                    failure = Some(Err(error));
-                    break;
-                }
-                Err(error) => {
-                    failure = Some(Ok(error));
-                    break;
-                }
+    let mut streamed = Streamed::default();
+    let mut stream =
+        docker.build_image(options.clone(), None, Some(bollard::body_try_stream(body)));
+    while let Some(item) = stream.next().await {
+        let info = match item {
+            Ok(info) => info,
+            Err(bollard::errors::Error::DockerStreamError { error }) => {
+                streamed.failure = Some(Err(error));
+                break;
             }
+            Err(error) => {
+                streamed.failure = Some(Ok(error));
+                break;
+            }
+        };
+        for line in info
+            .stream
+            .as_deref()
+            .map(|t| lines.push(t))
+            .unwrap_or_default()
+        {
+            if let Some(id) = layer_id(&line) {
+                streamed.last_layer = Some(id.to_owned());
+            }
+            out.output(line);
         }
-        // Dropping the request here lets the context walker see the engine has stopped
-        // reading, so `done` below cannot wait forever.
+        // Only a base image pull reports status; its progress ticks are noise.
+        if let Some(status) = &info.status
+            && info
+                .progress_detail
+                .as_ref()
+                .is_none_or(|p| p.current.is_none())
+        {
+            out.output(match &info.id {
+                Some(id) => format!("{id}: {status}"),
+                None => status.clone(),
+            });
+        }
+        if let Some(id) = info.aux.and_then(|aux| aux.id) {
+            streamed.image_id = Some(id);
+        }
     }
+    // Dropping the request lets the context walker see the engine has stopped reading, so
+    // the caller's wait for it cannot last forever.
+    drop(stream);
     if let Some(rest) = lines.finish() {
         out.output(rest);
     }
-
-    let sent = match tar.done.await {
-        Ok(result) => result,
-        Err(join) => Err(ContextError::Io {
-            path: step.context.clone(),
-            error: std::io::Error::other(format!("the context walker stopped: {join}")),
-        }),
-    };
-    match (failure, sent) {
-        (Some(Err(reason)), _) => {
-            if let Some(layer) = last_layer {
-                remove_leftover(docker, &layer).await;
-            }
-            return Err(BuildError::Failed {
-                image: image.clone(),
-                services: services.clone(),
-                reason: reason.trim_end().to_owned(),
-            });
-        }
-        // The request failed because the tar did: the context's error says why.
-        (_, Err(error)) if !matches!(error, ContextError::Aborted) => {
-            return Err(context_error(error));
-        }
-        (Some(Ok(error)), _) => return Err(engine_error("the build request failed")(error)),
-        (None, Err(error)) => return Err(context_error(error)),
-        (None, Ok(stats)) => {
-            out.output(format!(
-                "sent a build context of {} ({} bytes) in {} files",
-                crate::compose::bytes::human(stats.bytes),
-                stats.bytes,
-                stats.files
-            ));
-        }
-    }
-
-    let id = match image_id {
-        Some(id) => id,
-        // Engines that do not report the id in the stream: ask for the tag just built.
-        None => docker
-            .inspect_image(first_tag)
-            .await
-            .map_err(engine_error("inspect the built image"))?
-            .id
-            .ok_or_else(|| BuildError::Failed {
-                image: image.clone(),
-                services: services.clone(),
-                reason: format!("the engine reported no id for `{first_tag}`"),
-            })?,
-    };
-    for tag in &step.tags[1..] {
-        tag_image(docker, &id, tag).await?;
-    }
-    Ok(id)
+    streamed
 }
 
 /// ` ---> 3f57006e0074`: the id of a layer the classic builder just committed.

@@ -86,63 +86,86 @@ pub(super) fn checkout_streaming_above(
     let index = r
         .index()
         .doing(|| format!("read the index of `{}`", work_tree.display()))?;
-    let mut in_the_way = Vec::new();
-    scan(&r, &tree, Path::new(""), &index, work_tree, &mut in_the_way)?;
-    if !in_the_way.is_empty() {
-        return Err(GitError::UntrackedInTheWay {
-            rev: rev.to_string(),
-            work_tree: work_tree.to_owned(),
-            paths: in_the_way
-                .iter()
-                .map(|p| p.to_string_lossy().into_owned())
-                .collect(),
-        });
-    }
+    refuse_untracked_in_the_way(&r, &tree, &index, work_tree, rev)?;
+    let files = files(&tree).doing(|| format!("list the files of {rev}"))?;
+    let large = large_blobs(&r, &files, &index, stream_above, blob_limit, rev)?;
+    write_tree(&r, &tree, &files, &index, &large, work_tree, rev)?;
+    // Only now, so a checkout that failed halfway is redone against the old baseline.
+    r.set_head_detached(commit.id())
+        .doing(|| format!("record {rev} as checked out in `{}`", r.path().display()))?;
+    Ok(())
+}
 
+fn refuse_untracked_in_the_way(
+    r: &Repository,
+    tree: &Tree<'_>,
+    index: &Index,
+    work_tree: &Path,
+    rev: &Revision,
+) -> Result<(), GitError> {
+    let mut in_the_way = Vec::new();
+    scan(r, tree, Path::new(""), index, work_tree, &mut in_the_way)?;
+    if in_the_way.is_empty() {
+        return Ok(());
+    }
+    Err(GitError::UntrackedInTheWay {
+        rev: rev.to_string(),
+        work_tree: work_tree.to_owned(),
+        paths: in_the_way
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect(),
+    })
+}
+
+/// Writes the tree: libgit2 does every path but the `large` blobs, which are streamed here.
+fn write_tree(
+    r: &Repository,
+    tree: &Tree<'_>,
+    files: &[TreeFile],
+    index: &Index,
+    large: &[&TreeFile],
+    work_tree: &Path,
+    rev: &Revision,
+) -> Result<(), GitError> {
     // Force: files an operator edited by hand are put back to what the revision says. The
-    // scan above guarantees force never overwrites an untracked file; untracked and ignored
+    // scan before guarantees force never overwrites an untracked file; untracked and ignored
     // files that the revision does not name are never removed.
     let mut opts = CheckoutBuilder::new();
     opts.force()
         .recreate_missing(true)
         .remove_untracked(false)
         .remove_ignored(false);
-    let files = files(&tree).doing(|| format!("list the files of {rev}"))?;
-    let large = large_blobs(&r, &files, &index, stream_above, blob_limit, rev)?;
     let doing = || format!("check out {rev} into `{}`", work_tree.display());
     if large.is_empty() {
+        return r
+            .checkout_tree(tree.as_object(), Some(&mut opts))
+            .doing(doing);
+    }
+    // libgit2 does every other path, the ones removed included: what the revision tracks and
+    // what the last checkout wrote.
+    let mut paths: BTreeSet<Vec<u8>> = files
+        .iter()
+        .map(|f| f.path.as_os_str().as_bytes().to_vec())
+        .collect();
+    paths.extend(index.iter().map(|e| e.path));
+    for blob in large {
+        paths.remove(blob.path.as_os_str().as_bytes());
+    }
+    if !paths.is_empty() {
+        opts.disable_pathspec_match(true);
+        for path in &paths {
+            opts.path(path.as_slice());
+        }
         r.checkout_tree(tree.as_object(), Some(&mut opts))
             .doing(doing)?;
-    } else {
-        // libgit2 does every other path, the ones removed included: what the revision
-        // tracks and what the last checkout wrote.
-        let mut paths: BTreeSet<Vec<u8>> = files
-            .iter()
-            .map(|f| f.path.as_os_str().as_bytes().to_vec())
-            .collect();
-        paths.extend(index.iter().map(|e| e.path));
-        for blob in &large {
-            paths.remove(blob.path.as_os_str().as_bytes());
-        }
-        if !paths.is_empty() {
-            opts.disable_pathspec_match(true);
-            for path in &paths {
-                opts.path(path.as_slice());
-            }
-            r.checkout_tree(tree.as_object(), Some(&mut opts))
-                .doing(doing)?;
-        }
-        let mut index = r.index().doing(doing)?;
-        for blob in &large {
-            let entry = stream_blob(&r, work_tree, blob)?;
-            index.add(&entry).doing(doing)?;
-        }
-        index.write().doing(doing)?;
     }
-    // Only now, so a checkout that failed halfway is redone against the old baseline.
-    r.set_head_detached(commit.id())
-        .doing(|| format!("record {rev} as checked out in `{}`", r.path().display()))?;
-    Ok(())
+    let mut index = r.index().doing(doing)?;
+    for blob in large {
+        let entry = stream_blob(r, work_tree, blob)?;
+        index.add(&entry).doing(doing)?;
+    }
+    index.write().doing(doing)
 }
 
 /// A non-directory entry of a revision's tree: a file, a symlink or a submodule.

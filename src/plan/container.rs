@@ -10,7 +10,9 @@ use sha2::{Digest, Sha256};
 
 use crate::compose::Spec;
 use crate::compose::options::Options;
-use crate::compose::spec::{Condition, Config, HealthTest, Mount, Protocol, Restart, Service};
+use crate::compose::spec::{
+    Condition, Config, HealthTest, Healthcheck, Mount, Protocol, Restart, Service,
+};
 use crate::ids::{ProjectName, Revision, ServiceName};
 
 use super::names;
@@ -171,12 +173,7 @@ pub(crate) struct Context<'a> {
 /// Builds the container for one service; `None` when it has neither image nor build.
 pub(crate) fn spec(ctx: &Context<'_>, name: &ServiceName, svc: &Service) -> Option<ContainerSpec> {
     let Context {
-        spec,
-        project,
-        revision,
-        config_dir,
-        publish,
-        build_keys,
+        project, revision, ..
     } = *ctx;
     let built = svc.build.is_some();
     let image = if built {
@@ -187,16 +184,64 @@ pub(crate) fn spec(ctx: &Context<'_>, name: &ServiceName, svc: &Service) -> Opti
     } else {
         svc.image.clone()?
     };
-
     let mut labels = svc.labels.clone();
     labels.extend(names::labels(project, Some(name), revision));
-
     let env = svc
         .environment
         .iter()
         .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}")))
         .collect();
+    let Published {
+        exposed,
+        ports,
+        proxied,
+    } = published(svc, built && ctx.publish == Publish::Proxied);
+    if !proxied.is_empty() {
+        labels.insert(names::LABEL_PROXY.to_owned(), ProxiedPort::label(&proxied));
+    }
+    let mut c = ContainerSpec {
+        name: names::container(
+            project,
+            name,
+            built.then_some(revision),
+            svc.container_name.as_deref(),
+        ),
+        image,
+        command: svc.command.clone(),
+        entrypoint: svc.entrypoint.clone(),
+        env,
+        labels,
+        user: svc.user.clone(),
+        working_dir: svc.working_dir.clone(),
+        exposed,
+        ports,
+        proxied,
+        mounts: mounts(ctx, svc),
+        networks: networks(ctx, name, svc),
+        healthcheck: svc.healthcheck.as_ref().map(healthcheck),
+        restart: restart(ctx.spec, name, svc),
+        options: svc.options.clone(),
+        build_key: ctx.build_keys.get(name).filter(|_| built).cloned(),
+        config_hash: String::new(),
+    };
+    c.config_hash = config_hash(&c);
+    c.labels.insert(
+        names::LABEL_CONFIG_HASH.to_owned(),
+        hash_label(&c.config_hash),
+    );
+    Some(c)
+}
 
+/// A service's ports: what it listens on, what it publishes itself, what the proxy owns.
+struct Published {
+    exposed: Vec<String>,
+    ports: Vec<PortBinding>,
+    proxied: Vec<ProxiedPort>,
+}
+
+/// Behind the proxy (`proxy`), a built service's fixed TCP ports belong to the proxy; UDP and
+/// Docker-chosen ports stay published by the container.
+fn published(svc: &Service, proxy: bool) -> Published {
     let mut exposed: Vec<String> = svc
         .ports
         .iter()
@@ -205,13 +250,11 @@ pub(crate) fn spec(ctx: &Context<'_>, name: &ServiceName, svc: &Service) -> Opti
         .collect();
     exposed.sort();
     exposed.dedup();
-
-    // Behind the proxy, a built service's fixed TCP ports belong to the proxy; UDP and
-    // Docker-chosen ports stay published by the container.
-    let (proxied, direct): (Vec<_>, Vec<_>) = svc.ports.iter().partition(|p| {
-        built && publish == Publish::Proxied && p.published.is_some() && p.protocol == Protocol::Tcp
-    });
-    let proxied: Vec<ProxiedPort> = proxied
+    let (proxied, direct): (Vec<_>, Vec<_>) = svc
+        .ports
+        .iter()
+        .partition(|p| proxy && p.published.is_some() && p.protocol == Protocol::Tcp);
+    let proxied = proxied
         .into_iter()
         .filter_map(|p| {
             Some(ProxiedPort {
@@ -229,10 +272,24 @@ pub(crate) fn spec(ctx: &Context<'_>, name: &ServiceName, svc: &Service) -> Opti
             host_port: p.published,
         })
         .collect();
-    if !proxied.is_empty() {
-        labels.insert(names::LABEL_PROXY.to_owned(), ProxiedPort::label(&proxied));
+    Published {
+        exposed,
+        ports,
+        proxied,
     }
+}
 
+/// Volumes, binds and tmpfs as written; then secrets and configs, which are files on the
+/// host bind-mounted read-only (never env, never in an image). `content:` configs were
+/// written under `config_dir` by the pipeline.
+fn mounts(ctx: &Context<'_>, svc: &Service) -> Vec<MountSpec> {
+    let spec = ctx.spec;
+    let file = |source: &Path, target: &str| MountSpec {
+        kind: MountKind::Bind,
+        source: source.to_string_lossy().into_owned(),
+        target: target.to_owned(),
+        read_only: true,
+    };
     let mut mounts: Vec<MountSpec> = svc
         .volumes
         .iter()
@@ -255,7 +312,7 @@ pub(crate) fn spec(ctx: &Context<'_>, name: &ServiceName, svc: &Service) -> Opti
                 kind: MountKind::Volume,
                 source: source
                     .as_ref()
-                    .map(|key| volume_name(spec, project, key))
+                    .map(|key| volume_name(spec, ctx.project, key))
                     .unwrap_or_default(),
                 target: target.clone(),
                 read_only: *read_only,
@@ -268,61 +325,54 @@ pub(crate) fn spec(ctx: &Context<'_>, name: &ServiceName, svc: &Service) -> Opti
             },
         })
         .collect();
-    // Secrets are files on the host, bind-mounted read-only: never env, never in an image.
     for s in &svc.secrets {
         if let Some(secret) = spec.secrets.get(&s.source) {
-            mounts.push(MountSpec {
-                kind: MountKind::Bind,
-                source: secret.file.to_string_lossy().into_owned(),
-                target: s.target.clone(),
-                read_only: true,
-            });
+            mounts.push(file(&secret.file, &s.target));
         }
     }
-
-    // Configs are files too, mounted read-only; `content:` configs were written under
-    // `config_dir` by the pipeline.
     for c in &svc.configs {
-        let source = match spec.configs.get(&c.source) {
-            Some(Config::File(path)) => path.clone(),
-            Some(Config::Content(_)) => config_dir.join(&c.source),
-            None => continue,
-        };
-        mounts.push(MountSpec {
-            kind: MountKind::Bind,
-            source: source.to_string_lossy().into_owned(),
-            target: c.target.clone(),
-            read_only: true,
-        });
+        match spec.configs.get(&c.source) {
+            Some(Config::File(path)) => mounts.push(file(path, &c.target)),
+            Some(Config::Content(_)) => {
+                mounts.push(file(&ctx.config_dir.join(&c.source), &c.target))
+            }
+            None => {}
+        }
     }
+    mounts
+}
 
-    let networks = if svc.options.network_mode.is_some() {
-        Vec::new()
+/// The networks a service joins, each with the service's name as an alias; none when it has
+/// a `network_mode`.
+fn networks(ctx: &Context<'_>, name: &ServiceName, svc: &Service) -> Vec<NetworkAttach> {
+    if svc.options.network_mode.is_some() {
+        return Vec::new();
+    }
+    let keys: Vec<(&str, _)> = if svc.networks.is_empty() {
+        vec![("default", None)]
     } else {
-        let keys: Vec<(&str, _)> = if svc.networks.is_empty() {
-            vec![("default", None)]
-        } else {
-            svc.networks
-                .iter()
-                .map(|(k, n)| (k.as_str(), Some(n)))
-                .collect()
-        };
-        keys.into_iter()
-            .map(|(key, n)| {
-                let mut aliases = vec![name.as_str().to_owned()];
-                if let Some(n) = n {
-                    aliases.extend(n.aliases.iter().cloned());
-                }
-                NetworkAttach {
-                    network: network_name(spec, project, key),
-                    aliases,
-                    ipv4_address: n.and_then(|n| n.ipv4_address.clone()),
-                }
-            })
+        svc.networks
+            .iter()
+            .map(|(k, n)| (k.as_str(), Some(n)))
             .collect()
     };
+    keys.into_iter()
+        .map(|(key, n)| {
+            let mut aliases = vec![name.as_str().to_owned()];
+            if let Some(n) = n {
+                aliases.extend(n.aliases.iter().cloned());
+            }
+            NetworkAttach {
+                network: network_name(ctx.spec, ctx.project, key),
+                aliases,
+                ipv4_address: n.and_then(|n| n.ipv4_address.clone()),
+            }
+        })
+        .collect()
+}
 
-    let healthcheck = svc.healthcheck.as_ref().map(|h| HealthSpec {
+fn healthcheck(h: &Healthcheck) -> HealthSpec {
+    HealthSpec {
         test: match &h.test {
             HealthTest::Disabled => vec!["NONE".to_owned()],
             HealthTest::Inherit => Vec::new(),
@@ -335,68 +385,35 @@ pub(crate) fn spec(ctx: &Context<'_>, name: &ServiceName, svc: &Service) -> Opti
         timeout: h.timeout,
         retries: h.retries,
         start_period: h.start_period,
-    });
+    }
+}
 
-    // A one-shot job (another service waits for it to complete) restarted after it exits
-    // would run again and again and never count as completed: without `restart:` it gets
-    // `no`, as docker-compose gives every service.
+/// The restart policy. A one-shot job (another service waits for it to complete) restarted
+/// after it exits would run again and again and never count as completed: without
+/// `restart:` it gets `no`, as docker-compose gives every service.
+fn restart(spec: &Spec, name: &ServiceName, svc: &Service) -> RestartSpec {
     let one_shot = spec.services.values().any(|s| {
         s.depends_on
             .get(name)
             .is_some_and(|d| d.condition == Condition::ServiceCompletedSuccessfully)
     });
-    let restart = match &svc.restart {
-        None if one_shot => RestartSpec {
-            name: "no",
-            max_retries: None,
-        },
-        None => DEFAULT_RESTART,
-        Some(Restart::No) => RestartSpec {
-            name: "no",
-            max_retries: None,
-        },
+    let no = RestartSpec {
+        name: "no",
+        max_retries: None,
+    };
+    match &svc.restart {
+        None if one_shot => no,
+        None | Some(Restart::UnlessStopped) => DEFAULT_RESTART,
+        Some(Restart::No) => no,
         Some(Restart::Always) => RestartSpec {
             name: "always",
             max_retries: None,
         },
-        Some(Restart::UnlessStopped) => DEFAULT_RESTART,
         Some(Restart::OnFailure { max_retries }) => RestartSpec {
             name: "on-failure",
             max_retries: *max_retries,
         },
-    };
-
-    let mut c = ContainerSpec {
-        name: names::container(
-            project,
-            name,
-            built.then_some(revision),
-            svc.container_name.as_deref(),
-        ),
-        image,
-        command: svc.command.clone(),
-        entrypoint: svc.entrypoint.clone(),
-        env,
-        labels,
-        user: svc.user.clone(),
-        working_dir: svc.working_dir.clone(),
-        exposed,
-        ports,
-        proxied,
-        mounts,
-        networks,
-        healthcheck,
-        restart,
-        options: svc.options.clone(),
-        build_key: build_keys.get(name).filter(|_| built).cloned(),
-        config_hash: String::new(),
-    };
-    c.config_hash = config_hash(&c);
-    c.labels.insert(
-        names::LABEL_CONFIG_HASH.to_owned(),
-        hash_label(&c.config_hash),
-    );
-    Some(c)
+    }
 }
 
 fn network_name(spec: &Spec, project: &ProjectName, key: &str) -> String {

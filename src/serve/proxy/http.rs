@@ -116,50 +116,62 @@ impl Handler {
             }
         };
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-            let Some(client_upgrade) = client_upgrade else {
-                Counters::bump(&self.shared.counters.bad_gateway);
-                tracing::warn!(backend = %backend.addr, "bad gateway: `101` to a request that asked for no upgrade");
-                return plain(
-                    StatusCode::BAD_GATEWAY,
-                    "bad gateway: the app switched protocols unasked\n",
-                );
-            };
-            Counters::bump(&self.shared.counters.upgrades);
-            let backend_upgrade = hyper::upgrade::on(&mut response);
-            let shared = Arc::clone(&self.shared);
-            let active = active.into_tunnel();
-            // The client connection ends as hyper hands it over; the tunnel is what a shutdown
-            // waits for now, and what holds the connection's slot.
-            let connection = self.shared.connection_opened();
-            let slot = self
-                .slot
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .take();
-            tokio::spawn(async move {
-                match tokio::try_join!(client_upgrade, backend_upgrade) {
-                    Ok((client, upstream)) => {
-                        tcp::splice(
-                            &mut TokioIo::new(client),
-                            &mut TokioIo::new(upstream),
-                            &shared,
-                        )
-                        .await;
-                    }
-                    Err(error) => tracing::debug!(%error, "upgrade failed after `101`"),
-                }
-                drop(active);
-                drop(connection);
-                drop(slot);
-            });
-            strip_hop_by_hop(response.headers_mut(), UpgradeHeaders::Keep);
-            return response.map(|_| RespBody::Full(None));
+            return self.tunnel(active, client_upgrade, response, &backend);
         }
         strip_hop_by_hop(response.headers_mut(), UpgradeHeaders::Strip);
         response.map(|body| RespBody::Proxied {
             body,
             active: Some(active),
         })
+    }
+
+    /// The app agreed to switch protocols (a WebSocket, say): the two connections become a
+    /// plain tunnel, which keeps the connection's slot and what a shutdown waits for.
+    fn tunnel(
+        &self,
+        active: Active,
+        client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+        mut response: Response<Incoming>,
+        backend: &Backend,
+    ) -> Response<RespBody> {
+        let Some(client_upgrade) = client_upgrade else {
+            Counters::bump(&self.shared.counters.bad_gateway);
+            tracing::warn!(backend = %backend.addr, "bad gateway: `101` to a request that asked for no upgrade");
+            return plain(
+                StatusCode::BAD_GATEWAY,
+                "bad gateway: the app switched protocols unasked\n",
+            );
+        };
+        Counters::bump(&self.shared.counters.upgrades);
+        let backend_upgrade = hyper::upgrade::on(&mut response);
+        let shared = Arc::clone(&self.shared);
+        let active = active.into_tunnel();
+        // The client connection ends as hyper hands it over; the tunnel is what a shutdown
+        // waits for now, and what holds the connection's slot.
+        let connection = self.shared.connection_opened();
+        let slot = self
+            .slot
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        tokio::spawn(async move {
+            match tokio::try_join!(client_upgrade, backend_upgrade) {
+                Ok((client, upstream)) => {
+                    tcp::splice(
+                        &mut TokioIo::new(client),
+                        &mut TokioIo::new(upstream),
+                        &shared,
+                    )
+                    .await;
+                }
+                Err(error) => tracing::debug!(%error, "upgrade failed after `101`"),
+            }
+            drop(active);
+            drop(connection);
+            drop(slot);
+        });
+        strip_hop_by_hop(response.headers_mut(), UpgradeHeaders::Keep);
+        response.map(|_| RespBody::Full(None))
     }
 }
 
