@@ -417,13 +417,7 @@ impl Ctx<'_> {
                 Err(Unknown::Disabled(_)) if dep.required.is_some_and(|f| !f.0) => continue,
                 Err(Unknown::Disabled(m) | Unknown::Undefined(m)) => return Err(err(at, &key, m)),
             };
-            let condition = match dep.condition {
-                None | Some(raw::Condition::ServiceStarted) => Condition::ServiceStarted,
-                Some(raw::Condition::ServiceHealthy) => Condition::ServiceHealthy,
-                Some(raw::Condition::ServiceCompletedSuccessfully) => {
-                    Condition::ServiceCompletedSuccessfully
-                }
-            };
+            let condition = dep.condition.unwrap_or(Condition::ServiceStarted);
             out.insert(
                 service,
                 Dependency {

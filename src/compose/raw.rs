@@ -15,6 +15,8 @@ use std::fmt;
 use std::marker::PhantomData;
 
 use serde::Deserialize;
+
+pub(crate) use super::spec::Condition;
 use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 
@@ -182,18 +184,6 @@ pub(crate) struct ServiceNetwork {
     #[serde(default)]
     pub(crate) aliases: Vec<String>,
     pub(crate) ipv4_address: Option<String>,
-}
-
-#[derive(Clone, Copy, Debug, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[expect(
-    clippy::enum_variant_names,
-    reason = "the names mirror the compose values"
-)]
-pub(crate) enum Condition {
-    ServiceStarted,
-    ServiceHealthy,
-    ServiceCompletedSuccessfully,
 }
 
 #[derive(Debug, Default, Deserialize)]

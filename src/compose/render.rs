@@ -165,7 +165,7 @@ fn is_false(b: &bool) -> bool {
 #[derive(Serialize)]
 struct OutService {
     #[serde(skip_serializing_if = "Option::is_none")]
-    build: Option<OutBuild>,
+    build: Option<Build>,
     #[serde(skip_serializing_if = "Option::is_none")]
     image: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -208,7 +208,7 @@ struct OutService {
 /// of `options.rs`, each written by its own entry there.
 fn service(s: &Service) -> Value {
     let out = OutService {
-        build: s.build.as_ref().map(build),
+        build: s.build.clone(),
         image: s.image.clone(),
         container_name: s.container_name.clone(),
         command: s.command.clone(),
@@ -260,31 +260,6 @@ fn service(s: &Service) -> Value {
 }
 
 #[derive(Serialize)]
-struct OutBuild {
-    context: String,
-    dockerfile: String,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    args: BTreeMap<String, String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    target: Option<String>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    labels: BTreeMap<String, String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    network: Option<String>,
-}
-
-fn build(b: &Build) -> OutBuild {
-    OutBuild {
-        context: b.context.to_string_lossy().into_owned(),
-        dockerfile: b.dockerfile.clone(),
-        args: b.args.clone(),
-        target: b.target.clone(),
-        labels: b.labels.clone(),
-        network: b.network.clone(),
-    }
-}
-
-#[derive(Serialize)]
 struct OutPort {
     target: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -315,33 +290,12 @@ struct OutMount {
 }
 
 fn mount(m: &Mount) -> OutMount {
-    match m {
-        Mount::Bind {
-            source,
-            target,
-            read_only,
-        } => OutMount {
-            kind: "bind",
-            source: Some(source.to_string_lossy().into_owned()),
-            target: target.clone(),
-            read_only: *read_only,
-        },
-        Mount::Volume {
-            source,
-            target,
-            read_only,
-        } => OutMount {
-            kind: "volume",
-            source: source.clone(),
-            target: target.clone(),
-            read_only: *read_only,
-        },
-        Mount::Tmpfs { target } => OutMount {
-            kind: "tmpfs",
-            source: None,
-            target: target.clone(),
-            read_only: false,
-        },
+    let parts = m.parts();
+    OutMount {
+        kind: parts.kind,
+        source: parts.source,
+        target: parts.target.to_owned(),
+        read_only: parts.read_only,
     }
 }
 

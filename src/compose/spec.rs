@@ -123,9 +123,13 @@ pub(crate) struct Build {
     pub(crate) context: PathBuf,
     /// Dockerfile path relative to the context, as the build API wants it.
     pub(crate) dockerfile: String,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub(crate) args: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) target: Option<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub(crate) labels: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) network: Option<String>,
 }
 
@@ -175,7 +179,50 @@ pub(crate) enum Mount {
     },
 }
 
+/// A mount's parts, whatever its kind: how `deploy config` writes it and what the plan
+/// turns into the engine's mount.
+pub(crate) struct MountParts<'a> {
+    /// `bind`, `volume` or `tmpfs`.
+    pub(crate) kind: &'static str,
+    /// The host path of a bind, the key of a named volume; none for an anonymous volume or a
+    /// tmpfs.
+    pub(crate) source: Option<String>,
+    pub(crate) target: &'a str,
+    pub(crate) read_only: bool,
+}
+
 impl Mount {
+    pub(crate) fn parts(&self) -> MountParts<'_> {
+        match self {
+            Mount::Bind {
+                source,
+                target,
+                read_only,
+            } => MountParts {
+                kind: "bind",
+                source: Some(source.to_string_lossy().into_owned()),
+                target,
+                read_only: *read_only,
+            },
+            Mount::Volume {
+                source,
+                target,
+                read_only,
+            } => MountParts {
+                kind: "volume",
+                source: source.clone(),
+                target,
+                read_only: *read_only,
+            },
+            Mount::Tmpfs { target } => MountParts {
+                kind: "tmpfs",
+                source: None,
+                target,
+                read_only: false,
+            },
+        }
+    }
+
     pub(crate) fn target(&self) -> &str {
         match self {
             Mount::Bind { target, .. } | Mount::Volume { target, .. } | Mount::Tmpfs { target } => {
@@ -191,7 +238,7 @@ pub(crate) struct ServiceNetwork {
     pub(crate) ipv4_address: Option<String>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[expect(
     clippy::enum_variant_names,

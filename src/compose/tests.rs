@@ -19,8 +19,36 @@ use serde::Serialize;
 use super::{LoadOptions, SourceFile, envfile, load, policy, render};
 use crate::settings::Settings;
 
-fn fixtures() -> PathBuf {
+pub(crate) fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/compose")
+}
+
+/// A case's compose files, in layering order, read.
+pub(crate) fn sources(case: &Path) -> Vec<SourceFile> {
+    compose_files(case)
+        .into_iter()
+        .map(|path| SourceFile {
+            text: std::fs::read_to_string(&path).unwrap(),
+            path,
+        })
+        .collect()
+}
+
+/// A case's variables for `${…}` (`interpolation.env`) and host settings (`deploy.yml`).
+pub(crate) fn host(case: &Path) -> (BTreeMap<String, String>, Settings) {
+    let env = match std::fs::read_to_string(case.join("interpolation.env")) {
+        Ok(text) => envfile::parse(&text)
+            .unwrap()
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, v?)))
+            .collect(),
+        Err(_) => BTreeMap::new(),
+    };
+    let settings = match std::fs::read_to_string(case.join("deploy.yml")) {
+        Ok(text) => Settings::parse(&text, &case.join("deploy.yml")).unwrap(),
+        Err(_) => Settings::default(),
+    };
+    (env, settings)
 }
 
 fn compose_files(case: &Path) -> Vec<PathBuf> {
@@ -44,26 +72,8 @@ fn compose_files(case: &Path) -> Vec<PathBuf> {
 /// `Spec` (or the error) and, when it loads, the `deploy config` output.
 fn run_case(case: &Path) -> (String, Option<String>) {
     let root = case.parent().unwrap();
-    let files: Vec<SourceFile> = compose_files(case)
-        .into_iter()
-        .map(|path| SourceFile {
-            text: std::fs::read_to_string(&path).unwrap(),
-            path,
-        })
-        .collect();
-    let env: BTreeMap<String, String> =
-        match std::fs::read_to_string(case.join("interpolation.env")) {
-            Ok(text) => envfile::parse(&text)
-                .unwrap()
-                .into_iter()
-                .filter_map(|(k, v)| Some((k, v?)))
-                .collect(),
-            Err(_) => BTreeMap::new(),
-        };
-    let settings = match std::fs::read_to_string(case.join("deploy.yml")) {
-        Ok(text) => Settings::parse(&text, &case.join("deploy.yml")).unwrap(),
-        Err(_) => Settings::default(),
-    };
+    let files = sources(case);
+    let (env, settings) = host(case);
     let options = LoadOptions {
         project_dir: case,
         env: &env,

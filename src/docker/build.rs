@@ -79,7 +79,7 @@ pub(crate) async fn build_image(
         return Err(fail.dockerfile("the plan gave it no tag".to_owned()));
     };
     let dockerfile = check_dockerfile(step).map_err(|p| fail.dockerfile(p))?;
-    let tar = context::tar_stream(&step.context, &dockerfile).map_err(|e| fail.context(e))?;
+    let tar = context::tar_stream(&step.build.context, &dockerfile).map_err(|e| fail.context(e))?;
     let streamed = stream(
         docker,
         &options(step, &dockerfile, first_tag),
@@ -90,7 +90,7 @@ pub(crate) async fn build_image(
     let sent = match tar.done.await {
         Ok(result) => result,
         Err(join) => Err(ContextError::Io {
-            path: step.context.clone(),
+            path: step.build.context.clone(),
             error: std::io::Error::other(format!("the context walker stopped: {join}")),
         }),
     };
@@ -185,11 +185,13 @@ fn options(
     first_tag: &str,
 ) -> bollard::query_parameters::BuildImageOptions {
     let args: HashMap<&str, &str> = step
+        .build
         .args
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     let labels: HashMap<&str, &str> = step
+        .build
         .labels
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
@@ -206,10 +208,10 @@ fn options(
         // API 1.41 engines have no BuildKit session over the API; the classic builder needs
         // none.
         .version(BuilderVersion::BuilderV1);
-    if let Some(target) = &step.target {
+    if let Some(target) = &step.build.target {
         options = options.target(target);
     }
-    if let Some(network) = &step.network {
+    if let Some(network) = &step.build.network {
         options = options.networkmode(network);
     }
     options.build()
@@ -329,18 +331,18 @@ pub(crate) async fn tag_image(docker: &Docker, image: &str, tag: &str) -> Result
 
 /// The Dockerfile's path inside the context, after checking it is there and may be sent.
 fn check_dockerfile(step: &BuildStep) -> Result<String, String> {
-    let name = if step.dockerfile.is_empty() {
+    let name = if step.build.dockerfile.is_empty() {
         "Dockerfile"
     } else {
-        step.dockerfile.as_str()
+        step.build.dockerfile.as_str()
     };
-    let context = step.context.display();
-    if !step.context.is_dir() {
+    let context = step.build.context.display();
+    if !step.build.context.is_dir() {
         return Err(format!("the build context `{context}` is not a directory"));
     }
     let relative = context::dockerfile_in_context(name)
         .map_err(|why| format!("cannot use the Dockerfile `{name}`: {why}"))?;
-    if !step.context.join(&relative).is_file() {
+    if !step.build.context.join(&relative).is_file() {
         return Err(format!(
             "no Dockerfile `{relative}` in the build context `{context}`; add it, or set `build.dockerfile` in the compose file"
         ));
@@ -389,6 +391,7 @@ mod tests {
     use bollard::query_parameters::RemoveImageOptionsBuilder;
 
     use super::*;
+    use crate::compose::spec::Build;
     use crate::ids::ServiceName;
     use crate::report::{Event, Reporter, StepKind};
 
@@ -428,12 +431,14 @@ mod tests {
                 .collect(),
             image: image.to_owned(),
             tags: vec![format!("{image}:one"), format!("{image}:two")],
-            context: context.to_owned(),
-            dockerfile: "Dockerfile".to_owned(),
-            args: BTreeMap::new(),
-            target: None,
-            labels: BTreeMap::new(),
-            network: None,
+            build: Build {
+                context: context.to_owned(),
+                dockerfile: "Dockerfile".to_owned(),
+                args: BTreeMap::new(),
+                target: None,
+                labels: BTreeMap::new(),
+                network: None,
+            },
         }
     }
 
@@ -449,12 +454,12 @@ mod tests {
                 dir.path().display()
             )
         );
-        s.dockerfile = "../Dockerfile".to_owned();
+        s.build.dockerfile = "../Dockerfile".to_owned();
         assert_eq!(
             check_dockerfile(&s).unwrap_err(),
             "cannot use the Dockerfile `../Dockerfile`: it is outside the build context"
         );
-        s.context = dir.path().join("missing");
+        s.build.context = dir.path().join("missing");
         assert!(
             check_dockerfile(&s)
                 .unwrap_err()
@@ -527,8 +532,10 @@ mod tests {
 
         let image = unique_image("build");
         let mut s = step(ctx, &image, &["web", "worker"]);
-        s.args.insert("GREETING".into(), "hello".into());
-        s.labels.insert("deploy.project".into(), "test".into());
+        s.build.args.insert("GREETING".into(), "hello".into());
+        s.build
+            .labels
+            .insert("deploy.project".into(), "test".into());
         let _cleanup = Cleanup(s.tags.clone());
         let (reporter, captured) = Reporter::capture();
         let kind = StepKind::Build {

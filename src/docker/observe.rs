@@ -85,11 +85,7 @@ pub(crate) async fn containers(
         .into_iter()
         .map(|c| {
             let labels = c.labels.unwrap_or_default();
-            let name = c
-                .names
-                .and_then(|n| n.into_iter().next())
-                .map(|n| n.trim_start_matches('/').to_owned())
-                .unwrap_or_default();
+            let name = container_name(c.names);
             ObservedContainer {
                 id: c.id.unwrap_or_default(),
                 name,
@@ -107,6 +103,14 @@ pub(crate) async fn containers(
             }
         })
         .collect())
+}
+
+/// A container's name as a list shows it (`/shop-db`), without the slash.
+fn container_name(names: Option<Vec<String>>) -> String {
+    names
+        .and_then(|n| n.into_iter().next())
+        .map(|n| n.trim_start_matches('/').to_owned())
+        .unwrap_or_default()
 }
 
 pub(crate) async fn image_exists(docker: &Docker, image: &str) -> Result<bool, DockerError> {
@@ -128,11 +132,7 @@ pub(crate) async fn writable_binds(docker: &Docker) -> Result<Vec<(String, Strin
         .map_err(|e| DockerError::api("list the running containers", e))?;
     let mut out = Vec::new();
     for c in list {
-        let name = c
-            .names
-            .and_then(|n| n.into_iter().next())
-            .map(|n| n.trim_start_matches('/').to_owned())
-            .unwrap_or_default();
+        let name = container_name(c.names);
         for m in c.mounts.unwrap_or_default() {
             let bind = m.typ.as_deref() == Some("bind");
             if let (true, Some(true), Some(source)) = (bind, m.rw, m.source) {

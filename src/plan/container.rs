@@ -293,36 +293,25 @@ fn mounts(ctx: &Context<'_>, svc: &Service) -> Vec<MountSpec> {
     let mut mounts: Vec<MountSpec> = svc
         .volumes
         .iter()
-        .map(|m| match m {
-            Mount::Bind {
+        .map(|m| {
+            let parts = m.parts();
+            let (kind, source) = match m {
+                Mount::Bind { .. } => (MountKind::Bind, parts.source.unwrap_or_default()),
+                Mount::Volume { .. } => (
+                    MountKind::Volume,
+                    parts
+                        .source
+                        .map(|key| volume_name(spec, ctx.project, &key))
+                        .unwrap_or_default(),
+                ),
+                Mount::Tmpfs { .. } => (MountKind::Tmpfs, String::new()),
+            };
+            MountSpec {
+                kind,
                 source,
-                target,
-                read_only,
-            } => MountSpec {
-                kind: MountKind::Bind,
-                source: source.to_string_lossy().into_owned(),
-                target: target.clone(),
-                read_only: *read_only,
-            },
-            Mount::Volume {
-                source,
-                target,
-                read_only,
-            } => MountSpec {
-                kind: MountKind::Volume,
-                source: source
-                    .as_ref()
-                    .map(|key| volume_name(spec, ctx.project, key))
-                    .unwrap_or_default(),
-                target: target.clone(),
-                read_only: *read_only,
-            },
-            Mount::Tmpfs { target } => MountSpec {
-                kind: MountKind::Tmpfs,
-                source: String::new(),
-                target: target.clone(),
-                read_only: false,
-            },
+                target: parts.target.to_owned(),
+                read_only: parts.read_only,
+            }
         })
         .collect();
     for s in &svc.secrets {

@@ -3,12 +3,10 @@
 //! that did not change, and the next deploy would replace them all, the database included;
 //! this test fails first. See `container::HASH_VERSION`.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::compose::{self, LoadOptions, SourceFile, envfile};
+use crate::compose::{self, LoadOptions, envfile, tests};
 use crate::ids::{ProjectName, Revision};
-use crate::settings::Settings;
 
 use super::container::{self, Context, Publish};
 
@@ -16,40 +14,10 @@ use super::container::{self, Context, Publish};
 /// where the repository is checked out.
 const PROJECT_DIR: &str = "/srv/app/code";
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/compose")
-}
-
 /// `service: hash` for each service of the case, or `None` when the case does not load.
 fn hashes(case: &Path) -> Option<String> {
-    let mut names: Vec<PathBuf> = std::fs::read_dir(case)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            let n = p.file_name().unwrap().to_string_lossy();
-            n.starts_with("docker-compose.") && n.ends_with(".yml")
-        })
-        .collect();
-    names.sort_by_key(|p| p.file_name().unwrap() != "docker-compose.yml");
-    let files: Vec<SourceFile> = names
-        .into_iter()
-        .map(|path| SourceFile {
-            text: std::fs::read_to_string(&path).unwrap(),
-            path,
-        })
-        .collect();
-    let env: BTreeMap<String, String> = std::fs::read_to_string(case.join("interpolation.env"))
-        .map(|text| {
-            envfile::parse(&text)
-                .unwrap()
-                .into_iter()
-                .filter_map(|(k, v)| Some((k, v?)))
-                .collect()
-        })
-        .unwrap_or_default();
-    let settings = std::fs::read_to_string(case.join("deploy.yml"))
-        .map(|t| Settings::parse(&t, Path::new("deploy.yml")).unwrap())
-        .unwrap_or_default();
+    let files = tests::sources(case);
+    let (env, settings) = tests::host(case);
     let options = LoadOptions {
         project_dir: Path::new(PROJECT_DIR),
         env: &env,
@@ -90,7 +58,7 @@ fn hashes(case: &Path) -> Option<String> {
 
 #[test]
 fn config_hashes_of_the_fixtures_do_not_move() {
-    let mut cases: Vec<PathBuf> = std::fs::read_dir(fixtures())
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(tests::fixtures())
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.join("docker-compose.yml").is_file())
@@ -106,7 +74,7 @@ fn config_hashes_of_the_fixtures_do_not_move() {
         }
     }
     assert!(all.lines().count() > 40, "too few services to pin: {all}");
-    insta::with_settings!({snapshot_path => fixtures(), prepend_module_to_snapshot => false, omit_expression => true}, {
+    insta::with_settings!({snapshot_path => tests::fixtures(), prepend_module_to_snapshot => false, omit_expression => true}, {
         insta::assert_snapshot!("config-hashes", all);
     });
 }

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::compose::Spec;
-use crate::compose::spec::Condition;
+use crate::compose::spec::{Build, Condition};
 use crate::ids::{ProjectName, Revision, ServiceName};
 use crate::report::PlanRow;
 
@@ -28,15 +28,8 @@ pub(crate) struct BuildStep {
     pub(crate) image: String,
     /// Every tag to apply: `<image>:<full sha>` first, then `<image>:latest`.
     pub(crate) tags: Vec<String>,
-    /// Absolute build context directory.
-    pub(crate) context: PathBuf,
-    /// Dockerfile path relative to the context.
-    pub(crate) dockerfile: String,
-    pub(crate) args: BTreeMap<String, String>,
-    pub(crate) target: Option<String>,
-    /// Image labels: the compose file's `build.labels` plus `deploy.*`.
-    pub(crate) labels: BTreeMap<String, String>,
-    pub(crate) network: Option<String>,
+    /// What to build, as the compose file says, its labels plus `deploy.project`.
+    pub(crate) build: Build,
 }
 
 /// An image that exists already and only needs more tags.
@@ -366,12 +359,10 @@ fn builds(
             services: vec![name.clone()],
             tags,
             image: repo,
-            context: build.context.clone(),
-            dockerfile: build.dockerfile.clone(),
-            args: build.args.clone(),
-            target: build.target.clone(),
-            labels,
-            network: build.network.clone(),
+            build: Build {
+                labels,
+                ..build.clone()
+            },
         });
     }
     (steps, reused)
