@@ -54,15 +54,35 @@ pub(crate) async fn run(root: Root, args: Args) -> anyhow::Result<u8> {
     if status.containers.is_empty() {
         println!("no containers");
     }
+    let live = status.live.as_ref().map(|d| d.revision.to_string());
     for c in &status.containers {
+        // Docker's first healthcheck may be minutes away; what `deploy status` checked itself
+        // says so.
+        let health = match (c.health.as_deref(), c.health_from) {
+            (Some(h), Some("deploy")) => format!("{h}*"),
+            (Some(h), _) => h.to_owned(),
+            (None, _) => "-".to_owned(),
+        };
+        // A container a later revision kept (nothing it is made from changed) carries the
+        // revision that created it, as its label says.
+        let short = c.revision.get(..12).unwrap_or(&c.revision);
+        let revision = match &live {
+            Some(live) if !c.revision.is_empty() && *live != c.revision => {
+                format!("unchanged since {short}")
+            }
+            _ => short.to_owned(),
+        };
         println!(
-            "  {:<12} {:<36} {:<10} {:<10} {}",
-            c.service,
-            c.name,
-            c.state,
-            c.health.as_deref().unwrap_or("-"),
-            c.revision.get(..12).unwrap_or(&c.revision)
+            "  {:<12} {:<36} {:<10} {:<10} {revision}",
+            c.service, c.name, c.state, health,
         );
+    }
+    if status
+        .containers
+        .iter()
+        .any(|c| c.health_from == Some("deploy"))
+    {
+        println!("* Docker has not run its first healthcheck yet; `deploy status` ran it now");
     }
     Ok(super::exit::SUCCESS)
 }

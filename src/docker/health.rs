@@ -192,6 +192,16 @@ pub(crate) async fn wait(
     }
 }
 
+/// Runs the container's own healthcheck once, now: `None` when it has none. For
+/// `deploy status`, while Docker's first check is still to come.
+pub(crate) async fn check_now(docker: &Docker, inspect: &ContainerInspectResponse) -> Option<bool> {
+    let Some(Readiness::Healthy { test, timeout }) = healthcheck(inspect) else {
+        return None;
+    };
+    let id = inspect.id.as_deref()?;
+    Some(exec_probe(docker, id, &test, timeout).await.is_ok())
+}
+
 /// Waits for `service_healthy`: the container must have a healthcheck.
 pub(crate) async fn wait_healthy(
     docker: &Docker,
