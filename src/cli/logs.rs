@@ -1,8 +1,8 @@
 //! `deploy logs [REV] [--follow]`: print a deploy's build log, or follow one as it runs.
 
-use std::io::{Read, Seek, Write};
 use std::path::PathBuf;
 use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use anyhow::{Context, bail};
 
@@ -51,16 +51,18 @@ async fn print_log(
     path: PathBuf,
     follow: bool,
 ) -> anyhow::Result<()> {
-    let mut file = std::fs::File::open(&path)
+    let mut file = tokio::fs::File::open(&path)
+        .await
         .with_context(|| format!("failed to open `{}`", path.display()))?;
-    let mut out = std::io::stdout();
+    let mut out = tokio::io::stdout();
     let mut buf = Vec::new();
     loop {
         buf.clear();
         file.read_to_end(&mut buf)
+            .await
             .with_context(|| format!("failed to read `{}`", path.display()))?;
-        out.write_all(&buf)?;
-        out.flush()?;
+        out.write_all(&buf).await?;
+        out.flush().await?;
         if !follow {
             return Ok(());
         }
@@ -71,7 +73,6 @@ async fn print_log(
         if !running && buf.is_empty() {
             return Ok(());
         }
-        file.stream_position()?;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

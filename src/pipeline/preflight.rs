@@ -58,12 +58,22 @@ pub(crate) async fn check(
     reporter: &Reporter,
 ) -> anyhow::Result<Checked> {
     let Loaded {
-        mut spec,
+        spec,
         env,
         mut refusals,
     } = loaded;
-    let layout = confine::layout(root, settings)?;
-    confine::resolve_paths(&mut spec);
+    // The disk's part runs off the async runtime: resolving every path, then (below) the
+    // files the spec names.
+    let (layout, mut spec) = {
+        let (root, settings) = (root.clone(), settings.clone());
+        super::blocking(move || {
+            let layout = confine::layout(&root, &settings)?;
+            let mut spec = spec;
+            confine::resolve_paths(&mut spec);
+            anyhow::Ok((layout, spec))
+        })
+        .await??
+    };
     let writable = writable(docker, &spec).await?;
     let foreign = foreign(docker, project, settings, &spec).await?;
     let host = Host {
@@ -83,14 +93,18 @@ pub(crate) async fn check(
         }
         .into());
     }
-    envfile::merge_into(&mut spec, &env, |file| {
-        let limit = settings.file_size_limit;
-        let read = confine::read(&file.path, Use::EnvFile, &layout, settings, limit);
-        read.map(|f| f.map(|f| f.text))
-            .map_err(|e| ComposeError::at(&file.key_path, e.to_string()))
-    })?;
-    let copies = read_mounted_files(&spec, &layout, settings, &writable, reporter)?;
-    Ok(Checked { spec, copies })
+    let (settings, reporter) = (settings.clone(), reporter.clone());
+    super::blocking(move || {
+        envfile::merge_into(&mut spec, &env, |file| {
+            let limit = settings.file_size_limit;
+            let read = confine::read(&file.path, Use::EnvFile, &layout, &settings, limit);
+            read.map(|f| f.map(|f| f.text))
+                .map_err(|e| ComposeError::at(&file.key_path, e.to_string()))
+        })?;
+        let copies = read_mounted_files(&spec, &layout, &settings, &writable, &reporter)?;
+        Ok(Checked { spec, copies })
+    })
+    .await?
 }
 
 /// Directories containers can write to: the read-write bind mounts of every running

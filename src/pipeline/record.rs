@@ -137,8 +137,13 @@ impl Record {
         outcome: anyhow::Result<Vec<String>>,
         reporter: &Reporter,
     ) -> anyhow::Result<()> {
+        // The log is on disk before the row says the deploy is over: `deploy logs --follow`
+        // stops reading when the row does.
         match outcome {
             Ok(images) => {
+                let secs = (Local::now() - self.started).num_milliseconds() as f64 / 1000.0;
+                reporter.info(format!("deployed {} in {secs:.1}s", self.revision.short()));
+                reporter.flush().await;
                 if let Err(e) = self
                     .ledger
                     .finish(self.id, Status::Succeeded, &images, None)
@@ -146,13 +151,13 @@ impl Record {
                 {
                     reporter.warn(format!("the deploy went live, but {e:#}"));
                 }
-                let secs = (Local::now() - self.started).num_milliseconds() as f64 / 1000.0;
-                reporter.info(format!("deployed {} in {secs:.1}s", self.revision.short()));
                 Ok(())
             }
             Err(e) => {
                 let message = format!("{e:#}");
                 reporter.error(format!("deploy failed: {message}"));
+                super::stages::restore_work_tree(self, reporter).await;
+                reporter.flush().await;
                 if let Err(e) = self
                     .ledger
                     .finish(self.id, Status::Failed, &[], Some(&message))
@@ -160,7 +165,6 @@ impl Record {
                 {
                     reporter.warn(format!("{e:#}"));
                 }
-                super::stages::restore_work_tree(self, reporter).await;
                 // The reason was just reported; the last line only says where to read more.
                 Err(anyhow::anyhow!(
                     "deploy of {} failed; see `{}`",

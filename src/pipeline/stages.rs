@@ -64,8 +64,15 @@ async fn checkout(run: &Run<'_>) -> anyhow::Result<()> {
 /// the ones its mounts need written.
 async fn load(run: &Run<'_>) -> anyhow::Result<Spec> {
     let step = run.reporter.step(StepKind::ReadCompose);
-    let sources = work_tree_sources(run.root, run.settings)?;
-    let loaded = load_spec(run.root, run.settings, run.project, &sources, run.reporter)?;
+    let loaded = {
+        let (root, settings) = (run.root.clone(), run.settings.clone());
+        let (project, reporter) = (run.project.clone(), run.reporter.clone());
+        blocking(move || {
+            let sources = work_tree_sources(&root, &settings)?;
+            load_spec(&root, &settings, &project, &sources, &reporter)
+        })
+        .await??
+    };
     let checked = preflight::check(
         run.root,
         run.settings,
@@ -75,7 +82,8 @@ async fn load(run: &Run<'_>) -> anyhow::Result<Spec> {
         run.reporter,
     )
     .await?;
-    let spec = preflight::prepare(run.root, checked)?;
+    let root = run.root.clone();
+    let spec = blocking(move || preflight::prepare(&root, checked)).await??;
     step.finish();
     Ok(spec)
 }

@@ -8,6 +8,7 @@ mod build_log;
 mod capture;
 mod redact;
 mod terminal;
+mod threaded;
 mod trace;
 
 use std::fmt;
@@ -210,6 +211,12 @@ pub(crate) trait Sink: Send {
 
     /// What to call this sink when it is detached: `terminal`, `build log `…``.
     fn name(&self) -> String;
+
+    /// For a sink that writes later (`threaded`): a receiver answered once everything
+    /// emitted so far is written.
+    fn barrier(&mut self) -> Option<std::sync::mpsc::Receiver<()>> {
+        None
+    }
 }
 
 /// Cheap to clone; every clone feeds the same sinks.
@@ -252,7 +259,8 @@ impl Reporter {
     /// Adds the pusher's terminal (stderr): colour only when stderr is a tty, plain lines
     /// otherwise (in hook mode git relays them as `remote:` lines).
     pub(crate) fn with_terminal(self) -> Self {
-        self.add_sink(Box::new(terminal::TerminalSink::stderr()));
+        let terminal = Box::new(terminal::TerminalSink::stderr());
+        self.add_sink(Box::new(threaded::Threaded::spawn(terminal)));
         self
     }
 
@@ -261,7 +269,7 @@ impl Reporter {
     pub(crate) fn add_build_log(&self, dir: &Path, name: &str) -> Result<PathBuf, BuildLogError> {
         let log = open_build_log(dir, name)?;
         let path = log.path().to_owned();
-        self.add_sink(Box::new(log));
+        self.add_sink(Box::new(threaded::Threaded::spawn(Box::new(log))));
         Ok(path)
     }
 
@@ -384,6 +392,24 @@ impl Reporter {
         inner.output_left = bytes;
         inner.output_limit = bytes;
         inner.output_cut = false;
+    }
+
+    /// Returns once every sink has written what was emitted before: the build log is on
+    /// disk before the ledger says the deploy is over, so `deploy logs --follow` misses
+    /// nothing.
+    pub(crate) async fn flush(&self) {
+        let waits: Vec<_> = self
+            .lock()
+            .sinks
+            .iter_mut()
+            .filter_map(|s| s.barrier())
+            .collect();
+        let _ = tokio::task::spawn_blocking(move || {
+            for wait in waits {
+                let _ = wait.recv();
+            }
+        })
+        .await;
     }
 
     /// The secrets registered so far, to redact text that does not go through a sink.
@@ -580,6 +606,8 @@ mod tests {
         let path = reporter.add_build_log(dir.path(), "x.log").unwrap();
         assert_eq!(path, dir.path().join("x.log"));
         reporter.clone().output(logs("web"), "pw s3cret");
+        // The log writes on its own thread; the last reporter's drop waits for it.
+        drop(reporter);
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 1, "{text}");
         assert!(text.ends_with(" OUT   logs web | pw ***\n"), "{text}");
