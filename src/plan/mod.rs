@@ -6,6 +6,8 @@ pub(crate) mod container;
 #[cfg(test)]
 mod golden;
 pub(crate) mod names;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;

@@ -1,0 +1,255 @@
+//! Table tests of `plan::plan`: what it decides for each service given what runs.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use super::container::Publish;
+use super::*;
+use crate::compose::spec::{Build, Dependency, Service};
+
+fn name(s: &str) -> ServiceName {
+    ServiceName::parse(s).unwrap()
+}
+
+fn project() -> ProjectName {
+    ProjectName::parse("shop").unwrap()
+}
+
+fn revision(c: char) -> Revision {
+    Revision::parse(&c.to_string().repeat(40)).unwrap()
+}
+
+/// `db` (postgres), `web` (built, waits for `db` healthy), `worker` (built, waits for `web`).
+fn spec() -> Spec {
+    let mut spec = Spec::default();
+    let image = |image: &str| Service {
+        image: Some(image.to_owned()),
+        ..Service::default()
+    };
+    let built = |waits: &str, condition| {
+        let mut s = Service {
+            build: Some(Build {
+                context: PathBuf::from("/srv/app/code"),
+                dockerfile: "Dockerfile".to_owned(),
+                args: BTreeMap::new(),
+                target: None,
+                labels: BTreeMap::new(),
+                network: None,
+            }),
+            ..Service::default()
+        };
+        s.depends_on.insert(
+            name(waits),
+            Dependency {
+                condition,
+                restart: false,
+                required: true,
+            },
+        );
+        s
+    };
+    spec.services.insert(name("db"), image("postgres:15"));
+    spec.services
+        .insert(name("web"), built("db", Condition::ServiceHealthy));
+    spec.services
+        .insert(name("worker"), built("web", Condition::ServiceStarted));
+    spec.networks
+        .insert("default".to_owned(), Default::default());
+    spec
+}
+
+fn options() -> PlanOptions {
+    PlanOptions {
+        config_dir: PathBuf::from("/srv/app/configs"),
+        publish: Publish::Direct,
+        build_keys: BTreeMap::new(),
+    }
+}
+
+/// What runs: one container per (service, name, running), with the config hash the plan of
+/// `spec` at `revision` gives it, or another hash when `changed`.
+fn running(spec: &Spec, at: &Revision, containers: &[(&str, &str, bool, bool)]) -> Observed {
+    let first = plan(spec, &project(), at, &Observed::default(), &options()).unwrap();
+    let hash = |service: &str| {
+        first
+            .services
+            .iter()
+            .find(|s| s.service.as_str() == service)
+            .map(|s| s.container.config_hash.clone())
+    };
+    Observed {
+        containers: containers
+            .iter()
+            .enumerate()
+            .map(
+                |(i, (service, container, running, changed))| ObservedContainer {
+                    id: format!("id{i}"),
+                    name: (*container).to_owned(),
+                    service: ServiceName::parse(service).ok(),
+                    revision: Some(at.to_string()),
+                    config_hash: if *changed {
+                        Some("0ld".to_owned())
+                    } else {
+                        hash(service)
+                    },
+                    running: *running,
+                },
+            )
+            .collect(),
+        ..Observed::default()
+    }
+}
+
+fn actions(plan: &Plan) -> Vec<(String, String)> {
+    plan.services
+        .iter()
+        .map(|s| {
+            let action = match &s.action {
+                Action::Create => "create".to_owned(),
+                Action::Replace(old) => format!("replace {}", old.name),
+                Action::Keep(old) => format!("keep {}", old.name),
+            };
+            (s.service.to_string(), action)
+        })
+        .collect()
+}
+
+#[test]
+fn a_first_deploy_creates_everything_in_dependency_order() {
+    let spec = spec();
+    let plan = plan(
+        &spec,
+        &project(),
+        &revision('a'),
+        &Observed::default(),
+        &options(),
+    )
+    .unwrap();
+    assert_eq!(
+        actions(&plan),
+        [
+            ("db".to_owned(), "create".to_owned()),
+            ("web".to_owned(), "create".to_owned()),
+            ("worker".to_owned(), "create".to_owned()),
+        ]
+    );
+    assert_eq!(plan.builds.len(), 2, "one image per built service");
+    assert_eq!(plan.networks[0].action, Ensure::Create);
+}
+
+/// The database's configuration did not change: it keeps running; a stopped one is kept and
+/// started again; a changed one is replaced. Built services at a new revision are replaced.
+#[test]
+fn unchanged_containers_are_kept_changed_ones_replaced() {
+    let spec = spec();
+    let (old, new) = (revision('a'), revision('b'));
+    let table = [
+        // (db running, db changed, what the plan does with db)
+        (true, false, "keep shop-db"),
+        (false, false, "keep shop-db"),
+        (true, true, "replace shop-db"),
+    ];
+    for (db_running, db_changed, want) in table {
+        let observed = running(
+            &spec,
+            &old,
+            &[
+                ("db", "shop-db", db_running, db_changed),
+                ("web", "shop-web-aaaaaaaaaaaa", true, false),
+                ("worker", "shop-worker-aaaaaaaaaaaa", true, false),
+            ],
+        );
+        let plan = plan(&spec, &project(), &new, &observed, &options()).unwrap();
+        let got = actions(&plan);
+        assert_eq!(got[0], ("db".to_owned(), want.to_owned()), "{got:?}");
+        assert_eq!(got[1].1, "replace shop-web-aaaaaaaaaaaa", "{got:?}");
+        assert_eq!(got[2].1, "replace shop-worker-aaaaaaaaaaaa", "{got:?}");
+    }
+}
+
+/// A container whose service left the file is an orphan (removed after success); a second
+/// container of a service, or one parked by an interrupted swap, is a leftover (removed
+/// before anything starts); the running one, not the parked one, is the service's current.
+#[test]
+fn orphans_and_leftovers_are_told_apart() {
+    let spec = spec();
+    let at = revision('a');
+    let observed = running(
+        &spec,
+        &at,
+        &[
+            ("db", "shop-db.replaced", false, false),
+            ("db", "shop-db", true, false),
+            ("web", "shop-web-aaaaaaaaaaaa", true, false),
+            ("web", "shop-web-bbbbbbbbbbbb", false, false),
+            ("cache", "shop-cache", true, false),
+        ],
+    );
+    let plan = plan(&spec, &project(), &at, &observed, &options()).unwrap();
+    let names = |list: &[ObservedContainer]| -> Vec<String> {
+        list.iter().map(|c| c.name.clone()).collect()
+    };
+    assert_eq!(names(&plan.orphans), ["shop-cache"]);
+    assert_eq!(
+        names(&plan.leftovers),
+        ["shop-db.replaced", "shop-web-bbbbbbbbbbbb"]
+    );
+    assert_eq!(
+        actions(&plan)[0],
+        ("db".to_owned(), "keep shop-db".to_owned())
+    );
+}
+
+/// A network labelled as the project's that the file no longer declares is removed after a
+/// success; an external one that does not exist stops the deploy before anything starts.
+#[test]
+fn orphan_networks_and_missing_externals() {
+    let mut spec = spec();
+    spec.networks.insert(
+        "outside".to_owned(),
+        crate::compose::spec::Network {
+            external: true,
+            ..Default::default()
+        },
+    );
+    let observed = Observed {
+        project_networks: ["shop_default".to_owned(), "shop_gone".to_owned()].into(),
+        networks: ["shop_default".to_owned(), "shop_gone".to_owned()].into(),
+        ..Observed::default()
+    };
+    let plan = plan(&spec, &project(), &revision('a'), &observed, &options()).unwrap();
+    assert_eq!(plan.orphan_networks, ["shop_gone"]);
+    let ensure: Vec<(String, Ensure)> = plan
+        .networks
+        .iter()
+        .map(|n| (n.name.clone(), n.action))
+        .collect();
+    assert_eq!(
+        ensure,
+        [
+            ("shop_default".to_owned(), Ensure::Exists),
+            ("outside".to_owned(), Ensure::MissingExternal),
+        ]
+    );
+}
+
+/// An image built earlier for this revision, or for an identical tree (same build key), is
+/// reused instead of built.
+#[test]
+fn built_images_are_reused_by_revision_or_build_key() {
+    let spec = spec();
+    let at = revision('b');
+    let mut options = options();
+    options.build_keys.insert(name("web"), "k1".to_owned());
+    let observed = Observed {
+        images: ["shop-web:build-k1".to_owned(), format!("shop-worker:{at}")].into(),
+        ..Observed::default()
+    };
+    let plan = plan(&spec, &project(), &at, &observed, &options).unwrap();
+    assert!(plan.builds.is_empty(), "{:?}", plan.builds);
+    let reused: Vec<&str> = plan.reused.iter().map(|r| r.from.as_str()).collect();
+    assert_eq!(
+        reused,
+        ["shop-web:build-k1".to_owned(), format!("shop-worker:{at}")]
+    );
+}
