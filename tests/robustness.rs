@@ -300,22 +300,21 @@ fn issue3_pushes_that_arrive_together_are_serialized() {
     assert!(push.output.contains("deployed"), "{}", push.output);
     let rows = stack.visits("v1");
 
-    // Three pushes 300 ms apart, from three developers.
+    // Three pushes from three developers: the second starts once the first deploys (it holds
+    // the lock), the third once the second says it waits.
     let mut handles = Vec::new();
     let mut shas = Vec::new();
     for (i, user) in ["bob", "carol", "dave"].iter().enumerate() {
         stack.write("VERSION", &format!("v{}\n", i + 2));
         shas.push(stack.commit(&format!("v{}", i + 2)));
-        let work = stack.work.clone();
-        let user = user.to_string();
-        handles.push(std::thread::spawn(move || {
-            let out = run(Command::new("git")
-                .current_dir(&work)
-                .args(["push", "-q", "prod", "main"])
-                .env("DEPLOY_USER", &user));
-            text(&out)
-        }));
-        std::thread::sleep(Duration::from_millis(300));
+        let (handle, lines) = spawn_push(&stack, user);
+        let until = if i == 0 {
+            "-----> checkout"
+        } else {
+            "waiting for the deploy of"
+        };
+        wait_for_line(&lines, until);
+        handles.push(handle);
     }
     let outputs: Vec<String> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     assert!(
@@ -345,8 +344,56 @@ fn issue3_pushes_that_arrive_together_are_serialized() {
     assert_eq!(stack.deploy(&["status"]).status.code(), Some(0));
 }
 
-/// Starts `deploy --revision <sha>` and SIGKILLs it `after` its output shows `marker`.
-fn kill_deploy_at(stack: &Stack, sha: &str, marker: &str, after: Duration) {
+/// A `git push prod main` as `user` in the background: its output so far line by line, and
+/// all of it when it ends.
+fn spawn_push(
+    stack: &Stack,
+    user: &str,
+) -> (
+    std::thread::JoinHandle<String>,
+    std::sync::mpsc::Receiver<String>,
+) {
+    let mut child = Command::new("git")
+        .current_dir(&stack.work)
+        .args(["push", "prod", "main"])
+        .env("DEPLOY_USER", user)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let handle = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            all.push_str(&line);
+            all.push('\n');
+            let _ = tx.send(line);
+        }
+        let _ = child.wait();
+        all
+    });
+    (handle, rx)
+}
+
+/// Waits (two minutes at most) for a line containing `marker`.
+fn wait_for_line(lines: &std::sync::mpsc::Receiver<String>, marker: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut seen = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains(marker) => return,
+            Ok(line) => seen.push(line),
+            Err(_) => break,
+        }
+    }
+    panic!("`{marker}` never appeared: {seen:#?}");
+}
+
+/// Starts `deploy --revision <sha>` and SIGKILLs it once its output shows `marker` and then
+/// `ready()` holds (checked every 100 ms, for a minute at most).
+fn kill_deploy_at(stack: &Stack, sha: &str, marker: &str, ready: impl Fn() -> bool) {
     let mut child = Command::new(DEPLOY)
         .args(["--revision", sha, "--root"])
         .arg(&stack.root)
@@ -363,7 +410,14 @@ fn kill_deploy_at(stack: &Stack, sha: &str, marker: &str, after: Duration) {
         let line = line.unwrap();
         seen.push(line.clone());
         if line.contains(marker) {
-            std::thread::sleep(after);
+            let until = Instant::now() + Duration::from_secs(60);
+            while !ready() {
+                assert!(
+                    Instant::now() < until,
+                    "after `{marker}`, the moment to kill never came"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
             child.kill().unwrap(); // SIGKILL
             child.wait().unwrap();
             return;
@@ -395,7 +449,7 @@ fn issue3_sigkill_at_any_step_needs_no_manual_unlock() {
         &stack.work,
         &["push", "-q", "prod", "HEAD:refs/heads/staging"],
     );
-    kill_deploy_at(&stack, &sha2, "Step 1/", Duration::ZERO);
+    kill_deploy_at(&stack, &sha2, "Step 1/", || true);
     let out = stack.deploy(&["--revision", &sha2]);
     assert!(
         out.status.success(),
@@ -405,9 +459,8 @@ fn issue3_sigkill_at_any_step_needs_no_manual_unlock() {
     assert!(text(&out).contains("marked abandoned"), "{}", text(&out));
     assert!(stack.visits("v2") > rows);
 
-    // Killed while swapping containers: v3's app takes 6 s to listen, so 2.5 s after the old
-    // container starts stopping (its grace period is 1 s) it is stopped and parked, and the
-    // new one runs but is not ready yet.
+    // Killed while swapping containers: the old container stopped, the new one running but
+    // not ready yet (v3's app takes 6 s to listen).
     stack.write("VERSION", "v3\n");
     let compose = stack.compose().replace(
         "    stop_grace_period: 1s\n",
@@ -420,7 +473,19 @@ fn issue3_sigkill_at_any_step_needs_no_manual_unlock() {
         &stack.work,
         &["push", "-q", "prod", "HEAD:refs/heads/staging"],
     );
-    kill_deploy_at(&stack, &sha3, "stopping `", Duration::from_millis(2500));
+    let (old, new) = (
+        format!("/{}-server-{}", stack.project, &sha2[..12]),
+        format!("/{}-server-{}", stack.project, &sha3[..12]),
+    );
+    kill_deploy_at(&stack, &sha3, "stopping `", || {
+        let all = containers(&stack.project);
+        let running = |name: &str| {
+            all.iter()
+                .find(|c| c.names.iter().flatten().any(|n| n == name))
+                .map(|c| c.state == Some(bollard::models::ContainerSummaryStateEnum::RUNNING))
+        };
+        running(&old) == Some(false) && running(&new) == Some(true)
+    });
     let push = stack.push("alice");
     assert!(
         push.output.contains("deployed"),
