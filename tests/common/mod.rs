@@ -313,10 +313,13 @@ pub fn cleanup_labelled(key: &str, project: &str) {
     let _ = handle.join();
 }
 
+/// Removes an image but not its untagged parents: those are the build cache the tests share
+/// (the same Dockerfile steps), and pruning them under another test's build failed it with
+/// "unknown parent image ID".
 async fn force_remove_image(docker: &Docker, id: &str) {
     let options = bollard::query_parameters::RemoveImageOptions {
         force: true,
-        noprune: false,
+        noprune: true,
         ..Default::default()
     };
     let _ = docker.remove_image(id, Some(options), None).await;
