@@ -25,7 +25,7 @@ def run(*args, cwd=None, check=True, env=None):
 
 
 def measure(deploy: Path, base: Path, size_mb: int, packed: bool, limit: str | None) -> tuple[int, str]:
-    """(peak RSS in KiB, the last line deploy printed) for one checkout."""
+    """(peak RSS in KiB, what deploy printed) for one checkout."""
     root = base / f"root-{size_mb}-{packed}-{limit}"
     work = base / f"work-{size_mb}-{packed}-{limit}"
     run(str(deploy), "init", str(root))
@@ -46,8 +46,7 @@ def measure(deploy: Path, base: Path, size_mb: int, packed: bool, limit: str | N
     out = run("/usr/bin/time", "-v", str(deploy), "--root", str(root), check=False,
               env={**os.environ, "DEPLOY_USER": "bench"})
     rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", out.stderr).group(1))
-    last = [l for l in out.stderr.splitlines() if l.startswith("deploy:")]
-    return rss, (last[-1] if last else "")
+    return rss, out.stderr
 
 
 def main() -> None:
@@ -61,9 +60,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="deploy-packed-") as base:
         for size in [int(s) for s in args.sizes.split(",")]:
             for packed, limit in [(False, None), (True, None), (True, f"{size // 2}MiB")]:
-                rss, last = measure(deploy, Path(base), size, packed, limit)
-                outcome = "refused before reading" if "blob_size_limit" in last else "checked out"
-                print(f"| {size} MiB | {'packed' if packed else 'loose'} | {limit or 'default (1 GiB)'} "
+                rss, printed = measure(deploy, Path(base), size, packed, limit)
+                outcome = "refused before reading" if "blob_size_limit" in printed else "checked out"
+                print(f"| {size} MiB | {'packed' if packed else 'loose'} | {limit or 'default (512 MiB)'} "
                       f"| {rss / 1024:.0f} MiB | {outcome} |")
 
 

@@ -46,7 +46,8 @@ pub(crate) struct Settings {
     /// The largest env, config or secret file a compose file may name.
     #[serde(deserialize_with = "de_bytes")]
     pub(crate) file_size_limit: u64,
-    /// The largest file a pushed revision may track: a packed one is inflated whole.
+    /// The largest file a pushed revision may track. One that arrives packed is read whole,
+    /// and the checkout then holds about twice its size (BENCHMARKS.md).
     #[serde(deserialize_with = "de_bytes")]
     pub(crate) blob_size_limit: u64,
     /// The most output (build steps, container logs) one deploy writes to its build log and
@@ -72,7 +73,7 @@ impl Default for Settings {
             min_free_space: 2 << 30,
             interpolate_env: Vec::new(),
             file_size_limit: 1 << 20,
-            blob_size_limit: 1 << 30,
+            blob_size_limit: 512 << 20,
             build_log_limit: 50 << 20,
             allow: Allowances::default(),
         }
