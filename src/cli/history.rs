@@ -14,6 +14,7 @@ pub(crate) struct Args {
 }
 
 pub(crate) async fn run(root: Root, args: Args) -> anyhow::Result<u8> {
+    super::settle(&root).await;
     let ledger = Ledger::open(&root.ledger_file()).await?;
     let rows = ledger.history(args.limit).await?;
     if args.json {

@@ -136,6 +136,26 @@ async fn run_deploy(
     }
 }
 
+/// Settles a deploy that a dead process left half-done, when no deploy runs now: what
+/// `status` and `history` show is then what runs, not what was under way when it died. A
+/// failure is a warning: the command still shows what it can.
+async fn settle(root: &Root) {
+    let settled = async {
+        let lock = crate::pipeline::lock::try_acquire(&root.lock_file(), "deploy status")?;
+        let Some(_lock) = lock else {
+            return anyhow::Ok(());
+        };
+        let settings = crate::settings::Settings::load(root)?;
+        let project = settings.project(root)?;
+        let reporter = crate::report::Reporter::new().with_terminal();
+        let traffic = crate::pipeline::traffic::Traffic::Direct;
+        crate::pipeline::reconcile::run(root, &settings, &project, traffic, &reporter).await
+    };
+    if let Err(e) = settled.await {
+        eprintln!("deploy: warning: could not settle an interrupted deploy: {e:#}");
+    }
+}
+
 /// Prints the error chain once, prefixed like every message of ours.
 fn fail(e: &anyhow::Error) -> ExitCode {
     eprintln!("deploy: {e:#}");

@@ -22,6 +22,7 @@ struct Status {
 }
 
 pub(crate) async fn run(root: Root, args: Args) -> anyhow::Result<u8> {
+    super::settle(&root).await;
     let settings = Settings::load(&root)?;
     let project = settings.project(&root)?;
     let ledger = Ledger::open(&root.ledger_file()).await?;

@@ -730,7 +730,7 @@ pub(crate) async fn stop(
     }
 }
 
-async fn rename(docker: &Docker, id: &str, to: &str) -> Result<(), DockerError> {
+pub(crate) async fn rename(docker: &Docker, id: &str, to: &str) -> Result<(), DockerError> {
     docker
         .rename_container(
             id,

@@ -192,6 +192,25 @@ pub(crate) async fn wait(
     }
 }
 
+/// Whether a container that is already there proves ready within `within`, as a deploy's
+/// health gate would judge it: a one-shot job counts when it has exited 0.
+pub(crate) async fn proves_ready(
+    docker: &Docker,
+    id: &str,
+    http_path: Option<&str>,
+    within: Duration,
+) -> bool {
+    let Ok(inspect) = docker.inspect_container(id, None).await else {
+        return false;
+    };
+    let state = inspect.state.clone().unwrap_or_default();
+    if state.status == Some(ContainerStateStatusEnum::EXITED) && state.exit_code == Some(0) {
+        return true;
+    }
+    let want = readiness(&inspect, http_path);
+    wait(docker, id, &want, within).await.is_ok()
+}
+
 /// Runs the container's own healthcheck once, now: `None` when it has none. For
 /// `deploy status`, while Docker's first check is still to come.
 pub(crate) async fn check_now(docker: &Docker, inspect: &ContainerInspectResponse) -> Option<bool> {

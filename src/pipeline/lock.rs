@@ -22,16 +22,7 @@ pub(crate) async fn acquire(
     holder: &str,
     reporter: &Reporter,
 ) -> anyhow::Result<Lock> {
-    // Never through a symlink: one planted under this name would have us lock, and write
-    // the holder's line into, whatever it points at.
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(path)
-        .with_context(|| format!("failed to open the lock file `{}`", path.display()))?;
+    let mut file = open(path)?;
     match file.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
@@ -53,12 +44,44 @@ pub(crate) async fn acquire(
             return Err(e).with_context(|| format!("failed to lock `{}`", path.display()));
         }
     }
-    // Tell the next waiter who holds it; a stale text after a crash is harmless because
-    // only the kernel's lock counts.
-    file.set_len(0).ok();
-    file.rewind().ok();
-    let _ = writeln!(file, "{holder}");
-    Ok(Lock { file })
+    Ok(Lock::held(file, holder))
+}
+
+/// Never through a symlink: one planted under this name would have us lock, and write the
+/// holder's line into, whatever it points at.
+fn open(path: &Path) -> anyhow::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)
+        .with_context(|| format!("failed to open the lock file `{}`", path.display()))
+}
+
+impl Lock {
+    /// Tells the next waiter who holds it; a stale text after a crash is harmless because
+    /// only the kernel's lock counts.
+    fn held(mut file: File, holder: &str) -> Self {
+        file.set_len(0).ok();
+        file.rewind().ok();
+        let _ = writeln!(file, "{holder}");
+        Lock { file }
+    }
+}
+
+/// Takes the lock if nobody holds it: `None` when a deploy runs. For commands that only need
+/// the lock to settle what a dead deploy left (`deploy status`, the daemon's start).
+pub(crate) fn try_acquire(path: &Path, holder: &str) -> anyhow::Result<Option<Lock>> {
+    let file = open(path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(Lock::held(file, holder))),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("failed to lock `{}`", path.display()))
+        }
+    }
 }
 
 impl Drop for Lock {

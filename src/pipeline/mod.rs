@@ -6,6 +6,7 @@ mod confine;
 mod load;
 pub(crate) mod lock;
 pub(crate) mod preflight;
+pub(crate) mod reconcile;
 pub(crate) mod record;
 mod retention;
 mod stages;
@@ -58,6 +59,7 @@ pub(crate) async fn deploy(
     // Resolve before taking the lock: an unknown revision changes nothing.
     let revision = resolve(root, &request, &settings.branch).await?;
     let _lock = lock::acquire(&root.lock_file(), &holder(&request, &revision), reporter).await?;
+    reconcile::run(root, &settings, &project, traffic, reporter).await?;
     let record = record::open(root, &request, revision, &settings.branch, reporter).await?;
     let outcome = async {
         record.describe(root, &project, &request, reporter).await?;

@@ -1,6 +1,6 @@
-//! The ledger's side of a deploy, in one place: the row opened once the lock is held (with
-//! rows of dead deploys closed and an overtaken push recorded as superseded), and closed
-//! with the outcome, whichever stage failed. The daemon's queue records the pushes it
+//! The ledger's side of a deploy, in one place: the row opened once the lock is held (an
+//! overtaken push recorded as superseded), and closed with the outcome, whichever stage
+//! failed. The daemon's queue records the pushes it
 //! replaces through the same `superseded`.
 
 use std::path::PathBuf;
@@ -27,9 +27,9 @@ pub(crate) struct Record {
     pub(crate) live: Option<Revision>,
 }
 
-/// Opens the row for `revision` (the lock is held). Rows left `running` by a dead process
-/// are closed as abandoned; a push overtaken by a newer one of its branch while it waited
-/// deploys the branch's tip, and its own revision is recorded as superseded by this row.
+/// Opens the row for `revision` (the lock is held, and `reconcile` has settled what a dead
+/// process left). A push overtaken by a newer one of its branch while it waited deploys the
+/// branch's tip, and its own revision is recorded as superseded by this row.
 pub(crate) async fn open(
     root: &Root,
     request: &Request,
@@ -38,7 +38,6 @@ pub(crate) async fn open(
     reporter: &Reporter,
 ) -> anyhow::Result<Record> {
     let ledger = Ledger::open(&root.ledger_file()).await?;
-    abandon_dead_rows(&ledger, reporter).await?;
     let mut overtaken = None;
     if let Target::Pushed { .. } = &request.target {
         let (repo, branch) = (root.repo(), branch.to_owned());
@@ -72,24 +71,6 @@ pub(crate) async fn open(
         started,
         live,
     })
-}
-
-/// Whoever wrote a `running` row is gone: the caller holds the lock.
-async fn abandon_dead_rows(ledger: &Ledger, reporter: &Reporter) -> anyhow::Result<()> {
-    for row in ledger.running().await? {
-        ledger
-            .mark(
-                row.id,
-                Status::Abandoned,
-                Some("the deploying process died"),
-            )
-            .await?;
-        reporter.warn(format!(
-            "deploy {} of {} was interrupted; marked abandoned",
-            row.id, row.revision
-        ));
-    }
-    Ok(())
 }
 
 fn new_row(request: &Request, revision: &Revision, log_path: PathBuf) -> NewDeployment {

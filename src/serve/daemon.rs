@@ -41,12 +41,27 @@ pub(crate) async fn run(root: Root) -> anyhow::Result<()> {
     let docker = docker::connect().await?;
     let listener = bind_socket(&root)?;
 
+    let proxy = Proxy::new(proxy_config);
+    proxy.hand_over(super::activation::take());
     let switch = Arc::new(ProxySwitch {
-        proxy: Proxy::new(proxy_config),
+        proxy,
         listening: Mutex::new(BTreeSet::new()),
         drain_timeout: settings.drain_timeout,
     });
-    restore(&docker, &project, &switch).await?;
+    // Traffic first goes where the ledger says the live revision runs; then a deploy this
+    // daemon ran when it was killed is settled (finished, with traffic switched to it, or put
+    // back). A deploy another process runs now is its own to finish.
+    let live = Ledger::open(&root.ledger_file())
+        .await?
+        .last_succeeded()
+        .await?
+        .map(|d| d.revision.to_string());
+    restore(&docker, &project, live.as_deref(), &switch).await?;
+    if let Some(_lock) = pipeline::lock::try_acquire(&root.lock_file(), "deploy serve, starting")? {
+        let reporter = Reporter::new().with_tracing();
+        let traffic = Traffic::Proxied(switch.as_ref());
+        pipeline::reconcile::run(&root, &settings, &project, traffic, &reporter).await?;
+    }
 
     let daemon = Arc::new(Daemon {
         root: root.clone(),
@@ -153,16 +168,22 @@ fn bind_socket(root: &Root) -> anyhow::Result<UnixListener> {
 async fn restore(
     docker: &Docker,
     project: &ProjectName,
+    live: Option<&str>,
     switch: &ProxySwitch,
 ) -> anyhow::Result<()> {
+    let mut containers: Vec<_> = docker::observe::containers(docker, project)
+        .await?
+        .into_iter()
+        .filter(|c| c.running && !c.name.ends_with(crate::plan::names::PARKED_SUFFIX))
+        .collect();
+    // When a killed deploy left two containers for one port, the live revision's wins (the
+    // settling that follows moves traffic if the other goes live); then Docker's order,
+    // newest first. The sort is stable.
+    containers.sort_by_key(|c| c.revision.as_deref() != live);
     let mut routes = Vec::new();
-    for c in docker::observe::containers(docker, project).await? {
-        if c.running && !c.name.ends_with(crate::plan::names::PARKED_SUFFIX) {
-            routes.extend(docker::routes::of_container(docker, &c.id).await?);
-        }
+    for c in containers {
+        routes.extend(docker::routes::of_container(docker, &c.id).await?);
     }
-    // Docker lists newest first; when a killed deploy left two containers for one port,
-    // the newest (the one the last deploy switched to, or was about to) wins.
     let mut seen = BTreeSet::new();
     routes.retain(|r| seen.insert(r.listen));
     if routes.is_empty() {

@@ -56,7 +56,7 @@ mod tcp;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -236,6 +236,8 @@ struct Registry {
     /// left, and a switch back reuses it.
     backends: HashMap<SocketAddr, Arc<Backend>>,
     accept_loops: Vec<JoinHandle<()>>,
+    /// Listening sockets handed over at start, not listened on yet.
+    handed_over: BTreeMap<SocketAddr, std::net::TcpListener>,
 }
 
 /// One host port (all its listeners, IPv4 and IPv6 alike) and the backend it routes to.
@@ -358,7 +360,11 @@ impl Proxy {
         if *self.shared.phase.borrow() != Phase::Running {
             return Err(ProxyError::ShutDown { addr });
         }
-        let listener = listener::bind(addr).map_err(|error| ProxyError::Listen { addr, error })?;
+        let listener = match self.handed_over(addr) {
+            Some(listener) => listener,
+            None => listener::bind(addr),
+        }
+        .map_err(|error| ProxyError::Listen { addr, error })?;
         let local = listener
             .local_addr()
             .map_err(|error| ProxyError::Listen { addr, error })?;
@@ -377,6 +383,21 @@ impl Proxy {
         registry.accept_loops.push(task);
         tracing::info!(addr = %local, "proxy listening");
         Ok(local)
+    }
+
+    /// Gives the proxy listening sockets handed over at start (`serve/activation.rs`): a
+    /// `listen` on one of their addresses uses it instead of binding.
+    pub(crate) fn hand_over(&self, listeners: BTreeMap<SocketAddr, std::net::TcpListener>) {
+        self.shared.registry().handed_over.extend(listeners);
+    }
+
+    fn handed_over(&self, addr: SocketAddr) -> Option<std::io::Result<tokio::net::TcpListener>> {
+        let listener = self.shared.registry().handed_over.remove(&addr)?;
+        Some(
+            listener
+                .set_nonblocking(true)
+                .and_then(|()| tokio::net::TcpListener::from_std(listener)),
+        )
     }
 
     /// Routes every new request and connection on `port` to `addr`, atomically; returns the
