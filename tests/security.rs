@@ -19,7 +19,6 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::ContainerInspectResponse;
 use common::*;
 use futures_util::StreamExt;
@@ -209,38 +208,6 @@ fn env_of(c: &ContainerInspectResponse) -> Vec<String> {
 
 fn name_of(c: &ContainerInspectResponse) -> String {
     c.name.clone().unwrap_or_default()
-}
-
-/// Runs `cmd` in a running container: its exit code and its output.
-fn exec(id: &str, cmd: &[&str]) -> (i64, String) {
-    let id = id.to_owned();
-    let cmd: Vec<String> = cmd.iter().map(|s| (*s).to_owned()).collect();
-    block(async move {
-        let docker = docker().await;
-        let options = CreateExecOptions {
-            cmd: Some(cmd),
-            attach_stdout: Some(true),
-            attach_stderr: Some(true),
-            ..Default::default()
-        };
-        let exec = docker.create_exec(&id, options).await.unwrap();
-        let mut output = String::new();
-        if let StartExecResults::Attached {
-            output: mut stream, ..
-        } = docker.start_exec(&exec.id, None).await.unwrap()
-        {
-            while let Some(Ok(chunk)) = stream.next().await {
-                output.push_str(&chunk.to_string());
-            }
-        }
-        let code = docker
-            .inspect_exec(&exec.id)
-            .await
-            .unwrap()
-            .exit_code
-            .unwrap_or(-1);
-        (code, output)
-    })
 }
 
 /// Whether the container is running (so that `exec` can reach it).

@@ -37,6 +37,12 @@ impl Daemon {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+        let version = deploy_version();
+        assert!(
+            serve_log(stack).contains(&version),
+            "the daemon logs its version ({version}) at start: {}",
+            serve_log(stack)
+        );
         daemon
     }
 

@@ -54,6 +54,7 @@ fn issue15_status_after_a_deploy_tells_what_runs() {
     // Docker's first healthcheck is five minutes away, but the deploy proved both healthy:
     // status runs the healthcheck itself rather than say `starting`.
     let first = status(&stack);
+    assert_eq!(first["version"], deploy_version().as_str(), "{first:#}");
     for service in ["web", "db"] {
         let c = container(&first, service);
         assert_eq!(c["health"], "healthy", "{first:#}");

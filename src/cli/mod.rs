@@ -1,5 +1,6 @@
 //! Command-line interface: clap structs, one file per subcommand, and exit codes.
 
+mod completions;
 mod config;
 mod deploy;
 mod down;
@@ -29,10 +30,14 @@ pub(crate) mod exit {
     pub(crate) const USAGE: u8 = 2;
 }
 
+/// The version and the commit it was built from: `0.1.0 (1a2b3c4d5e6f)`.
+pub(crate) const VERSION: &str =
+    concat!(env!("CARGO_PKG_VERSION"), " (", env!("DEPLOY_COMMIT"), ")");
+
 #[derive(Debug, Parser)]
 #[command(
     name = "deploy",
-    version,
+    version = VERSION,
     about = "git push deploys your app and its PostgreSQL stack on this Docker host",
     args_conflicts_with_subcommands = true
 )]
@@ -71,6 +76,11 @@ enum Command {
     Config(config::Args),
     /// Run the daemon: zero-downtime proxy, deploys that outlive the push, autoheal.
     Serve(serve::Args),
+    /// Print the completion script for a shell (bash, zsh, fish, elvish, powershell).
+    Completions(completions::Args),
+    /// Write the man pages (roff) into DIR, as the Debian package installs them.
+    #[command(hide = true)]
+    Man { dir: PathBuf },
 }
 
 pub(crate) fn main() -> ExitCode {
@@ -109,6 +119,8 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Some(Command::Down(args)) => down::run(Root::discover(cli.root)?, args).await,
         Some(Command::Config(args)) => config::run(Root::discover(cli.root)?, args).await,
         Some(Command::Serve(args)) => serve::run(Root::discover(cli.root)?, args).await,
+        Some(Command::Completions(args)) => completions::run(args),
+        Some(Command::Man { dir }) => completions::man(&dir),
         None => deploy::run(Root::discover(cli.root)?, cli.deploy).await,
     }
 }

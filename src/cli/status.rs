@@ -16,6 +16,8 @@ pub(crate) struct Args {
 
 #[derive(Serialize)]
 struct Status {
+    /// `deploy`'s own version and commit.
+    version: &'static str,
     project: String,
     live: Option<Deployment>,
     containers: Vec<docker::status::ContainerStatus>,
@@ -30,6 +32,7 @@ pub(crate) async fn run(root: Root, args: Args) -> anyhow::Result<u8> {
     let docker = docker::connect().await?;
     let containers = docker::status::containers(&docker, &project).await?;
     let status = Status {
+        version: super::VERSION,
         project: project.to_string(),
         live,
         containers,

@@ -94,7 +94,7 @@ pub(crate) async fn run(root: Root) -> anyhow::Result<()> {
             })
             .context("failed to start the deploy worker")?
     };
-    tracing::info!(root = %root.path().display(), %project, "deploy serve is ready");
+    tracing::info!(root = %root.path().display(), %project, version = crate::cli::VERSION, "deploy serve is ready");
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("failed to listen for SIGTERM")?;

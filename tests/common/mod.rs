@@ -408,6 +408,50 @@ pub fn block<F: std::future::Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
+/// Runs `cmd` in a running container: its exit code and its output.
+pub fn exec(id: &str, cmd: &[&str]) -> (i64, String) {
+    let id = id.to_owned();
+    let cmd: Vec<String> = cmd.iter().map(|s| (*s).to_owned()).collect();
+    block(async move {
+        let docker = docker().await;
+        let options = bollard::exec::CreateExecOptions {
+            cmd: Some(cmd),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            ..Default::default()
+        };
+        let exec = docker.create_exec(&id, options).await.unwrap();
+        let mut output = String::new();
+        if let bollard::exec::StartExecResults::Attached {
+            output: mut stream, ..
+        } = docker.start_exec(&exec.id, None).await.unwrap()
+        {
+            while let Some(Ok(chunk)) = futures_util::StreamExt::next(&mut stream).await {
+                output.push_str(&chunk.to_string());
+            }
+        }
+        let code = docker
+            .inspect_exec(&exec.id)
+            .await
+            .unwrap()
+            .exit_code
+            .unwrap_or(-1);
+        (code, output)
+    })
+}
+
+/// What `deploy --version` names after `deploy `: the version and the commit.
+pub fn deploy_version() -> String {
+    let out = run(Command::new(DEPLOY).arg("--version"));
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let version = printed.trim().strip_prefix("deploy ").unwrap_or_default();
+    assert!(
+        version.contains(" (") && !version.contains("unknown commit"),
+        "deploy --version names the version and the commit it was built from: {printed}"
+    );
+    version.to_owned()
+}
+
 /// The id of an image, or None if there is no such tag.
 pub fn image_id(tag: &str) -> Option<String> {
     block(async {
