@@ -103,12 +103,17 @@ impl Root {
             self.socket(),
             self.path.join("serve.log"),
             self.path.join("envs"),
-            self.path.join("backups"),
+            self.backups(),
         ];
         for suffix in ["", "-wal", "-shm", "-journal"] {
             own.push(self.path.join(format!("deploy.db{suffix}")));
         }
         own
+    }
+
+    /// Database dumps, named like build logs: `<date> <time> <sha> <service>.dump`.
+    pub(crate) fn backups(&self) -> PathBuf {
+        self.path.join("backups")
     }
 
     pub(crate) fn settings_file(&self) -> PathBuf {

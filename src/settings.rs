@@ -54,8 +54,30 @@ pub(crate) struct Settings {
     /// the pusher's terminal; the rest is cut, and the log says where.
     #[serde(deserialize_with = "de_bytes")]
     pub(crate) build_log_limit: u64,
+    /// How long the release command (`x-deploy.release`) may run.
+    #[serde(deserialize_with = "de_duration")]
+    pub(crate) release_timeout: Duration,
+    /// When databases are dumped before a deploy.
+    pub(crate) backups: Backups,
+    /// How many dumps each database service keeps (the newest always stays).
+    pub(crate) backup_retention: usize,
+    /// `deploy serve` dumps every database this often (`daily`, `6h`, …).
+    #[serde(deserialize_with = "de_schedule")]
+    pub(crate) backup_schedule: Option<Duration>,
     /// Exceptions to the security policy for the pushed compose file.
     pub(crate) allow: Allowances,
+}
+
+/// `backups:` in deploy.yml.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Backups {
+    /// Before a deploy that runs the release command.
+    #[default]
+    Release,
+    /// Before every deploy that starts or replaces a container.
+    Always,
+    Never,
 }
 
 impl Default for Settings {
@@ -75,6 +97,10 @@ impl Default for Settings {
             file_size_limit: 1 << 20,
             blob_size_limit: 512 << 20,
             build_log_limit: 50 << 20,
+            release_timeout: Duration::from_secs(30 * 60),
+            backups: Backups::Release,
+            backup_retention: 10,
+            backup_schedule: None,
             allow: Allowances::default(),
         }
     }
@@ -166,6 +192,23 @@ fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     duration::parse(&raw.0).map_err(serde::de::Error::custom)
 }
 
+/// `hourly`, `daily`, `weekly`, or a duration (`6h`).
+fn de_schedule<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let raw = StringOrNumber::deserialize(d)?;
+    let every = match raw.0.as_str() {
+        "hourly" => Duration::from_secs(3600),
+        "daily" => Duration::from_secs(24 * 3600),
+        "weekly" => Duration::from_secs(7 * 24 * 3600),
+        other => duration::parse(other).map_err(serde::de::Error::custom)?,
+    };
+    if every < Duration::from_secs(60) {
+        return Err(serde::de::Error::custom(
+            "a backup schedule shorter than a minute would dump without pause",
+        ));
+    }
+    Ok(Some(every))
+}
+
 fn de_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     let raw = StringOrNumber::deserialize(d)?;
     bytes::parse(&raw.0).map_err(serde::de::Error::custom)
@@ -217,6 +260,32 @@ mod tests {
         assert_eq!(s.health_timeout, Duration::from_secs(60));
         assert_eq!(s.min_free_space, 10 << 30);
         assert!(s.allow.privileged);
+    }
+
+    #[test]
+    fn backup_settings() {
+        let s = parse("backups: always\nbackup_schedule: daily\nrelease_timeout: 5m\n").unwrap();
+        assert_eq!(s.backups, Backups::Always);
+        assert_eq!(s.backup_schedule, Some(Duration::from_secs(86400)));
+        assert_eq!(s.release_timeout, Duration::from_secs(300));
+        assert_eq!(
+            parse("backup_schedule: 6h\n").unwrap().backup_schedule,
+            Some(Duration::from_secs(6 * 3600))
+        );
+        let defaults = parse("").unwrap();
+        assert_eq!(defaults.backups, Backups::Release);
+        assert_eq!(defaults.backup_retention, 10);
+        assert_eq!(defaults.backup_schedule, None);
+        let err = parse("backups: sometimes\n").unwrap_err().to_string();
+        assert!(
+            err.contains("backups: unknown variant `sometimes`"),
+            "{err}"
+        );
+        let err = parse("backup_schedule: 1s\n").unwrap_err().to_string();
+        assert!(
+            err.contains("backup_schedule: a backup schedule shorter"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -11,6 +11,17 @@ pub(crate) struct Args {
     /// of the deploy branch. An image built earlier for it is reused without a build.
     #[arg(long, short = 'r', value_name = "REV")]
     revision: Option<String>,
+    /// With --revision: also put the databases back as they were before the release that
+    /// followed REV (the dumps taken then), so code and data both return to REV's.
+    #[arg(long, requires = "revision")]
+    restore_db: bool,
+}
+
+impl Args {
+    /// Whether any of these flags was given.
+    pub(crate) fn given(&self) -> bool {
+        self.revision.is_some() || self.restore_db
+    }
 }
 
 pub(crate) async fn run(root: Root, args: Args) -> anyhow::Result<u8> {
@@ -20,11 +31,16 @@ pub(crate) async fn run(root: Root, args: Args) -> anyhow::Result<u8> {
     } else {
         Trigger::Manual
     };
+    let restore = match (&args.revision, args.restore_db) {
+        (Some(rev), true) => super::restore::for_revision(&root, rev).await?,
+        _ => Default::default(),
+    };
     let pusher = super::pusher(&root);
     let request = Request {
         target: Target::Expression(args.revision),
         user: pusher.name,
         uid: pusher.uid,
+        restore,
         trigger,
     };
     super::run_deploy(&root, request, &reporter).await?;

@@ -40,6 +40,7 @@ pub(crate) async fn run(root: Root, _args: Args) -> anyhow::Result<u8> {
         target: Target::Pushed { revision, refname },
         user: pusher.name,
         uid: pusher.uid,
+        restore: Default::default(),
         trigger: Trigger::Push,
     };
     super::run_deploy(&root, request, &reporter).await?;

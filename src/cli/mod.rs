@@ -1,5 +1,6 @@
 //! Command-line interface: clap structs, one file per subcommand, and exit codes.
 
+mod backups;
 mod completions;
 mod config;
 mod deploy;
@@ -8,6 +9,7 @@ mod history;
 mod hook;
 mod init;
 mod logs;
+mod restore;
 mod serve;
 mod status;
 
@@ -38,8 +40,7 @@ pub(crate) const VERSION: &str =
 #[command(
     name = "deploy",
     version = VERSION,
-    about = "git push deploys your app and its PostgreSQL stack on this Docker host",
-    args_conflicts_with_subcommands = true
+    about = "git push deploys your app and its PostgreSQL stack on this Docker host"
 )]
 pub(crate) struct Cli {
     /// The deploy root (holds code.git, code/, build-logs/, db-data/). Found from the hook's
@@ -76,6 +77,16 @@ enum Command {
     Config(config::Args),
     /// Run the daemon: zero-downtime proxy, deploys that outlive the push, autoheal.
     Serve(serve::Args),
+    /// List the database dumps in ROOT/backups, newest first.
+    Backups(backups::ListArgs),
+    /// Dump the live stack's PostgreSQL databases now (under the lock), into ROOT/backups.
+    Backup(backups::TakeArgs),
+    /// Restore database dumps under the code that runs; the app is stopped meanwhile.
+    ///
+    /// Each database is restored with `pg_restore --clean --if-exists --single-transaction`
+    /// inside its own container, so a restore that fails leaves it as it was. The app's
+    /// containers are stopped while it runs and started again after.
+    RestoreDb(restore::Args),
     /// Print the completion script for a shell (bash, zsh, fish, elvish, powershell).
     Completions(completions::Args),
     /// Write the man pages (roff) into DIR, as the Debian package installs them.
@@ -110,6 +121,13 @@ pub(crate) fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<u8> {
+    // `--root` may come before a subcommand; the deploy's own flags may not.
+    if cli.command.is_some() && cli.deploy.given() {
+        eprintln!(
+            "deploy: --revision and --restore-db go with `deploy` alone, not with a subcommand"
+        );
+        return Ok(exit::USAGE);
+    }
     match cli.command {
         Some(Command::Init(args)) => init::run(args).await,
         Some(Command::Hook(args)) => hook::run(Root::discover(cli.root)?, args).await,
@@ -119,6 +137,9 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Some(Command::Down(args)) => down::run(Root::discover(cli.root)?, args).await,
         Some(Command::Config(args)) => config::run(Root::discover(cli.root)?, args).await,
         Some(Command::Serve(args)) => serve::run(Root::discover(cli.root)?, args).await,
+        Some(Command::Backups(args)) => backups::list(Root::discover(cli.root)?, args).await,
+        Some(Command::Backup(args)) => backups::take(Root::discover(cli.root)?, args).await,
+        Some(Command::RestoreDb(args)) => restore::run(Root::discover(cli.root)?, args).await,
         Some(Command::Completions(args)) => completions::run(args),
         Some(Command::Man { dir }) => completions::man(&dir),
         None => deploy::run(Root::discover(cli.root)?, cli.deploy).await,

@@ -10,7 +10,7 @@ use super::spec::{
     Build, Condition, Config, ConfigMount, Dependency, EnvFile, HealthTest, Healthcheck, Mount,
     Network, Port, Restart, Secret, SecretMount, Service, ServiceNetwork, Spec, Volume,
 };
-use super::{ComposeError, LoadOptions, duration, ports};
+use super::{ComposeError, LoadOptions, duration, ports, spec};
 use crate::ids::{ProjectName, ServiceName};
 
 /// The validated spec and the project name the file asks for, if any.
@@ -75,6 +75,9 @@ pub(crate) fn spec(
         services.insert(name, ctx.service(&at, raw_service, taken)?);
     }
     spec.services = services;
+    if let Some(x) = raw.x_deploy {
+        x_deploy(&mut spec, x, &names)?;
+    }
     check_cycles(&spec)?;
     check_container_names(&spec)?;
     let uses_default = spec
@@ -639,6 +642,49 @@ fn labels(raw: &raw::ListOrMap) -> BTreeMap<String, String> {
         .into_iter()
         .map(|(k, v)| (k, v.unwrap_or_default()))
         .collect()
+}
+
+/// `x-deploy`: the release command and the databases, each naming an enabled service.
+fn x_deploy(
+    spec: &mut Spec,
+    x: raw::XDeploy,
+    names: &BTreeMap<ServiceName, (bool, Vec<String>)>,
+) -> Result<(), ComposeError> {
+    let service = |at: &str, name: &str| -> Result<ServiceName, ComposeError> {
+        let parsed = ServiceName::parse(name).map_err(|e| ComposeError::at(at, e.to_string()))?;
+        match names.get(&parsed) {
+            Some((true, _)) => Ok(parsed),
+            Some((false, profiles)) => Err(ComposeError::at(
+                at,
+                format!("service `{name}` is in profiles {profiles:?}, none of them enabled"),
+            )),
+            None => Err(ComposeError::at(
+                at,
+                format!("there is no service `{name}` in the compose file"),
+            )),
+        }
+    };
+    if let Some(release) = x.release {
+        let command = command(release.command)
+            .map_err(|m| ComposeError::at("x-deploy.release.command", m))?;
+        if command.is_empty() {
+            return Err(ComposeError::at(
+                "x-deploy.release.command",
+                "the release command is empty",
+            ));
+        }
+        spec.release = Some(spec::Release {
+            service: service("x-deploy.release.service", &release.service)?,
+            command,
+        });
+    }
+    for (i, name) in x.databases.iter().enumerate() {
+        let name = service(&format!("x-deploy.databases[{i}]"), name)?;
+        if !spec.databases.contains(&name) {
+            spec.databases.push(name);
+        }
+    }
+    Ok(())
 }
 
 fn command(raw: StringOrList<Scalar>) -> Result<Vec<String>, String> {

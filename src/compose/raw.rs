@@ -36,6 +36,27 @@ pub(crate) struct Compose {
     pub(crate) secrets: Option<BTreeMap<String, Option<Secret>>>,
     #[serde(default)]
     pub(crate) configs: Option<BTreeMap<String, Option<Config>>>,
+    /// What `deploy` does besides running the services; every other `x-` key is dropped
+    /// before typing.
+    #[serde(default, rename = "x-deploy")]
+    pub(crate) x_deploy: Option<XDeploy>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct XDeploy {
+    pub(crate) release: Option<Release>,
+    #[serde(default)]
+    pub(crate) databases: Vec<String>,
+}
+
+/// `x-deploy.release`: the command run once per deploy in a one-off container of the new
+/// image of `service`, before anything is switched.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Release {
+    pub(crate) service: String,
+    pub(crate) command: StringOrList<Scalar>,
 }
 
 #[derive(Debug, Default, Deserialize)]

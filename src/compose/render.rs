@@ -10,9 +10,10 @@ use serde_yaml::Value;
 
 use super::duration;
 use super::spec::{
-    Build, Condition, Config, Dependency, HealthTest, Healthcheck, Mount, Network, Port, Restart,
-    Service, ServiceNetwork, Spec, Volume,
+    Build, Condition, Config, Dependency, HealthTest, Healthcheck, Mount, Network, Port, Release,
+    Restart, Service, ServiceNetwork, Spec, Volume,
 };
+use crate::ids::ServiceName;
 
 /// The spec as a compose YAML document, with `project` as its top-level `name:`.
 pub(crate) fn render(spec: &Spec, project: &str) -> serde_yaml::Value {
@@ -64,6 +65,10 @@ pub(crate) fn render(spec: &Spec, project: &str) -> serde_yaml::Value {
                 (k.as_str(), r)
             })
             .collect(),
+        x_deploy: (spec.release.is_some() || !spec.databases.is_empty()).then_some(OutXDeploy {
+            release: spec.release.as_ref(),
+            databases: &spec.databases,
+        }),
     };
     serde_yaml::to_value(&file).expect("plain data always serializes")
 }
@@ -156,6 +161,16 @@ struct File<'a> {
     secrets: BTreeMap<&'a str, FileRef>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     configs: BTreeMap<&'a str, FileRef>,
+    #[serde(rename = "x-deploy", skip_serializing_if = "Option::is_none")]
+    x_deploy: Option<OutXDeploy<'a>>,
+}
+
+#[derive(Serialize)]
+struct OutXDeploy<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    release: Option<&'a Release>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    databases: &'a [ServiceName],
 }
 
 fn is_false(b: &bool) -> bool {

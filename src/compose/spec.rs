@@ -23,6 +23,46 @@ pub(crate) struct Spec {
     pub(crate) secrets: BTreeMap<String, Secret>,
     /// Top-level configs by their compose key.
     pub(crate) configs: BTreeMap<String, Config>,
+    /// `x-deploy.release`: run once per deploy before anything is switched.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) release: Option<Release>,
+    /// `x-deploy.databases`: services to dump as PostgreSQL besides those whose image is
+    /// `postgres` (see `Spec::databases`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) databases: Vec<ServiceName>,
+}
+
+/// The release command: `docker compose run --rm SERVICE COMMAND`, in the new image.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub(crate) struct Release {
+    pub(crate) service: ServiceName,
+    /// Exec form; a string is split as a shell would, as for `command:`.
+    pub(crate) command: Vec<String>,
+}
+
+impl Spec {
+    /// The PostgreSQL services, dumped before a release: those whose image is `postgres`
+    /// (any tag), and those `x-deploy.databases` names.
+    pub(crate) fn databases(&self) -> Vec<ServiceName> {
+        self.services
+            .iter()
+            .filter(|(name, s)| {
+                self.databases.contains(name) || s.image.as_deref().is_some_and(is_postgres_image)
+            })
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+}
+
+/// `postgres`, `postgres:15`, `library/postgres:15-alpine`, `docker.io/library/postgres`.
+pub(crate) fn is_postgres_image(image: &str) -> bool {
+    let name = image.split('@').next().unwrap_or(image);
+    let name = match name.rsplit_once(':') {
+        Some((n, tag)) if !tag.contains('/') => n,
+        _ => name,
+    };
+    let name = name.strip_prefix("docker.io/").unwrap_or(name);
+    name.strip_prefix("library/").unwrap_or(name) == "postgres"
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -319,4 +359,31 @@ pub(crate) struct Volume {
 pub(crate) struct Secret {
     /// Absolute path of the file holding the value.
     pub(crate) file: PathBuf,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_postgres_image;
+
+    #[test]
+    fn postgres_images_by_name() {
+        for yes in [
+            "postgres",
+            "postgres:15",
+            "postgres:16-alpine",
+            "library/postgres:15",
+            "docker.io/library/postgres:15@sha256:abc",
+        ] {
+            assert!(is_postgres_image(yes), "{yes}");
+        }
+        for no in [
+            "postgresql",
+            "bitnami/postgresql:15",
+            "example.com:5000/postgres",
+            "me/postgres:15",
+            "mysql:8",
+        ] {
+            assert!(!is_postgres_image(no), "{no}");
+        }
+    }
 }

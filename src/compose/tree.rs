@@ -149,9 +149,12 @@ enum Shape {
     Data,
 }
 
+/// The one extension `deploy` reads (at the top level); it is typed like any other key.
+pub(crate) const X_DEPLOY: &str = "x-deploy";
+
 /// Drops `x-*` extension keys, which the Compose Specification reserves for users (often to
-/// hold anchors). Names and user data are left alone: a label or variable may well be
-/// called `x-…`.
+/// hold anchors), except the top-level `x-deploy`. Names and user data are left alone: a
+/// label or variable may well be called `x-…`.
 pub(crate) fn strip_extensions(top: &mut Value) {
     strip(top, Shape::Schema, true);
 }
@@ -160,7 +163,10 @@ fn strip(value: &mut Value, shape: Shape, top_level: bool) {
     match value {
         Value::Mapping(map) => match shape {
             Shape::Schema => {
-                map.retain(|k, _| !k.as_str().is_some_and(|k| k.starts_with("x-")));
+                map.retain(|k, _| {
+                    k.as_str()
+                        .is_none_or(|k| !k.starts_with("x-") || (top_level && k == X_DEPLOY))
+                });
                 for (k, child) in map.iter_mut() {
                     let key = k.as_str().unwrap_or_default();
                     strip(child, child_shape(key, top_level), false);

@@ -21,7 +21,7 @@ use crate::compose::options::Options;
 use crate::compose::spec::Condition;
 use crate::ids::ServiceName;
 use crate::plan::container::{ContainerSpec, MountKind};
-use crate::plan::{Action, Ensure, ObservedContainer, Plan, names};
+use crate::plan::{Action, Ensure, ObservedContainer, Plan, names, stop_timeout};
 use crate::report::{Reporter, Source, Step, StepKind};
 
 use super::DockerError;
@@ -66,15 +66,16 @@ pub(crate) enum ApplyError {
     Docker(#[from] DockerError),
 }
 
-/// Brings the plan's containers up, each proven ready, beside or in place of the old ones.
-/// The old ones are not removed yet: the caller `commit`s once traffic is on the new ones,
-/// or `rollback`s. On error, this run's changes are already undone.
-pub(crate) async fn apply(
-    docker: &Docker,
+/// Gets a plan ready to apply: checks what could stop it before any container is touched
+/// (external networks and volumes, images), removes what killed deploys left, creates the
+/// networks and volumes. The services then come up through `Applying::services`, in one
+/// call or in two with the release phase between them.
+pub(crate) async fn begin<'a>(
+    docker: &'a Docker,
     plan: &Plan,
-    reporter: &Reporter,
-    options: &ApplyOptions,
-) -> Result<Applied, ApplyError> {
+    reporter: &'a Reporter,
+    options: &'a ApplyOptions,
+) -> Result<Applying<'a>, ApplyError> {
     preflight(docker, plan, reporter).await?;
     for c in &plan.leftovers {
         reporter.info(format!(
@@ -84,20 +85,12 @@ pub(crate) async fn apply(
         remove(docker, &c.id, &c.name).await?;
     }
     ensure_networks_and_volumes(docker, plan, reporter).await?;
-
-    let mut run = Run {
+    Ok(Applying {
         docker,
         reporter,
         options,
         applied: Applied::default(),
-    };
-    match run.services(plan).await {
-        Ok(()) => Ok(run.applied),
-        Err(e) => {
-            run.applied.rollback(docker, reporter).await;
-            Err(e)
-        }
-    }
+    })
 }
 
 /// The new containers are up and ready; the replaced ones still exist (stopped, or running
@@ -292,15 +285,99 @@ enum Undo {
     },
 }
 
-struct Run<'a> {
+/// A plan being applied: the new containers so far, and how to undo them.
+pub(crate) struct Applying<'a> {
     docker: &'a Docker,
     reporter: &'a Reporter,
     options: &'a ApplyOptions,
     applied: Applied,
 }
 
-impl Run<'_> {
-    async fn services(&mut self, plan: &Plan) -> Result<(), ApplyError> {
+impl Applying<'_> {
+    /// Every new container is up and proven ready; the old ones still exist. The caller
+    /// `commit`s once traffic is on the new ones, or `rollback`s.
+    pub(crate) fn finish(self) -> Applied {
+        self.applied
+    }
+
+    /// Puts back everything this run changed (see `Applied::rollback`).
+    pub(crate) async fn rollback(self) {
+        self.applied.rollback(self.docker, self.reporter).await;
+    }
+
+    /// The container serving `service` now, if it is up (new, or kept).
+    pub(crate) fn container(&self, service: &ServiceName) -> Option<&str> {
+        self.applied.container(service)
+    }
+
+    /// Waits for `service`'s dependencies as its `depends_on` conditions say, as if it were
+    /// about to start (the release command's container is).
+    pub(crate) async fn wait_for(
+        &mut self,
+        service: &ServiceName,
+        waits: &[(ServiceName, Condition)],
+    ) -> Result<(), ApplyError> {
+        for (dep, condition) in waits {
+            self.wait_dependency(service, dep, *condition).await?;
+        }
+        Ok(())
+    }
+
+    /// Stops the running containers of the services `which` selects, and of services no
+    /// longer in the compose file, so that nothing writes to a database being restored. A
+    /// rollback starts them again; `start_kept` starts the ones the plan keeps.
+    pub(crate) async fn stop_services(
+        &mut self,
+        plan: &Plan,
+        which: impl Fn(&ServiceName) -> bool,
+    ) -> Result<(), ApplyError> {
+        let current = plan
+            .services
+            .iter()
+            .filter(|s| which(&s.service))
+            .filter_map(|s| match &s.action {
+                Action::Keep(c) | Action::Replace(c) => Some((c, stop_timeout(&s.container))),
+                Action::Create => None,
+            });
+        let orphans = plan.orphans.iter().map(|c| (c, Duration::from_secs(10)));
+        for (c, timeout) in current.chain(orphans).filter(|(c, _)| c.running) {
+            self.reporter.info(format!("stopping `{}`", c.name));
+            stop(self.docker, &c.id, &c.name, timeout).await?;
+            self.applied.undo.push(Undo::Restore {
+                old: c.clone(),
+                renamed: false,
+                stopped: true,
+            });
+        }
+        Ok(())
+    }
+
+    /// Starts again what `stop_services` stopped of the services the plan keeps as they are.
+    pub(crate) async fn start_kept(
+        &mut self,
+        plan: &Plan,
+        which: impl Fn(&ServiceName) -> bool,
+    ) -> Result<(), ApplyError> {
+        for step in plan.services.iter().filter(|s| which(&s.service)) {
+            if let Action::Keep(c) = &step.action
+                && c.running
+            {
+                start(self.docker, &c.id, &c.name).await?;
+                self.gate(&step.service, &c.id, false).await?;
+                self.reporter.info(format!("`{}` is running again", c.name));
+            }
+        }
+        Ok(())
+    }
+
+    /// Brings up the plan's services that `which` selects, in the plan's order: a selected
+    /// service's dependencies must be selected too, or already up. On error the caller
+    /// rolls back.
+    pub(crate) async fn services(
+        &mut self,
+        plan: &Plan,
+        which: impl Fn(&ServiceName) -> bool,
+    ) -> Result<(), ApplyError> {
         // A service others wait on with `service_completed_successfully` is a one-shot job:
         // it is ready when it exits 0, not while it runs.
         let one_shots: BTreeSet<&ServiceName> = plan
@@ -311,7 +388,7 @@ impl Run<'_> {
             .map(|(d, _)| d)
             .collect();
 
-        for step in &plan.services {
+        for step in plan.services.iter().filter(|s| which(&s.service)) {
             for (dep, condition) in &step.waits {
                 self.wait_dependency(&step.service, dep, *condition).await?;
             }
@@ -368,13 +445,7 @@ impl Run<'_> {
         let stopped = old.running && !start_first;
         if stopped {
             self.reporter.info(format!("stopping `{}`", old.name));
-            stop(
-                self.docker,
-                &old.id,
-                &old.name,
-                crate::plan::stop_timeout(spec),
-            )
-            .await?;
+            stop(self.docker, &old.id, &old.name, stop_timeout(spec)).await?;
         }
         if clash {
             rename(self.docker, &old.id, &names::parked(&old.name)).await?;
@@ -532,7 +603,7 @@ fn is_anonymous(volume: &str) -> bool {
     volume.len() == 64 && volume.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-async fn create(
+pub(crate) async fn create(
     docker: &Docker,
     spec: &ContainerSpec,
     keep: &[Mount],

@@ -353,13 +353,13 @@ fn check_dockerfile(step: &BuildStep) -> Result<String, String> {
 /// Cuts the build's `stream` chunks into lines: the engine splits a command's output wherever
 /// its writes fell, so a line may span chunks.
 #[derive(Default)]
-struct LineSplitter {
+pub(super) struct LineSplitter {
     pending: String,
 }
 
 impl LineSplitter {
     /// The lines `chunk` completes.
-    fn push(&mut self, chunk: &str) -> Vec<String> {
+    pub(super) fn push(&mut self, chunk: &str) -> Vec<String> {
         self.pending.push_str(chunk);
         let Some(end) = self.pending.rfind('\n') else {
             return Vec::new();
@@ -370,7 +370,7 @@ impl LineSplitter {
     }
 
     /// What is left without a final newline.
-    fn finish(&mut self) -> Option<String> {
+    pub(super) fn finish(&mut self) -> Option<String> {
         let rest = std::mem::take(&mut self.pending);
         (!rest.is_empty()).then(|| last_redraw(&rest))
     }

@@ -7,6 +7,8 @@ pub(crate) mod down;
 pub(crate) mod events;
 pub(crate) mod health;
 pub(crate) mod observe;
+pub(crate) mod oneoff;
+pub(crate) mod postgres;
 pub(crate) mod prune;
 pub(crate) mod routes;
 pub(crate) mod status;

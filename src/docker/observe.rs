@@ -113,6 +113,20 @@ fn container_name(names: Option<Vec<String>>) -> String {
         .unwrap_or_default()
 }
 
+/// The id (`sha256:…`) of the image `reference` names, if it exists.
+pub(crate) async fn image_id(
+    docker: &Docker,
+    reference: &str,
+) -> Result<Option<String>, DockerError> {
+    match docker.inspect_image(reference).await {
+        Ok(image) => Ok(image.id),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(None),
+        Err(e) => Err(DockerError::api(&format!("inspect image `{reference}`"), e)),
+    }
+}
+
 pub(crate) async fn image_exists(docker: &Docker, image: &str) -> Result<bool, DockerError> {
     match docker.inspect_image(image).await {
         Ok(_) => Ok(true),

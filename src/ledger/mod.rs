@@ -20,12 +20,17 @@ use sqlx::{Connection, Row};
 
 use crate::ids::{DeploymentId, Revision, UserName};
 
+mod backups;
+pub(crate) use backups::{Backup, BackupReason, NewBackup};
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum Trigger {
     Push,
     Manual,
     Rollback,
+    /// `deploy restore-db`: the code stays, a database gets a dump back.
+    Restore,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -77,6 +82,28 @@ pub(crate) struct Deployment {
     /// The deploy that went out instead of this one, when it was superseded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) superseded_by: Option<DeploymentId>,
+    /// What the release command did, when the compose file declared one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) release: Option<Release>,
+}
+
+/// The release command of one deploy, and what became of it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub(crate) struct Release {
+    pub(crate) command: Vec<String>,
+    /// The image id it ran in (or, skipped, would have).
+    pub(crate) image: String,
+    pub(crate) outcome: ReleaseOutcome,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum ReleaseOutcome {
+    /// It ran and exited 0: the database may have changed.
+    Done,
+    Failed,
+    /// Command and image were those of the live deploy: it did not run again.
+    Skipped,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -111,7 +138,8 @@ macro_rules! select_deployments {
     ($($rest:literal)*) => {
         concat!(
             r#"SELECT id, revision, "ref", "user", uid, "trigger", status, started_at,
-                      finished_at, images, log_path, error, pid, superseded_by
+                      finished_at, images, log_path, error, pid, superseded_by,
+                      release_command, release_image, release
                FROM deployments "#,
             $($rest, " ",)*
         )
@@ -265,6 +293,50 @@ impl Ledger {
                 status: row.status,
             }),
             None => Err(self.not_found(id)),
+        }
+    }
+
+    /// The newest deploy whose release command ran (and so may have changed the database)
+    /// after `revision` was last live.
+    pub(crate) async fn released_since(
+        &self,
+        revision: &Revision,
+    ) -> Result<Option<Deployment>, LedgerError> {
+        sqlx::query(select_deployments!(
+            "WHERE release = 'done' AND id > (SELECT max(id) FROM deployments
+                                             WHERE revision = ? AND status = 'succeeded')
+             ORDER BY id DESC LIMIT 1"
+        ))
+        .bind(revision.as_str())
+        .try_map(|row: SqliteRow| decode(&row))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(self.db("read the releases since a revision"))
+    }
+
+    /// Records what the release command of deploy `id` did.
+    pub(crate) async fn set_release(
+        &self,
+        id: DeploymentId,
+        release: &Release,
+    ) -> Result<(), LedgerError> {
+        let command =
+            serde_json::to_string(&release.command).expect("a list of strings is valid JSON");
+        let done = sqlx::query(
+            "UPDATE deployments SET release_command = ?, release_image = ?, release = ?
+             WHERE id = ?",
+        )
+        .bind(command)
+        .bind(&release.image)
+        .bind(release.outcome.as_str())
+        .bind(id.0)
+        .execute(&self.pool)
+        .await
+        .map_err(self.db("record the release command"))?;
+        if done.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(self.not_found(id))
         }
     }
 
@@ -460,7 +532,42 @@ fn decode(row: &SqliteRow) -> Result<Deployment, sqlx::Error> {
         superseded_by: row
             .try_get::<Option<i64>, _>("superseded_by")?
             .map(DeploymentId),
+        release: decode_release(row)?,
     })
+}
+
+fn decode_release(row: &SqliteRow) -> Result<Option<Release>, sqlx::Error> {
+    let command: Option<String> = row.try_get("release_command")?;
+    let image: Option<String> = row.try_get("release_image")?;
+    let outcome: Option<String> = row.try_get("release")?;
+    let (Some(command), Some(image), Some(outcome)) = (command, image, outcome) else {
+        return Ok(None);
+    };
+    Ok(Some(Release {
+        command: column("release_command", serde_json::from_str(&command))?,
+        image,
+        outcome: column("release", outcome.parse())?,
+    }))
+}
+
+impl ReleaseOutcome {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Done => "done",
+            Self::Failed => "failed",
+            Self::Skipped => "skipped",
+        }
+    }
+}
+
+impl FromStr for ReleaseOutcome {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        [Self::Done, Self::Failed, Self::Skipped]
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| format!("unknown release outcome `{}`", s.escape_debug()))
+    }
 }
 
 impl Trigger {
@@ -470,6 +577,7 @@ impl Trigger {
             Self::Push => "push",
             Self::Manual => "manual",
             Self::Rollback => "rollback",
+            Self::Restore => "restore",
         }
     }
 }
@@ -477,7 +585,7 @@ impl Trigger {
 impl FromStr for Trigger {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        [Self::Push, Self::Manual, Self::Rollback]
+        [Self::Push, Self::Manual, Self::Rollback, Self::Restore]
             .into_iter()
             .find(|t| t.as_str() == s)
             .ok_or_else(|| format!("unknown trigger `{}`", s.escape_debug()))

@@ -450,3 +450,103 @@ async fn two_processes_creating_the_ledger_at_once_both_succeed() {
         assert_eq!(b.history(10).await.unwrap().len(), 1);
     }
 }
+
+/// A ledger written before migration 0003 (rows, a supersede link) keeps every row and id
+/// once `open` applies it, and takes the new trigger, release and dump columns.
+#[tokio::test]
+async fn release_migration_keeps_the_rows_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("deploy.db");
+    {
+        let mut old = sqlx::migrate!();
+        old.migrations = std::borrow::Cow::Owned(old.migrations[..2].to_vec());
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .foreign_keys(true);
+        let pool = SqlitePool::connect_with(options).await.unwrap();
+        old.run(&pool).await.unwrap();
+        let early = Ledger::from_pool(pool.clone());
+        let a = early.start(&deploy('a')).await.unwrap();
+        early.finish(a, Status::Succeeded, &[], None).await.unwrap();
+        let b = early.start(&deploy('b')).await.unwrap();
+        early.mark(b, Status::Superseded, None).await.unwrap();
+        early.set_superseded(b, a).await.unwrap();
+        pool.close().await;
+    }
+    let ledger = Ledger::open(&path).await.unwrap();
+    let rows = ledger.history(10).await.unwrap();
+    assert_eq!(ids(&rows), [2, 1]);
+    assert_eq!(rows[0].superseded_by, Some(DeploymentId(1)));
+    assert_eq!(rows[1].release, None);
+
+    let mut restore = deploy('a');
+    restore.trigger = Trigger::Restore;
+    let id = ledger.start(&restore).await.unwrap();
+    let release = Release {
+        command: vec!["migrate".to_owned()],
+        image: "sha256:1".to_owned(),
+        outcome: ReleaseOutcome::Done,
+    };
+    ledger.set_release(id, &release).await.unwrap();
+    let row = ledger.get(id).await.unwrap().unwrap();
+    assert_eq!((row.id.0, row.trigger), (3, Trigger::Restore));
+    assert_eq!(row.release, Some(release));
+}
+
+#[sqlx::test(migrator = "crate::ledger::MIGRATOR")]
+async fn dumps_round_trip_and_retention_marks_them_removed(pool: SqlitePool) {
+    let ledger = Ledger::from_pool(pool);
+    let id = deployed(&ledger, 'a', Status::Succeeded).await;
+    let new = NewBackup {
+        file: "2026-01-02 03:04:05 bbbb db.dump".to_owned(),
+        service: "db".to_owned(),
+        database: "shop".to_owned(),
+        size: 872,
+        sha256: "0".repeat(64),
+        taken_at: Utc::now(),
+        reason: BackupReason::Release,
+        live_revision: Some(rev('a')),
+        before_revision: Some(rev('b')),
+        deployment: Some(id),
+    };
+    let backup = ledger.record_backup(&new).await.unwrap();
+    let listed = ledger.backups().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (listed[0].size, listed[0].reason, listed[0].deployment),
+        (872, BackupReason::Release, Some(id))
+    );
+    assert!(ledger.backup_named(&new.file).await.unwrap().is_some());
+    ledger.backup_removed(backup).await.unwrap();
+    assert!(ledger.backups().await.unwrap().is_empty());
+    assert!(
+        ledger.backup_named(&new.file).await.unwrap().is_some(),
+        "history stays"
+    );
+}
+
+#[sqlx::test(migrator = "crate::ledger::MIGRATOR")]
+async fn released_since_finds_a_release_after_the_revision_was_live(pool: SqlitePool) {
+    let ledger = Ledger::from_pool(pool);
+    deployed(&ledger, 'a', Status::Succeeded).await;
+    assert!(ledger.released_since(&rev('a')).await.unwrap().is_none());
+    let b = ledger.start(&deploy('b')).await.unwrap();
+    let release = Release {
+        command: vec!["migrate".to_owned()],
+        image: "sha256:2".to_owned(),
+        outcome: ReleaseOutcome::Done,
+    };
+    ledger.set_release(b, &release).await.unwrap();
+    // It failed its health check after the release ran: the database changed all the same.
+    ledger.finish(b, Status::Failed, &[], None).await.unwrap();
+    assert_eq!(
+        ledger
+            .released_since(&rev('a'))
+            .await
+            .unwrap()
+            .map(|d| d.id),
+        Some(b)
+    );
+    assert!(ledger.released_since(&rev('c')).await.unwrap().is_none());
+}

@@ -2,15 +2,19 @@
 //! The only code that touches every edge; each step is reported, and any failure leaves
 //! what runs running and closes the deploy's ledger row (`record.rs`).
 
+pub(crate) mod backups;
 mod confine;
 mod load;
 pub(crate) mod lock;
 pub(crate) mod preflight;
 pub(crate) mod reconcile;
 pub(crate) mod record;
+mod release;
 mod retention;
 mod stages;
 pub(crate) mod traffic;
+
+use std::collections::BTreeMap;
 
 use anyhow::Context;
 
@@ -34,6 +38,9 @@ pub(crate) struct Request {
     /// The uid that asked (see `identity`), recorded beside `user`.
     pub(crate) uid: u32,
     pub(crate) trigger: Trigger,
+    /// Dumps to restore before the release phase: service → file name in `ROOT/backups`
+    /// (`deploy restore-db`, `deploy --revision REV --restore-db`, `deploy import`).
+    pub(crate) restore: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug)]
@@ -72,6 +79,8 @@ pub(crate) async fn deploy(
             traffic,
             reporter,
             docker: docker::connect().await?,
+            record: &record,
+            restore: &request.restore,
         };
         let images = stages::run(&run).await?;
         anyhow::Ok((run.docker, images))
@@ -134,6 +143,23 @@ async fn retain(
     if let Err(e) = kept {
         reporter.warn(format!("retention: {e:#}"));
     }
+    if let Err(e) = retain_dumps(root, &record.ledger, settings, reporter).await {
+        reporter.warn(format!("backup_retention: {e:#}"));
+    }
+}
+
+/// Removes dumps beyond `backup_retention`, keeping those a rollback to a retained
+/// revision would restore.
+pub(crate) async fn retain_dumps(
+    root: &Root,
+    ledger: &crate::ledger::Ledger,
+    settings: &Settings,
+    reporter: &Reporter,
+) -> anyhow::Result<()> {
+    let retained = ledger
+        .succeeded_revisions(u32::try_from(settings.retention).unwrap_or(u32::MAX))
+        .await?;
+    backups::retain(root, ledger, settings.backup_retention, &retained, reporter).await
 }
 
 /// Runs blocking git2 work off the async runtime.

@@ -11,7 +11,7 @@ use chrono::{DateTime, Local};
 use super::{Request, Target, blocking};
 use crate::git;
 use crate::ids::{DeploymentId, Revision};
-use crate::ledger::{Ledger, NewDeployment, Status, Trigger};
+use crate::ledger::{Ledger, NewDeployment, Status};
 use crate::report::{self, Reporter};
 use crate::root::Root;
 
@@ -25,6 +25,8 @@ pub(crate) struct Record {
     pub(crate) started: DateTime<Local>,
     /// The revision serving before this deploy, to put the work tree back to on failure.
     pub(crate) live: Option<Revision>,
+    /// What the release command of the live deploy was and ran in, if it had one.
+    pub(crate) live_release: Option<crate::ledger::Release>,
 }
 
 /// Opens the row for `revision` (the lock is held, and `reconcile` has settled what a dead
@@ -55,7 +57,10 @@ pub(crate) async fn open(
     let started = Local::now();
     let log_name = report::build_log_name(started, &revision, &request.user);
     let log = reporter.add_build_log(&root.build_logs(), &log_name)?;
-    let live = ledger.last_succeeded().await?.map(|d| d.revision);
+    let (live, live_release) = match ledger.last_succeeded().await? {
+        Some(d) => (Some(d.revision), d.release),
+        None => (None, None),
+    };
     let id = ledger
         .start(&new_row(request, &revision, log.clone()))
         .await?;
@@ -70,6 +75,7 @@ pub(crate) async fn open(
         log,
         started,
         live,
+        live_release,
     })
 }
 
@@ -170,24 +176,20 @@ impl Record {
             .context("failed to read the commit being deployed")?;
         reporter.info(format!(
             "deploying {} \"{}\" by {} to `{project}` for {} ({})",
-            self.revision,
-            commit.subject,
-            commit.author,
-            request.user,
-            trigger_word(request.trigger)
+            self.revision, commit.subject, commit.author, request.user, request.trigger
         ));
-        if request.trigger == Trigger::Rollback {
-            reporter.warn("rolling back the code only: the database keeps its data, and its schema is not rolled back");
+        if request.restore.is_empty()
+            && let Some(later) = self.ledger.released_since(&self.revision).await?
+        {
+            reporter.warn(format!(
+                "this rolls back the code only: the release of {} (deploy {}) changed the database after {} was live; `deploy --revision {} --restore-db` returns the data too",
+                later.revision.short(),
+                later.id,
+                self.revision.short(),
+                self.revision.short()
+            ));
         }
         Ok(())
-    }
-}
-
-fn trigger_word(t: Trigger) -> &'static str {
-    match t {
-        Trigger::Push => "push",
-        Trigger::Manual => "manual",
-        Trigger::Rollback => "rollback",
     }
 }
 
@@ -195,6 +197,7 @@ fn trigger_word(t: Trigger) -> &'static str {
 mod tests {
     use super::*;
     use crate::ids::UserName;
+    use crate::ledger::Trigger;
     use crate::pipeline::traffic::Traffic;
 
     fn root() -> (tempfile::TempDir, Root) {
@@ -213,6 +216,7 @@ mod tests {
             user: UserName::sanitize("alice"),
             uid: 0,
             trigger: Trigger::Push,
+            restore: Default::default(),
         }
     }
 

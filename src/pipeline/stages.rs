@@ -14,7 +14,7 @@ use sha2::Digest;
 use super::load::{load_spec, work_tree_sources};
 use super::record::Record;
 use super::traffic::{self, Traffic};
-use super::{blocking, confine, preflight};
+use super::{blocking, confine, preflight, release};
 use crate::compose::Spec;
 use crate::docker::{self, Docker, apply};
 use crate::git;
@@ -35,10 +35,15 @@ pub(crate) struct Run<'a> {
     pub(crate) traffic: Traffic<'a>,
     pub(crate) reporter: &'a Reporter,
     pub(crate) docker: Docker,
+    /// The deploy's ledger row, and what was live before it.
+    pub(crate) record: &'a Record,
+    /// Dumps to restore (service → file name in `ROOT/backups`) before the release phase.
+    pub(crate) restore: &'a BTreeMap<String, String>,
 }
 
 /// Checks out, loads and checks the compose file, plans, builds every image, starts the new
-/// containers health-gated, and switches traffic to them. Returns the deployed images.
+/// containers health-gated (the release phase between the services it needs and the rest),
+/// and switches traffic to them. Returns the deployed images.
 pub(crate) async fn run(run: &Run<'_>) -> anyhow::Result<Vec<String>> {
     // A full disk breaks what runs too: refuse before touching anything.
     preflight::free_space(&run.docker, run.settings).await?;
@@ -46,9 +51,59 @@ pub(crate) async fn run(run: &Run<'_>) -> anyhow::Result<Vec<String>> {
     let spec = load(run).await?;
     let plan = plan(run, &spec).await?;
     build(run, &plan).await?;
-    let applied = apply::apply(&run.docker, &plan, run.reporter, &apply_options(run)).await?;
-    traffic::cut_over(run.traffic, &run.docker, &plan, applied, run.reporter).await?;
+    let phase = release::prepare(run, &spec, &plan).await?;
+    let options = apply_options(run);
+    let mut applying = apply::begin(&run.docker, &plan, run.reporter, &options).await?;
+    let mut done = release::Done::default();
+    let applied = async {
+        let first = |s: &ServiceName| phase.first.contains(s);
+        applying.services(&plan, first).await?;
+        done = phase.run(run, &plan, &mut applying).await?;
+        applying.services(&plan, |s| !first(s)).await?;
+        anyhow::Ok(())
+    }
+    .await;
+    if let Err(e) = applied {
+        applying.rollback().await;
+        return Err(released_then_failed(run, &done, e));
+    }
+    let applied = applying.finish();
+    traffic::cut_over(run.traffic, &run.docker, &plan, applied, run.reporter)
+        .await
+        .map_err(|e| released_then_failed(run, &done, e))?;
     Ok(plan.images())
+}
+
+/// A deploy that fails after its release command ran puts the old containers back, but not
+/// the old database: says so, loudly, with the command that restores the dump taken before.
+fn released_then_failed(run: &Run<'_>, done: &release::Done, e: anyhow::Error) -> anyhow::Error {
+    if !done.released {
+        return e;
+    }
+    let undo = match done.dumps.as_slice() {
+        [] => "no dump was taken before it (`backups: never`, or no PostgreSQL service)".to_owned(),
+        files => {
+            let root = shlex::try_quote(&run.root.path().to_string_lossy())
+                .map(|q| q.into_owned())
+                .unwrap_or_default();
+            let quoted: Vec<String> = files
+                .iter()
+                .map(|f| {
+                    shlex::try_quote(f)
+                        .map(|q| q.into_owned())
+                        .unwrap_or_default()
+                })
+                .collect();
+            format!(
+                "to put the database back as it was before the release, run: deploy --root {root} restore-db {}",
+                quoted.join(" ")
+            )
+        }
+    };
+    run.reporter.error(format!(
+        "THE RELEASE COMMAND RAN AND MAY HAVE CHANGED THE DATABASE: the previous code is running again, on the database as the release left it; {undo}"
+    ));
+    e
 }
 
 async fn checkout(run: &Run<'_>) -> anyhow::Result<()> {

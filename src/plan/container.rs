@@ -437,6 +437,55 @@ fn hash_label(hash: &str) -> String {
 }
 
 impl ContainerSpec {
+    /// The one-off container of a release command, made from this (the new) container of
+    /// its service, as `docker compose run --rm SERVICE COMMAND` makes it: the same image,
+    /// environment, mounts, networks, user and working dir, with `command` instead of the
+    /// service's. It publishes no port, answers to no network alias or fixed address (no
+    /// request for the service may reach it), has no healthcheck and no restart policy, and
+    /// carries no service label, so that no plan takes it for the service's container.
+    pub(crate) fn release(
+        &self,
+        project: &ProjectName,
+        service: &ServiceName,
+        revision: &Revision,
+        command: &[String],
+    ) -> ContainerSpec {
+        let mut labels = self.labels.clone();
+        labels.retain(|k, _| !k.starts_with("deploy."));
+        labels.insert(names::LABEL_PROJECT.to_owned(), project.to_string());
+        labels.insert(names::LABEL_RELEASE.to_owned(), revision.to_string());
+        ContainerSpec {
+            name: names::release_container(project, service),
+            command: Some(command.to_vec()),
+            labels,
+            ports: Vec::new(),
+            proxied: Vec::new(),
+            networks: self
+                .networks
+                .iter()
+                .map(|n| NetworkAttach {
+                    aliases: Vec::new(),
+                    ipv4_address: None,
+                    ..n.clone()
+                })
+                .collect(),
+            healthcheck: Some(HealthSpec {
+                test: vec!["NONE".to_owned()],
+                interval: None,
+                timeout: None,
+                retries: None,
+                start_period: None,
+            }),
+            restart: RestartSpec {
+                name: "no",
+                max_retries: None,
+            },
+            build_key: None,
+            config_hash: String::new(),
+            ..self.clone()
+        }
+    }
+
     /// Whether a running container labelled `label` has this configuration, judged by the
     /// hash version it was labelled with.
     pub(crate) fn same_config(&self, label: &str) -> bool {

@@ -432,6 +432,36 @@ pub(crate) fn stop_timeout(spec: &ContainerSpec) -> Duration {
 }
 
 impl Plan {
+    /// `services` and everything they depend on, transitively.
+    pub(crate) fn with_dependencies(
+        &self,
+        services: impl IntoIterator<Item = ServiceName>,
+    ) -> BTreeSet<ServiceName> {
+        let mut out = BTreeSet::new();
+        let mut todo: Vec<ServiceName> = services.into_iter().collect();
+        while let Some(service) = todo.pop() {
+            if let Some(step) = self.services.iter().find(|s| s.service == service) {
+                todo.extend(step.waits.iter().map(|(dep, _)| dep.clone()));
+            }
+            out.insert(service);
+        }
+        out
+    }
+
+    /// Whether applying the plan starts, replaces or removes any container.
+    pub(crate) fn changes_containers(&self) -> bool {
+        !self.orphans.is_empty()
+            || self
+                .services
+                .iter()
+                .any(|s| !matches!(&s.action, Action::Keep(c) if c.running))
+    }
+
+    /// The step of `service`.
+    pub(crate) fn step(&self, service: &ServiceName) -> Option<&ServiceStep> {
+        self.services.iter().find(|s| &s.service == service)
+    }
+
     /// The plan as rows of data, for the reporter and `Display`.
     pub(crate) fn rows(&self) -> Vec<PlanRow> {
         let row = |what: &str, name: &str, action: String| PlanRow {

@@ -11,6 +11,9 @@ pub(crate) const LABEL_CONFIG_HASH: &str = "deploy.config-hash";
 /// On a container behind `deploy serve`: the host ports the proxy owns for it, so a restarted
 /// daemon knows what to listen on without a deploy.
 pub(crate) const LABEL_PROXY: &str = "deploy.proxy";
+/// On the one-off container of a release command: the revision it releases. It has no
+/// service label, so no plan takes it for a service's container.
+pub(crate) const LABEL_RELEASE: &str = "deploy.release";
 
 /// The labels every container, network, volume and image we create carries, so that state
 /// is read back from Docker rather than guessed from names.
@@ -91,6 +94,12 @@ pub(crate) fn container(
         (None, Some(rev)) => format!("{project}-{service}-{}", rev.short()),
         (None, None) => format!("{project}-{service}"),
     }
+}
+
+/// The one-off container that runs the release command: one name per project, so one left
+/// by a killed deploy is found and removed before the next starts.
+pub(crate) fn release_container(project: &ProjectName, service: &ServiceName) -> String {
+    format!("{project}-{service}-release")
 }
 
 /// Where a replaced container is moved while its successor proves itself, so that a fixed

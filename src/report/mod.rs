@@ -49,6 +49,16 @@ pub(crate) enum StepKind {
         service: String,
     },
     RemoveOld,
+    /// Dumps a database (`pg_dump -Fc`), then checks the dump.
+    Dump {
+        service: String,
+    },
+    /// Restores a dump into a database.
+    Restore {
+        service: String,
+    },
+    /// The release command (`x-deploy.release`), in a one-off container of the new image.
+    Release,
 }
 
 impl fmt::Display for StepKind {
@@ -62,6 +72,9 @@ impl fmt::Display for StepKind {
             StepKind::Start { service } => write!(f, "start {service}"),
             StepKind::Replace { service } => write!(f, "replace {service}"),
             StepKind::RemoveOld => f.write_str("remove old containers"),
+            StepKind::Dump { service } => write!(f, "dump {service}"),
+            StepKind::Restore { service } => write!(f, "restore {service}"),
+            StepKind::Release => f.write_str("release"),
         }
     }
 }

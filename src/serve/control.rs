@@ -103,6 +103,17 @@ async fn client(
     let pusher =
         tokio::task::spawn_blocking(move || identity::pusher(&root, Some(&claim), uid)).await?;
     let request = ask.into_request(pusher);
+    // A restore throws away what was written since the dump: only those who could run it
+    // without the daemon (root, the owner of `code.git`) may ask for one.
+    if !request.restore.is_empty()
+        && !identity::may_vouch(uid, identity::repo_owner(&daemon.root))
+        && uid != nix::unistd::geteuid().as_raw()
+    {
+        let e = anyhow::anyhow!(
+            "restoring a database is for root and the owner of `code.git`; uid {uid} may only deploy revisions"
+        );
+        return refuse(&mut write, e).await;
+    }
     let (replies, outgoing) = mpsc::unbounded_channel();
     daemon.enqueue(Job { request, replies }).await;
     stream_replies(outgoing, &mut write).await

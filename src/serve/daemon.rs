@@ -450,6 +450,7 @@ mod tests {
             user: UserName::sanitize("alice"),
             uid: 0,
             trigger: Trigger::Push,
+            restore: Default::default(),
         };
         (Job { request, replies }, rx)
     }

@@ -2,6 +2,7 @@
 //! events and its outcome, one JSON object per line. A request line is bounded
 //! (`MAX_REQUEST_LINE`), and read without holding more than that in memory.
 
+use std::collections::BTreeMap;
 use std::io;
 
 use serde::{Deserialize, Serialize};
@@ -25,6 +26,10 @@ pub(crate) enum Ask {
         /// vouch for others (`identity`).
         user: String,
         trigger: Trigger,
+        /// Dumps to restore (service → file name in `ROOT/backups`); only root and the owner
+        /// of `code.git` may ask for that.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        restore: BTreeMap<String, String>,
     },
 }
 
@@ -56,6 +61,7 @@ impl Ask {
             expression,
             user: request.user.to_string(),
             trigger: request.trigger,
+            restore: request.restore.clone(),
         }
     }
 
@@ -73,6 +79,7 @@ impl Ask {
             expression,
             user: _,
             trigger,
+            restore,
         } = self;
         let target = match pushed {
             Some((revision, refname)) => Target::Pushed { revision, refname },
@@ -83,6 +90,7 @@ impl Ask {
             user: pusher.name,
             uid: pusher.uid,
             trigger,
+            restore,
         }
     }
 }
@@ -221,6 +229,7 @@ mod tests {
             expression: Some("main~1".to_owned()),
             user: "alice-the-admin".to_owned(),
             trigger: Trigger::Rollback,
+            restore: Default::default(),
         };
         assert_eq!(ask.claimed_user(), "alice-the-admin");
         let pusher = Pusher {

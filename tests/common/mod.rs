@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use bollard::Docker;
 
+pub mod daemon;
+
 pub const DEPLOY: &str = env!("CARGO_BIN_EXE_deploy");
 pub const PASSWORD: &str = "s3cret-Pa55word-for-tests";
 
