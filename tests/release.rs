@@ -460,3 +460,110 @@ fn a_release_service_that_does_not_exist_or_a_database_that_is_not_postgres_chan
     assert_eq!(line(&after, "columns"), "id,name,created_at");
     assert_eq!(api_id(&stack), api);
 }
+
+/// Removes what a project made, when dropped (for a root a test creates besides its stack).
+struct Project(String);
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        cleanup(&self.0);
+    }
+}
+
+#[test]
+fn export_then_import_into_a_fresh_root_serves_the_same_data() {
+    let stack = calminer("relmove");
+    // The image is named after the project (both hosts are this machine here).
+    let compose = stack.compose();
+    let image_line = compose
+        .lines()
+        .find(|l| l.contains("image: t"))
+        .unwrap()
+        .to_owned();
+    stack.write(
+        "docker-compose.yml",
+        &compose.replace(&format!("{image_line}\n"), ""),
+    );
+    stack.write(
+        "migrations/002_price.sql",
+        "ALTER TABLE scenarios ADD COLUMN price numeric;\n",
+    );
+    let (sha, push) = ship(&stack, "1");
+    assert!(push.output.contains("deployed"), "{}", push.output);
+    page(&stack, "1");
+    add_scenario(&stack, "alpha");
+    add_scenario(&stack, "beta");
+
+    let archive = stack.base.path().join("host.tar");
+    let out = stack.deploy(&["export", archive.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("mode 0600"), "{}", text(&out));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&archive).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // The old host goes away (its data stays on its disk); the new one comes up from the file.
+    let out = stack.deploy(&["down"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let name = format!("{}new", stack.project);
+    let _moved = Project(name.clone());
+    let new_root = stack.base.path().join(&name);
+    let out = run(std::process::Command::new(DEPLOY)
+        .args(["import", archive.to_str().unwrap()])
+        .arg(&new_root));
+    assert!(out.status.success(), "{}", text(&out));
+    let moved = page(&stack, "1");
+    assert_eq!(scenarios(&moved), ["alpha", "beta"]);
+    assert_eq!(line(&moved, "columns"), "id,name,created_at,price");
+    let status = run(std::process::Command::new(DEPLOY)
+        .args(["status", "--json", "--root"])
+        .arg(&new_root));
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["live"]["revision"], sha.as_str(), "{status:#}");
+    assert_eq!(status["project"], name.as_str());
+    assert!(new_root.join("code.git/hooks/post-receive").is_file());
+
+    // Bad input: not an archive, or a root that holds something.
+    let out = run(std::process::Command::new(DEPLOY)
+        .args(["import", archive.to_str().unwrap()])
+        .arg(&new_root));
+    assert!(!out.status.success());
+    assert!(text(&out).contains("is not empty"), "{}", text(&out));
+}
+
+#[test]
+fn backup_schedule_dumps_under_deploy_serve_and_status_shows_it() {
+    let stack = calminer("relsched");
+    stack.add_setting("backups: never");
+    stack.add_setting("backup_schedule: daily");
+    let daemon = Daemon::start(&stack);
+    let (_, push) = ship(&stack, "1");
+    assert!(push.output.contains("deployed"), "{}", push.output);
+    page(&stack, "1");
+    assert!(backups(&stack).is_empty(), "`backups: never` took none");
+    // The schedule counts from the newest dump: with none, a restarted daemon takes one now.
+    daemon.kill();
+    let _daemon = Daemon::start(&stack);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let taken = loop {
+        let list = backups(&stack);
+        if let Some(b) = list.iter().find(|b| b["reason"] == "schedule") {
+            break b.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no scheduled dump: {list:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert_eq!(taken["service"], "db");
+    let out = stack.deploy(&["status"]);
+    let printed = text(&out);
+    assert!(
+        printed.contains(&format!("ago: {}", taken["file"].as_str().unwrap())),
+        "{printed}"
+    );
+    assert!(!printed.contains("warning"), "{printed}");
+}

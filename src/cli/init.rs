@@ -29,6 +29,22 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<u8> {
     let path = std::path::absolute(&args.root)
         .with_context(|| format!("failed to resolve `{}`", args.root.display()))?;
     let root = Root::new(path);
+    prepare(&root, &args.branch).await?;
+    let repo = root.repo();
+    println!("deploy root ready at {}", root.path().display());
+    println!(
+        "put secret files in {}/ (e.g. db_password), then push:",
+        root.secrets().display()
+    );
+    println!();
+    println!("  git remote add prod {}", remote_url(&repo));
+    println!("  git push prod {}", args.branch);
+    Ok(super::exit::SUCCESS)
+}
+
+/// Makes `root` a deploy root, keeping whatever it holds already: the layout, the bare repo,
+/// `deploy.yml` (written only when missing), the hook (for this binary), the ledger.
+pub(crate) async fn prepare(root: &Root, branch: &str) -> anyhow::Result<()> {
     for dir in [
         root.path().to_path_buf(),
         root.code(),
@@ -49,23 +65,12 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<u8> {
         },
     )?;
 
-    let (repo, branch) = (root.repo(), args.branch.clone());
-    blocking(move || git::init_bare(&repo, &branch)).await??;
-    write_settings(&root, &args.branch)?;
-    install_hook(&root)?;
+    let (repo, branch_name) = (root.repo(), branch.to_owned());
+    blocking(move || git::init_bare(&repo, &branch_name)).await??;
+    write_settings(root, branch)?;
+    install_hook(root)?;
     Ledger::open(&root.ledger_file()).await?;
-    write_build_logs_readme(&root)?;
-
-    let repo = root.repo();
-    println!("deploy root ready at {}", root.path().display());
-    println!(
-        "put secret files in {}/ (e.g. db_password), then push:",
-        root.secrets().display()
-    );
-    println!();
-    println!("  git remote add prod {}", remote_url(&repo));
-    println!("  git push prod {}", args.branch);
-    Ok(super::exit::SUCCESS)
+    write_build_logs_readme(root)
 }
 
 /// Writes `deploy.yml` on first init only: an operator's edits are never overwritten.

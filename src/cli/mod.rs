@@ -5,6 +5,7 @@ mod completions;
 mod config;
 mod deploy;
 mod down;
+mod export;
 mod history;
 mod hook;
 mod init;
@@ -87,6 +88,14 @@ enum Command {
     /// inside its own container, so a restore that fails leaves it as it was. The app's
     /// containers are stopped while it runs and started again after.
     RestoreDb(restore::Args),
+    /// Write one archive of everything that brings the app up elsewhere (mode 0600).
+    ///
+    /// The bare repo, deploy.yml and its env file, code/.secrets, the ledger, the build
+    /// logs, and a fresh dump of every database, taken under the lock.
+    Export(export::ExportArgs),
+    /// Create a new root from an archive of `deploy export`, and deploy its live revision
+    /// with the data restored.
+    Import(export::ImportArgs),
     /// Print the completion script for a shell (bash, zsh, fish, elvish, powershell).
     Completions(completions::Args),
     /// Write the man pages (roff) into DIR, as the Debian package installs them.
@@ -140,6 +149,8 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Some(Command::Backups(args)) => backups::list(Root::discover(cli.root)?, args).await,
         Some(Command::Backup(args)) => backups::take(Root::discover(cli.root)?, args).await,
         Some(Command::RestoreDb(args)) => restore::run(Root::discover(cli.root)?, args).await,
+        Some(Command::Export(args)) => export::run_export(Root::discover(cli.root)?, args).await,
+        Some(Command::Import(args)) => export::run_import(args).await,
         Some(Command::Completions(args)) => completions::run(args),
         Some(Command::Man { dir }) => completions::man(&dir),
         None => deploy::run(Root::discover(cli.root)?, cli.deploy).await,

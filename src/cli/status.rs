@@ -21,6 +21,53 @@ struct Status {
     project: String,
     live: Option<Deployment>,
     containers: Vec<docker::status::ContainerStatus>,
+    /// The newest database dump, if any.
+    backup: Option<NewestBackup>,
+}
+
+#[derive(Serialize)]
+struct NewestBackup {
+    file: String,
+    taken_at: chrono::DateTime<chrono::Utc>,
+    age_seconds: i64,
+    /// Older than `backup_schedule` allows, plus two hours.
+    overdue: bool,
+}
+
+/// `42s`, `17m`, `5h12m`, `3d4h`.
+fn age(secs: i64) -> String {
+    let (m, h, d) = (secs / 60, secs / 3600, secs / 86400);
+    if secs < 60 {
+        format!("{}s", secs.max(0))
+    } else if secs < 3600 {
+        format!("{m}m")
+    } else if secs < 86400 {
+        format!("{h}h{:02}m", m % 60)
+    } else {
+        format!("{d}d{}h", h % 24)
+    }
+}
+
+/// How late a scheduled dump may be before `deploy status` warns.
+const OVERDUE_GRACE: chrono::TimeDelta = chrono::TimeDelta::hours(2);
+
+async fn newest_backup(
+    ledger: &Ledger,
+    settings: &Settings,
+) -> anyhow::Result<Option<NewestBackup>> {
+    let Some(newest) = ledger.backups().await?.into_iter().next() else {
+        return Ok(None);
+    };
+    let age = chrono::Utc::now() - newest.taken_at;
+    let overdue = settings.backup_schedule.is_some_and(|every| {
+        chrono::TimeDelta::from_std(every).is_ok_and(|every| age > every + OVERDUE_GRACE)
+    });
+    Ok(Some(NewestBackup {
+        file: newest.file,
+        taken_at: newest.taken_at,
+        age_seconds: age.num_seconds(),
+        overdue,
+    }))
 }
 
 pub(crate) async fn run(root: Root, args: Args) -> anyhow::Result<u8> {
@@ -36,6 +83,7 @@ pub(crate) async fn run(root: Root, args: Args) -> anyhow::Result<u8> {
         project: project.to_string(),
         live,
         containers,
+        backup: newest_backup(&ledger, &settings).await?,
     };
 
     if args.json {
@@ -54,6 +102,22 @@ pub(crate) async fn run(root: Root, args: Args) -> anyhow::Result<u8> {
                 .format("%Y-%m-%d %H:%M:%S")
         ),
         None => println!("live     nothing deployed yet"),
+    }
+    match &status.backup {
+        Some(b) => println!(
+            "backup   {} ago: {}{}",
+            age(b.age_seconds),
+            b.file,
+            if b.overdue {
+                "  (warning: older than backup_schedule allows)"
+            } else {
+                ""
+            }
+        ),
+        None if settings.backup_schedule.is_some() => {
+            println!("backup   none yet (warning: backup_schedule is set)")
+        }
+        None => {}
     }
     if status.containers.is_empty() {
         println!("no containers");
@@ -89,4 +153,15 @@ pub(crate) async fn run(root: Root, args: Args) -> anyhow::Result<u8> {
         println!("* Docker has not run its first healthcheck yet; `deploy status` ran it now");
     }
     Ok(super::exit::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ages_read_at_a_glance() {
+        assert_eq!(super::age(42), "42s");
+        assert_eq!(super::age(17 * 60 + 5), "17m");
+        assert_eq!(super::age(5 * 3600 + 12 * 60), "5h12m");
+        assert_eq!(super::age(3 * 86400 + 4 * 3600 + 60), "3d4h");
+    }
 }

@@ -113,6 +113,17 @@ impl Ledger {
             .map_err(self.db("read a database dump"))
     }
 
+    /// Writes a consistent copy of the whole ledger to `to` (a new file), while others may
+    /// be writing: `VACUUM INTO`.
+    pub(crate) async fn copy_to(&self, to: &std::path::Path) -> Result<(), LedgerError> {
+        sqlx::query("VACUUM INTO ?")
+            .bind(to.to_string_lossy().into_owned())
+            .execute(&self.pool)
+            .await
+            .map_err(self.db("copy the ledger"))?;
+        Ok(())
+    }
+
     /// Records that retention removed a dump's file.
     pub(crate) async fn backup_removed(&self, id: i64) -> Result<(), LedgerError> {
         sqlx::query("UPDATE backups SET removed_at = ? WHERE id = ?")

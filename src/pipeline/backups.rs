@@ -46,6 +46,8 @@ impl Occasion {
 
 /// Dumps the database of `service` (running in `container`) into `ROOT/backups`, checks
 /// the dump, and records it. Refuses before dumping when the disk cannot hold the database.
+/// The caller holds the ROOT lock, so the hidden files of a dump a killed process left
+/// behind are nobody's and go first.
 pub(crate) async fn take(
     root: &Root,
     docker: &Docker,
@@ -63,6 +65,7 @@ pub(crate) async fn take(
         .await
         .with_context(context)?;
     let dir = ensure_dir(root)?;
+    remove_partials(&dir);
     check_free_space(&dir, database.size)?;
 
     let taken_at = Utc::now();
@@ -131,6 +134,18 @@ pub(crate) fn ensure_dir(root: &Root) -> anyhow::Result<PathBuf> {
         .create(&dir)
         .with_context(|| format!("failed to create `{}`", dir.display()))?;
     Ok(dir)
+}
+
+fn remove_partials(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') && name.ends_with(".partial") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// The database's size on disk is what its dump can take at most (a dump is compressed).
@@ -448,9 +463,19 @@ pub(crate) async fn take_now(
     only: Option<&str>,
     reporter: &Reporter,
 ) -> anyhow::Result<Vec<Backup>> {
+    let _lock = super::lock::acquire(&root.lock_file(), "a database dump", reporter).await?;
+    take_locked(root, reason, only, reporter).await
+}
+
+/// `take_now` for a caller that holds the ROOT lock already.
+pub(crate) async fn take_locked(
+    root: &Root,
+    reason: BackupReason,
+    only: Option<&str>,
+    reporter: &Reporter,
+) -> anyhow::Result<Vec<Backup>> {
     let settings = crate::settings::Settings::load(root)?;
     let project = settings.project(root)?;
-    let _lock = super::lock::acquire(&root.lock_file(), "a database dump", reporter).await?;
     let ledger = Ledger::open(&root.ledger_file()).await?;
     let live = ledger.last_succeeded().await?.map(|d| d.revision);
     if live.is_none() {

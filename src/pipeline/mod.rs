@@ -4,6 +4,7 @@
 
 pub(crate) mod backups;
 mod confine;
+pub(crate) mod export;
 mod load;
 pub(crate) mod lock;
 pub(crate) mod preflight;

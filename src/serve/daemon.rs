@@ -94,6 +94,7 @@ pub(crate) async fn run(root: Root) -> anyhow::Result<()> {
             })
             .context("failed to start the deploy worker")?
     };
+    super::schedule::start(root.clone()).context("failed to start the backup schedule")?;
     tracing::info!(root = %root.path().display(), %project, version = crate::cli::VERSION, "deploy serve is ready");
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -10,5 +10,6 @@ mod daemon;
 mod descriptors;
 mod protocol;
 pub(crate) mod proxy;
+mod schedule;
 
 pub(crate) use daemon::run;
