@@ -332,14 +332,16 @@ fn give_socket_access(stack: &Stack, user: &TempUser) {
     .unwrap();
 }
 
-/// What an attacker sends by hand: a rollback to `revision` claimed for `alice-the-admin`.
-/// Prints every reply line.
+/// What an attacker sends by hand: a rollback to `revision` claimed for `alice-the-admin`,
+/// with a dump of `db` to restore when a third argument names one. Prints every reply line.
 const RAW_CLIENT: &str = r#"
 import json, socket, sys
 s = socket.socket(socket.AF_UNIX)
 s.connect(sys.argv[1])
 ask = {"Deploy": {"pushed": None, "expression": sys.argv[2],
                   "user": "alice-the-admin", "trigger": "rollback"}}
+if len(sys.argv) > 3:
+    ask["Deploy"]["restore"] = {"db": sys.argv[3]}
 s.sendall((json.dumps(ask) + "\n").encode())
 for line in s.makefile():
     print(line, end="")
@@ -384,6 +386,24 @@ fn issue17_f17_a_claimed_name_counts_only_from_root_or_the_repo_owner() {
     );
     assert_recorded(&stack, &user.name, user.uid);
     assert_eq!(stack.history()[0]["trigger"], "rollback");
+
+    // A restore throws data away: the socket refuses it from a mere member of its group.
+    let rows = stack.history().len();
+    let out = user.run(Command::new("/usr/bin/python3").args([
+        "-c",
+        RAW_CLIENT,
+        socket(&stack).to_str().unwrap(),
+        &sha,
+        "old.dump",
+    ]));
+    let replies = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        replies.contains(r#""ok":false"#)
+            && replies.contains("restoring a database is for root and the owner of `code.git`"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(stack.history().len(), rows, "nothing was queued");
 
     // The same claim through `deploy` itself.
     let out = user.run(

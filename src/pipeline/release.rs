@@ -56,7 +56,6 @@ pub(crate) struct Done {
 /// must be up first.
 pub(crate) async fn prepare(run: &Run<'_>, spec: &Spec, plan: &Plan) -> anyhow::Result<Phase> {
     let databases = spec.databases();
-    check_running_databases(run, plan, &databases).await?;
     let restore = restore_targets(run, &databases)?;
     let release = match &spec.release {
         Some(declared) => {
@@ -105,6 +104,9 @@ pub(crate) async fn prepare(run: &Run<'_>, spec: &Spec, plan: &Plan) -> anyhow::
             Backups::Release => releasing,
             Backups::Always => releasing || plan.changes_containers(),
         };
+    if dump || !restore.is_empty() {
+        check_running_databases(run, plan, &databases).await?;
+    }
     let mut needed: Vec<ServiceName> = Vec::new();
     if dump || !restore.is_empty() || releasing {
         needed.extend(databases.iter().cloned());
