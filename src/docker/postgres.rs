@@ -220,17 +220,23 @@ async fn exec(
                 _ => {}
             }
         }
+        if let Some(to) = stdout.as_mut() {
+            to.flush().await.map_err(|error| PgError::Io {
+                what: "write the dump",
+                error,
+            })?;
+        }
         Ok::<_, PgError>((kept, stderr))
     };
-    let (fed, collected) = tokio::join!(feed, collect);
-    let (kept, stderr) = collected?;
-    let _ = fed;
-    if let Some(to) = stdout {
-        to.flush().await.map_err(|error| PgError::Io {
-            what: "write the dump",
-            error,
-        })?;
-    }
+    // A command that stops reading early (`--list`) ends before its input does: its output
+    // ending is the end, and the rest of the input is not sent.
+    let (kept, stderr) = {
+        tokio::pin!(feed, collect);
+        tokio::select! {
+            collected = &mut collect => collected,
+            _ = &mut feed => collect.await,
+        }
+    }?;
     let code = docker
         .inspect_exec(&exec.id)
         .await
