@@ -16,6 +16,7 @@ use super::record::Record;
 use super::traffic::{self, Traffic};
 use super::{blocking, confine, preflight};
 use crate::compose::Spec;
+use crate::docker::build::BuildSecrets;
 use crate::docker::{self, Docker, apply};
 use crate::git;
 use crate::ids::{ProjectName, Revision, ServiceName};
@@ -43,9 +44,9 @@ pub(crate) async fn run(run: &Run<'_>) -> anyhow::Result<Vec<String>> {
     // A full disk breaks what runs too: refuse before touching anything.
     preflight::free_space(&run.docker, run.settings).await?;
     checkout(run).await?;
-    let spec = load(run).await?;
+    let (spec, secrets) = load(run).await?;
     let plan = plan(run, &spec).await?;
-    build(run, &plan).await?;
+    build(run, &plan, &secrets).await?;
     let applied = apply::apply(&run.docker, &plan, run.reporter, &apply_options(run)).await?;
     traffic::cut_over(run.traffic, &run.docker, &plan, applied, run.reporter).await?;
     Ok(plan.images())
@@ -61,8 +62,8 @@ async fn checkout(run: &Run<'_>) -> anyhow::Result<()> {
 }
 
 /// The compose file as a deploy runs it: loaded, judged by the policy, its files read and
-/// the ones its mounts need written.
-async fn load(run: &Run<'_>) -> anyhow::Result<Spec> {
+/// the ones its mounts need written; and the values of the secrets its builds read.
+async fn load(run: &Run<'_>) -> anyhow::Result<(Spec, BuildSecrets)> {
     let step = run.reporter.step(StepKind::ReadCompose);
     let loaded = {
         let (root, settings) = (run.root.clone(), run.settings.clone());
@@ -83,9 +84,9 @@ async fn load(run: &Run<'_>) -> anyhow::Result<Spec> {
     )
     .await?;
     let root = run.root.clone();
-    let spec = blocking(move || preflight::prepare(&root, checked)).await??;
+    let prepared = blocking(move || preflight::prepare(&root, checked)).await??;
     step.finish();
-    Ok(spec)
+    Ok(prepared)
 }
 
 async fn plan(run: &Run<'_>, spec: &Spec) -> anyhow::Result<Plan> {
@@ -137,7 +138,7 @@ async fn build_keys(run: &Run<'_>, spec: &Spec) -> anyhow::Result<BTreeMap<Servi
         let Some(tree) = blocking(move || git::tree_id(&repo, &rev, &relative)).await?? else {
             continue;
         };
-        let recipe = serde_json::json!({
+        let mut recipe = serde_json::json!({
             "tree": tree,
             "dockerfile": build.dockerfile,
             "args": build.args,
@@ -145,6 +146,17 @@ async fn build_keys(run: &Run<'_>, spec: &Spec) -> anyhow::Result<BTreeMap<Servi
             "labels": build.labels,
             "network": build.network,
         });
+        // Keys added later enter only when set, so the images of builds that do not use
+        // them keep their key and are still reused.
+        for (key, value) in [
+            ("secrets", serde_json::json!(build.secrets)),
+            ("cache_from", serde_json::json!(build.cache_from)),
+            ("extra_hosts", serde_json::json!(build.extra_hosts)),
+        ] {
+            if value.as_array().is_some_and(|a| !a.is_empty()) {
+                recipe[key] = value;
+            }
+        }
         let digest = sha2::Sha256::digest(recipe.to_string().as_bytes());
         let key: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
         keys.insert(name.clone(), key);
@@ -154,12 +166,12 @@ async fn build_keys(run: &Run<'_>, spec: &Spec) -> anyhow::Result<BTreeMap<Servi
 
 /// Every image is built before any container is touched: a failed build leaves the running
 /// revision alone.
-async fn build(run: &Run<'_>, plan: &Plan) -> anyhow::Result<()> {
+async fn build(run: &Run<'_>, plan: &Plan, secrets: &BuildSecrets) -> anyhow::Result<()> {
     for build in &plan.builds {
         let step = run.reporter.step(StepKind::Build {
             services: build.services.iter().map(|s| s.to_string()).collect(),
         });
-        docker::build::build_image(&run.docker, build, &step).await?;
+        docker::build::build_image(&run.docker, build, secrets, &step).await?;
         step.finish();
     }
     for reuse in &plan.reused {
