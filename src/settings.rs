@@ -54,6 +54,10 @@ pub(crate) struct Settings {
     /// the pusher's terminal; the rest is cut, and the log says where.
     #[serde(deserialize_with = "de_bytes")]
     pub(crate) build_log_limit: u64,
+    /// The most BuildKit's build cache (layers and cache mounts) may hold after a deploy;
+    /// the least recently used records beyond it are pruned.
+    #[serde(deserialize_with = "de_bytes")]
+    pub(crate) build_cache: u64,
     /// Exceptions to the security policy for the pushed compose file.
     pub(crate) allow: Allowances,
 }
@@ -75,6 +79,7 @@ impl Default for Settings {
             file_size_limit: 1 << 20,
             blob_size_limit: 512 << 20,
             build_log_limit: 50 << 20,
+            build_cache: 5 << 30,
             allow: Allowances::default(),
         }
     }
@@ -206,6 +211,7 @@ mod tests {
         assert_eq!(s.retention, 5);
         assert_eq!(s.health_timeout, Duration::from_secs(60));
         assert_eq!(s.min_free_space, 2 << 30);
+        assert_eq!(s.build_cache, 5 << 30);
     }
 
     #[test]

@@ -21,6 +21,16 @@ struct Status {
     project: String,
     live: Option<Deployment>,
     containers: Vec<docker::status::ContainerStatus>,
+    build_cache: BuildCache,
+}
+
+/// BuildKit's cache, which the engine shares among every project it builds.
+#[derive(Serialize)]
+struct BuildCache {
+    /// Bytes it holds now.
+    size: u64,
+    /// `build_cache` in deploy.yml: what a deploy prunes it down to.
+    limit: u64,
 }
 
 pub(crate) async fn run(root: Root, args: Args) -> anyhow::Result<u8> {
@@ -36,6 +46,10 @@ pub(crate) async fn run(root: Root, args: Args) -> anyhow::Result<u8> {
         project: project.to_string(),
         live,
         containers,
+        build_cache: BuildCache {
+            size: docker::cache::usage(&docker).await?,
+            limit: settings.build_cache,
+        },
     };
 
     if args.json {
@@ -55,6 +69,11 @@ pub(crate) async fn run(root: Root, args: Args) -> anyhow::Result<u8> {
         ),
         None => println!("live     nothing deployed yet"),
     }
+    println!(
+        "build    cache {} of at most {} (shared by every project on this engine)",
+        crate::compose::bytes::human(status.build_cache.size),
+        crate::compose::bytes::human(status.build_cache.limit)
+    );
     if status.containers.is_empty() {
         println!("no containers");
     }

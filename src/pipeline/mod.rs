@@ -8,7 +8,7 @@ pub(crate) mod lock;
 pub(crate) mod preflight;
 pub(crate) mod reconcile;
 pub(crate) mod record;
-mod retention;
+pub(crate) mod retention;
 mod stages;
 pub(crate) mod traffic;
 
@@ -128,6 +128,7 @@ async fn retain(
         project,
         &record.revision,
         settings.retention,
+        settings.build_cache,
         reporter,
     )
     .await;

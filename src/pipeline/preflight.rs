@@ -414,18 +414,35 @@ fn write_own_file(path: &Path, text: &str) -> anyhow::Result<()> {
 }
 
 /// Refuses to build when the disk holding Docker's data is nearly full: a full disk breaks
-/// the running stack too.
-pub(crate) async fn free_space(docker: &Docker, settings: &Settings) -> anyhow::Result<()> {
+/// the running stack too. The build cache counts: what it holds beyond `build_cache` would
+/// go after the deploy anyway, so it goes first, and the refusal says what it still holds.
+pub(crate) async fn free_space(
+    docker: &Docker,
+    settings: &Settings,
+    reporter: &Reporter,
+) -> anyhow::Result<()> {
     let dir = observe::data_root(docker).await?;
-    let stat = nix::sys::statvfs::statvfs(Path::new(&dir))
-        .with_context(|| format!("failed to read the free space of `{dir}`"))?;
-    let free = stat.blocks_available() as u64 * stat.fragment_size() as u64;
+    if free_bytes(&dir)? >= settings.min_free_space {
+        return Ok(());
+    }
+    super::retention::prune_cache(docker, settings.build_cache, reporter).await?;
+    let free = free_bytes(&dir)?;
     if free < settings.min_free_space {
+        let human = crate::compose::bytes::human;
+        let cache = crate::docker::cache::usage(docker).await?;
         bail!(
-            "only {} free in `{dir}`, below the {} a build needs; free some space (`docker system prune`) or lower `min_free_space` in ROOT/deploy.yml",
-            crate::compose::bytes::human(free),
-            crate::compose::bytes::human(settings.min_free_space)
+            "only {} free in `{dir}`, below the {} a build needs (the build cache holds {}, at most `build_cache` {}); free some space (`docker system prune`), or lower `min_free_space` or `build_cache` in ROOT/deploy.yml",
+            human(free),
+            human(settings.min_free_space),
+            human(cache),
+            human(settings.build_cache)
         );
     }
     Ok(())
+}
+
+fn free_bytes(dir: &str) -> anyhow::Result<u64> {
+    let stat = nix::sys::statvfs::statvfs(Path::new(dir))
+        .with_context(|| format!("failed to read the free space of `{dir}`"))?;
+    Ok(stat.blocks_available() as u64 * stat.fragment_size() as u64)
 }

@@ -42,7 +42,7 @@ pub(crate) struct Run<'a> {
 /// containers health-gated, and switches traffic to them. Returns the deployed images.
 pub(crate) async fn run(run: &Run<'_>) -> anyhow::Result<Vec<String>> {
     // A full disk breaks what runs too: refuse before touching anything.
-    preflight::free_space(&run.docker, run.settings).await?;
+    preflight::free_space(&run.docker, run.settings, run.reporter).await?;
     checkout(run).await?;
     let (spec, secrets) = load(run).await?;
     let plan = plan(run, &spec).await?;
