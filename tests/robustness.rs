@@ -494,7 +494,8 @@ fn issue3_sigkill_at_any_step_needs_no_manual_unlock() {
         push.output
     );
     assert!(
-        push.output.contains("was interrupted after its containers were ready; it is live now"),
+        push.output
+            .contains("was interrupted after its containers were ready; it is live now"),
         "{}",
         push.output
     );

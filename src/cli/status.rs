@@ -27,8 +27,9 @@ struct Status {
 /// BuildKit's cache, which the engine shares among every project it builds.
 #[derive(Serialize)]
 struct BuildCache {
-    /// Bytes it holds now.
-    size: u64,
+    /// Bytes it holds now; `null` when the engine could not tell (it answers one disk usage
+    /// question at a time).
+    size: Option<u64>,
     /// `build_cache` in deploy.yml: what a deploy prunes it down to.
     limit: u64,
 }
@@ -47,7 +48,9 @@ pub(crate) async fn run(root: Root, args: Args) -> anyhow::Result<u8> {
         live,
         containers,
         build_cache: BuildCache {
-            size: docker::cache::usage(&docker).await?,
+            // What runs matters more than the cache's size: a busy engine does not fail
+            // `deploy status`.
+            size: docker::cache::usage(&docker).await.ok(),
             limit: settings.build_cache,
         },
     };
@@ -69,10 +72,11 @@ pub(crate) async fn run(root: Root, args: Args) -> anyhow::Result<u8> {
         ),
         None => println!("live     nothing deployed yet"),
     }
+    let human = crate::compose::bytes::human;
     println!(
         "build    cache {} of at most {} (shared by every project on this engine)",
-        crate::compose::bytes::human(status.build_cache.size),
-        crate::compose::bytes::human(status.build_cache.limit)
+        status.build_cache.size.map_or("unknown".to_owned(), human),
+        human(status.build_cache.limit)
     );
     if status.containers.is_empty() {
         println!("no containers");

@@ -429,12 +429,13 @@ pub(crate) async fn free_space(
     let free = free_bytes(&dir)?;
     if free < settings.min_free_space {
         let human = crate::compose::bytes::human;
-        let cache = crate::docker::cache::usage(docker).await?;
+        let cache = crate::docker::cache::usage(docker)
+            .await
+            .map_or_else(|_| "an unknown amount".to_owned(), human);
         bail!(
-            "only {} free in `{dir}`, below the {} a build needs (the build cache holds {}, at most `build_cache` {}); free some space (`docker system prune`), or lower `min_free_space` or `build_cache` in ROOT/deploy.yml",
+            "only {} free in `{dir}`, below the {} a build needs (the build cache holds {cache}, at most `build_cache` {}); free some space (`docker system prune`), or lower `min_free_space` or `build_cache` in ROOT/deploy.yml",
             human(free),
             human(settings.min_free_space),
-            human(cache),
             human(settings.build_cache)
         );
     }
