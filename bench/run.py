@@ -14,6 +14,10 @@ One run measures, for each of three setups, on a fresh root each time:
   rollback  back to the first revision until the page shows it
   load      failed requests during one more redeploy under steady loopback load
 
+Also once per run, the limit a warm redeploy is held against: the same BuildKit build of
+the same one-line change, a container of it started and its first answer, done by hand
+through the Engine API (no `deploy`), beside an already running database.
+
 Then, once per run, `deploy` alone: its peak RSS while sending a 500 MiB build context, and
 the build-context bytes it sent against the repo's size. After the runs, with `deploy
 serve`: failed requests during 20 consecutive deploys under load, and the proxy's latency
@@ -26,6 +30,7 @@ Only 127.0.0.1 and the project's own containers get traffic; every loop is bound
 """
 
 import argparse
+import io
 import http.client
 import json
 import os
@@ -36,8 +41,10 @@ import socket
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
+import urllib.parse
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -292,6 +299,132 @@ def context_bytes(build_log):
 
 
 # ---------------------------------------------------------------------------------------
+# The limit: what the engine itself needs for a warm redeploy, asked by hand
+
+
+class Engine(http.client.HTTPConnection):
+    """One request to the Docker Engine API over its unix socket."""
+
+    def __init__(self, timeout=PAGE_TIMEOUT):
+        super().__init__("docker", timeout=timeout)
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect("/var/run/docker.sock")
+
+
+def api(method, path, body=None, headers=None):
+    """(status, body) of one Engine API call; `body` a dict is sent as JSON."""
+    headers = dict(headers or {})
+    if isinstance(body, dict):
+        body = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    conn = Engine()
+    try:
+        conn.request(method, "/v1.41" + path, body=body, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def api_ok(method, path, body=None, headers=None):
+    status, data = api(method, path, body, headers)
+    if status >= 300:
+        raise RuntimeError(f"{method} {path}: {status} {data[:500]!r}")
+    return json.loads(data) if data.strip() else None
+
+
+def buildkit_build(context, tag, project):
+    """The build `deploy` sends: BuildKit, a tar context, its cache namespace and inline
+    cache. Raises on a build error."""
+    tar = io.BytesIO()
+    with tarfile.open(fileobj=tar, mode="w", format=tarfile.GNU_FORMAT) as t:
+        for path in sorted(context.rglob("*")):
+            rel = path.relative_to(context)
+            if ".secrets" not in rel.parts:
+                t.add(path, arcname=str(rel), recursive=False)
+    args = json.dumps({"BUILDKIT_CACHE_MOUNT_NS": project, "BUILDKIT_INLINE_CACHE": "1"})
+    query = urllib.parse.urlencode({"version": "2", "t": tag, "buildargs": args,
+                                    "labels": json.dumps({"deploy.bench": project})})
+    status, data = api("POST", f"/build?{query}", tar.getvalue(),
+                       {"Content-Type": "application/x-tar"})
+    for line in data.splitlines():
+        message = json.loads(line)
+        if status >= 300 or "error" in message:
+            raise RuntimeError(f"the hand-made build failed: {message}")
+
+
+def measure_limit(run):
+    """Seconds for a warm redeploy done by hand: the BuildKit build of a one-line change, a
+    container of it created and started beside the running one, and its first answer with
+    the new version, asked of the container's own address (as `deploy serve`'s proxy does)."""
+    name = f"{PREFIX}-limit-{run}"
+    work = WORK / name
+    app = work / "app"
+    shutil.copytree(EXAMPLE, app)
+    secret = work / "db_password"
+    secret.write_text(os.urandom(12).hex() + "\n")
+    labels = {"deploy.bench": name}
+    made = {"containers": [], "images": []}
+    try:
+        api_ok("POST", "/networks/create", {"Name": name, "Labels": labels})
+        mounts = [f"{secret}:/run/secrets/db_password:ro"]
+        db = api_ok("POST", f"/containers/create?name={name}-db", {
+            "Image": "postgres:15", "Labels": labels,
+            "Env": ["POSTGRES_DB=bpt", "POSTGRES_PASSWORD_FILE=/run/secrets/db_password"],
+            "HostConfig": {"Binds": mounts, "NetworkMode": name},
+            "NetworkingConfig": {"EndpointsConfig": {name: {"Aliases": ["db"]}}},
+        })["Id"]
+        made["containers"].append(db)
+        api_ok("POST", f"/containers/{db}/start")
+
+        def start(version):
+            (app / "VERSION").write_text(version + "\n")
+            tag = f"{name}-server:{version}"
+            buildkit_build(app, tag, name)
+            made["images"].append(tag)
+            c = api_ok("POST", f"/containers/create?name={name}-{version}", {
+                "Image": tag, "Labels": labels,
+                "Env": ["DATABASE_HOST=db", "DATABASE_NAME=bpt", "DATABASE_USER=postgres",
+                        "DATABASE_PASSWORD_FILE=/run/secrets/db_password"],
+                "HostConfig": {"Binds": mounts, "NetworkMode": name},
+            })["Id"]
+            made["containers"].append(c)
+            api_ok("POST", f"/containers/{c}/start")
+            ip = api_ok("GET", f"/containers/{c}/json")["NetworkSettings"]["Networks"][name]["IPAddress"]
+            return ip
+
+        # Untimed: the database's first start and a cold build, as a running app has behind it.
+        ip = start(f"{name}-v0")
+        wait_for_answer(ip, f"{name}-v0", time.monotonic())
+        t0 = time.monotonic()
+        ip = start(f"{name}-v1")
+        seconds = wait_for_answer(ip, f"{name}-v1", t0)
+        log(f"run {run} limit: {seconds:.2f}s")
+        return seconds
+    finally:
+        for c in made["containers"]:
+            api("DELETE", f"/containers/{c}?force=1&v=1")
+        api("DELETE", f"/networks/{name}")
+        for tag in made["images"]:
+            api("DELETE", f"/images/{urllib.parse.quote(tag, safe='')}")
+
+
+def wait_for_answer(ip, version, since, timeout=PAGE_TIMEOUT):
+    """Seconds from `since` until the app at `ip`:80 answers 200 with `version`."""
+    want = f"version: {version}<"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = get(80, host=ip, timeout=1.0)
+        if r and r[0] == 200 and want in r[1]:
+            return time.monotonic() - since
+        time.sleep(0.02)
+    raise RuntimeError(f"{ip} did not serve version {version} within {timeout}s")
+
+
+# ---------------------------------------------------------------------------------------
 # The measurements
 
 
@@ -490,6 +623,19 @@ def table(results):
 
     serve = results.get("serve")
     out = "\n".join(lines)
+    limited = [run for run in runs if "limit" in run]
+    if limited:
+        def over(setup):
+            return [run[setup]["warm"] / run["limit"]["warm"] for run in limited]
+
+        out += "\n\n" + "\n".join([
+            "| Warm redeploy against the engine's own cost | result | goal |",
+            "|---|---|---|",
+            "| Limit: the same BuildKit build, a container started, its first answer, by hand (s) | "
+            f"{spread([run['limit']['warm'] for run in limited], '{:.1f}')} | |",
+            f"| `deploy` ÷ limit | {spread(over('deploy'), '{:.2f}×')} | |",
+            f"| `deploy serve` ÷ limit | {spread(over('serve'), '{:.2f}×')} | ≤ 1.5× |",
+        ])
     if serve:
         rows = [
             "| `deploy serve` | result | goal |",
@@ -553,8 +699,8 @@ def main():
     p.add_argument("--serve-deploys", type=int, default=20)
     p.add_argument("--wrk-seconds", type=int, default=10)
     p.add_argument("--wrk-rounds", type=int, default=5)
-    p.add_argument("--skip", action="append", default=[], choices=["context", "serve"],
-                   help="leave out the context or the serve-only measurements")
+    p.add_argument("--skip", action="append", default=[], choices=["context", "serve", "limit"],
+                   help="leave out the context, the serve-only or the hand-made limit measurements")
     p.add_argument("--write", action="store_true", help="put the table in BENCHMARKS.md")
     p.add_argument("--results", type=Path, help="only print (or --write) a saved results file")
     args = p.parse_args()
@@ -584,6 +730,8 @@ def main():
         }
         for run in range(1, args.runs + 1):
             results["runs"].append({s: measure_setup(s, run) for s in SETUPS})
+            if "limit" not in args.skip:
+                results["runs"][-1]["limit"] = {"warm": measure_limit(run)}
             if "context" not in args.skip:
                 results.setdefault("context", []).append(measure_context(run, args.context_mb))
         if "serve" not in args.skip:

@@ -64,6 +64,10 @@ pub(crate) struct Settings {
     /// `deploy serve` dumps every database this often (`daily`, `6h`, …).
     #[serde(deserialize_with = "de_schedule")]
     pub(crate) backup_schedule: Option<Duration>,
+    /// The most BuildKit's build cache (layers and cache mounts) may hold after a deploy;
+    /// the least recently used records beyond it are pruned.
+    #[serde(deserialize_with = "de_bytes")]
+    pub(crate) build_cache: u64,
     /// Exceptions to the security policy for the pushed compose file.
     pub(crate) allow: Allowances,
 }
@@ -101,6 +105,7 @@ impl Default for Settings {
             backups: Backups::Release,
             backup_retention: 10,
             backup_schedule: None,
+            build_cache: 5 << 30,
             allow: Allowances::default(),
         }
     }
@@ -249,6 +254,7 @@ mod tests {
         assert_eq!(s.retention, 5);
         assert_eq!(s.health_timeout, Duration::from_secs(60));
         assert_eq!(s.min_free_space, 2 << 30);
+        assert_eq!(s.build_cache, 5 << 30);
     }
 
     #[test]

@@ -155,6 +155,13 @@ const CASES: &[Case] = &[
         allow: &[],
     },
     Case {
+        name: "build-keys",
+        files: &["docker-compose.yml"],
+        profiles: &[],
+        externals: false,
+        allow: &[],
+    },
+    Case {
         name: "postgres",
         files: &["docker-compose.yml"],
         profiles: &[],
@@ -162,6 +169,11 @@ const CASES: &[Case] = &[
         allow: &[],
     },
 ];
+
+#[test]
+fn build_keys() {
+    check("build-keys");
+}
 
 #[test]
 fn layered() {

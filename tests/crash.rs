@@ -262,7 +262,7 @@ fn issue19_a_daemon_killed_mid_deploy_comes_back_telling_what_it_serves() {
 
     // (the version, where to kill, what to wait for after the marker)
     let points = [
-        ("v2", "Step 1/", "during the build"),
+        ("v2", "builder: ", "during the build"),
         (
             "v3",
             "-----> replace server",
@@ -315,7 +315,7 @@ fn issue19_a_hook_killed_mid_deploy_leaves_what_status_shows() {
     slow_start(&stack);
 
     let points = [
-        ("v2", "Step 1/", "during the build"),
+        ("v2", "builder: ", "during the build"),
         (
             "v3",
             "-----> replace server",

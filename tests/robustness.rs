@@ -449,7 +449,7 @@ fn issue3_sigkill_at_any_step_needs_no_manual_unlock() {
         &stack.work,
         &["push", "-q", "prod", "HEAD:refs/heads/staging"],
     );
-    kill_deploy_at(&stack, &sha2, "Step 1/", || true);
+    kill_deploy_at(&stack, &sha2, "builder: ", || true);
     let out = stack.deploy(&["--revision", &sha2]);
     assert!(
         out.status.success(),

@@ -1316,9 +1316,13 @@ fn issue17_f14_secrets_reach_no_env_image_or_log() {
     );
 
     // Control characters from a build step would let it forge lines on the pusher's terminal.
+    // The project's name makes the step new to BuildKit's cache, so it runs and prints.
     stack.write(
         "Dockerfile",
-        "FROM debian:bookworm-slim\nRUN printf 'a\\rremote: forged\\033[31m\\n'\n",
+        &format!(
+            "FROM debian:bookworm-slim\nRUN echo {} >/dev/null; printf 'a\\rremote: forged\\033[31m\\n'\n",
+            stack.project
+        ),
     );
     stack.write(
         "docker-compose.yml",

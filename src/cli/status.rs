@@ -23,6 +23,7 @@ struct Status {
     containers: Vec<docker::status::ContainerStatus>,
     /// The newest database dump, if any.
     backup: Option<NewestBackup>,
+    build_cache: BuildCache,
 }
 
 #[derive(Serialize)]
@@ -70,6 +71,16 @@ async fn newest_backup(
     }))
 }
 
+/// BuildKit's cache, which the engine shares among every project it builds.
+#[derive(Serialize)]
+struct BuildCache {
+    /// Bytes it holds now; `null` when the engine could not tell (it answers one disk usage
+    /// question at a time).
+    size: Option<u64>,
+    /// `build_cache` in deploy.yml: what a deploy prunes it down to.
+    limit: u64,
+}
+
 pub(crate) async fn run(root: Root, args: Args) -> anyhow::Result<u8> {
     super::settle(&root).await;
     let settings = Settings::load(&root)?;
@@ -84,6 +95,12 @@ pub(crate) async fn run(root: Root, args: Args) -> anyhow::Result<u8> {
         live,
         containers,
         backup: newest_backup(&ledger, &settings).await?,
+        build_cache: BuildCache {
+            // What runs matters more than the cache's size: a busy engine does not fail
+            // `deploy status`.
+            size: docker::cache::usage(&docker).await.ok(),
+            limit: settings.build_cache,
+        },
     };
 
     if args.json {
@@ -119,6 +136,12 @@ pub(crate) async fn run(root: Root, args: Args) -> anyhow::Result<u8> {
         }
         None => {}
     }
+    let human = crate::compose::bytes::human;
+    println!(
+        "build    cache {} of at most {} (shared by every project on this engine)",
+        status.build_cache.size.map_or("unknown".to_owned(), human),
+        human(status.build_cache.limit)
+    );
     if status.containers.is_empty() {
         println!("no containers");
     }

@@ -4,11 +4,12 @@
 use std::collections::BTreeMap;
 
 use super::mounts::{self, PathContext};
-use super::options::Options;
+use super::options::{self, Options};
 use super::raw::{self, Flag, Scalar, StringOr, StringOrList};
 use super::spec::{
-    Build, Condition, Config, ConfigMount, Dependency, EnvFile, HealthTest, Healthcheck, Mount,
-    Network, Port, Restart, Secret, SecretMount, Service, ServiceNetwork, Spec, Volume,
+    Build, BuildSecret, Condition, Config, ConfigMount, Dependency, EnvFile, HealthTest,
+    Healthcheck, Mount, Network, Port, Restart, Secret, SecretMount, Service, ServiceNetwork, Spec,
+    Volume,
 };
 use super::{ComposeError, LoadOptions, duration, ports, spec};
 use crate::ids::{ProjectName, ServiceName};
@@ -295,13 +296,51 @@ impl Ctx<'_> {
             })?
             .to_string_lossy()
             .into_owned();
+        if raw.ssh.is_some() {
+            return Err(err(
+                at,
+                "build.ssh",
+                "not supported: no SSH agent is forwarded to a build; fetch private code with a token in `build.secrets`",
+            ));
+        }
         let mut args = BTreeMap::new();
         for (k, v) in raw.args.entries() {
+            if k.starts_with("BUILDKIT_") && k != "BUILDKIT_INLINE_CACHE" {
+                return Err(err(
+                    at,
+                    &format!("build.args.{k}"),
+                    "`BUILDKIT_…` arguments set the builder's own options (its frontend, its cache namespace), which `deploy` decides",
+                ));
+            }
             // A bare `ARG` passes the host's value through, or nothing when it is unset.
             if let Some(v) = v.or_else(|| self.options.env.get(&k).cloned()) {
                 args.insert(k, v);
             }
         }
+        let mut secrets = Vec::new();
+        for (i, entry) in raw.secrets.into_iter().enumerate() {
+            secrets.push(
+                self.build_secret(entry)
+                    .map_err(|m| err(at, &format!("build.secrets[{i}]"), m))?,
+            );
+        }
+        for (i, image) in raw.cache_from.iter().enumerate() {
+            if image.contains('=') || image.contains(',') || image.trim().is_empty() {
+                return Err(err(
+                    at,
+                    &format!("build.cache_from[{i}]"),
+                    format!(
+                        "`{image}` is not an image name: a build reuses layers of local images only (`name:tag`), not of a registry or a directory"
+                    ),
+                ));
+            }
+        }
+        let extra_hosts = raw
+            .extra_hosts
+            .map(options::extra_hosts)
+            .transpose()
+            .map_err(|m| err(at, "build.extra_hosts", m))?
+            .unwrap_or_default();
         Ok(Build {
             context,
             dockerfile,
@@ -309,7 +348,32 @@ impl Ctx<'_> {
             target: raw.target,
             labels: labels(&raw.labels),
             network: raw.network,
+            secrets,
+            cache_from: raw.cache_from,
+            extra_hosts,
         })
+    }
+
+    /// A `build.secrets` entry: a declared top-level secret, and the id the Dockerfile
+    /// asks for (its name unless `target:` says otherwise).
+    fn build_secret(&self, raw: StringOr<raw::SecretRef>) -> Result<BuildSecret, String> {
+        let (source, target) = match raw {
+            StringOr::Short(source) => (source, None),
+            StringOr::Long(l) => (l.source, l.target),
+        };
+        if !self.spec.secrets.contains_key(&source) {
+            return Err(format!(
+                "secret `{source}` is not declared under top-level `secrets`"
+            ));
+        }
+        let target = target.unwrap_or_else(|| source.clone());
+        let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+        if target.is_empty() || !target.chars().all(plain) {
+            return Err(format!(
+                "`{target}` is not a secret id: use letters, digits, `.`, `_` and `-`, as in `RUN --mount=type=secret,id={source}`"
+            ));
+        }
+        Ok(BuildSecret { source, target })
     }
 
     /// The `env_file:` entries, resolved but not read: the policy judges their paths first.

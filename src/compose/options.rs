@@ -261,7 +261,7 @@ fn same<T: Clone>(v: &T) -> T {
 // ---- the settings that need more than a line ----
 
 /// `host:ip` (or `host=ip`) entries, or a mapping of host to address, as `host:ip`.
-fn extra_hosts(raw: ListOrMap) -> Result<Vec<String>, String> {
+pub(crate) fn extra_hosts(raw: ListOrMap) -> Result<Vec<String>, String> {
     let pairs: Vec<(String, String)> = match raw {
         ListOrMap::List(items) => items
             .iter()

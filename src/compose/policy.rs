@@ -88,6 +88,9 @@ pub(crate) struct Foreign {
     pub(crate) volumes: BTreeSet<String>,
     /// Docker names of existing networks not labelled as this project's.
     pub(crate) networks: BTreeSet<String>,
+    /// Images a `build.cache_from` names that another project built, with why they are
+    /// not this project's.
+    pub(crate) cache_images: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -149,6 +152,7 @@ pub(crate) fn check(spec: &Spec, host: &Host<'_>) -> Result<(), PolicyError> {
         mounts(&at, s, host, &mut out);
         if let Some(build) = &s.build {
             build_policy(&at, build, host, &mut out);
+            build_sources(&at, build, spec, host, &mut out);
         }
         if let Some(logging) = &s.options.logging {
             logging_policy(&at, logging, host.allow, &mut out);
@@ -368,6 +372,35 @@ fn build_policy(at: &str, build: &Build, host: &Host<'_>, out: &mut Refusals) {
             ),
             Some(format!("allow: {{external_networks: [{n}]}}")),
         ),
+    }
+}
+
+/// What a build reads besides its context: its secrets come only from `.secrets/` (they
+/// are the operator's, never the repository's), and the images whose layers it reuses are
+/// this project's or no project's: another project's layers may hold what its own
+/// secrets fetched.
+fn build_sources(at: &str, build: &Build, spec: &Spec, host: &Host<'_>, out: &mut Refusals) {
+    for (i, secret) in build.secrets.iter().enumerate() {
+        let Some(file) = spec.secrets.get(&secret.source).map(|s| &s.file) else {
+            continue;
+        };
+        if !file.starts_with(&host.layout.secrets) {
+            out.add(
+                format!("{at}.build.secrets[{i}]"),
+                format!(
+                    "the secret `{}` is `{}`, outside `{}`: a build reads secrets only from the operator's `.secrets/`, never from the repository",
+                    secret.source,
+                    file.display(),
+                    host.layout.secrets.display()
+                ),
+                None,
+            );
+        }
+    }
+    for (i, image) in build.cache_from.iter().enumerate() {
+        if let Some(reason) = host.foreign.cache_images.get(image) {
+            out.add(format!("{at}.build.cache_from[{i}]"), reason.clone(), None);
+        }
     }
 }
 
@@ -763,6 +796,9 @@ mod tests {
                     target: None,
                     labels: Default::default(),
                     network: None,
+                    secrets: Vec::new(),
+                    cache_from: Vec::new(),
+                    extra_hosts: Vec::new(),
                 }),
                 image: Some("shared".into()),
                 ..Service::default()

@@ -163,6 +163,14 @@ pub(crate) struct Build {
     #[serde(default)]
     pub(crate) labels: ListOrMap,
     pub(crate) network: Option<String>,
+    /// Top-level secrets a `RUN --mount=type=secret` may read (BuildKit only).
+    #[serde(default)]
+    pub(crate) secrets: Vec<StringOr<SecretRef>>,
+    #[serde(default)]
+    pub(crate) cache_from: Vec<String>,
+    pub(crate) extra_hosts: Option<ListOrMap>,
+    /// Read only to refuse it with its key path: no SSH agent is forwarded to a build.
+    pub(crate) ssh: Option<serde_yaml::Value>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -171,6 +171,23 @@ pub(crate) struct Build {
     pub(crate) labels: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) network: Option<String>,
+    /// Secrets a `RUN --mount=type=secret,id=<target>` reads at build time, never stored.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) secrets: Vec<BuildSecret>,
+    /// Local images whose layers a build may reuse.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) cache_from: Vec<String>,
+    /// `host:ip` entries for the build's `/etc/hosts`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) extra_hosts: Vec<String>,
+}
+
+/// A top-level secret handed to a build: `source` names it under `secrets:`, `target` is the
+/// id the Dockerfile's `RUN --mount=type=secret,id=…` asks for.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub(crate) struct BuildSecret {
+    pub(crate) source: String,
+    pub(crate) target: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -1,22 +1,29 @@
-//! Image builds through the Engine API (classic builder), output streamed to the reporter.
+//! Image builds through the Engine API, output streamed to the reporter: BuildKit when the
+//! engine has it (its trace decoded by `progress.rs`, secrets served by `session.rs`), the
+//! classic builder otherwise.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
 
 use bollard::Docker;
-use bollard::query_parameters::{BuildImageOptionsBuilder, BuilderVersion, TagImageOptionsBuilder};
+use bollard::models::BuildInfoAux;
+use bollard::query_parameters::{
+    BuildImageOptions, BuildImageOptionsBuilder, BuilderVersion, TagImageOptionsBuilder,
+};
 use futures_util::StreamExt;
 
 use super::context::{self, ContextError};
-use super::error_chain;
+use super::progress::{FailedStep, Progress, redraw};
+use super::{error_chain, session};
 use crate::plan::BuildStep;
-use crate::plan::names::split_tag;
+use crate::plan::names::{LABEL_PROJECT, split_tag};
 use crate::report::Step;
 
 /// A build that did not produce its tagged image. Every message names the image and the
 /// services it was for.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum BuildError {
-    /// The Dockerfile failed; `reason` is Docker's own text.
+    /// The Dockerfile failed; `reason` says which step and why.
     #[error("failed to build `{image}` for {services}: {reason}")]
     Failed {
         image: String,
@@ -43,12 +50,66 @@ pub(crate) enum BuildError {
         action: &'static str,
         error: bollard::errors::Error,
     },
+    #[error("failed to build `{image}` for {services}: {error}")]
+    Session {
+        image: String,
+        services: String,
+        error: super::DockerError,
+    },
     #[error("failed to tag `{image}` as `{tag}`: {}", error_chain(.error))]
     Tag {
         image: String,
         tag: String,
         error: bollard::errors::Error,
     },
+}
+
+/// The values of the secrets builds read, by their name under the compose file's top-level
+/// `secrets:`, as the pipeline read them from `.secrets/`.
+#[derive(Clone, Default)]
+pub(crate) struct BuildSecrets(BTreeMap<String, String>);
+
+impl BuildSecrets {
+    pub(crate) fn insert(&mut self, name: String, value: String) {
+        self.0.insert(name, value);
+    }
+}
+
+impl fmt::Debug for BuildSecrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Names only: a value must never reach a log, even a debug one.
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
+/// Which of the engine's builders runs a build.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Builder {
+    BuildKit,
+    /// Only for an engine without BuildKit (API before 1.39, or not Linux).
+    Classic,
+}
+
+impl Builder {
+    /// BuildKit whenever the engine has it.
+    pub(crate) async fn of(docker: &Docker) -> Self {
+        let api = docker.client_version();
+        if (api.major_version, api.minor_version) < (1, 39) {
+            return Builder::Classic;
+        }
+        match docker.version().await {
+            Ok(v) if v.os.as_deref().is_some_and(|os| os != "linux") => Builder::Classic,
+            // An engine that does not say: let the build itself tell.
+            _ => Builder::BuildKit,
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Builder::BuildKit => "builder: BuildKit",
+            Builder::Classic => "builder: classic (this Docker engine has no BuildKit)",
+        }
+    }
 }
 
 fn service_list(step: &BuildStep, separator: &str) -> String {
@@ -66,12 +127,25 @@ fn services_phrase(step: &BuildStep) -> String {
     }
 }
 
-/// Builds `step` from its context with the engine's classic builder, tags it with every tag of
-/// the step, and returns the image id (`sha256:…`). Each line of build output goes to the
-/// pipeline's step `out` as it arrives.
+/// Builds `step` from its context with BuildKit (the classic builder on an engine without
+/// it), tags it with every tag of the step, and returns the image id (`sha256:…`). Each
+/// line of build output goes to the pipeline's step `out` as it arrives.
 pub(crate) async fn build_image(
     docker: &Docker,
     step: &BuildStep,
+    secrets: &BuildSecrets,
+    out: &Step,
+) -> Result<String, BuildError> {
+    let builder = Builder::of(docker).await;
+    build_with(docker, builder, step, secrets, out).await
+}
+
+/// `build_image` with the builder chosen.
+pub(crate) async fn build_with(
+    docker: &Docker,
+    builder: Builder,
+    step: &BuildStep,
+    secrets: &BuildSecrets,
     out: &Step,
 ) -> Result<String, BuildError> {
     let fail = Failure::of(step);
@@ -79,14 +153,17 @@ pub(crate) async fn build_image(
         return Err(fail.dockerfile("the plan gave it no tag".to_owned()));
     };
     let dockerfile = check_dockerfile(step).map_err(|p| fail.dockerfile(p))?;
+    out.output(builder.describe());
+    let session = open_session(docker, builder, step, secrets, &fail).await?;
     let tar = context::tar_stream(&step.build.context, &dockerfile).map_err(|e| fail.context(e))?;
-    let streamed = stream(
-        docker,
-        &options(step, &dockerfile, first_tag),
-        tar.body,
-        out,
-    )
-    .await;
+    let options = options(step, &dockerfile, first_tag, builder, session.as_ref());
+    // Bollard's options carry one `extrahosts`; the engine takes one parameter per host.
+    let hosts: Vec<(&str, String)> = (step.build.extra_hosts.iter())
+        .map(|h| ("extrahosts", h.clone()))
+        .collect();
+    let client = super::with_query(docker, "/build", &hosts);
+    let streamed = stream(&client, &options, tar.body, out).await;
+    drop(session);
     let sent = match tar.done.await {
         Ok(result) => result,
         Err(join) => Err(ContextError::Io {
@@ -94,27 +171,7 @@ pub(crate) async fn build_image(
             error: std::io::Error::other(format!("the context walker stopped: {join}")),
         }),
     };
-    match (streamed.failure, sent) {
-        (Some(Err(reason)), _) => {
-            if let Some(layer) = streamed.last_layer {
-                remove_leftover(docker, &layer).await;
-            }
-            return Err(fail.failed(reason.trim_end().to_owned()));
-        }
-        // The request failed because the tar did: the context's error says why.
-        (_, Err(error)) if !matches!(error, ContextError::Aborted) => {
-            return Err(fail.context(error));
-        }
-        (Some(Ok(error)), _) => return Err(fail.engine("the build request failed", error)),
-        (None, Err(error)) => return Err(fail.context(error)),
-        (None, Ok(stats)) => out.output(format!(
-            "sent a build context of {} ({} bytes) in {} files",
-            crate::compose::bytes::human(stats.bytes),
-            stats.bytes,
-            stats.files
-        )),
-    }
-    let id = match streamed.image_id {
+    let id = match settle(docker, streamed, sent, &dockerfile, &fail, out).await? {
         Some(id) => id,
         // Engines that do not report the id in the stream: ask for the tag just built.
         None => docker
@@ -128,6 +185,107 @@ pub(crate) async fn build_image(
         tag_image(docker, &id, tag).await?;
     }
     Ok(id)
+}
+
+/// A session serving the step's build secrets, when it has any (BuildKit only).
+async fn open_session(
+    docker: &Docker,
+    builder: Builder,
+    step: &BuildStep,
+    secrets: &BuildSecrets,
+    fail: &Failure,
+) -> Result<Option<session::Session>, BuildError> {
+    if step.build.secrets.is_empty() {
+        return Ok(None);
+    }
+    if builder == Builder::Classic {
+        return Err(fail.dockerfile(
+            "`build.secrets` needs BuildKit, which this Docker engine does not have".to_owned(),
+        ));
+    }
+    let mut values = BTreeMap::new();
+    for secret in &step.build.secrets {
+        let Some(value) = secrets.0.get(&secret.source) else {
+            return Err(fail.dockerfile(format!(
+                "the secret `{}` was not read before the build",
+                secret.source
+            )));
+        };
+        values.insert(secret.target.clone(), value.clone().into_bytes());
+    }
+    session::open(docker, values)
+        .await
+        .map(Some)
+        .map_err(|error| fail.session(error))
+}
+
+/// What the build's end means: the image id the engine reported, or the error of the
+/// Dockerfile, the engine or the context, whichever says best what went wrong.
+async fn settle(
+    docker: &Docker,
+    streamed: Streamed,
+    sent: Result<context::ContextStats, ContextError>,
+    dockerfile: &str,
+    fail: &Failure,
+    out: &Step,
+) -> Result<Option<String>, BuildError> {
+    match (streamed.failure, sent) {
+        (Some(Err(reason)), _) => {
+            if let Some(layer) = streamed.last_layer {
+                remove_leftover(docker, &layer).await;
+            }
+            Err(fail.failed(explain(&reason, streamed.failed_step, dockerfile, out)))
+        }
+        // The request failed because the tar did: the context's error says why.
+        (_, Err(error)) if !matches!(error, ContextError::Aborted) => Err(fail.context(error)),
+        (Some(Ok(error)), _) => Err(fail.engine("the build request failed", error)),
+        (None, Err(error)) => Err(fail.context(error)),
+        (None, Ok(stats)) => {
+            out.output(format!(
+                "sent a build context of {} ({} bytes) in {} files",
+                crate::compose::bytes::human(stats.bytes),
+                stats.bytes,
+                stats.files
+            ));
+            Ok(streamed.image_id)
+        }
+    }
+}
+
+/// The reason a build failed, in a line: the step that failed and why, or what was wrong
+/// with the Dockerfile. The failed step's last output lines go to the log once more, after
+/// the rest of the build's, where the pusher sees them.
+fn explain(reason: &str, failed: Option<FailedStep>, dockerfile: &str, out: &Step) -> String {
+    // BuildKit wraps every error in what it was doing; the innermost part is the news.
+    let mut reason = reason.trim_end();
+    for wrapper in [
+        "failed to solve with frontend dockerfile.v0: ",
+        "failed to solve: ",
+        "failed to create LLB definition: ",
+        "failed to build LLB: ",
+        "rpc error: code = Unknown desc = ",
+    ] {
+        reason = reason.strip_prefix(wrapper).unwrap_or(reason);
+    }
+    let Some(failed) = failed else {
+        if reason.contains("dockerfile parse error") || reason.contains("unknown instruction") {
+            return format!("the Dockerfile `{dockerfile}` is invalid: {reason}");
+        }
+        return reason.to_owned();
+    };
+    out.output(format!(
+        "the step `{}` failed; its last lines:",
+        failed.name
+    ));
+    for line in &failed.last_lines {
+        out.output(format!("  | {line}"));
+    }
+    // `executor failed running [/bin/sh -c make]: exit code: 2`: the command is the step.
+    let why = match failed.error.rsplit_once("]: ") {
+        Some((_, why)) if failed.error.starts_with("executor failed running") => why,
+        _ => failed.error.as_str(),
+    };
+    format!("the step `{}` failed: {why}", failed.name)
 }
 
 /// The build's errors, each naming the image and its services.
@@ -176,15 +334,25 @@ impl Failure {
             error,
         }
     }
+
+    fn session(&self, error: super::DockerError) -> BuildError {
+        BuildError::Session {
+            image: self.image.clone(),
+            services: self.services.clone(),
+            error,
+        }
+    }
 }
 
-/// The classic builder's options for `step`.
+/// The build's options for `step` on `builder`.
 fn options(
     step: &BuildStep,
     dockerfile: &str,
     first_tag: &str,
-) -> bollard::query_parameters::BuildImageOptions {
-    let args: HashMap<&str, &str> = step
+    builder: Builder,
+    session: Option<&session::Session>,
+) -> BuildImageOptions {
+    let mut args: HashMap<&str, &str> = step
         .build
         .args
         .iter()
@@ -196,18 +364,36 @@ fn options(
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
+    if builder == Builder::BuildKit {
+        // Cache mounts are the engine's, shared by id: each project gets its own, so a push
+        // cannot plant files in what another project's build reads.
+        if let Some(project) = step.build.labels.get(LABEL_PROJECT) {
+            args.insert("BUILDKIT_CACHE_MOUNT_NS", project);
+        }
+        // The image then carries its cache metadata, so `build.cache_from` can name it once
+        // the build cache was pruned.
+        args.insert("BUILDKIT_INLINE_CACHE", "1");
+    }
     let mut options = BuildImageOptionsBuilder::new()
         .dockerfile(dockerfile)
         .t(first_tag)
         .buildargs(&args)
-        .labels(&labels)
+        .labels(&labels);
+    options = match builder {
+        Builder::BuildKit => options.version(BuilderVersion::BuilderBuildKit),
         // Intermediate containers go even when a step fails: a failing push must not leave
         // litter on the host.
-        .rm(true)
-        .forcerm(true)
-        // API 1.41 engines have no BuildKit session over the API; the classic builder needs
-        // none.
-        .version(BuilderVersion::BuilderV1);
+        _ => options
+            .rm(true)
+            .forcerm(true)
+            .version(BuilderVersion::BuilderV1),
+    };
+    if let Some(session) = session {
+        options = options.session(&session.id);
+    }
+    if !step.build.cache_from.is_empty() {
+        options = options.cachefrom(&step.build.cache_from);
+    }
     if let Some(target) = &step.build.target {
         options = options.target(target);
     }
@@ -223,18 +409,22 @@ struct Streamed {
     image_id: Option<String>,
     /// `Err(text)` when the Dockerfile failed, `Ok(error)` when the request did.
     failure: Option<Result<bollard::errors::Error, String>>,
-    /// The newest layer the builder committed: what a failed build leaves behind.
+    /// The newest layer the classic builder committed: what a failed build leaves behind.
     last_layer: Option<String>,
+    /// The step BuildKit reported failed.
+    failed_step: Option<FailedStep>,
 }
 
-/// Sends the context and relays the build's output, line by line, to `out`.
+/// Sends the context and relays the build's output, line by line, to `out`: the classic
+/// builder's text, or BuildKit's trace decoded.
 async fn stream(
     docker: &Docker,
-    options: &bollard::query_parameters::BuildImageOptions,
+    options: &BuildImageOptions,
     body: context::Chunks,
     out: &Step,
 ) -> Streamed {
     let mut lines = LineSplitter::default();
+    let mut progress = Progress::default();
     let mut streamed = Streamed::default();
     let mut stream =
         docker.build_image(options.clone(), None, Some(bollard::body_try_stream(body)));
@@ -273,16 +463,23 @@ async fn stream(
                 None => status.clone(),
             });
         }
-        if let Some(id) = info.aux.and_then(|aux| aux.id) {
-            streamed.image_id = Some(id);
+        match info.aux {
+            Some(BuildInfoAux::BuildKit(trace)) => {
+                for line in progress.update(&trace) {
+                    out.output(line);
+                }
+            }
+            Some(BuildInfoAux::Default(image)) => streamed.image_id = image.id,
+            None => {}
         }
     }
     // Dropping the request lets the context walker see the engine has stopped reading, so
     // the caller's wait for it cannot last forever.
     drop(stream);
-    if let Some(rest) = lines.finish() {
+    for rest in lines.finish().into_iter().chain(progress.finish()) {
         out.output(rest);
     }
+    streamed.failed_step = progress.failed();
     streamed
 }
 
@@ -366,21 +563,14 @@ impl LineSplitter {
         };
         let rest = self.pending.split_off(end + 1);
         let done = std::mem::replace(&mut self.pending, rest);
-        done.lines().map(last_redraw).collect()
+        done.lines().map(redraw).collect()
     }
 
     /// What is left without a final newline.
     pub(super) fn finish(&mut self) -> Option<String> {
         let rest = std::mem::take(&mut self.pending);
-        (!rest.is_empty()).then(|| last_redraw(&rest))
+        (!rest.is_empty()).then(|| redraw(&rest))
     }
-}
-
-/// A progress bar redraws its line with `\r`; the last redraw is what a terminal shows, and
-/// the only part worth a line in a log.
-fn last_redraw(line: &str) -> String {
-    let line = line.trim_end_matches('\r');
-    line.rsplit('\r').next().unwrap_or(line).to_owned()
 }
 
 #[cfg(test)]
@@ -438,6 +628,9 @@ mod tests {
                 target: None,
                 labels: BTreeMap::new(),
                 network: None,
+                secrets: Vec::new(),
+                cache_from: Vec::new(),
+                extra_hosts: Vec::new(),
             },
         }
     }
@@ -532,7 +725,8 @@ mod tests {
 
         let image = unique_image("build");
         let mut s = step(ctx, &image, &["web", "worker"]);
-        s.build.args.insert("GREETING".into(), "hello".into());
+        // A value of its own, so the `RUN` step is never a cache hit of an earlier run.
+        s.build.args.insert("GREETING".into(), image.clone());
         s.build
             .labels
             .insert("deploy.project".into(), "test".into());
@@ -543,15 +737,20 @@ mod tests {
         };
         let out = reporter.step(kind.clone());
 
-        let id = build_image(&docker, &s, &out)
+        let id = build_image(&docker, &s, &BuildSecrets::default(), &out)
             .await
             .expect("the build succeeds");
         assert!(id.starts_with("sha256:"), "{id}");
 
         let output = captured.output(&kind);
+        // BuildKit's lines start with their step's number: `#3 ./app`.
         let listing: Vec<&str> = output
             .iter()
-            .map(|l| l.trim())
+            .map(|l| {
+                l.split_once(' ')
+                    .map_or(l.as_str(), |(_, rest)| rest)
+                    .trim()
+            })
             .filter(|l| l.starts_with("./") || *l == ".")
             .collect();
         assert_eq!(
@@ -565,7 +764,12 @@ mod tests {
             ],
             "build output: {output:#?}"
         );
-        assert!(output.iter().any(|l| l == "greeting=hello"), "{output:#?}");
+        assert!(
+            output
+                .iter()
+                .any(|l| l.ends_with(&format!(" greeting={image}"))),
+            "{output:#?}"
+        );
         // No output line is a multi-line chunk.
         assert!(captured.events().iter().all(|e| match e {
             Event::Output { line, .. } => !line.contains('\n'),
@@ -584,7 +788,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_failing_dockerfile_returns_dockers_error_text() {
+    async fn the_classic_builder_returns_dockers_error_text() {
         let docker = crate::docker::connect()
             .await
             .expect("these tests need a Docker engine");
@@ -603,10 +807,16 @@ mod tests {
         };
         let out = reporter.step(kind.clone());
 
-        let err = build_image(&docker, &s, &out)
-            .await
-            .unwrap_err()
-            .to_string();
+        let err = build_with(
+            &docker,
+            Builder::Classic,
+            &s,
+            &BuildSecrets::default(),
+            &out,
+        )
+        .await
+        .unwrap_err()
+        .to_string();
         assert_eq!(
             err,
             format!(
@@ -623,6 +833,50 @@ mod tests {
             docker.inspect_image(&s.tags[0]).await.is_err(),
             "nothing is tagged"
         );
+    }
+
+    #[tokio::test]
+    async fn buildkit_names_the_failed_step_with_its_last_lines() {
+        let docker = crate::docker::connect()
+            .await
+            .expect("these tests need a Docker engine");
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "Dockerfile",
+            "FROM debian:bookworm-slim\nRUN echo about to fail && exit 3\n",
+        );
+        let image = unique_image("bkfail");
+        let s = step(dir.path(), &image, &["web"]);
+        let _cleanup = Cleanup(s.tags.clone());
+        let (reporter, captured) = Reporter::capture();
+        let kind = StepKind::Build {
+            services: vec!["web".into()],
+        };
+        let out = reporter.step(kind.clone());
+
+        let err = build_image(&docker, &s, &BuildSecrets::default(), &out)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            format!(
+                "failed to build `{image}` for service `web`: the step `[2/2] RUN echo about to fail && exit 3` failed: exit code: 3"
+            )
+        );
+        let output = captured.output(&kind);
+        assert_eq!(output[0], "builder: BuildKit", "{output:#?}");
+        let named = output
+            .iter()
+            .filter(|l| l.ends_with("RUN echo about to fail && exit 3"))
+            .count();
+        assert_eq!(named, 1, "the step is named once: {output:#?}");
+        assert!(
+            output.iter().any(|l| l == "  | about to fail"),
+            "its last lines close the output: {output:#?}"
+        );
+        assert!(docker.inspect_image(&s.tags[0]).await.is_err());
     }
 
     #[tokio::test]

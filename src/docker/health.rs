@@ -1,6 +1,7 @@
 //! Waiting until a container proves itself: its healthcheck, an HTTP path, a TCP port, or
-//! staying up. Probes run every 250 ms, whatever interval the compose file gives Docker's
-//! own healthcheck, so a deploy or rollback never waits for Docker's next tick.
+//! staying up. Probes run every 50 ms for the first second (a warm redeploy's app is often
+//! up within it), then every 250 ms, whatever interval the compose file gives Docker's own
+//! healthcheck, so a deploy or rollback never waits for Docker's next tick.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -12,8 +13,21 @@ use futures_util::StreamExt;
 
 use super::DockerError;
 
-/// How often a starting container is probed.
+/// How often a starting container is probed after its first second.
 pub(crate) const PROBE_INTERVAL: Duration = Duration::from_millis(250);
+
+/// How often in its first second: an app that answers within it is not kept waiting for
+/// the next 250 ms tick.
+const EARLY_PROBE_INTERVAL: Duration = Duration::from_millis(50);
+
+/// The pause before the next probe of a container waited on for `waited`.
+fn probe_pause(waited: Duration) -> Duration {
+    if waited < Duration::from_secs(1) {
+        EARLY_PROBE_INTERVAL
+    } else {
+        PROBE_INTERVAL
+    }
+}
 
 /// A container without a healthcheck or a port to probe counts as up once it has run this
 /// long without exiting or restarting.
@@ -188,7 +202,7 @@ pub(crate) async fn wait(
                 state: last_state,
             });
         }
-        tokio::time::sleep(PROBE_INTERVAL).await;
+        tokio::time::sleep(probe_pause(started.elapsed())).await;
     }
 }
 
@@ -402,6 +416,16 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
+
+    #[test]
+    fn the_first_second_is_probed_more_often() {
+        assert_eq!(probe_pause(Duration::ZERO), Duration::from_millis(50));
+        assert_eq!(
+            probe_pause(Duration::from_millis(999)),
+            Duration::from_millis(50)
+        );
+        assert_eq!(probe_pause(Duration::from_secs(1)), PROBE_INTERVAL);
+    }
 
     /// A server on 127.0.0.1 that answers one connection with `answer`.
     async fn serve_once(answer: &'static str) -> SocketAddr {

@@ -2,6 +2,7 @@
 
 pub(crate) mod apply;
 pub(crate) mod build;
+pub(crate) mod cache;
 pub(crate) mod context;
 pub(crate) mod down;
 pub(crate) mod events;
@@ -9,8 +10,11 @@ pub(crate) mod health;
 pub(crate) mod observe;
 pub(crate) mod oneoff;
 pub(crate) mod postgres;
+pub(crate) mod progress;
 pub(crate) mod prune;
+pub(crate) mod raw;
 pub(crate) mod routes;
+pub(crate) mod session;
 pub(crate) mod status;
 
 use std::time::Duration;
@@ -49,6 +53,12 @@ pub(crate) enum DockerError {
         "`DOCKER_HOST` is `{0}`, but only a local engine (`unix://…`) is supported; unset it to use `{DEFAULT_HOST}`"
     )]
     UnsupportedHost(String),
+    /// A request made without bollard (`raw.rs`) failed.
+    #[error("failed to {action}: {why}")]
+    Raw { action: &'static str, why: String },
+    /// The build session that hands secrets to BuildKit could not be opened.
+    #[error("failed to open a build session with the Docker engine: {why}")]
+    Session { why: String },
 }
 
 impl DockerError {
@@ -64,10 +74,24 @@ impl DockerError {
 /// the API version both sides speak: bollard defaults to a newer API than engines such as
 /// Docker 20.10 (API 1.41) accept.
 pub(crate) async fn connect() -> Result<Docker, DockerError> {
-    let host = std::env::var("DOCKER_HOST")
+    connect_to(&host()).await
+}
+
+/// `DOCKER_HOST`, or the default socket.
+fn host() -> String {
+    std::env::var("DOCKER_HOST")
         .ok()
-        .filter(|h| !h.trim().is_empty());
-    connect_to(host.as_deref().unwrap_or(DEFAULT_HOST)).await
+        .filter(|h| !h.trim().is_empty())
+        .unwrap_or_else(|| DEFAULT_HOST.to_owned())
+}
+
+/// The engine's socket, as `connect` reaches it: for the one connection bollard cannot
+/// make for us (`session.rs`).
+pub(crate) fn socket_path() -> Result<String, DockerError> {
+    let host = host();
+    host.strip_prefix("unix://")
+        .map(str::to_owned)
+        .ok_or(DockerError::UnsupportedHost(host))
 }
 
 async fn connect_to(host: &str) -> Result<Docker, DockerError> {
@@ -123,6 +147,45 @@ fn diagnose(e: &bollard::errors::Error) -> (String, &'static str) {
         cause = c.source();
     }
     (error_chain(e), START_DOCKER)
+}
+
+/// A client whose requests to paths ending in `path` carry `pairs` in their query besides
+/// what bollard's option structs say: for parameters those structs cannot express (a
+/// repeated `extrahosts`, the `keep-storage` of API 1.41).
+pub(crate) fn with_query(docker: &Docker, path: &'static str, pairs: &[(&str, String)]) -> Docker {
+    let extra: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={}", percent_encode(v)))
+        .collect();
+    let extra = extra.join("&");
+    docker.clone().with_request_modifier(move |mut request| {
+        if extra.is_empty() || !request.uri().path().ends_with(path) {
+            return request;
+        }
+        let uri = request.uri().to_string();
+        let joined = if uri.contains('?') {
+            format!("{uri}&{extra}")
+        } else {
+            format!("{uri}?{extra}")
+        };
+        if let Ok(uri) = joined.parse() {
+            *request.uri_mut() = uri;
+        }
+        request
+    })
+}
+
+/// `value` with every byte but the unreserved ones written `%XX`.
+fn percent_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// An error and its causes on one line: bollard's top-level messages rarely say enough.

@@ -11,7 +11,7 @@ pub(crate) mod preflight;
 pub(crate) mod reconcile;
 pub(crate) mod record;
 mod release;
-mod retention;
+pub(crate) mod retention;
 mod stages;
 pub(crate) mod traffic;
 
@@ -138,6 +138,7 @@ async fn retain(
         project,
         &record.revision,
         settings.retention,
+        settings.build_cache,
         reporter,
     )
     .await;

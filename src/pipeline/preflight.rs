@@ -19,6 +19,7 @@ use crate::compose::policy::{
 use crate::compose::spec::{Config, Mount};
 use crate::compose::{ComposeError, Spec, envfile};
 use crate::docker::Docker;
+use crate::docker::build::BuildSecrets;
 use crate::docker::observe;
 use crate::ids::ProjectName;
 use crate::plan::names;
@@ -35,6 +36,9 @@ pub(crate) struct Checked {
     /// Secret and config files in a directory a container can write to: mounted from a copy
     /// taken now, since the original could be swapped after the check.
     copies: Vec<Copy>,
+    /// The values of the secrets a build reads, as read (and registered for redaction)
+    /// here: a build never opens a secret file again.
+    build_secrets: BuildSecrets,
 }
 
 struct Copy {
@@ -101,8 +105,13 @@ pub(crate) async fn check(
             read.map(|f| f.map(|f| f.text))
                 .map_err(|e| ComposeError::at(&file.key_path, e.to_string()))
         })?;
-        let copies = read_mounted_files(&spec, &layout, &settings, &writable, &reporter)?;
-        Ok(Checked { spec, copies })
+        let (copies, build_secrets) =
+            read_mounted_files(&spec, &layout, &settings, &writable, &reporter)?;
+        Ok(Checked {
+            spec,
+            copies,
+            build_secrets,
+        })
     })
     .await?
 }
@@ -206,7 +215,34 @@ async fn foreign(
         images,
         volumes,
         networks,
+        cache_images: cache_images(docker, project, spec).await?,
     })
+}
+
+/// The `build.cache_from` images another project built: their layers may hold what that
+/// project's build secrets fetched.
+async fn cache_images(
+    docker: &Docker,
+    project: &ProjectName,
+    spec: &Spec,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    let named = spec
+        .services
+        .values()
+        .filter_map(|s| s.build.as_ref())
+        .flat_map(|b| &b.cache_from);
+    for image in named {
+        if let Some(Some(owner)) = observe::image_project(docker, image).await?
+            && owner != project.as_str()
+        {
+            let reason = format!(
+                "`{image}` was built by the project `{owner}`: a build may reuse the layers of its own project's images, or of images no project built"
+            );
+            out.insert(image.clone(), reason);
+        }
+    }
+    Ok(out)
 }
 
 /// Reads every secret and `file:` config: each must be a regular file within the size
@@ -218,7 +254,14 @@ fn read_mounted_files(
     settings: &Settings,
     writable: &[Writable],
     reporter: &Reporter,
-) -> anyhow::Result<Vec<Copy>> {
+) -> anyhow::Result<(Vec<Copy>, BuildSecrets)> {
+    let for_builds: Vec<&str> = spec
+        .services
+        .values()
+        .filter_map(|s| s.build.as_ref())
+        .flat_map(|b| b.secrets.iter().map(|s| s.source.as_str()))
+        .collect();
+    let mut build_secrets = BuildSecrets::default();
     let mut files: Vec<(String, &Path, Copied)> = Vec::new();
     for (name, secret) in &spec.secrets {
         let key = format!("secrets.{name}.file");
@@ -252,6 +295,11 @@ fn read_mounted_files(
         if secret {
             register_secret(&key, &file, reporter)?;
         }
+        if let Copied::Secret(name) = &of
+            && for_builds.contains(&name.as_str())
+        {
+            build_secrets.insert(name.clone(), file.text.clone());
+        }
         let swappable = writable
             .iter()
             .any(|w| path != w.dir && path.starts_with(&w.dir));
@@ -262,7 +310,7 @@ fn read_mounted_files(
             });
         }
     }
-    Ok(copies)
+    Ok((copies, build_secrets))
 }
 
 fn register_secret(key: &str, file: &HostFile, reporter: &Reporter) -> anyhow::Result<()> {
@@ -278,8 +326,12 @@ fn register_secret(key: &str, file: &HostFile, reporter: &Reporter) -> anyhow::R
 
 /// Writes what a checked spec needs on disk before any container mounts it: copies of
 /// swappable files, `content:` configs, and missing bind sources. Returns the spec to plan.
-pub(crate) fn prepare(root: &Root, checked: Checked) -> anyhow::Result<Spec> {
-    let Checked { mut spec, copies } = checked;
+pub(crate) fn prepare(root: &Root, checked: Checked) -> anyhow::Result<(Spec, BuildSecrets)> {
+    let Checked {
+        mut spec,
+        copies,
+        build_secrets,
+    } = checked;
     for copy in copies {
         let digest = sha2::Sha256::digest(copy.text.as_bytes());
         let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
@@ -298,7 +350,7 @@ pub(crate) fn prepare(root: &Root, checked: Checked) -> anyhow::Result<Spec> {
     }
     write_content_configs(root, &spec)?;
     create_bind_sources(&spec)?;
-    Ok(spec)
+    Ok((spec, build_secrets))
 }
 
 /// Creates missing bind-mount sources as empty directories, as docker-compose has Docker do
@@ -362,18 +414,36 @@ fn write_own_file(path: &Path, text: &str) -> anyhow::Result<()> {
 }
 
 /// Refuses to build when the disk holding Docker's data is nearly full: a full disk breaks
-/// the running stack too.
-pub(crate) async fn free_space(docker: &Docker, settings: &Settings) -> anyhow::Result<()> {
+/// the running stack too. The build cache counts: what it holds beyond `build_cache` would
+/// go after the deploy anyway, so it goes first, and the refusal says what it still holds.
+pub(crate) async fn free_space(
+    docker: &Docker,
+    settings: &Settings,
+    reporter: &Reporter,
+) -> anyhow::Result<()> {
     let dir = observe::data_root(docker).await?;
-    let stat = nix::sys::statvfs::statvfs(Path::new(&dir))
-        .with_context(|| format!("failed to read the free space of `{dir}`"))?;
-    let free = stat.blocks_available() as u64 * stat.fragment_size() as u64;
+    if free_bytes(&dir)? >= settings.min_free_space {
+        return Ok(());
+    }
+    super::retention::prune_cache(docker, settings.build_cache, reporter).await?;
+    let free = free_bytes(&dir)?;
     if free < settings.min_free_space {
+        let human = crate::compose::bytes::human;
+        let cache = crate::docker::cache::usage(docker)
+            .await
+            .map_or_else(|_| "an unknown amount".to_owned(), human);
         bail!(
-            "only {} free in `{dir}`, below the {} a build needs; free some space (`docker system prune`) or lower `min_free_space` in ROOT/deploy.yml",
-            crate::compose::bytes::human(free),
-            crate::compose::bytes::human(settings.min_free_space)
+            "only {} free in `{dir}`, below the {} a build needs (the build cache holds {cache}, at most `build_cache` {}); free some space (`docker system prune`), or lower `min_free_space` or `build_cache` in ROOT/deploy.yml",
+            human(free),
+            human(settings.min_free_space),
+            human(settings.build_cache)
         );
     }
     Ok(())
+}
+
+fn free_bytes(dir: &str) -> anyhow::Result<u64> {
+    let stat = nix::sys::statvfs::statvfs(Path::new(dir))
+        .with_context(|| format!("failed to read the free space of `{dir}`"))?;
+    Ok(stat.blocks_available() as u64 * stat.fragment_size() as u64)
 }

@@ -13,7 +13,12 @@ use crate::root::Root;
 const KEEP_DEPLOYS: u32 = 100;
 
 /// Keeps the images of the last `retention` successful revisions plus the live one, the
-/// ledger rows and logs of those revisions and of the last 100 deploys.
+/// ledger rows and logs of those revisions and of the last 100 deploys, and the build cache
+/// within `build_cache`.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site, each argument a setting or an edge"
+)]
 pub(crate) async fn apply(
     root: &Root,
     docker: &Docker,
@@ -21,8 +26,10 @@ pub(crate) async fn apply(
     project: &ProjectName,
     live: &Revision,
     retention: usize,
+    build_cache: u64,
     reporter: &Reporter,
 ) -> anyhow::Result<()> {
+    prune_cache(docker, build_cache, reporter).await?;
     let count = u32::try_from(retention).unwrap_or(u32::MAX);
     let mut keep: BTreeSet<Revision> = ledger
         .succeeded_revisions(count)
@@ -54,4 +61,21 @@ pub(crate) async fn apply(
         }
     }
     Ok(())
+}
+
+/// Prunes BuildKit's cache (cache mounts included) down to `limit`.
+pub(crate) async fn prune_cache(
+    docker: &Docker,
+    limit: u64,
+    reporter: &Reporter,
+) -> anyhow::Result<u64> {
+    let reclaimed = docker::cache::prune(docker, limit).await?;
+    if reclaimed > 0 {
+        reporter.info(format!(
+            "build cache: removed {} of least recently used records, to hold at most {} (`build_cache` in deploy.yml)",
+            crate::compose::bytes::human(reclaimed),
+            crate::compose::bytes::human(limit)
+        ));
+    }
+    Ok(reclaimed)
 }

@@ -16,6 +16,7 @@ use super::record::Record;
 use super::traffic::{self, Traffic};
 use super::{blocking, confine, preflight, release};
 use crate::compose::Spec;
+use crate::docker::build::BuildSecrets;
 use crate::docker::{self, Docker, apply};
 use crate::git;
 use crate::ids::{ProjectName, Revision, ServiceName};
@@ -46,11 +47,11 @@ pub(crate) struct Run<'a> {
 /// and switches traffic to them. Returns the deployed images.
 pub(crate) async fn run(run: &Run<'_>) -> anyhow::Result<Vec<String>> {
     // A full disk breaks what runs too: refuse before touching anything.
-    preflight::free_space(&run.docker, run.settings).await?;
+    preflight::free_space(&run.docker, run.settings, run.reporter).await?;
     checkout(run).await?;
-    let spec = load(run).await?;
+    let (spec, secrets) = load(run).await?;
     let plan = plan(run, &spec).await?;
-    build(run, &plan).await?;
+    build(run, &plan, &secrets).await?;
     let phase = release::prepare(run, &spec, &plan).await?;
     let options = apply_options(run);
     let mut applying = apply::begin(&run.docker, &plan, run.reporter, &options).await?;
@@ -116,8 +117,8 @@ async fn checkout(run: &Run<'_>) -> anyhow::Result<()> {
 }
 
 /// The compose file as a deploy runs it: loaded, judged by the policy, its files read and
-/// the ones its mounts need written.
-async fn load(run: &Run<'_>) -> anyhow::Result<Spec> {
+/// the ones its mounts need written; and the values of the secrets its builds read.
+async fn load(run: &Run<'_>) -> anyhow::Result<(Spec, BuildSecrets)> {
     let step = run.reporter.step(StepKind::ReadCompose);
     let loaded = {
         let (root, settings) = (run.root.clone(), run.settings.clone());
@@ -138,9 +139,9 @@ async fn load(run: &Run<'_>) -> anyhow::Result<Spec> {
     )
     .await?;
     let root = run.root.clone();
-    let spec = blocking(move || preflight::prepare(&root, checked)).await??;
+    let prepared = blocking(move || preflight::prepare(&root, checked)).await??;
     step.finish();
-    Ok(spec)
+    Ok(prepared)
 }
 
 async fn plan(run: &Run<'_>, spec: &Spec) -> anyhow::Result<Plan> {
@@ -192,7 +193,7 @@ async fn build_keys(run: &Run<'_>, spec: &Spec) -> anyhow::Result<BTreeMap<Servi
         let Some(tree) = blocking(move || git::tree_id(&repo, &rev, &relative)).await?? else {
             continue;
         };
-        let recipe = serde_json::json!({
+        let mut recipe = serde_json::json!({
             "tree": tree,
             "dockerfile": build.dockerfile,
             "args": build.args,
@@ -200,6 +201,17 @@ async fn build_keys(run: &Run<'_>, spec: &Spec) -> anyhow::Result<BTreeMap<Servi
             "labels": build.labels,
             "network": build.network,
         });
+        // Keys added later enter only when set, so the images of builds that do not use
+        // them keep their key and are still reused.
+        for (key, value) in [
+            ("secrets", serde_json::json!(build.secrets)),
+            ("cache_from", serde_json::json!(build.cache_from)),
+            ("extra_hosts", serde_json::json!(build.extra_hosts)),
+        ] {
+            if value.as_array().is_some_and(|a| !a.is_empty()) {
+                recipe[key] = value;
+            }
+        }
         let digest = sha2::Sha256::digest(recipe.to_string().as_bytes());
         let key: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
         keys.insert(name.clone(), key);
@@ -209,12 +221,12 @@ async fn build_keys(run: &Run<'_>, spec: &Spec) -> anyhow::Result<BTreeMap<Servi
 
 /// Every image is built before any container is touched: a failed build leaves the running
 /// revision alone.
-async fn build(run: &Run<'_>, plan: &Plan) -> anyhow::Result<()> {
+async fn build(run: &Run<'_>, plan: &Plan, secrets: &BuildSecrets) -> anyhow::Result<()> {
     for build in &plan.builds {
         let step = run.reporter.step(StepKind::Build {
             services: build.services.iter().map(|s| s.to_string()).collect(),
         });
-        docker::build::build_image(&run.docker, build, &step).await?;
+        docker::build::build_image(&run.docker, build, secrets, &step).await?;
         step.finish();
     }
     for reuse in &plan.reused {

@@ -35,6 +35,9 @@ fn spec() -> Spec {
                 target: None,
                 labels: BTreeMap::new(),
                 network: None,
+                secrets: Vec::new(),
+                cache_from: Vec::new(),
+                extra_hosts: Vec::new(),
             }),
             ..Service::default()
         };
