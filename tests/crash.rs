@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
+use common::daemon::wait_ready;
 use common::*;
 
 /// `deploy serve`, started the way systemd starts it with a socket unit: the app's port is
@@ -61,16 +62,7 @@ impl Daemon {
             });
         }
         let child = command.spawn().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while serve_log(stack).matches("deploy serve is ready").count() < starts {
-            assert!(
-                Instant::now() < deadline,
-                "deploy serve never got ready: {}\n{}",
-                serve_log(stack),
-                std::fs::read_to_string(stack.base.path().join("serve.stderr")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_ready(stack, starts);
         Self { child }
     }
 
@@ -85,10 +77,6 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn serve_log(stack: &Stack) -> String {
-    std::fs::read_to_string(stack.root.join("serve.log")).unwrap_or_default()
 }
 
 /// Requests to the app's port from another thread, one at a time, bounded in count and

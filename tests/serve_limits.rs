@@ -14,6 +14,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use common::daemon::{ready_lines, serve_log, wait_ready};
 use common::*;
 
 /// A running `deploy serve`, stopped when dropped.
@@ -24,6 +25,7 @@ struct Daemon {
 impl Daemon {
     /// Starts the daemon, with its descriptor limit (soft and hard) set to `nofile` if given.
     fn start(stack: &Stack, nofile: Option<u64>) -> Self {
+        let starts = ready_lines(stack) + 1;
         let log = std::fs::File::create(stderr_path(stack)).unwrap();
         let mut command = Command::new(DEPLOY);
         command
@@ -44,15 +46,7 @@ impl Daemon {
         let daemon = Self {
             child: command.spawn().unwrap(),
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !serve_log(stack).contains("deploy serve is ready") {
-            assert!(
-                Instant::now() < deadline,
-                "deploy serve never got ready: {}",
-                serve_log(stack)
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_ready(stack, starts);
         daemon
     }
 
@@ -82,10 +76,6 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn serve_log(stack: &Stack) -> String {
-    std::fs::read_to_string(stack.root.join("serve.log")).unwrap_or_default()
 }
 
 fn stderr_path(stack: &Stack) -> PathBuf {

@@ -114,7 +114,7 @@ async fn named(
         };
         backups::path_of(root, &name)?;
         let service = match ledger.backup_named(&name).await? {
-            Some(b) => b.service,
+            Some(b) => b.dump.service,
             None => match &args.service {
                 Some(s) => s.clone(),
                 None => service_in_name(&name).with_context(|| {

@@ -64,8 +64,8 @@ async fn newest_backup(
         chrono::TimeDelta::from_std(every).is_ok_and(|every| age > every + OVERDUE_GRACE)
     });
     Ok(Some(NewestBackup {
-        file: newest.file,
-        taken_at: newest.taken_at,
+        file: newest.dump.file,
+        taken_at: newest.dump.taken_at,
         age_seconds: age.num_seconds(),
         overdue,
     }))

@@ -25,8 +25,8 @@ pub(crate) enum BackupReason {
     Export,
 }
 
-/// A dump being recorded.
-#[derive(Clone, Debug)]
+/// A dump, as recorded.
+#[derive(Clone, Debug, Serialize)]
 pub(crate) struct NewBackup {
     /// The file's name in `ROOT/backups`.
     pub(crate) file: String,
@@ -43,20 +43,20 @@ pub(crate) struct NewBackup {
     pub(crate) deployment: Option<DeploymentId>,
 }
 
-/// A recorded dump.
+/// A recorded dump: its row id and what was recorded (reached through `Deref`).
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct Backup {
     pub(crate) id: i64,
-    pub(crate) file: String,
-    pub(crate) service: String,
-    pub(crate) database: String,
-    pub(crate) size: u64,
-    pub(crate) sha256: String,
-    pub(crate) taken_at: DateTime<Utc>,
-    pub(crate) reason: BackupReason,
-    pub(crate) live_revision: Option<Revision>,
-    pub(crate) before_revision: Option<Revision>,
-    pub(crate) deployment: Option<DeploymentId>,
+    #[serde(flatten)]
+    pub(crate) dump: NewBackup,
+}
+
+impl std::ops::Deref for Backup {
+    type Target = NewBackup;
+
+    fn deref(&self) -> &NewBackup {
+        &self.dump
+    }
 }
 
 /// Every column of `backups`, as `decode` reads them.
@@ -143,8 +143,7 @@ fn decode(row: &SqliteRow) -> Result<Backup, sqlx::Error> {
     };
     let size: i64 = row.try_get("size")?;
     let reason: String = row.try_get("reason")?;
-    Ok(Backup {
-        id: row.try_get("id")?,
+    let dump = NewBackup {
         file: row.try_get("file")?,
         service: row.try_get("service")?,
         database: row.try_get("database")?,
@@ -160,6 +159,10 @@ fn decode(row: &SqliteRow) -> Result<Backup, sqlx::Error> {
         deployment: row
             .try_get::<Option<i64>, _>("deployment_id")?
             .map(DeploymentId),
+    };
+    Ok(Backup {
+        id: row.try_get("id")?,
+        dump,
     })
 }
 

@@ -110,19 +110,7 @@ pub(crate) async fn take(
         crate::compose::bytes::human(size)
     ));
     step.finish();
-    Ok(Backup {
-        id,
-        file: new.file,
-        service: new.service,
-        database: new.database,
-        size,
-        sha256: new.sha256,
-        taken_at,
-        reason: new.reason,
-        live_revision: new.live_revision,
-        before_revision: new.before_revision,
-        deployment: new.deployment,
-    })
+    Ok(Backup { id, dump: new })
 }
 
 /// `ROOT/backups`, made private to its owner when it does not exist.
@@ -566,8 +554,7 @@ mod tests {
     /// A dump of `service` taken `minutes` after the epoch, while `live` was live, before
     /// `before` was deployed by deploy `deployment`.
     fn dump(id: i64, service: &str, minutes: i64, live: char, before: char) -> Backup {
-        Backup {
-            id,
+        let dump = NewBackup {
             file: format!("{id} {service}.dump"),
             service: service.to_owned(),
             database: "app".to_owned(),
@@ -578,13 +565,14 @@ mod tests {
             live_revision: Some(rev(live)),
             before_revision: Some(rev(before)),
             deployment: Some(DeploymentId(id)),
-        }
+        };
+        Backup { id, dump }
     }
 
     #[test]
     fn a_rollback_restores_the_dumps_taken_when_its_revision_was_last_left() {
         let mut second_db = dump(2, "store", 1, 'a', 'b');
-        second_db.deployment = Some(DeploymentId(1));
+        second_db.dump.deployment = Some(DeploymentId(1));
         let all = [
             dump(1, "db", 1, 'a', 'b'),
             second_db,

@@ -244,7 +244,7 @@ impl Phase {
                 &occasion,
             )
             .await?;
-            files.push(backup.file);
+            files.push(backup.dump.file);
         }
         Ok(files)
     }

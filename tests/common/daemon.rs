@@ -14,6 +14,7 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(stack: &Stack) -> Self {
+        let starts = ready_lines(stack) + 1;
         let log = std::fs::File::create(stack.base.path().join("serve.stderr")).unwrap();
         let child = Command::new(DEPLOY)
             .args(["serve", "--root"])
@@ -24,15 +25,7 @@ impl Daemon {
             .spawn()
             .unwrap();
         let daemon = Self { child };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !serve_log(stack).contains("deploy serve is ready") {
-            assert!(
-                Instant::now() < deadline,
-                "deploy serve never got ready: {}",
-                serve_log(stack)
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_ready(stack, starts);
         let version = deploy_version();
         assert!(
             serve_log(stack).contains(&version),
@@ -52,6 +45,25 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// How many times a daemon of `stack` said it was ready.
+pub fn ready_lines(stack: &Stack) -> usize {
+    serve_log(stack).matches("deploy serve is ready").count()
+}
+
+/// Waits (at most a minute) until daemons of `stack` said they were ready `starts` times.
+pub fn wait_ready(stack: &Stack, starts: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ready_lines(stack) < starts {
+        assert!(
+            Instant::now() < deadline,
+            "deploy serve never got ready: {}\n{}",
+            serve_log(stack),
+            std::fs::read_to_string(stack.base.path().join("serve.stderr")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
