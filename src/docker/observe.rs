@@ -113,18 +113,35 @@ fn container_name(names: Option<Vec<String>>) -> String {
         .unwrap_or_default()
 }
 
-/// The id (`sha256:…`) of the image `reference` names, if it exists.
-pub(crate) async fn image_id(
+/// What a one-off command run in the image `reference` sees: its layers, and the config that
+/// shapes how a command runs (env, entrypoint, cmd, working dir, user), digested. Two builds
+/// of the same content agree on it even when their ids differ, as BuildKit's do (each
+/// export records a new creation time).
+pub(crate) async fn image_content(
     docker: &Docker,
     reference: &str,
 ) -> Result<Option<String>, DockerError> {
-    match docker.inspect_image(reference).await {
-        Ok(image) => Ok(image.id),
+    use sha2::{Digest, Sha256};
+    let image = match docker.inspect_image(reference).await {
+        Ok(image) => image,
         Err(bollard::errors::Error::DockerResponseServerError {
             status_code: 404, ..
-        }) => Ok(None),
-        Err(e) => Err(DockerError::api(&format!("inspect image `{reference}`"), e)),
-    }
+        }) => return Ok(None),
+        Err(e) => return Err(DockerError::api(&format!("inspect image `{reference}`"), e)),
+    };
+    let layers = image.root_fs.and_then(|r| r.layers).unwrap_or_default();
+    let config = image.config.unwrap_or_default();
+    let seen = serde_json::json!({
+        "layers": layers,
+        "env": config.env,
+        "entrypoint": config.entrypoint,
+        "cmd": config.cmd,
+        "working_dir": config.working_dir,
+        "user": config.user,
+    });
+    let digest = Sha256::digest(seen.to_string().as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(Some(format!("content:{hex}")))
 }
 
 pub(crate) async fn image_exists(docker: &Docker, image: &str) -> Result<bool, DockerError> {

@@ -91,7 +91,9 @@ pub(crate) struct Deployment {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub(crate) struct Release {
     pub(crate) command: Vec<String>,
-    /// The image id it ran in (or, skipped, would have).
+    /// What it ran in (or, skipped, would have): the digest of the image's content
+    /// (`content:…`, `observe::image_content`), so that a rebuild of the same content is
+    /// the same image here.
     pub(crate) image: String,
     pub(crate) outcome: ReleaseOutcome,
 }

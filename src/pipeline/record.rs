@@ -11,7 +11,7 @@ use chrono::{DateTime, Local};
 use super::{Request, Target, blocking};
 use crate::git;
 use crate::ids::{DeploymentId, Revision};
-use crate::ledger::{Ledger, NewDeployment, Status};
+use crate::ledger::{Ledger, NewDeployment, Status, Trigger};
 use crate::report::{self, Reporter};
 use crate::root::Root;
 
@@ -178,9 +178,10 @@ impl Record {
             "deploying {} \"{}\" by {} to `{project}` for {} ({})",
             self.revision, commit.subject, commit.author, request.user, request.trigger
         ));
-        if request.restore.is_empty()
-            && let Some(later) = self.ledger.released_since(&self.revision).await?
-        {
+        if !request.restore.is_empty() {
+            return Ok(());
+        }
+        if let Some(later) = self.ledger.released_since(&self.revision).await? {
             reporter.warn(format!(
                 "this rolls back the code only: the release of {} (deploy {}) changed the database after {} was live; `deploy --revision {} --restore-db` returns the data too",
                 later.revision.short(),
@@ -188,6 +189,8 @@ impl Record {
                 self.revision.short(),
                 self.revision.short()
             ));
+        } else if request.trigger == Trigger::Rollback {
+            reporter.warn("rolling back the code only: the database keeps its data, and its schema is not rolled back");
         }
         Ok(())
     }

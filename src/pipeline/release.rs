@@ -62,7 +62,7 @@ pub(crate) async fn prepare(run: &Run<'_>, spec: &Spec, plan: &Plan) -> anyhow::
             let step = plan
                 .step(&declared.service)
                 .context("the release service is not in the plan")?;
-            let image = observe::image_id(&run.docker, &step.container.image)
+            let image = observe::image_content(&run.docker, &step.container.image)
                 .await?
                 .unwrap_or_else(|| step.container.image.clone());
             let unchanged = run.record.live_release.as_ref().is_some_and(|live| {
