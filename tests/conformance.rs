@@ -842,6 +842,13 @@ fn fields(
     f.insert("pids_limit", opt_num(host.pids_limit));
     f.insert("shm_size", opt_num(host.shm_size));
     f.insert("oom_score_adj", opt_num(host.oom_score_adj));
+    f.insert("runtime", show(&host.runtime));
+    f.insert("stdin_open", show(&config.open_stdin));
+    f.insert("tty", show(&config.tty));
+    f.insert("group_add", show(&host.group_add));
+    f.insert("cpuset", show(&host.cpuset_cpus));
+    f.insert("memory_swap", opt_num(host.memory_swap));
+    f.insert("memory_swappiness", opt_num(host.memory_swappiness));
     f.insert("init", show(&host.init.unwrap_or(false)));
     f.insert("read_only", show(&host.readonly_rootfs.unwrap_or(false)));
     let mut ulimits: Vec<String> = host

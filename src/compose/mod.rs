@@ -44,14 +44,31 @@ pub(crate) struct LoadOptions<'a> {
     pub(crate) profiles: &'a [String],
 }
 
-/// A compose file problem, located by file and key path.
+/// A compose file problem, located by file and key path, with any others found in the same
+/// pass (every unsupported key of a file, not just the first).
 #[derive(Debug, thiserror::Error)]
-#[error("{}{message}", location(.file, .key_path))]
 pub(crate) struct ComposeError {
     pub(crate) file: Option<PathBuf>,
     /// `services.web.ports[0]`, or empty when the problem is the whole document.
     pub(crate) key_path: String,
     pub(crate) message: String,
+    /// More problems of the same kind, each on a line of its own.
+    pub(crate) also: Vec<ComposeError>,
+}
+
+impl std::fmt::Display for ComposeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}{}",
+            location(&self.file, &self.key_path),
+            self.message
+        )?;
+        for other in &self.also {
+            write!(f, "\n{other}")?;
+        }
+        Ok(())
+    }
 }
 
 fn location(file: &Option<PathBuf>, key_path: &str) -> String {
@@ -73,6 +90,7 @@ impl ComposeError {
             file: None,
             key_path: String::new(),
             message: message.into(),
+            also: Vec::new(),
         }
     }
 
@@ -82,6 +100,7 @@ impl ComposeError {
             file: None,
             key_path: key_path.into(),
             message: message.into(),
+            also: Vec::new(),
         }
     }
 
@@ -145,9 +164,17 @@ pub(crate) fn load(
     }
     let locate = |e: ComposeError| locate(e, files, &trees, &merged);
     let mut typed = merged.clone();
-    let service_options = take_options(&mut typed).map_err(locate)?;
-    let raw: raw::Compose =
-        serde_path_to_error::deserialize(typed).map_err(|e| locate(typing_error(e)))?;
+    let development = drop_development_keys(&mut typed);
+    let mut unknown = Vec::new();
+    let service_options = take_options(&mut typed, &mut unknown).map_err(locate)?;
+    let raw: raw::Compose = typed_as(typed, "", &mut unknown).map_err(locate)?;
+    if let Some(mut e) = not_supported(unknown) {
+        let also = std::mem::take(&mut e.also);
+        return Err(ComposeError {
+            also: also.into_iter().map(locate).collect(),
+            ..locate(e)
+        });
+    }
     let (spec, name) = normalize::spec(raw, service_options, options).map_err(locate)?;
     let warnings = unset
         .first_use
@@ -158,6 +185,7 @@ pub(crate) fn load(
                 first_use_file[var].display()
             )
         })
+        .chain(development)
         .collect();
     Ok(Loaded {
         spec,
@@ -166,9 +194,34 @@ pub(crate) fn load(
     })
 }
 
+/// `develop:` configures `docker compose watch` on a developer's machine. A deploy has no use
+/// for it, so it is dropped with one warning rather than refused.
+fn drop_development_keys(tree: &mut Value) -> Option<String> {
+    let Some(Value::Mapping(services)) = tree.get_mut("services") else {
+        return None;
+    };
+    let mut names = Vec::new();
+    for (name, service) in services.iter_mut() {
+        if let Value::Mapping(map) = service
+            && map.remove("develop").is_some()
+        {
+            names.push(name.as_str().unwrap_or_default().to_owned());
+        }
+    }
+    (!names.is_empty()).then(|| {
+        format!(
+            "`develop` (services {}) is for `docker compose watch` on a developer's machine; a deploy ignores it",
+            names.join(", ")
+        )
+    })
+}
+
 /// Takes the keys of `options::Options` out of every service, validated, by service name;
-/// the serde mirror types the rest.
-fn take_options(tree: &mut Value) -> Result<BTreeMap<String, options::Options>, ComposeError> {
+/// the serde mirror types the rest. Keys inside them that no type knows go to `unknown`.
+fn take_options(
+    tree: &mut Value,
+    unknown: &mut Vec<String>,
+) -> Result<BTreeMap<String, options::Options>, ComposeError> {
     let mut out = BTreeMap::new();
     let Some(Value::Mapping(services)) = tree.get_mut("services") else {
         return Ok(out);
@@ -178,7 +231,7 @@ fn take_options(tree: &mut Value) -> Result<BTreeMap<String, options::Options>, 
             continue;
         };
         let at = format!("services.{name}");
-        let taken = options::Options::take(&mut options::Taker::new(map, &at))?;
+        let taken = options::Options::take(&mut options::Taker::new(map, &at, unknown))?;
         out.insert(name.to_owned(), taken);
     }
     Ok(out)
@@ -197,28 +250,63 @@ fn prepare(
     Ok(tree)
 }
 
-/// Turns serde's error into ours: an unknown key is reported at its own path as
-/// "not supported", whatever the reason we lack it (a typo, or a key `deploy` does not do).
-pub(crate) fn typing_error(e: serde_path_to_error::Error<serde_yaml::Error>) -> ComposeError {
+/// Types `value` as `T`. A wrong type stops at once, with its key path; keys `T` has no
+/// field for are collected into `unknown` (as key paths under `at`) instead, so that one run
+/// can name every one of them.
+pub(crate) fn typed_as<T: serde::de::DeserializeOwned>(
+    value: Value,
+    at: &str,
+    unknown: &mut Vec<String>,
+) -> Result<T, ComposeError> {
+    let mut found = |path: serde_ignored::Path<'_>| {
+        let path = key_path(&path);
+        unknown.push(match (at, path.as_str()) {
+            (at, "") => at.to_owned(),
+            ("", path) => path.to_owned(),
+            (at, path) if path.starts_with('[') => format!("{at}{path}"),
+            (at, path) => format!("{at}.{path}"),
+        });
+    };
+    let ignored = serde_ignored::Deserializer::new(value, &mut found);
+    serde_path_to_error::deserialize(ignored).map_err(|e| {
+        let e = typing_error(e);
+        if at.is_empty() { e } else { e.under(at) }
+    })
+}
+
+/// serde_ignored's path in our notation: `services.web.ports[0].mode`.
+fn key_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", key_path(parent)),
+        Path::Map { parent, key } => match key_path(parent) {
+            p if p.is_empty() => key.to_string(),
+            p => format!("{p}.{key}"),
+        },
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => key_path(parent),
+    }
+}
+
+/// One error naming every unsupported key, in the order found.
+fn not_supported(unknown: Vec<String>) -> Option<ComposeError> {
+    let mut errors = unknown
+        .into_iter()
+        .map(|path| ComposeError::at(path, "not supported"));
+    let first = errors.next()?;
+    Some(ComposeError {
+        also: errors.collect(),
+        ..first
+    })
+}
+
+/// Serde's error as ours, at its key path.
+fn typing_error(e: serde_path_to_error::Error<serde_yaml::Error>) -> ComposeError {
     let path = e.path().to_string();
     let path = if path == "." { String::new() } else { path };
-    let message = e.into_inner().to_string();
-    if let Some(field) = message
-        .strip_prefix("unknown field `")
-        .and_then(|rest| rest.split_once('`'))
-        .map(|(field, _)| field)
-    {
-        // The path usually ends at the unknown key already; add it when it does not.
-        let key_path = if path == field || path.ends_with(&format!(".{field}")) {
-            path
-        } else if path.is_empty() {
-            field.to_owned()
-        } else {
-            format!("{path}.{field}")
-        };
-        return ComposeError::at(key_path, "not supported");
-    }
-    ComposeError::at(path, message)
+    ComposeError::at(path, e.into_inner().to_string())
 }
 
 /// Names the file an error comes from: the only file, or the last one that holds the path.

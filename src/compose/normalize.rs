@@ -31,8 +31,8 @@ pub(crate) fn spec(
         home: options.env.get("HOME").map(String::as_str),
     };
     let mut spec = Spec {
-        networks: networks(raw.networks.unwrap_or_default()),
-        volumes: volumes(raw.volumes.unwrap_or_default()),
+        networks: networks(raw.networks.unwrap_or_default())?,
+        volumes: volumes(raw.volumes.unwrap_or_default())?,
         secrets: secrets(raw.secrets.unwrap_or_default(), &paths)?,
         configs: configs(raw.configs.unwrap_or_default(), &paths)?,
         ..Spec::default()
@@ -201,6 +201,7 @@ impl Ctx<'_> {
             self.service_networks(at, raw.networks, service.options.network_mode.as_deref())?;
         service.depends_on = self.depends_on(at, raw.depends_on)?;
         self.shared_namespaces(at, &mut service)?;
+        swap_limit(at, &service.options)?;
         Ok(service)
     }
 
@@ -633,36 +634,65 @@ fn configs(
     Ok(out)
 }
 
-fn networks(raw: BTreeMap<String, Option<raw::Network>>) -> BTreeMap<String, Network> {
+fn networks(
+    raw: BTreeMap<String, Option<raw::Network>>,
+) -> Result<BTreeMap<String, Network>, ComposeError> {
     raw.into_iter()
         .map(|(key, n)| {
             let n = n.unwrap_or_default();
+            let (name, external) = external(&format!("networks.{key}"), n.name, n.external)?;
             let network = Network {
-                name: n.name,
-                external: flag(n.external),
+                name,
+                external,
                 internal: flag(n.internal),
                 driver: n.driver,
                 labels: labels(&n.labels),
             };
-            (key, network)
+            Ok((key, network))
         })
         .collect()
 }
 
-fn volumes(raw: BTreeMap<String, Option<raw::Volume>>) -> BTreeMap<String, Volume> {
+fn volumes(
+    raw: BTreeMap<String, Option<raw::Volume>>,
+) -> Result<BTreeMap<String, Volume>, ComposeError> {
     raw.into_iter()
         .map(|(key, v)| {
             let v = v.unwrap_or_default();
+            let (name, external) = external(&format!("volumes.{key}"), v.name, v.external)?;
             let volume = Volume {
-                name: v.name,
-                external: flag(v.external),
+                name,
+                external,
                 driver: v.driver,
                 driver_opts: v.driver_opts.into_iter().map(|(k, s)| (k, s.0)).collect(),
                 labels: labels(&v.labels),
             };
-            (key, volume)
+            Ok((key, volume))
         })
         .collect()
+}
+
+/// `name:` and whether the object is external. The older `external: {name: x}` means
+/// `external: true` with `name: x`, as compose v2 still reads it.
+fn external(
+    at: &str,
+    name: Option<String>,
+    external: Option<raw::External>,
+) -> Result<(Option<String>, bool), ComposeError> {
+    match external {
+        None => Ok((name, false)),
+        Some(raw::External::Flag(f)) => Ok((name, f.0)),
+        Some(raw::External::Named(named)) => match name {
+            Some(other) if other != named => Err(err(
+                at,
+                "external.name",
+                format!(
+                    "says `{named}` but `name:` says `{other}`; write `external: true` and one `name:`"
+                ),
+            )),
+            _ => Ok((Some(named), true)),
+        },
+    }
 }
 
 fn secrets(
@@ -694,6 +724,27 @@ fn secrets(
         out.insert(key, Secret { file });
     }
     Ok(out)
+}
+
+/// The engine refuses a swap limit without a memory limit, or below it; say so before
+/// anything is built.
+fn swap_limit(at: &str, options: &Options) -> Result<(), ComposeError> {
+    let Some(swap) = options.memswap_limit.filter(|s| *s != -1) else {
+        return Ok(());
+    };
+    match options.resources.memory {
+        None => Err(err(
+            at,
+            "memswap_limit",
+            "needs a memory limit too (`mem_limit` or `deploy.resources.limits.memory`): it counts memory plus swap",
+        )),
+        Some(memory) if u64::try_from(swap).is_ok_and(|s| s < memory) => Err(err(
+            at,
+            "memswap_limit",
+            "is below the memory limit; it counts memory plus swap, so it must be at least as large",
+        )),
+        Some(_) => Ok(()),
+    }
 }
 
 fn flag(f: Option<Flag>) -> bool {

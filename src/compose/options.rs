@@ -30,11 +30,13 @@ pub(crate) struct Taker<'a> {
     map: &'a mut Mapping,
     /// `services.web`.
     at: &'a str,
+    /// Where keys that no field takes are collected, to be reported together.
+    unknown: &'a mut Vec<String>,
 }
 
 impl<'a> Taker<'a> {
-    pub(crate) fn new(map: &'a mut Mapping, at: &'a str) -> Self {
-        Self { map, at }
+    pub(crate) fn new(map: &'a mut Mapping, at: &'a str, unknown: &'a mut Vec<String>) -> Self {
+        Self { map, at, unknown }
     }
 
     /// Removes `key` and reads it as `R`; an error names its key path.
@@ -42,9 +44,7 @@ impl<'a> Taker<'a> {
         let Some(value) = self.map.remove(key) else {
             return Ok(None);
         };
-        serde_path_to_error::deserialize(value)
-            .map(Some)
-            .map_err(|e| super::typing_error(e).under(&format!("{}.{key}", self.at)))
+        super::typed_as(value, &format!("{}.{key}", self.at), self.unknown).map(Some)
     }
 
     /// An error at `key` of this service.
@@ -539,6 +539,22 @@ fn device(d: &str) -> serde_json::Value {
     json!({"PathOnHost": host, "PathInContainer": container, "CgroupPermissions": perms})
 }
 
+/// `0-3,6`: CPU numbers and ranges, as the kernel's cpuset takes them.
+fn cpu_list(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    let number = |n: &str| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit());
+    let valid = !s.is_empty()
+        && s.split(',').all(|part| match part.split_once('-') {
+            Some((a, b)) => number(a) && number(b),
+            None => number(part),
+        });
+    if valid {
+        Ok(s.to_owned())
+    } else {
+        Err(format!("`{s}` is not a list of CPUs (like `0-3` or `0,2`)"))
+    }
+}
+
 // ---- the table ----
 
 options! {
@@ -734,6 +750,74 @@ options! {
         engine: engine_at("HostConfig.OomScoreAdj", json_some),
         render: render_as("oom_score_adj", yaml_some),
         hash: hash_when_set("oom_score_adj"),
+    }
+    /// The OCI runtime the engine runs the container with: `runc`, or one the host's
+    /// engine is configured with.
+    runtime: Option<String> {
+        read: key("runtime", text),
+        engine: engine_at("HostConfig.Runtime", json_some),
+        render: render_as("runtime", yaml_some),
+        hash: hash_when_set("runtime"),
+    }
+    stdin_open: bool {
+        read: key("stdin_open", flag),
+        engine: engine_at("OpenStdin", |b: &bool| b.then_some(json!(true))),
+        render: render_as("stdin_open", yaml_true),
+        hash: hash_when_set("stdin_open"),
+    }
+    tty: bool {
+        read: key("tty", flag),
+        engine: engine_at("Tty", |b: &bool| b.then_some(json!(true))),
+        render: render_as("tty", yaml_true),
+        hash: hash_when_set("tty"),
+    }
+    /// Extra groups of the container's user, by name or number.
+    group_add: Vec<String> {
+        read: key("group_add", |v: Vec<Scalar>| Ok(v.into_iter().map(|s| s.0).collect())),
+        engine: engine_at("HostConfig.GroupAdd", json_non_empty),
+        render: render_as("group_add", yaml_non_empty),
+        hash: hash_when_set("group_add"),
+    }
+    /// The container's CPU weight against the others (the engine's default is 1024).
+    cpu_shares: Option<i64> {
+        read: key("cpu_shares", |s: Scalar| match s.0.trim().parse::<i64>() {
+            Ok(n) if n >= 0 => Ok(Some(n)),
+            _ => Err(format!("`{}` is not a CPU weight (a whole number, like 512)", s.0)),
+        }),
+        engine: engine_at("HostConfig.CpuShares", json_some),
+        render: render_as("cpu_shares", yaml_some),
+        hash: hash_when_set("cpu_shares"),
+    }
+    /// The CPUs the container may run on: `0-3`, `0,2`.
+    cpuset: Option<String> {
+        read: key("cpuset", |s: Scalar| cpu_list(&s.0).map(Some)),
+        engine: engine_at("HostConfig.CpusetCpus", json_some),
+        render: render_as("cpuset", yaml_some),
+        hash: hash_when_set("cpuset"),
+    }
+    /// How readily the kernel swaps the container's memory out: 0 to 100.
+    mem_swappiness: Option<i64> {
+        read: key("mem_swappiness", |s: Scalar| match s.0.trim().parse::<i64>() {
+            Ok(n) if (0..=100).contains(&n) => Ok(Some(n)),
+            _ => Err(format!("`{}` is not a whole number from 0 to 100", s.0)),
+        }),
+        engine: engine_at("HostConfig.MemorySwappiness", json_some),
+        render: render_as("mem_swappiness", yaml_some),
+        hash: hash_when_set("mem_swappiness"),
+    }
+    /// Memory plus swap, in bytes; -1 for unlimited swap. Checked against the memory limit
+    /// in `normalize`.
+    memswap_limit: Option<i64> {
+        read: key("memswap_limit", |s: Scalar| match s.0.trim() {
+            "-1" => Ok(Some(-1)),
+            text => bytes::parse(text).map(|b| Some(saturating_i64(b))),
+        }),
+        engine: engine_at("HostConfig.MemorySwap", json_some),
+        render: render_as("memswap_limit", |m: &Option<i64>| m.map(|m| match u64::try_from(m) {
+            Ok(b) => bytes::format(b).into(),
+            Err(_) => Value::from(m),
+        })),
+        hash: hash_when_set("memswap_limit"),
     }
     /// `deploy.resources`, or the older `mem_limit`, `cpus`, … keys.
     resources: Resources {

@@ -1,7 +1,8 @@
 //! The serde mirror of a compose file: every key `deploy` models, and nothing else.
 //!
-//! Every struct denies unknown fields, so a key we do not handle is an error naming its path
-//! rather than something silently ignored. Values are kept close to how they are written
+//! A key no struct has a field for is never silently ignored: `typed_as` (in `mod.rs`),
+//! the only way these types are read, collects every such key and the load fails naming
+//! them all. Values are kept close to how they are written
 //! (short forms stay strings); `normalize` turns them into the `Spec`. A service's plain
 //! settings (`init`, `dns`, `ulimits`, …) are not here: `options.rs` takes them out of the
 //! tree first, each described once in its table; a key with wider meaning is a field here
@@ -21,7 +22,6 @@ use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct Compose {
     /// Obsolete; accepted and ignored, as docker-compose does.
     #[serde(default, rename = "version")]
@@ -43,7 +43,6 @@ pub(crate) struct Compose {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct XDeploy {
     pub(crate) release: Option<Release>,
     #[serde(default)]
@@ -53,14 +52,12 @@ pub(crate) struct XDeploy {
 /// `x-deploy.release`: the command run once per deploy in a one-off container of the new
 /// image of `service`, before anything is switched.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct Release {
     pub(crate) service: String,
     pub(crate) command: StringOrList<Scalar>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct Service {
     pub(crate) build: Option<StringOr<Build>>,
     pub(crate) image: Option<String>,
@@ -93,14 +90,12 @@ pub(crate) struct Service {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct Ulimit {
     pub(crate) soft: Scalar,
     pub(crate) hard: Scalar,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct Logging {
     pub(crate) driver: Option<String>,
     #[serde(default)]
@@ -109,20 +104,17 @@ pub(crate) struct Logging {
 
 /// Only `resources` of `deploy:` applies to a single Docker host; the rest is Swarm's.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct Deploy {
     pub(crate) resources: Option<DeployResources>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct DeployResources {
     pub(crate) limits: Option<Limits>,
     pub(crate) reservations: Option<Reservations>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct Limits {
     pub(crate) cpus: Option<Scalar>,
     pub(crate) memory: Option<Scalar>,
@@ -131,20 +123,17 @@ pub(crate) struct Limits {
 
 /// CPU and device reservations only mean something to Swarm's scheduler.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct Reservations {
     pub(crate) memory: Option<Scalar>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct ConfigRef {
     pub(crate) source: String,
     pub(crate) target: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct Config {
     pub(crate) file: Option<String>,
     pub(crate) content: Option<String>,
@@ -153,7 +142,6 @@ pub(crate) struct Config {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct Build {
     pub(crate) context: Option<String>,
     pub(crate) dockerfile: Option<String>,
@@ -174,14 +162,12 @@ pub(crate) struct Build {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct EnvFile {
     pub(crate) path: String,
     pub(crate) required: Option<Flag>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct Port {
     pub(crate) target: Int<u16>,
     pub(crate) published: Option<Scalar>,
@@ -198,7 +184,6 @@ pub(crate) enum MountType {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct Mount {
     #[serde(rename = "type")]
     pub(crate) kind: MountType,
@@ -208,7 +193,6 @@ pub(crate) struct Mount {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct ServiceNetwork {
     #[serde(default)]
     pub(crate) aliases: Vec<String>,
@@ -216,7 +200,6 @@ pub(crate) struct ServiceNetwork {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct Dependency {
     pub(crate) condition: Option<Condition>,
     pub(crate) restart: Option<Flag>,
@@ -224,7 +207,6 @@ pub(crate) struct Dependency {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct Healthcheck {
     pub(crate) test: Option<StringOrList<Scalar>>,
     pub(crate) disable: Option<Flag>,
@@ -235,17 +217,15 @@ pub(crate) struct Healthcheck {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct SecretRef {
     pub(crate) source: String,
     pub(crate) target: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct Network {
     pub(crate) name: Option<String>,
-    pub(crate) external: Option<Flag>,
+    pub(crate) external: Option<External>,
     pub(crate) internal: Option<Flag>,
     pub(crate) driver: Option<String>,
     #[serde(default)]
@@ -253,10 +233,9 @@ pub(crate) struct Network {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct Volume {
     pub(crate) name: Option<String>,
-    pub(crate) external: Option<Flag>,
+    pub(crate) external: Option<External>,
     pub(crate) driver: Option<String>,
     #[serde(default)]
     pub(crate) driver_opts: BTreeMap<String, Scalar>,
@@ -265,7 +244,6 @@ pub(crate) struct Volume {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct Secret {
     pub(crate) file: Option<String>,
     /// Read only to refuse it with a reason: Swarm-managed secrets do not exist here.
@@ -333,6 +311,41 @@ impl<'de> Deserialize<'de> for Flag {
                     | "Off" | "OFF" => Ok(Flag(false)),
                     _ => Err(E::custom(format!("`{v}` is not `true` or `false`"))),
                 }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `external: true`, or the older `external: {name: x}`.
+#[derive(Debug)]
+pub(crate) enum External {
+    Flag(Flag),
+    Named(String),
+}
+
+#[derive(Deserialize)]
+struct ExternalName {
+    name: String,
+}
+
+impl<'de> Deserialize<'de> for External {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = External;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("`true`, `false` or `{name: …}`")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<External, E> {
+                Ok(External::Flag(Flag(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<External, E> {
+                Flag::deserialize(de::value::StrDeserializer::<E>::new(v)).map(External::Flag)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<External, A::Error> {
+                ExternalName::deserialize(MapAccessDeserializer::new(map))
+                    .map(|n| External::Named(n.name))
             }
         }
         d.deserialize_any(V)

@@ -51,6 +51,36 @@ pub(crate) fn host(case: &Path) -> (BTreeMap<String, String>, Settings) {
     (env, settings)
 }
 
+/// Every case folder, in name order.
+pub(crate) fn cases() -> Vec<PathBuf> {
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(fixtures())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("docker-compose.yml").is_file())
+        .collect();
+    cases.sort();
+    cases
+}
+
+/// A case's `Spec` with its env files merged, as if the project lived in `project_dir`; `None`
+/// when the case is one that does not load.
+pub(crate) fn load_case(case: &Path, project_dir: &Path) -> Option<super::Spec> {
+    let files = sources(case);
+    let (env, settings) = host(case);
+    let options = LoadOptions {
+        project_dir,
+        env: &env,
+        profiles: &settings.profiles,
+    };
+    let mut spec = load(&files, &options).ok()?.spec;
+    envfile::merge_into(&mut spec, &env, |file| {
+        let rel = file.path.strip_prefix(project_dir).unwrap_or(&file.path);
+        Ok(std::fs::read_to_string(case.join(rel)).ok())
+    })
+    .ok()?;
+    Some(spec)
+}
+
 fn compose_files(case: &Path) -> Vec<PathBuf> {
     let mut layered: Vec<PathBuf> = std::fs::read_dir(case)
         .unwrap()

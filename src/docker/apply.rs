@@ -833,6 +833,33 @@ pub(crate) async fn remove(docker: &Docker, id: &str, name: &str) -> Result<(), 
 mod tests {
     use super::*;
 
+    /// A setting whose path the create body has no field for would be dropped without a
+    /// word by the round trip through bollard's type: every setting of every fixture must
+    /// come out where its entry says.
+    #[test]
+    fn every_setting_reaches_the_create_body() {
+        use crate::compose::tests;
+        let mut seen = 0;
+        for case in tests::cases() {
+            let Some(spec) = tests::load_case(&case, std::path::Path::new("/srv/app/code")) else {
+                continue;
+            };
+            for service in spec.services.values() {
+                let body = with_settings(ContainerCreateBody::default(), &service.options);
+                let json = serde_json::to_value(&body).unwrap();
+                for (path, value) in service.options.engine() {
+                    let found = path
+                        .split('.')
+                        .try_fold(&json, |at, key| at.get(key))
+                        .unwrap_or_else(|| panic!("`{path}` is not in the create body ({case:?})"));
+                    assert_eq!(found, &value, "{path} in {case:?}");
+                    seen += 1;
+                }
+            }
+        }
+        assert!(seen > 40, "too few settings seen: {seen}");
+    }
+
     #[test]
     fn anonymous_volume_names() {
         assert!(is_anonymous(&"a1".repeat(32)));

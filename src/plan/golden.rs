@@ -3,9 +3,9 @@
 //! that did not change, and the next deploy would replace them all, the database included;
 //! this test fails first. See `container::HASH_VERSION`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use crate::compose::{self, LoadOptions, envfile, tests};
+use crate::compose::tests;
 use crate::ids::{ProjectName, Revision};
 
 use super::container::{self, Context, Publish};
@@ -16,19 +16,7 @@ const PROJECT_DIR: &str = "/srv/app/code";
 
 /// `service: hash` for each service of the case, or `None` when the case does not load.
 fn hashes(case: &Path) -> Option<String> {
-    let files = tests::sources(case);
-    let (env, settings) = tests::host(case);
-    let options = LoadOptions {
-        project_dir: Path::new(PROJECT_DIR),
-        env: &env,
-        profiles: &settings.profiles,
-    };
-    let mut spec = compose::load(&files, &options).ok()?.spec;
-    envfile::merge_into(&mut spec, &env, |file| {
-        let rel = file.path.strip_prefix(PROJECT_DIR).unwrap_or(&file.path);
-        Ok(std::fs::read_to_string(case.join(rel)).ok())
-    })
-    .ok()?;
+    let spec = tests::load_case(case, Path::new(PROJECT_DIR))?;
     let project = ProjectName::parse("shop").unwrap();
     let revision = Revision::parse(&"ab".repeat(20)).unwrap();
     let mut out = String::new();
@@ -58,14 +46,8 @@ fn hashes(case: &Path) -> Option<String> {
 
 #[test]
 fn config_hashes_of_the_fixtures_do_not_move() {
-    let mut cases: Vec<PathBuf> = std::fs::read_dir(tests::fixtures())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.join("docker-compose.yml").is_file())
-        .collect();
-    cases.sort();
     let mut all = String::new();
-    for case in &cases {
+    for case in &tests::cases() {
         if let Some(h) = hashes(case) {
             all.push_str(&format!(
                 "# {}\n{h}",
