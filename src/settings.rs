@@ -132,6 +132,10 @@ pub(crate) struct Allowances {
     pub(crate) external_volumes: Vec<String>,
     /// Named volumes with `driver_opts`; a bind `device` must still be inside `ROOT/code`.
     pub(crate) volume_driver_opts: bool,
+    /// Network drivers (and IPAM drivers) beyond `bridge` and the engine's default IPAM.
+    pub(crate) network_drivers: Vec<String>,
+    /// Network `driver_opts` beyond the harmless ones (MTU, inter-container traffic, NAT).
+    pub(crate) network_driver_opts: bool,
     /// Logging drivers beyond the ones that stay on this host (`json-file`, `local`,
     /// `journald`, `syslog` to the local socket, `none`).
     pub(crate) logging_drivers: Vec<String>,

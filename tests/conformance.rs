@@ -50,14 +50,25 @@ struct Allow {
     deploy: &'static str,
 }
 
-/// README "Restart policy": without `restart:`, deploy restarts the container after an engine
-/// restart or a reboot.
-const EVERY_CASE: &[Allow] = &[Allow {
-    service: "*",
-    field: "restart",
-    compose: "no",
-    deploy: "unless-stopped",
-}];
+/// Differences every case shows.
+const EVERY_CASE: &[Allow] = &[
+    // README "Restart policy": without `restart:`, deploy restarts the container after an
+    // engine restart or a reboot.
+    Allow {
+        service: "*",
+        field: "restart",
+        compose: "no",
+        deploy: "unless-stopped",
+    },
+    // README "Attachable networks": docker-compose 1.29 makes every network attachable;
+    // deploy, as compose v2, only those that ask.
+    Allow {
+        service: "*",
+        field: "attachable",
+        compose: "true",
+        deploy: "false",
+    },
+];
 
 const CASES: &[Case] = &[
     Case {
@@ -617,6 +628,26 @@ fn observe(
                 (
                     "labels",
                     format!("{:?}", user_labels(n.labels.unwrap_or_default())),
+                ),
+                ("attachable", format!("{:?}", n.attachable.unwrap_or(false))),
+                (
+                    "ipam",
+                    format!(
+                        "{:?}",
+                        n.ipam
+                            .and_then(|i| i.config)
+                            .unwrap_or_default()
+                            .into_iter()
+                            // Docker's own pools (172.16/12, 192.168/16) differ from run
+                            // to run; the fixtures choose theirs in 10/8.
+                            .map(|p| match &p.subnet {
+                                Some(s) if s.starts_with("10.") => {
+                                    format!("{s} {:?} {:?}", p.ip_range, p.gateway)
+                                }
+                                _ => "(a pool Docker chose)".to_owned(),
+                            })
+                            .collect::<Vec<_>>()
+                    ),
                 ),
             ]);
             let fields = fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();

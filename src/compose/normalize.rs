@@ -8,8 +8,8 @@ use super::options::{self, Options};
 use super::raw::{self, Flag, Scalar, StringOr, StringOrList};
 use super::spec::{
     Build, BuildSecret, Condition, Config, ConfigMount, Dependency, EnvFile, HealthTest,
-    Healthcheck, Mount, Network, Port, Restart, Secret, SecretMount, Service, ServiceNetwork, Spec,
-    Volume,
+    Healthcheck, Ipam, IpamPool, Mount, Network, Port, PullPolicy, Restart, Secret, SecretMount,
+    Service, ServiceNetwork, Spec, Volume,
 };
 use super::{ComposeError, LoadOptions, duration, ports, spec};
 use crate::ids::{ProjectName, ServiceName};
@@ -32,7 +32,7 @@ pub(crate) fn spec(
     };
     let mut spec = Spec {
         networks: networks(raw.networks.unwrap_or_default())?,
-        volumes: volumes(raw.volumes.unwrap_or_default())?,
+        volumes: volumes(raw.volumes.unwrap_or_default(), &paths)?,
         secrets: secrets(raw.secrets.unwrap_or_default(), &paths)?,
         configs: configs(raw.configs.unwrap_or_default(), &paths)?,
         ..Spec::default()
@@ -147,6 +147,7 @@ impl Ctx<'_> {
             .into_iter()
             .map(|(k, v)| (k.clone(), v.or_else(|| self.options.env.get(&k).cloned())))
             .collect();
+        let built = raw.build.is_some();
         let mut service = Service {
             build: raw.build.map(|b| self.build(at, b)).transpose()?,
             image: raw.image,
@@ -180,6 +181,12 @@ impl Ctx<'_> {
                 .transpose()
                 .map_err(|m| err(at, "working_dir", m))?,
             labels: labels(&raw.labels),
+            pull_policy: raw
+                .pull_policy
+                .map(|p| pull_policy(&p, built))
+                .transpose()
+                .map_err(|m| err(at, "pull_policy", m))?
+                .unwrap_or_default(),
             options,
             ..Service::default()
         };
@@ -448,14 +455,9 @@ impl Ctx<'_> {
                     format!("network `{name}` is not declared under top-level `networks`"),
                 ));
             }
-            if let Some(ip) = &opts.ipv4_address
-                && ip.parse::<std::net::Ipv4Addr>().is_err()
-            {
-                return Err(err(
-                    at,
-                    &format!("{key}.ipv4_address"),
-                    format!("`{ip}` is not an IPv4 address"),
-                ));
+            if let Some(ip) = &opts.ipv4_address {
+                self.fixed_address(&name, ip)
+                    .map_err(|m| err(at, &format!("{key}.ipv4_address"), m))?;
             }
             out.insert(
                 name,
@@ -466,6 +468,37 @@ impl Ctx<'_> {
             );
         }
         Ok(out)
+    }
+
+    /// A fixed address must be IPv4 and, on a network this file creates, lie in one of the
+    /// subnets its `ipam` gives: Docker assigns no fixed address on a network whose pool it
+    /// chose itself. An external network's subnet is checked by the engine.
+    fn fixed_address(&self, network: &str, ip: &str) -> Result<(), String> {
+        let address = ip
+            .parse::<std::net::Ipv4Addr>()
+            .map_err(|_| format!("`{ip}` is not an IPv4 address"))?;
+        let declared = self.spec.networks.get(network);
+        if declared.is_some_and(|n| n.external) {
+            return Ok(());
+        }
+        let subnets: Vec<ipnet::IpNet> =
+            declared.into_iter().flat_map(Network::v4_subnets).collect();
+        if subnets.is_empty() {
+            return Err(format!(
+                "network `{network}` has no `ipam` subnet, so no fixed address can be given on it; add `ipam: {{config: [{{subnet: …}}]}}` to it"
+            ));
+        }
+        if !subnets
+            .iter()
+            .any(|s| s.contains(&std::net::IpAddr::V4(address)))
+        {
+            let list: Vec<String> = subnets.iter().map(|s| format!("`{s}`")).collect();
+            return Err(format!(
+                "`{ip}` is not in the subnet of network `{network}` ({})",
+                list.join(", ")
+            ));
+        }
+        Ok(())
     }
 
     fn depends_on(
@@ -647,6 +680,13 @@ fn networks(
                 internal: flag(n.internal),
                 driver: n.driver,
                 labels: labels(&n.labels),
+                driver_opts: n.driver_opts.into_iter().map(|(k, s)| (k, s.0)).collect(),
+                attachable: flag(n.attachable),
+                enable_ipv6: flag(n.enable_ipv6),
+                ipam: n
+                    .ipam
+                    .map(|i| ipam(&format!("networks.{key}.ipam"), i))
+                    .transpose()?,
             };
             Ok((key, network))
         })
@@ -655,21 +695,117 @@ fn networks(
 
 fn volumes(
     raw: BTreeMap<String, Option<raw::Volume>>,
+    paths: &PathContext<'_>,
 ) -> Result<BTreeMap<String, Volume>, ComposeError> {
     raw.into_iter()
         .map(|(key, v)| {
+            let at = format!("volumes.{key}");
             let v = v.unwrap_or_default();
-            let (name, external) = external(&format!("volumes.{key}"), v.name, v.external)?;
-            let volume = Volume {
+            let (name, external) = external(&at, v.name, v.external)?;
+            let mut volume = Volume {
                 name,
                 external,
                 driver: v.driver,
                 driver_opts: v.driver_opts.into_iter().map(|(k, s)| (k, s.0)).collect(),
                 labels: labels(&v.labels),
             };
+            bind_device(&at, &mut volume, paths)?;
             Ok((key, volume))
         })
         .collect()
+}
+
+/// A local volume that binds a directory (`o: bind`) takes its `device` relative to the
+/// project directory, as compose v2 resolves it; the engine itself needs it absolute.
+fn bind_device(at: &str, volume: &mut Volume, paths: &PathContext<'_>) -> Result<(), ComposeError> {
+    let binds = volume.binds_device();
+    if let Some(device) = volume.driver_opts.get_mut("device").filter(|_| binds) {
+        let resolved = paths
+            .resolve(device)
+            .map_err(|m| err(at, "driver_opts.device", m))?;
+        *device = resolved.to_string_lossy().into_owned();
+    }
+    Ok(())
+}
+
+/// `ipam:`, each pool checked: a range, a gateway or reserved addresses need a subnet to lie in.
+fn ipam(at: &str, raw: raw::Ipam) -> Result<Ipam, ComposeError> {
+    let mut config = Vec::new();
+    for (i, pool) in raw.config.into_iter().enumerate() {
+        let at = format!("{at}.config[{i}]");
+        let net = |key: &str, s: &str| {
+            s.trim().parse::<ipnet::IpNet>().map_err(|_| {
+                err(
+                    &at,
+                    key,
+                    format!("`{s}` is not a subnet (like `172.28.0.0/16`)"),
+                )
+            })
+        };
+        // The network's own address, as Docker keeps it: `172.28.5.0/16` is `172.28.0.0/16`.
+        let subnet = pool
+            .subnet
+            .as_deref()
+            .map(|s| net("subnet", s).map(|n| n.trunc()))
+            .transpose()?;
+        let inside = |key: &str, what: String, fits: bool| match subnet {
+            None => Err(err(&at, key, "needs a `subnet` to lie in")),
+            Some(_) if fits => Ok(()),
+            Some(subnet) => Err(err(
+                &at,
+                key,
+                format!("{what} is not in the subnet `{subnet}`"),
+            )),
+        };
+        let ip_range = pool
+            .ip_range
+            .as_deref()
+            .map(|s| net("ip_range", s))
+            .transpose()?;
+        if let Some(range) = ip_range {
+            let fits = subnet.is_some_and(|s| s.contains(&range));
+            inside("ip_range", format!("`{range}`"), fits)?;
+        }
+        let address = |key: &str, s: &str| {
+            s.trim()
+                .parse::<std::net::IpAddr>()
+                .map_err(|_| err(&at, key, format!("`{s}` is not an IP address")))
+        };
+        let gateway = pool
+            .gateway
+            .as_deref()
+            .map(|s| address("gateway", s))
+            .transpose()?;
+        if let Some(gw) = gateway {
+            inside(
+                "gateway",
+                format!("`{gw}`"),
+                subnet.is_some_and(|s| s.contains(&gw)),
+            )?;
+        }
+        let mut aux_addresses = BTreeMap::new();
+        for (host, ip) in pool.aux_addresses {
+            let key = format!("aux_addresses.{host}");
+            let ip = address(&key, &ip)?;
+            inside(
+                &key,
+                format!("`{ip}`"),
+                subnet.is_some_and(|s| s.contains(&ip)),
+            )?;
+            aux_addresses.insert(host, ip);
+        }
+        config.push(IpamPool {
+            subnet,
+            ip_range,
+            gateway,
+            aux_addresses,
+        });
+    }
+    Ok(Ipam {
+        driver: raw.driver,
+        config,
+        options: raw.options.into_iter().map(|(k, s)| (k, s.0)).collect(),
+    })
 }
 
 /// `name:` and whether the object is external. The older `external: {name: x}` means
@@ -724,6 +860,25 @@ fn secrets(
         out.insert(key, Secret { file });
     }
     Ok(out)
+}
+
+fn pull_policy(written: &str, built: bool) -> Result<PullPolicy, String> {
+    match written {
+        "missing" | "if_not_present" => Ok(PullPolicy::Missing),
+        "always" => Ok(PullPolicy::Always),
+        "never" => Ok(PullPolicy::Never),
+        "build" if built => Ok(PullPolicy::Build),
+        "build" => Err("`build` needs a `build:` section to build from".to_owned()),
+        "daily" | "weekly" => Err(format!(
+            "`{written}` (pull when the image is older than that) is not supported; use `missing`, `always`, `never` or `build`"
+        )),
+        other if other.starts_with("every_") => Err(format!(
+            "`{other}` (pull when the image is older than that) is not supported; use `missing`, `always`, `never` or `build`"
+        )),
+        other => Err(format!(
+            "`{other}` is not a pull policy (use `missing`, `always`, `never` or `build`)"
+        )),
+    }
 }
 
 /// The engine refuses a swap limit without a memory limit, or below it; say so before

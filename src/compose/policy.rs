@@ -12,7 +12,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use super::options::capability;
-use super::spec::{Build, Config, Logging, Mount, Service, Spec, Volume};
+use super::spec::{Build, Config, Logging, Mount, Network, Service, Spec, Volume};
 use crate::ids::ServiceName;
 use crate::settings::Allowances;
 
@@ -437,10 +437,56 @@ fn logging_policy(at: &str, logging: &Logging, allow: &Allowances, out: &mut Ref
     }
 }
 
+/// Bridge options that change nothing outside the network itself.
+const HARMLESS_BRIDGE_OPTS: [&str; 3] = [
+    "com.docker.network.driver.mtu",
+    "com.docker.network.bridge.enable_icc",
+    "com.docker.network.bridge.enable_ip_masquerade",
+];
+
+/// What a network this file creates is made of: another driver (`macvlan`, `ipvlan`) or a
+/// bridge option (`com.docker.network.bridge.name` of a host bridge) can put containers on
+/// the host's own networks, past the private network every stack gets.
+fn network_makeup(at: &str, network: &Network, allow: &Allowances, out: &mut Refusals) {
+    let drivers = [
+        (format!("{at}.driver"), network.driver.as_deref(), "bridge"),
+        (
+            format!("{at}.ipam.driver"),
+            network.ipam.as_ref().and_then(|i| i.driver.as_deref()),
+            "default",
+        ),
+    ];
+    for (key, driver, plain) in drivers {
+        if let Some(driver) = driver.filter(|d| *d != plain)
+            && !allowed_name(&allow.network_drivers, driver)
+        {
+            out.add(
+                key,
+                format!("the `{driver}` driver can attach containers to the host's own networks or plugins"),
+                Some(format!("allow: {{network_drivers: [{driver}]}}")),
+            );
+        }
+    }
+    if !allow.network_driver_opts {
+        for opt in network.driver_opts.keys() {
+            if !HARMLESS_BRIDGE_OPTS.contains(&opt.as_str()) {
+                out.add(
+                    format!("{at}.driver_opts.{opt}"),
+                    "network `driver_opts` can join a host bridge or interface".to_owned(),
+                    Some("allow: {network_driver_opts: true}".to_owned()),
+                );
+            }
+        }
+    }
+}
+
 fn networks(spec: &Spec, host: &Host<'_>, out: &mut Refusals) {
     let allow = host.allow;
     for (key, network) in &spec.networks {
         let at = format!("networks.{key}");
+        if !network.external {
+            network_makeup(&at, network, allow, out);
+        }
         let docker_name = network.name.as_deref().unwrap_or(key);
         if network.external && docker_name == "host" {
             // Docker's predefined `host` network is `network_mode: host` by another name.
@@ -518,10 +564,7 @@ fn memory_only(volume: &Volume) -> bool {
     volume.driver.as_deref().is_none_or(|d| d == "local")
         && opts.get("type").map(String::as_str) == Some("tmpfs")
         && opts.get("device").is_none_or(|d| d == "tmpfs")
-        && !opts.get("o").is_some_and(|o| {
-            o.split(',')
-                .any(|opt| matches!(opt.trim(), "bind" | "rbind"))
-        })
+        && !volume.binds_device()
         && opts
             .keys()
             .all(|k| matches!(k.as_str(), "type" | "device" | "o"))
@@ -534,10 +577,7 @@ fn driver_opts(at: &str, volume: &Volume, host: &Host<'_>, out: &mut Refusals) {
     let Some(device) = volume.driver_opts.get("device").filter(|_| local) else {
         return;
     };
-    let bind = volume.driver_opts.get("o").is_some_and(|o| {
-        o.split(',')
-            .any(|opt| matches!(opt.trim(), "bind" | "rbind"))
-    });
+    let bind = volume.binds_device();
     let fs = volume.driver_opts.get("type").map(String::as_str);
     if bind {
         let key = format!("{at}.device");

@@ -33,14 +33,23 @@ pub(crate) fn parse_short(entry: &str) -> Result<Vec<Port>, String> {
             .map(|target| Port {
                 host_ip: host_ip.clone(),
                 published: None,
+                published_end: None,
                 target,
                 protocol,
             })
             .collect()),
+        // A host range for one container port: any free port of the range.
+        Some(published) if targets.len() == 1 && published.len() > 1 => Ok(vec![Port {
+            host_ip,
+            published: Some(*published.start()),
+            published_end: Some(*published.end()),
+            target: *targets.start(),
+            protocol,
+        }]),
         Some(published) => {
             if published.len() != targets.len() {
                 return Err(format!(
-                    "`{entry}` maps {} host ports to {} container ports; the ranges must be the same length",
+                    "`{entry}` maps {} host ports to {} container ports; give one host port per container port, or a range of host ports for a single container port",
                     published.len(),
                     targets.len()
                 ));
@@ -50,6 +59,7 @@ pub(crate) fn parse_short(entry: &str) -> Result<Vec<Port>, String> {
                 .map(|(p, target)| Port {
                     host_ip: host_ip.clone(),
                     published: Some(p),
+                    published_end: None,
                     target,
                     protocol,
                 })
@@ -61,14 +71,18 @@ pub(crate) fn parse_short(entry: &str) -> Result<Vec<Port>, String> {
 /// `{target, published, host_ip, protocol}`.
 pub(crate) fn parse_long(long: &raw::Port) -> Result<Port, String> {
     let target = check(long.target.0)?;
-    let published = match &long.published {
-        None => None,
-        Some(raw::Scalar(p)) if p.is_empty() => None,
-        Some(raw::Scalar(p)) => Some(
-            p.parse::<u16>()
-                .map_err(|_| format!("`published: {p}` is not a port number"))
-                .and_then(check)?,
-        ),
+    let (published, published_end) = match &long.published {
+        None => (None, None),
+        Some(raw::Scalar(p)) if p.is_empty() => (None, None),
+        Some(raw::Scalar(p)) => {
+            let ports = range(p).map_err(|_| {
+                format!(
+                    "`published: {p}` is not a port number or a range (like `8080` or `6005-6015`)"
+                )
+            })?;
+            let end = (ports.end() != ports.start()).then_some(*ports.end());
+            (Some(*ports.start()), end)
+        }
     };
     let host_ip = match &long.host_ip {
         Some(ip) => Some(host_ip(ip)?),
@@ -81,6 +95,7 @@ pub(crate) fn parse_long(long: &raw::Port) -> Result<Port, String> {
     Ok(Port {
         host_ip,
         published,
+        published_end,
         target,
         protocol,
     })
@@ -150,6 +165,7 @@ mod tests {
         Port {
             host_ip: ip.map(str::to_owned),
             published,
+            published_end: None,
             target,
             protocol,
         }
@@ -183,6 +199,14 @@ mod tests {
             ]
         );
         assert_eq!(parse_short("80-81").unwrap().len(), 2);
+        // Any free port of the range, for the one container port.
+        assert_eq!(
+            parse_short("6005-6015:80").unwrap(),
+            [Port {
+                published_end: Some(6015),
+                ..port(None, Some(6005), 80, Tcp)
+            }]
+        );
     }
 
     #[test]

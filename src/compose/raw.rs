@@ -77,6 +77,7 @@ pub(crate) struct Service {
     pub(crate) depends_on: Option<NamesOr<Dependency>>,
     pub(crate) healthcheck: Option<Healthcheck>,
     pub(crate) restart: Option<Scalar>,
+    pub(crate) pull_policy: Option<String>,
     #[serde(default)]
     pub(crate) secrets: Vec<StringOr<SecretRef>>,
     pub(crate) user: Option<Scalar>,
@@ -229,7 +230,30 @@ pub(crate) struct Network {
     pub(crate) internal: Option<Flag>,
     pub(crate) driver: Option<String>,
     #[serde(default)]
+    pub(crate) driver_opts: BTreeMap<String, Scalar>,
+    pub(crate) attachable: Option<Flag>,
+    pub(crate) enable_ipv6: Option<Flag>,
+    pub(crate) ipam: Option<Ipam>,
+    #[serde(default)]
     pub(crate) labels: ListOrMap,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct Ipam {
+    pub(crate) driver: Option<String>,
+    #[serde(default)]
+    pub(crate) config: Vec<IpamPool>,
+    #[serde(default)]
+    pub(crate) options: BTreeMap<String, Scalar>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct IpamPool {
+    pub(crate) subnet: Option<String>,
+    pub(crate) ip_range: Option<String>,
+    pub(crate) gateway: Option<String>,
+    #[serde(default)]
+    pub(crate) aux_addresses: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

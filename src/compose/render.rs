@@ -10,8 +10,8 @@ use serde_yaml::Value;
 
 use super::duration;
 use super::spec::{
-    Build, Condition, Config, Dependency, HealthTest, Healthcheck, Mount, Network, Port, Release,
-    Restart, Service, ServiceNetwork, Spec, Volume,
+    Build, Condition, Config, Dependency, HealthTest, Healthcheck, Ipam, Mount, Network, Port,
+    PullPolicy, Release, Restart, Service, ServiceNetwork, Spec, Volume,
 };
 use crate::ids::ServiceName;
 
@@ -217,6 +217,8 @@ struct OutService {
     working_dir: Option<String>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     labels: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pull_policy: Option<PullPolicy>,
 }
 
 /// A service as a mapping with its keys sorted: the modelled keys, then the plain settings
@@ -263,6 +265,7 @@ fn service(s: &Service) -> Value {
         user: s.user.clone(),
         working_dir: s.working_dir.clone(),
         labels: s.labels.clone(),
+        pull_policy: (s.pull_policy != PullPolicy::Missing).then_some(s.pull_policy),
     };
     let Value::Mapping(mut map) = serde_yaml::to_value(&out).expect("plain data always serializes")
     else {
@@ -278,16 +281,27 @@ fn service(s: &Service) -> Value {
 struct OutPort {
     target: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
-    published: Option<u16>,
+    published: Option<Published>,
     #[serde(skip_serializing_if = "Option::is_none")]
     host_ip: Option<String>,
     protocol: &'static str,
 }
 
+/// A port as a number, a range as `6005-6015`, as the Compose Specification writes them.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Published {
+    Port(u16),
+    Range(String),
+}
+
 fn port(p: &Port) -> OutPort {
     OutPort {
         target: p.target,
-        published: p.published,
+        published: p.published.map(|lo| match p.published_end {
+            Some(hi) => Published::Range(format!("{lo}-{hi}")),
+            None => Published::Port(lo),
+        }),
         host_ip: p.host_ip.clone(),
         protocol: p.protocol.as_str(),
     }
@@ -416,6 +430,14 @@ struct OutNetwork {
     #[serde(skip_serializing_if = "Option::is_none")]
     driver: Option<String>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    driver_opts: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "is_false")]
+    attachable: bool,
+    #[serde(skip_serializing_if = "is_false")]
+    enable_ipv6: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ipam: Option<Ipam>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     labels: BTreeMap<String, String>,
 }
 
@@ -425,6 +447,10 @@ fn network(n: &Network) -> OutNetwork {
         external: n.external,
         internal: n.internal,
         driver: n.driver.clone(),
+        driver_opts: n.driver_opts.clone(),
+        attachable: n.attachable,
+        enable_ipv6: n.enable_ipv6,
+        ipam: n.ipam.clone(),
         labels: n.labels.clone(),
     }
 }

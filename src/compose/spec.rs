@@ -97,9 +97,33 @@ pub(crate) struct Service {
     pub(crate) working_dir: Option<String>,
     pub(crate) labels: BTreeMap<String, String>,
     pub(crate) configs: Vec<ConfigMount>,
+    /// When the image of a service that is not built is pulled.
+    #[serde(skip_serializing_if = "PullPolicy::is_missing")]
+    pub(crate) pull_policy: PullPolicy,
     /// The settings that go to the engine as they are (`options.rs`).
     #[serde(flatten)]
     pub(crate) options: Options,
+}
+
+/// `pull_policy:`, as compose v2 reads it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum PullPolicy {
+    /// Pull only when the image is not on the host (`missing`, `if_not_present`).
+    #[default]
+    Missing,
+    /// Pull on every deploy; a failed pull fails the deploy.
+    Always,
+    /// Never pull: the image must be on the host.
+    Never,
+    /// Build it from `build:`, never pull it.
+    Build,
+}
+
+impl PullPolicy {
+    fn is_missing(&self) -> bool {
+        *self == PullPolicy::Missing
+    }
 }
 
 /// One `env_file:` entry.
@@ -206,14 +230,25 @@ impl Protocol {
     }
 }
 
-/// One published port. Ranges are expanded into one `Port` each.
+/// One published port. Ranges are expanded into one `Port` each, except a range of host
+/// ports for one container port (`6005-6015:80`), which means any free port of the range.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub(crate) struct Port {
     pub(crate) host_ip: Option<String>,
     /// `None` lets Docker choose a free host port.
     pub(crate) published: Option<u16>,
+    /// The last port of a host range that `published` starts: Docker picks a free one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) published_end: Option<u16>,
     pub(crate) target: u16,
     pub(crate) protocol: Protocol,
+}
+
+impl Port {
+    /// A fixed host port: not left to Docker, not a range.
+    pub(crate) fn fixed(&self) -> Option<u16> {
+        self.published.filter(|_| self.published_end.is_none())
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -361,6 +396,49 @@ pub(crate) struct Network {
     pub(crate) internal: bool,
     pub(crate) driver: Option<String>,
     pub(crate) labels: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) driver_opts: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) attachable: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) enable_ipv6: bool,
+    /// Its address pools, when the file chooses them (otherwise Docker does).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) ipam: Option<Ipam>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub(crate) struct Ipam {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) driver: Option<String>,
+    pub(crate) config: Vec<IpamPool>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) options: BTreeMap<String, String>,
+}
+
+/// One address pool, validated: the range, the gateway and the reserved addresses lie in the
+/// subnet.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub(crate) struct IpamPool {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) subnet: Option<ipnet::IpNet>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) ip_range: Option<ipnet::IpNet>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) gateway: Option<std::net::IpAddr>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) aux_addresses: BTreeMap<String, std::net::IpAddr>,
+}
+
+impl Network {
+    /// The IPv4 subnets the file gives the network.
+    pub(crate) fn v4_subnets(&self) -> impl Iterator<Item = ipnet::IpNet> + '_ {
+        self.ipam
+            .iter()
+            .flat_map(|i| &i.config)
+            .filter_map(|p| p.subnet)
+            .filter(|s| matches!(s, ipnet::IpNet::V4(_)))
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -370,6 +448,18 @@ pub(crate) struct Volume {
     pub(crate) driver: Option<String>,
     pub(crate) driver_opts: BTreeMap<String, String>,
     pub(crate) labels: BTreeMap<String, String>,
+}
+
+impl Volume {
+    /// Whether the local driver mounts `driver_opts.device` as a bind (`o: bind`): a host
+    /// path, which the policy judges like any bind source.
+    pub(crate) fn binds_device(&self) -> bool {
+        self.driver.as_deref().is_none_or(|d| d == "local")
+            && self.driver_opts.get("o").is_some_and(|o| {
+                o.split(',')
+                    .any(|opt| matches!(opt.trim(), "bind" | "rbind"))
+            })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]

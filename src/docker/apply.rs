@@ -18,7 +18,7 @@ use futures_util::StreamExt;
 use futures_util::future::join_all;
 
 use crate::compose::options::Options;
-use crate::compose::spec::Condition;
+use crate::compose::spec::{Condition, PullPolicy};
 use crate::ids::ServiceName;
 use crate::plan::container::{ContainerSpec, MountKind};
 use crate::plan::{Action, Ensure, ObservedContainer, Plan, names, stop_timeout};
@@ -47,6 +47,14 @@ pub(crate) enum ApplyError {
         "image `{image}` for service `{service}` is not on this host and could not be pulled: {reason}"
     )]
     MissingImage {
+        image: String,
+        service: ServiceName,
+        reason: String,
+    },
+    #[error(
+        "service `{service}` has `pull_policy: always`, and pulling `{image}` failed: {reason}; nothing was changed"
+    )]
+    PullFailed {
         image: String,
         service: ServiceName,
         reason: String,
@@ -204,18 +212,38 @@ async fn preflight(docker: &Docker, plan: &Plan, reporter: &Reporter) -> Result<
     let mut seen = BTreeSet::new();
     for s in plan.services.iter().filter(|s| !s.built) {
         let image = &s.container.image;
-        if !seen.insert(image.clone()) || super::observe::image_exists(docker, image).await? {
+        if !seen.insert(image.clone()) {
             continue;
+        }
+        let here = super::observe::image_exists(docker, image).await?;
+        match s.pull {
+            PullPolicy::Always => {}
+            _ if here => continue,
+            PullPolicy::Never => {
+                return Err(ApplyError::MissingImage {
+                    image: image.clone(),
+                    service: s.service.clone(),
+                    reason: "its `pull_policy: never` forbids pulling; load it on the host first (`docker load`, or a build)".to_owned(),
+                });
+            }
+            PullPolicy::Missing | PullPolicy::Build => {}
         }
         let step = reporter.step(StepKind::Pull {
             image: image.clone(),
         });
         pull(docker, image, &step)
             .await
-            .map_err(|reason| ApplyError::MissingImage {
-                image: image.clone(),
-                service: s.service.clone(),
-                reason,
+            .map_err(|reason| match here {
+                true => ApplyError::PullFailed {
+                    image: image.clone(),
+                    service: s.service.clone(),
+                    reason,
+                },
+                false => ApplyError::MissingImage {
+                    image: image.clone(),
+                    service: s.service.clone(),
+                    reason,
+                },
             })?;
         step.finish();
     }
@@ -237,6 +265,30 @@ async fn pull(docker: &Docker, image: &str, step: &Step) -> Result<(), String> {
     Ok(())
 }
 
+/// A network's address pools as the Engine API takes them.
+fn ipam(ipam: &crate::compose::spec::Ipam) -> bollard::models::Ipam {
+    let config = ipam
+        .config
+        .iter()
+        .map(|p| bollard::models::IpamConfig {
+            subnet: p.subnet.map(|s| s.to_string()),
+            ip_range: p.ip_range.map(|r| r.to_string()),
+            gateway: p.gateway.map(|g| g.to_string()),
+            auxiliary_addresses: (!p.aux_addresses.is_empty()).then(|| {
+                p.aux_addresses
+                    .iter()
+                    .map(|(host, ip)| (host.clone(), ip.to_string()))
+                    .collect()
+            }),
+        })
+        .collect();
+    bollard::models::Ipam {
+        driver: ipam.driver.clone(),
+        config: Some(config),
+        options: (!ipam.options.is_empty()).then(|| ipam.options.clone().into_iter().collect()),
+    }
+}
+
 async fn ensure_networks_and_volumes(
     docker: &Docker,
     plan: &Plan,
@@ -249,6 +301,10 @@ async fn ensure_networks_and_volumes(
             driver: n.driver.clone(),
             internal: Some(n.internal),
             labels: Some(n.labels.clone().into_iter().collect()),
+            options: Some(n.driver_opts.clone().into_iter().collect()),
+            attachable: n.attachable.then_some(true),
+            enable_ipv6: n.enable_ipv6.then_some(true),
+            ipam: n.ipam.as_ref().map(ipam),
             ..Default::default()
         };
         docker
@@ -440,8 +496,7 @@ impl Applying<'_> {
         let clash = old.name == spec.name;
         // Only an app built from the repo, with no fixed host port, may run beside its
         // predecessor; a database must never have two servers on one data directory.
-        let start_first =
-            step.built && !spec.ports.iter().any(|p| p.host_port.is_some()) && old.running;
+        let start_first = step.built && !spec.ports.iter().any(|p| p.is_fixed()) && old.running;
         let stopped = old.running && !start_first;
         if stopped {
             self.reporter.info(format!("stopping `{}`", old.name));
@@ -695,7 +750,7 @@ fn port_bindings(spec: &ContainerSpec) -> HashMap<String, Option<Vec<PortBinding
             .get_or_insert_with(Vec::new)
             .push(PortBinding {
                 host_ip: p.host_ip.clone(),
-                host_port: p.host_port.map(|p| p.to_string()),
+                host_port: p.host_ports(),
             });
     }
     out

@@ -36,6 +36,14 @@ pub(crate) async fn observe(
         })
         .filter_map(|n| n.name.clone())
         .collect();
+    let subnets = all
+        .iter()
+        .filter_map(|n| {
+            let pools = n.ipam.as_ref()?.config.as_ref()?;
+            let subnets = pools.iter().filter_map(|p| p.subnet.clone()).collect();
+            Some((n.name.clone()?, subnets))
+        })
+        .collect();
     let networks: BTreeSet<String> = all.into_iter().filter_map(|n| n.name).collect();
 
     let volumes: BTreeSet<String> = docker
@@ -59,6 +67,7 @@ pub(crate) async fn observe(
         containers,
         networks,
         project_networks,
+        subnets,
         volumes,
         images,
     })

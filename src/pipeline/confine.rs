@@ -71,13 +71,8 @@ pub(crate) fn resolve_paths(spec: &mut Spec) {
         }
     }
     for volume in spec.volumes.values_mut() {
-        let bind = volume.driver_opts.get("o").is_some_and(|o| {
-            o.split(',')
-                .any(|opt| matches!(opt.trim(), "bind" | "rbind"))
-        });
-        if let Some(device) = volume.driver_opts.get_mut("device").filter(|_| bind)
-            && device.starts_with('/')
-        {
+        let binds = volume.binds_device();
+        if let Some(device) = volume.driver_opts.get_mut("device").filter(|_| binds) {
             *device = resolve(Path::new(device.as_str()))
                 .to_string_lossy()
                 .into_owned();

@@ -56,6 +56,24 @@ pub(crate) struct PortBinding {
     pub(crate) container_port: String,
     pub(crate) host_ip: Option<String>,
     pub(crate) host_port: Option<u16>,
+    /// The end of a host port range that `host_port` starts (Docker picks a free port in it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) host_port_end: Option<u16>,
+}
+
+impl PortBinding {
+    /// `8080`, `6005-6015`, or `None` for a port Docker chooses.
+    pub(crate) fn host_ports(&self) -> Option<String> {
+        match (self.host_port, self.host_port_end) {
+            (Some(lo), Some(hi)) => Some(format!("{lo}-{hi}")),
+            (lo, _) => lo.map(|p| p.to_string()),
+        }
+    }
+
+    /// Whether the binding holds one fixed host port, which two containers cannot share.
+    pub(crate) fn is_fixed(&self) -> bool {
+        self.host_port.is_some() && self.host_port_end.is_none()
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -239,8 +257,8 @@ struct Published {
     proxied: Vec<ProxiedPort>,
 }
 
-/// Behind the proxy (`proxy`), a built service's fixed TCP ports belong to the proxy; UDP and
-/// Docker-chosen ports stay published by the container.
+/// Behind the proxy (`proxy`), a built service's fixed TCP ports belong to the proxy; UDP,
+/// Docker-chosen ports and host port ranges stay published by the container.
 fn published(svc: &Service, proxy: bool) -> Published {
     let mut exposed: Vec<String> = svc
         .ports
@@ -253,13 +271,13 @@ fn published(svc: &Service, proxy: bool) -> Published {
     let (proxied, direct): (Vec<_>, Vec<_>) = svc
         .ports
         .iter()
-        .partition(|p| proxy && p.published.is_some() && p.protocol == Protocol::Tcp);
+        .partition(|p| proxy && p.fixed().is_some() && p.protocol == Protocol::Tcp);
     let proxied = proxied
         .into_iter()
         .filter_map(|p| {
             Some(ProxiedPort {
                 host_ip: p.host_ip.clone(),
-                host_port: p.published?,
+                host_port: p.fixed()?,
                 container_port: p.target,
             })
         })
@@ -270,6 +288,7 @@ fn published(svc: &Service, proxy: bool) -> Published {
             container_port: format!("{}/{}", p.target, p.protocol.as_str()),
             host_ip: p.host_ip.clone(),
             host_port: p.published,
+            host_port_end: p.published_end,
         })
         .collect();
     Published {

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::compose::Spec;
-use crate::compose::spec::{Build, Condition};
+use crate::compose::spec::{Build, Condition, Ipam, Network, PullPolicy};
 use crate::ids::{ProjectName, Revision, ServiceName};
 use crate::report::PlanRow;
 
@@ -49,6 +49,8 @@ pub(crate) struct Observed {
     pub(crate) networks: BTreeSet<String>,
     /// Names of the networks labelled as this project's.
     pub(crate) project_networks: BTreeSet<String>,
+    /// The subnets of each network that exists, by name.
+    pub(crate) subnets: BTreeMap<String, BTreeSet<String>>,
     /// Names of volumes that exist (ours or external).
     pub(crate) volumes: BTreeSet<String>,
     /// Which of the tags the plan asked about already exist.
@@ -104,6 +106,10 @@ pub(crate) struct NetworkStep {
     pub(crate) internal: bool,
     pub(crate) driver: Option<String>,
     pub(crate) labels: BTreeMap<String, String>,
+    pub(crate) driver_opts: BTreeMap<String, String>,
+    pub(crate) attachable: bool,
+    pub(crate) enable_ipv6: bool,
+    pub(crate) ipam: Option<Ipam>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -133,6 +139,8 @@ pub(crate) struct ServiceStep {
     pub(crate) waits: Vec<(ServiceName, Condition)>,
     /// Whether the service runs an image built from the repo.
     pub(crate) built: bool,
+    /// When the image of a service that is not built is pulled.
+    pub(crate) pull: PullPolicy,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -149,6 +157,15 @@ pub(crate) enum Action {
 pub(crate) enum PlanError {
     #[error("services.{0}: it has neither `image` nor `build`")]
     NoImage(ServiceName),
+    #[error(
+        "networks.{key}.ipam: network `{name}` exists with the subnets {has}, and the file now asks for {wanted}; a network keeps its subnets: run `deploy down` (which keeps volumes), then deploy again"
+    )]
+    SubnetsChanged {
+        key: String,
+        name: String,
+        has: String,
+        wanted: String,
+    },
 }
 
 /// Builds the plan. Pure: everything about the world comes in through `observed`.
@@ -172,15 +189,23 @@ pub(crate) fn plan(
             if !n.external {
                 labels.extend(names::labels(project, None, revision));
             }
-            NetworkStep {
-                action: ensure(observed.networks.contains(&name), n.external),
+            let action = ensure(observed.networks.contains(&name), n.external);
+            if action == Ensure::Exists && !n.external {
+                check_subnets(key, &name, n, observed)?;
+            }
+            Ok(NetworkStep {
+                action,
                 name,
                 internal: n.internal,
                 driver: n.driver.clone(),
                 labels,
-            }
+                driver_opts: n.driver_opts.clone(),
+                attachable: n.attachable,
+                enable_ipv6: n.enable_ipv6,
+                ipam: n.ipam.clone(),
+            })
         })
-        .collect();
+        .collect::<Result<_, PlanError>>()?;
 
     let volumes = spec
         .volumes
@@ -250,6 +275,7 @@ pub(crate) fn plan(
             action,
             waits,
             built,
+            pull: svc.pull_policy,
         });
     }
 
@@ -282,6 +308,36 @@ pub(crate) fn plan(
         services,
         orphans,
         leftovers,
+    })
+}
+
+/// A network is created once, with the subnets it had then: one whose `ipam` now asks for
+/// others would quietly keep the old ones, so the plan stops and says how to change them.
+fn check_subnets(
+    key: &str,
+    name: &str,
+    declared: &Network,
+    observed: &Observed,
+) -> Result<(), PlanError> {
+    let Some(ipam) = &declared.ipam else {
+        return Ok(());
+    };
+    let wanted: BTreeSet<String> = ipam
+        .config
+        .iter()
+        .filter_map(|p| p.subnet.map(|s| s.to_string()))
+        .collect();
+    let Some(has) = observed.subnets.get(name) else {
+        return Ok(());
+    };
+    if wanted.is_empty() || &wanted == has {
+        return Ok(());
+    }
+    Err(PlanError::SubnetsChanged {
+        key: key.to_owned(),
+        name: name.to_owned(),
+        has: has.iter().cloned().collect::<Vec<_>>().join(", "),
+        wanted: wanted.into_iter().collect::<Vec<_>>().join(", "),
     })
 }
 
