@@ -106,11 +106,7 @@ impl ComposeError {
 
     /// The same error, for a value read at `prefix` (`services.web.init`).
     pub(crate) fn under(mut self, prefix: &str) -> Self {
-        self.key_path = match self.key_path.as_str() {
-            "" => prefix.to_owned(),
-            p if p.starts_with('[') => format!("{prefix}{p}"),
-            p => format!("{prefix}.{p}"),
-        };
+        self.key_path = join(prefix, &self.key_path);
         self
     }
 
@@ -168,11 +164,13 @@ pub(crate) fn load(
     let mut unknown = Vec::new();
     let service_options = take_options(&mut typed, &mut unknown).map_err(locate)?;
     let raw: raw::Compose = typed_as(typed, "", &mut unknown).map_err(locate)?;
-    if let Some(mut e) = not_supported(unknown) {
-        let also = std::mem::take(&mut e.also);
+    let mut unsupported = unknown
+        .into_iter()
+        .map(|path| locate(ComposeError::at(path, "not supported")));
+    if let Some(first) = unsupported.next() {
         return Err(ComposeError {
-            also: also.into_iter().map(locate).collect(),
-            ..locate(e)
+            also: unsupported.collect(),
+            ..first
         });
     }
     let (spec, name) = normalize::spec(raw, service_options, options).map_err(locate)?;
@@ -258,20 +256,19 @@ pub(crate) fn typed_as<T: serde::de::DeserializeOwned>(
     at: &str,
     unknown: &mut Vec<String>,
 ) -> Result<T, ComposeError> {
-    let mut found = |path: serde_ignored::Path<'_>| {
-        let path = key_path(&path);
-        unknown.push(match (at, path.as_str()) {
-            (at, "") => at.to_owned(),
-            ("", path) => path.to_owned(),
-            (at, path) if path.starts_with('[') => format!("{at}{path}"),
-            (at, path) => format!("{at}.{path}"),
-        });
-    };
+    let mut found = |path: serde_ignored::Path<'_>| unknown.push(join(at, &key_path(&path)));
     let ignored = serde_ignored::Deserializer::new(value, &mut found);
-    serde_path_to_error::deserialize(ignored).map_err(|e| {
-        let e = typing_error(e);
-        if at.is_empty() { e } else { e.under(at) }
-    })
+    serde_path_to_error::deserialize(ignored).map_err(|e| typing_error(e).under(at))
+}
+
+/// A path under `prefix`: `services.web` and `ports[0]` give `services.web.ports[0]`.
+fn join(prefix: &str, path: &str) -> String {
+    match (prefix, path) {
+        (prefix, "") => prefix.to_owned(),
+        ("", path) => path.to_owned(),
+        (prefix, path) if path.starts_with('[') => format!("{prefix}{path}"),
+        (prefix, path) => format!("{prefix}.{path}"),
+    }
 }
 
 /// serde_ignored's path in our notation: `services.web.ports[0].mode`.
@@ -288,18 +285,6 @@ fn key_path(path: &serde_ignored::Path<'_>) -> String {
         | Path::NewtypeStruct { parent }
         | Path::NewtypeVariant { parent } => key_path(parent),
     }
-}
-
-/// One error naming every unsupported key, in the order found.
-fn not_supported(unknown: Vec<String>) -> Option<ComposeError> {
-    let mut errors = unknown
-        .into_iter()
-        .map(|path| ComposeError::at(path, "not supported"));
-    let first = errors.next()?;
-    Some(ComposeError {
-        also: errors.collect(),
-        ..first
-    })
 }
 
 /// Serde's error as ours, at its key path.
