@@ -100,6 +100,17 @@ struct Ctx<'a> {
     spec: &'a Spec,
 }
 
+/// The key `key` of the service at `at`, read by `parse` when it is there; its error names
+/// the key.
+fn read<T, U>(
+    at: &str,
+    key: &str,
+    value: Option<T>,
+    parse: impl FnOnce(T) -> Result<U, String>,
+) -> Result<Option<U>, ComposeError> {
+    value.map(parse).transpose().map_err(|m| err(at, key, m))
+}
+
 fn err(at: &str, key: &str, message: impl Into<String>) -> ComposeError {
     ComposeError::at(format!("{at}.{key}"), message)
 }
@@ -151,42 +162,27 @@ impl Ctx<'_> {
         let mut service = Service {
             build: raw.build.map(|b| self.build(at, b)).transpose()?,
             image: raw.image,
-            container_name: raw
-                .container_name
-                .map(|n| container_name(&n).map(|()| n))
-                .transpose()
-                .map_err(|m| err(at, "container_name", m))?,
-            command: raw
-                .command
-                .map(|c| command(c).map_err(|m| err(at, "command", m)))
-                .transpose()?,
-            entrypoint: raw
-                .entrypoint
-                .map(|c| command(c).map_err(|m| err(at, "entrypoint", m)))
-                .transpose()?,
+            container_name: read(at, "container_name", raw.container_name, |n| {
+                container_name(&n).map(|()| n)
+            })?,
+            command: read(at, "command", raw.command, command)?,
+            entrypoint: read(at, "entrypoint", raw.entrypoint, command)?,
             environment,
             env_files,
             healthcheck: raw.healthcheck.map(|h| healthcheck(at, h)).transpose()?,
-            restart: raw
-                .restart
-                .map(|r| restart(&r.0).map_err(|m| err(at, "restart", m)))
-                .transpose()?,
+            restart: read(at, "restart", raw.restart, |r| restart(&r.0))?,
             user: raw.user.map(|u| u.0),
-            working_dir: raw
-                .working_dir
-                .map(|w| match w.starts_with('/') {
+            working_dir: read(at, "working_dir", raw.working_dir, |w| {
+                match w.starts_with('/') {
                     true => Ok(w),
                     false => Err(format!("`{w}` must be an absolute path")),
-                })
-                .transpose()
-                .map_err(|m| err(at, "working_dir", m))?,
+                }
+            })?,
             labels: labels(&raw.labels),
-            pull_policy: raw
-                .pull_policy
-                .map(|p| pull_policy(&p, built))
-                .transpose()
-                .map_err(|m| err(at, "pull_policy", m))?
-                .unwrap_or_default(),
+            pull_policy: read(at, "pull_policy", raw.pull_policy, |p| {
+                pull_policy(&p, built)
+            })?
+            .unwrap_or_default(),
             options,
             ..Service::default()
         };
