@@ -729,65 +729,23 @@ fn ipam(at: &str, raw: raw::Ipam) -> Result<Ipam, ComposeError> {
     let mut config = Vec::new();
     for (i, pool) in raw.config.into_iter().enumerate() {
         let at = format!("{at}.config[{i}]");
-        let net = |key: &str, s: &str| {
-            s.trim().parse::<ipnet::IpNet>().map_err(|_| {
-                err(
-                    &at,
-                    key,
-                    format!("`{s}` is not a subnet (like `172.28.0.0/16`)"),
-                )
-            })
-        };
         // The network's own address, as Docker keeps it: `172.28.5.0/16` is `172.28.0.0/16`.
-        let subnet = pool
-            .subnet
-            .as_deref()
-            .map(|s| net("subnet", s).map(|n| n.trunc()))
-            .transpose()?;
-        let inside = |key: &str, what: String, fits: bool| match subnet {
-            None => Err(err(&at, key, "needs a `subnet` to lie in")),
-            Some(_) if fits => Ok(()),
-            Some(subnet) => Err(err(
-                &at,
-                key,
-                format!("{what} is not in the subnet `{subnet}`"),
-            )),
-        };
-        let ip_range = pool
-            .ip_range
-            .as_deref()
-            .map(|s| net("ip_range", s))
-            .transpose()?;
-        if let Some(range) = ip_range {
-            let fits = subnet.is_some_and(|s| s.contains(&range));
-            inside("ip_range", format!("`{range}`"), fits)?;
-        }
-        let address = |key: &str, s: &str| {
-            s.trim()
-                .parse::<std::net::IpAddr>()
-                .map_err(|_| err(&at, key, format!("`{s}` is not an IP address")))
-        };
-        let gateway = pool
-            .gateway
-            .as_deref()
-            .map(|s| address("gateway", s))
-            .transpose()?;
-        if let Some(gw) = gateway {
-            inside(
-                "gateway",
-                format!("`{gw}`"),
-                subnet.is_some_and(|s| s.contains(&gw)),
-            )?;
-        }
+        let subnet = read(&at, "subnet", pool.subnet, |s| net(&s).map(|n| n.trunc()))?;
+        let ip_range = read(&at, "ip_range", pool.ip_range, |s| {
+            in_subnet(subnet, net(&s)?, |n, r| n.contains(r))
+        })?;
+        let gateway = read(&at, "gateway", pool.gateway, |s| {
+            in_subnet(subnet, address(&s)?, |n, ip| n.contains(ip))
+        })?;
         let mut aux_addresses = BTreeMap::new();
         for (host, ip) in pool.aux_addresses {
             let key = format!("aux_addresses.{host}");
-            let ip = address(&key, &ip)?;
-            inside(
-                &key,
-                format!("`{ip}`"),
-                subnet.is_some_and(|s| s.contains(&ip)),
-            )?;
+            let ip = in_subnet(
+                subnet,
+                address(&ip).map_err(|m| err(&at, &key, m))?,
+                |n, ip| n.contains(ip),
+            )
+            .map_err(|m| err(&at, &key, m))?;
             aux_addresses.insert(host, ip);
         }
         config.push(IpamPool {
@@ -802,6 +760,31 @@ fn ipam(at: &str, raw: raw::Ipam) -> Result<Ipam, ComposeError> {
         config,
         options: raw.options.into_iter().map(|(k, s)| (k, s.0)).collect(),
     })
+}
+
+fn net(s: &str) -> Result<ipnet::IpNet, String> {
+    s.trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a subnet (like `172.28.0.0/16`)"))
+}
+
+fn address(s: &str) -> Result<std::net::IpAddr, String> {
+    s.trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not an IP address"))
+}
+
+/// `value`, when it lies in `subnet`.
+fn in_subnet<T: std::fmt::Display>(
+    subnet: Option<ipnet::IpNet>,
+    value: T,
+    fits: impl Fn(&ipnet::IpNet, &T) -> bool,
+) -> Result<T, String> {
+    match subnet {
+        None => Err("needs a `subnet` to lie in".to_owned()),
+        Some(s) if fits(&s, &value) => Ok(value),
+        Some(s) => Err(format!("`{value}` is not in the subnet `{s}`")),
+    }
 }
 
 /// `name:` and whether the object is external. The older `external: {name: x}` means

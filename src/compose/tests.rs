@@ -159,12 +159,7 @@ fn run_case(case: &Path) -> (String, Option<String>) {
 
 #[test]
 fn compose_fixtures() {
-    let mut cases: Vec<PathBuf> = std::fs::read_dir(fixtures())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.join("docker-compose.yml").is_file())
-        .collect();
-    cases.sort();
+    let cases = cases();
     assert!(
         !cases.is_empty(),
         "no fixtures found under {}",
