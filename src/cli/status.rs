@@ -105,8 +105,15 @@ pub(crate) async fn run(root: Root, args: Args) -> anyhow::Result<u8> {
 
     if args.json {
         println!("{}", serde_json::to_string_pretty(&status)?);
-        return Ok(super::exit::SUCCESS);
+    } else {
+        print(&status, &settings);
     }
+    Ok(super::exit::SUCCESS)
+}
+
+/// The status for a person: the live deploy, the newest dump, the build cache, then a line
+/// per container.
+fn print(status: &Status, settings: &Settings) {
     println!("project  {}", status.project);
     match &status.live {
         Some(d) => println!(
@@ -175,7 +182,6 @@ pub(crate) async fn run(root: Root, args: Args) -> anyhow::Result<u8> {
     {
         println!("* Docker has not run its first healthcheck yet; `deploy status` ran it now");
     }
-    Ok(super::exit::SUCCESS)
 }
 
 #[cfg(test)]

@@ -170,7 +170,7 @@ async fn exec(
     what: &'static str,
     script: &str,
     stdin: Option<Pin<Box<dyn AsyncRead + Send>>>,
-    mut stdout: Option<&mut (dyn AsyncWrite + Send + Unpin)>,
+    stdout: Option<&mut (dyn AsyncWrite + Send + Unpin)>,
 ) -> Result<String, PgError> {
     let options = CreateExecOptions {
         cmd: Some(vec!["sh".to_owned(), "-c".to_owned(), script.to_owned()]),
@@ -205,29 +205,7 @@ async fn exec(
         let _ = tokio::io::copy(&mut from, &mut input).await;
         input.shutdown().await
     };
-    let collect = async {
-        let (mut kept, mut stderr) = (Vec::new(), Vec::new());
-        while let Some(chunk) = output.next().await {
-            match chunk.map_err(|e| api("read an exec's output", e))? {
-                LogOutput::StdOut { message } => match stdout.as_mut() {
-                    Some(to) => to.write_all(&message).await.map_err(|error| PgError::Io {
-                        what: "write the dump",
-                        error,
-                    })?,
-                    None => keep_head(&mut kept, &message, STDOUT_LIMIT),
-                },
-                LogOutput::StdErr { message } => keep_tail(&mut stderr, &message, STDERR_LIMIT),
-                _ => {}
-            }
-        }
-        if let Some(to) = stdout.as_mut() {
-            to.flush().await.map_err(|error| PgError::Io {
-                what: "write the dump",
-                error,
-            })?;
-        }
-        Ok::<_, PgError>((kept, stderr))
-    };
+    let collect = collect(&mut output, stdout, what);
     // A command that stops reading early (`--list`) ends before its input does: its output
     // ending is the end, and the rest of the input is not sent.
     let (kept, stderr) = {
@@ -251,6 +229,36 @@ async fn exec(
         });
     }
     Ok(String::from_utf8_lossy(&kept).into_owned())
+}
+
+/// Reads an exec's output to its end: stdout streamed into `stdout` (or, without one, its
+/// first `STDOUT_LIMIT` bytes kept), the last `STDERR_LIMIT` bytes of stderr kept.
+async fn collect(
+    output: &mut (impl futures_util::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Unpin),
+    mut stdout: Option<&mut (dyn AsyncWrite + Send + Unpin)>,
+    what: &'static str,
+) -> Result<(Vec<u8>, Vec<u8>), PgError> {
+    let written = |error| PgError::Io {
+        what: "write the dump",
+        error,
+    };
+    let (mut kept, mut stderr) = (Vec::new(), Vec::new());
+    while let Some(chunk) = output.next().await {
+        let chunk =
+            chunk.map_err(|e| DockerError::api(&format!("read an exec's output ({what})"), e))?;
+        match chunk {
+            LogOutput::StdOut { message } => match stdout.as_mut() {
+                Some(to) => to.write_all(&message).await.map_err(written)?,
+                None => keep_head(&mut kept, &message, STDOUT_LIMIT),
+            },
+            LogOutput::StdErr { message } => keep_tail(&mut stderr, &message, STDERR_LIMIT),
+            _ => {}
+        }
+    }
+    if let Some(to) = stdout.as_mut() {
+        to.flush().await.map_err(written)?;
+    }
+    Ok((kept, stderr))
 }
 
 fn keep_head(kept: &mut Vec<u8>, chunk: &[u8], limit: usize) {

@@ -77,23 +77,7 @@ pub(crate) async fn run(root: Root) -> anyhow::Result<()> {
         project.clone(),
         daemon.busy.clone(),
     ));
-    // The deploy pipeline runs on a thread of its own: its future borrows too much for the
-    // compiler to prove it `Send`, and one deploy at a time needs no more than one thread.
-    let worker = {
-        let daemon = daemon.clone();
-        std::thread::Builder::new()
-            .name("deploys".to_owned())
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build();
-                match runtime {
-                    Ok(runtime) => runtime.block_on(work(daemon)),
-                    Err(e) => tracing::error!(error = %e, "failed to start the deploy worker"),
-                }
-            })
-            .context("failed to start the deploy worker")?
-    };
+    let worker = start_worker(daemon.clone())?;
     super::schedule::start(root.clone()).context("failed to start the backup schedule")?;
     tracing::info!(root = %root.path().display(), %project, version = crate::cli::VERSION, "deploy serve is ready");
 
@@ -114,6 +98,23 @@ pub(crate) async fn run(root: Root) -> anyhow::Result<()> {
     let report = switch.proxy.shutdown(SHUTDOWN_GRACE).await;
     tracing::info!(?report, "deploy serve stopped");
     Ok(())
+}
+
+/// The deploy pipeline runs on a thread of its own: its future borrows too much for the
+/// compiler to prove it `Send`, and one deploy at a time needs no more than one thread.
+fn start_worker(daemon: Arc<Daemon>) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("deploys".to_owned())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            match runtime {
+                Ok(runtime) => runtime.block_on(work(daemon)),
+                Err(e) => tracing::error!(error = %e, "failed to start the deploy worker"),
+            }
+        })
+        .context("failed to start the deploy worker")
 }
 
 /// The proxy's settings: as many connections as the descriptor limit allows after the
