@@ -360,16 +360,8 @@ impl Ctx<'_> {
 
     /// A `build.secrets` entry: a declared top-level secret, and the id the Dockerfile
     /// asks for (its name unless `target:` says otherwise).
-    fn build_secret(&self, raw: StringOr<raw::SecretRef>) -> Result<BuildSecret, String> {
-        let (source, target) = match raw {
-            StringOr::Short(source) => (source, None),
-            StringOr::Long(l) => (l.source, l.target),
-        };
-        if !self.spec.secrets.contains_key(&source) {
-            return Err(format!(
-                "secret `{source}` is not declared under top-level `secrets`"
-            ));
-        }
+    fn build_secret(&self, raw: StringOr<raw::SourceRef>) -> Result<BuildSecret, String> {
+        let (source, target) = declared(raw, "secret", |s| self.spec.secrets.contains_key(s))?;
         let target = target.unwrap_or_else(|| source.clone());
         let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
         if target.is_empty() || !target.chars().all(plain) {
@@ -546,16 +538,8 @@ impl Ctx<'_> {
         }
     }
 
-    fn config_mount(&self, raw: StringOr<raw::ConfigRef>) -> Result<ConfigMount, String> {
-        let (source, target) = match raw {
-            StringOr::Short(source) => (source, None),
-            StringOr::Long(l) => (l.source, l.target),
-        };
-        if !self.spec.configs.contains_key(&source) {
-            return Err(format!(
-                "config `{source}` is not declared under top-level `configs`"
-            ));
-        }
+    fn config_mount(&self, raw: StringOr<raw::SourceRef>) -> Result<ConfigMount, String> {
+        let (source, target) = declared(raw, "config", |s| self.spec.configs.contains_key(s))?;
         let target = match target {
             None => format!("/{source}"),
             Some(t) if t.starts_with('/') => mounts::normalize(std::path::Path::new(&t))
@@ -570,16 +554,8 @@ impl Ctx<'_> {
         Ok(ConfigMount { source, target })
     }
 
-    fn secret_mount(&self, raw: StringOr<raw::SecretRef>) -> Result<SecretMount, String> {
-        let (source, target) = match raw {
-            StringOr::Short(source) => (source, None),
-            StringOr::Long(l) => (l.source, l.target),
-        };
-        if !self.spec.secrets.contains_key(&source) {
-            return Err(format!(
-                "secret `{source}` is not declared under top-level `secrets`"
-            ));
-        }
+    fn secret_mount(&self, raw: StringOr<raw::SourceRef>) -> Result<SecretMount, String> {
+        let (source, target) = declared(raw, "secret", |s| self.spec.secrets.contains_key(s))?;
         let target = match target {
             None => format!("/run/secrets/{source}"),
             Some(t) if t.starts_with('/') => mounts::normalize(std::path::Path::new(&t))
@@ -594,6 +570,25 @@ impl Ctx<'_> {
         };
         Ok(SecretMount { source, target })
     }
+}
+
+/// The source and target of a `secrets:` or `configs:` entry (`kind` is `secret` or
+/// `config`), whose source must be declared at the top level.
+fn declared(
+    raw: StringOr<raw::SourceRef>,
+    kind: &str,
+    is_declared: impl Fn(&str) -> bool,
+) -> Result<(String, Option<String>), String> {
+    let (source, target) = match raw {
+        StringOr::Short(source) => (source, None),
+        StringOr::Long(l) => (l.source, l.target),
+    };
+    if !is_declared(&source) {
+        return Err(format!(
+            "{kind} `{source}` is not declared under top-level `{kind}s`"
+        ));
+    }
+    Ok((source, target))
 }
 
 enum Unknown {

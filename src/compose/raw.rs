@@ -79,7 +79,7 @@ pub(crate) struct Service {
     pub(crate) restart: Option<Scalar>,
     pub(crate) pull_policy: Option<String>,
     #[serde(default)]
-    pub(crate) secrets: Vec<StringOr<SecretRef>>,
+    pub(crate) secrets: Vec<StringOr<SourceRef>>,
     pub(crate) user: Option<Scalar>,
     pub(crate) working_dir: Option<String>,
     #[serde(default)]
@@ -87,7 +87,7 @@ pub(crate) struct Service {
     #[serde(default)]
     pub(crate) profiles: Vec<String>,
     #[serde(default)]
-    pub(crate) configs: Vec<StringOr<ConfigRef>>,
+    pub(crate) configs: Vec<StringOr<SourceRef>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -128,12 +128,6 @@ pub(crate) struct Reservations {
     pub(crate) memory: Option<Scalar>,
 }
 
-#[derive(Debug, Deserialize)]
-pub(crate) struct ConfigRef {
-    pub(crate) source: String,
-    pub(crate) target: Option<String>,
-}
-
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct Config {
     pub(crate) file: Option<String>,
@@ -154,7 +148,7 @@ pub(crate) struct Build {
     pub(crate) network: Option<String>,
     /// Top-level secrets a `RUN --mount=type=secret` may read (BuildKit only).
     #[serde(default)]
-    pub(crate) secrets: Vec<StringOr<SecretRef>>,
+    pub(crate) secrets: Vec<StringOr<SourceRef>>,
     #[serde(default)]
     pub(crate) cache_from: Vec<String>,
     pub(crate) extra_hosts: Option<ListOrMap>,
@@ -218,7 +212,8 @@ pub(crate) struct Healthcheck {
 }
 
 #[derive(Debug, Deserialize)]
-pub(crate) struct SecretRef {
+/// The long form of an entry of a service's `secrets:` or `configs:`, or of `build.secrets`.
+pub(crate) struct SourceRef {
     pub(crate) source: String,
     pub(crate) target: Option<String>,
 }
