@@ -1,6 +1,8 @@
 //! Issue #16: compose files from the wild, pushed for real. The keys real projects set reach
 //! the container; every unsupported key of a file is named in one push; `pull_policy` is
-//! honoured, and a pull that cannot happen leaves the running version alone.
+//! honoured, and a pull that cannot happen leaves the running version alone; services reach
+//! each other by links, share volumes and namespaces, and keep sharing them when the service
+//! they join is replaced.
 
 mod common;
 
@@ -21,23 +23,21 @@ const V1: &str = "services:
         - {action: sync, path: ./src, target: /src}
 ";
 
-/// Seven keys `deploy` does not support yet, at the top, in services and in healthchecks.
+/// Six keys `deploy` does not support yet, at the top and in services.
 const UNSUPPORTED: &str = "include: [other.yml]
 services:
   app:
     image: debian:bookworm-slim
     command: sleep infinity
-    platform: linux/amd64
-    links: [db]
-    healthcheck:
-      test: [CMD, 'true']
-      start_interval: 1s
+    mac_address: 02:42:ac:11:00:02
+    cgroup_parent: /custom
     post_start:
       - command: echo started
   db:
     image: debian:bookworm-slim
     extends: {service: base}
-    volumes_from: [app]
+    pre_stop:
+      - command: echo stopping
 ";
 
 #[test]
@@ -67,12 +67,11 @@ fn real_keys_reach_the_container_and_every_unsupported_key_is_named_in_one_push(
     let push = stack.push("dev");
     for path in [
         "include",
-        "services.app.platform",
-        "services.app.links",
-        "services.app.healthcheck.start_interval",
+        "services.app.mac_address",
+        "services.app.cgroup_parent",
         "services.app.post_start",
         "services.db.extends",
-        "services.db.volumes_from",
+        "services.db.pre_stop",
     ] {
         assert!(
             push.output.contains(&format!("{path}: not supported")),
@@ -104,4 +103,132 @@ fn real_keys_reach_the_container_and_every_unsupported_key_is_named_in_one_push(
         running.state.map(|s| s.to_string()).as_deref(),
         Some("running")
     );
+}
+
+/// A stack that joins services together: a link's alias, another service's volumes, another
+/// service's network namespace; and an inline Dockerfile built with more shared memory.
+const JOINED: &str = "services:
+  web:
+    build:
+      context: .
+      dockerfile_inline: |
+        FROM debian:bookworm-slim
+        RUN df -k /dev/shm | tail -n 1 | tr -s ' ' | cut -d ' ' -f 2 > /shm-kib
+        CMD [\"sleep\", \"infinity\"]
+      shm_size: 256m
+    platform: PLATFORM
+    environment: {VERSION: v1}
+    links: [\"db:database\"]
+    volumes_from: [\"files:ro\"]
+    depends_on:
+      files: {condition: service_healthy}
+  db:
+    image: debian:bookworm-slim
+    command: sleep infinity
+  files:
+    image: debian:bookworm-slim
+    command: sh -c 'echo shared > /srv/static/hello && exec sleep infinity'
+    volumes: [/srv/static]
+    healthcheck:
+      test: [CMD, test, -f, /srv/static/hello]
+      interval: 1s
+  sidecar:
+    image: debian:bookworm-slim
+    command: sleep infinity
+    network_mode: service:web
+";
+
+fn run_in(project: &str, service: &str, cmd: &[&str]) -> (i64, String) {
+    let id = service_container(project, service).id.unwrap();
+    let (code, out) = exec(&id, cmd);
+    (code, out.trim().to_owned())
+}
+
+#[test]
+fn links_shared_volumes_and_namespaces_reach_the_right_containers() {
+    let docker = block(docker());
+    let arch = block(docker.info()).unwrap().architecture.unwrap();
+    let platform = match arch.as_str() {
+        "x86_64" => "linux/amd64",
+        "aarch64" => "linux/arm64",
+        other => panic!("no platform name for `{other}`"),
+    };
+    let stack = Stack::empty("tjoin");
+    let v1 = JOINED.replace("PLATFORM", platform);
+    stack.write("docker-compose.yml", &v1);
+    stack.commit("v1");
+    let push = stack.push("dev");
+    assert!(push.output.contains("deployed"), "{}", push.output);
+    let p = &stack.project;
+
+    // The link's alias names the database, for the service that links to it.
+    let (_, database) = run_in(p, "web", &["getent", "hosts", "database"]);
+    let (_, db) = run_in(p, "web", &["getent", "hosts", "db"]);
+    let ip = |line: &str| {
+        line.split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(!ip(&db).is_empty(), "db resolves: {db}");
+    assert_eq!(ip(&database), ip(&db), "`database` is db");
+    // `files`' volume is web's too, read-only.
+    assert_eq!(
+        run_in(p, "web", &["cat", "/srv/static/hello"]),
+        (0, "shared".to_owned())
+    );
+    assert_ne!(
+        run_in(p, "web", &["touch", "/srv/static/x"]).0,
+        0,
+        "mounted read-only"
+    );
+    // The inline Dockerfile was built, its RUN step with 256 MiB of /dev/shm.
+    assert_eq!(
+        run_in(p, "web", &["cat", "/shm-kib"]),
+        (0, "262144".to_owned())
+    );
+
+    // The sidecar lives in web's network namespace, also after web is replaced.
+    let netns = |service: &str| run_in(p, service, &["readlink", "/proc/1/ns/net"]).1;
+    assert_eq!(netns("sidecar"), netns("web"));
+    let sidecar_v1 = service_container(p, "sidecar").id.unwrap();
+    stack.write(
+        "docker-compose.yml",
+        &v1.replace("VERSION: v1", "VERSION: v2"),
+    );
+    stack.commit("v2");
+    let push = stack.push("dev");
+    assert!(push.output.contains("deployed"), "{}", push.output);
+    assert_ne!(
+        service_container(p, "sidecar").id.unwrap(),
+        sidecar_v1,
+        "renewed with web"
+    );
+    assert_eq!(netns("sidecar"), netns("web"), "joined to the new web");
+
+    // A healthcheck's `start_interval` needs a newer engine than this one: the push says so
+    // and the running version stays.
+    let web_v2 = service_container(p, "web").id.unwrap();
+    let version = block(docker.version()).unwrap().api_version.unwrap();
+    let older = version.split('.').nth(1).unwrap().parse::<u32>().unwrap() < 44;
+    stack.write(
+        "docker-compose.yml",
+        &v1.replace("VERSION: v1", "VERSION: v3").replace(
+            "    links:",
+            "    healthcheck: {test: [CMD, 'true'], start_interval: 1s}\n    links:",
+        ),
+    );
+    stack.commit("start interval");
+    let push = stack.push("dev");
+    if older {
+        assert!(
+            push.output
+                .contains("services.web.healthcheck.start_interval needs Docker Engine 25"),
+            "{}",
+            push.output
+        );
+        assert_eq!(service_container(p, "web").id.unwrap(), web_v2);
+    } else {
+        assert!(push.output.contains("deployed"), "{}", push.output);
+    }
 }

@@ -8,10 +8,10 @@ use super::options::{self, Options};
 use super::raw::{self, Flag, Scalar, StringOr, StringOrList};
 use super::spec::{
     Build, BuildSecret, Condition, Config, ConfigMount, Dependency, EnvFile, HealthTest,
-    Healthcheck, Ipam, IpamPool, Mount, Network, Port, PullPolicy, Restart, Secret, SecretMount,
-    Service, ServiceNetwork, Spec, Volume,
+    Healthcheck, Ipam, IpamPool, Link, Mount, Network, Port, PullPolicy, Restart, Secret,
+    SecretMount, Service, ServiceNetwork, Spec, Volume,
 };
-use super::{ComposeError, LoadOptions, duration, ports, spec};
+use super::{ComposeError, LoadOptions, bytes, duration, ports, spec};
 use crate::ids::{ProjectName, ServiceName};
 
 /// The validated spec and the project name the file asks for, if any.
@@ -81,6 +81,7 @@ pub(crate) fn spec(
     }
     check_cycles(&spec)?;
     check_container_names(&spec)?;
+    check_links(&spec)?;
     let uses_default = spec
         .services
         .values()
@@ -90,6 +91,13 @@ pub(crate) fn spec(
     }
     Ok((spec, name))
 }
+
+/// What a service that joins another's namespace or volumes waits for.
+const STARTED: Dependency = Dependency {
+    condition: Condition::ServiceStarted,
+    restart: false,
+    required: true,
+};
 
 struct Ctx<'a> {
     options: &'a LoadOptions<'a>,
@@ -198,11 +206,15 @@ impl Ctx<'_> {
                     .map_err(|m| err(at, &format!("secrets[{i}]"), m))?,
             );
         }
+        if let Some(build) = &mut service.build {
+            build.platform = service.options.platform.clone();
+        }
         (service.ports, service.expose) = ports_of(at, raw.ports, raw.expose)?;
         service.volumes = self.volumes(at, raw.volumes, &service.options.tmpfs)?;
         service.networks =
             self.service_networks(at, raw.networks, service.options.network_mode.as_deref())?;
         service.depends_on = self.depends_on(at, raw.depends_on)?;
+        service.links = self.links(at, raw.links, &mut service.depends_on)?;
         self.shared_namespaces(at, &mut service)?;
         swap_limit(at, &service.options)?;
         Ok(service)
@@ -239,7 +251,8 @@ impl Ctx<'_> {
     }
 
     /// `service:NAME` in `network_mode`, `pid` or `ipc` shares another service's namespace,
-    /// so that service must exist and start first, as docker-compose orders it.
+    /// and a `volumes_from` entry its volumes, so that service must exist and start first,
+    /// as docker-compose orders it.
     fn shared_namespaces(&self, at: &str, service: &mut Service) -> Result<(), ComposeError> {
         for (key, value) in [
             ("network_mode", &service.options.network_mode),
@@ -250,12 +263,20 @@ impl Ctx<'_> {
                 let other = self
                     .known_service(other)
                     .map_err(|(Unknown::Disabled(m) | Unknown::Undefined(m))| err(at, key, m))?;
-                service.depends_on.entry(other).or_insert(Dependency {
-                    condition: Condition::ServiceStarted,
-                    restart: false,
-                    required: true,
-                });
+                service.depends_on.entry(other).or_insert(STARTED);
             }
+        }
+        for (i, entry) in service.options.volumes_from.iter().enumerate() {
+            if entry.starts_with("container:") {
+                continue; // the policy refuses it
+            }
+            let other = entry.split(':').next().unwrap_or(entry);
+            let other = self.known_service(other).map_err(
+                |(Unknown::Disabled(m) | Unknown::Undefined(m))| {
+                    err(at, &format!("volumes_from[{i}]"), m)
+                },
+            )?;
+            service.depends_on.entry(other).or_insert(STARTED);
         }
         Ok(())
     }
@@ -285,7 +306,17 @@ impl Ctx<'_> {
             .paths
             .resolve(written)
             .map_err(|m| err(at, context_key, m))?;
-        let dockerfile_written = raw.dockerfile.as_deref().unwrap_or("Dockerfile");
+        if raw.dockerfile_inline.is_some() && raw.dockerfile.is_some() {
+            return Err(err(
+                at,
+                "build.dockerfile_inline",
+                "set either `dockerfile` or `dockerfile_inline`, not both",
+            ));
+        }
+        let dockerfile_written = match &raw.dockerfile_inline {
+            Some(_) => spec::INLINE_DOCKERFILE,
+            None => raw.dockerfile.as_deref().unwrap_or("Dockerfile"),
+        };
         let dockerfile_path = mounts::normalize(&context.join(dockerfile_written));
         let dockerfile = dockerfile_path
             .strip_prefix(&context)
@@ -355,6 +386,17 @@ impl Ctx<'_> {
             secrets,
             cache_from: raw.cache_from,
             extra_hosts,
+            shm_size: read(at, "build.shm_size", raw.shm_size, |s| {
+                bytes::parse(&s.0).and_then(|b| match i32::try_from(b) {
+                    Ok(_) => Ok(b),
+                    Err(_) => Err(format!(
+                        "`{}` is more than the 2 GiB a build's shared memory may have",
+                        s.0
+                    )),
+                })
+            })?,
+            dockerfile_inline: raw.dockerfile_inline,
+            platform: None,
         })
     }
 
@@ -515,6 +557,36 @@ impl Ctx<'_> {
                     required: dep.required.is_none_or(|f| f.0),
                 },
             );
+        }
+        Ok(out)
+    }
+
+    /// `links:` entries, `SERVICE` or `SERVICE:ALIAS`; each linked service starts first.
+    fn links(
+        &self,
+        at: &str,
+        raw: Vec<String>,
+        depends_on: &mut BTreeMap<ServiceName, Dependency>,
+    ) -> Result<Vec<Link>, ComposeError> {
+        let mut out = Vec::new();
+        for (i, entry) in raw.into_iter().enumerate() {
+            let key = format!("links[{i}]");
+            let (service, alias) = entry.split_once(':').unwrap_or((&entry, &entry));
+            let service = self
+                .known_service(service)
+                .map_err(|(Unknown::Disabled(m) | Unknown::Undefined(m))| err(at, &key, m))?;
+            if ServiceName::parse(alias).is_err() {
+                return Err(err(
+                    at,
+                    &key,
+                    format!("`{alias}` is not a valid host name for `{service}`"),
+                ));
+            }
+            depends_on.entry(service.clone()).or_insert(STARTED);
+            out.push(Link {
+                service,
+                alias: alias.to_owned(),
+            });
         }
         Ok(out)
     }
@@ -1013,6 +1085,7 @@ fn healthcheck(at: &str, raw: raw::Healthcheck) -> Result<Healthcheck, ComposeEr
         timeout: dur(raw.timeout, "timeout")?,
         retries: raw.retries.map(|r| r.0),
         start_period: dur(raw.start_period, "start_period")?,
+        start_interval: dur(raw.start_interval, "start_interval")?,
     })
 }
 
@@ -1059,6 +1132,28 @@ fn check_cycles(spec: &Spec) -> Result<(), ComposeError> {
     let mut marks = BTreeMap::new();
     for name in spec.services.keys() {
         visit(spec, name, &mut marks, &mut Vec::new())?;
+    }
+    Ok(())
+}
+
+/// A link's alias lives on the networks both services are on: there must be one.
+fn check_links(spec: &Spec) -> Result<(), ComposeError> {
+    for (name, s) in &spec.services {
+        for (i, link) in s.links.iter().enumerate() {
+            let Some(other) = spec.services.get(&link.service) else {
+                continue;
+            };
+            if s.networks.keys().any(|k| other.networks.contains_key(k)) {
+                continue;
+            }
+            return Err(ComposeError::at(
+                format!("services.{name}.links[{i}]"),
+                format!(
+                    "`{name}` and `{}` share no network, so `{name}` could not reach it as `{}`; put both on one network",
+                    link.service, link.alias
+                ),
+            ));
+        }
     }
     Ok(())
 }

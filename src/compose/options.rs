@@ -555,6 +555,56 @@ fn cpu_list(s: &str) -> Result<String, String> {
     }
 }
 
+/// `linux/amd64`, `linux/arm64/v8`: an OCI platform as the engine reads it.
+pub(crate) fn platform(s: &str) -> Result<String, String> {
+    let parts: Vec<&str> = s.split('/').collect();
+    let word = |p: &str| {
+        !p.is_empty()
+            && (p.bytes()).all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    };
+    if parts.len() <= 3 && parts.iter().all(|p| word(p)) {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "`{s}` is not a platform (`os/arch`, like `linux/amd64`)"
+        ))
+    }
+}
+
+/// One `volumes_from:` entry: `SERVICE`, `SERVICE:ro|rw`, `container:NAME[:ro|rw]`.
+fn volumes_from(entry: String) -> Result<String, String> {
+    let rest = entry.strip_prefix("container:").unwrap_or(&entry);
+    let (name, mode) = match rest.split_once(':') {
+        Some((name, mode)) => (name, Some(mode)),
+        None => (rest, None),
+    };
+    if name.is_empty() || mode.is_some_and(|m| m != "ro" && m != "rw") {
+        return Err(format!(
+            "`{entry}` is not `SERVICE`, `SERVICE:ro`, `SERVICE:rw` or `container:NAME[:ro|rw]`"
+        ));
+    }
+    Ok(entry)
+}
+
+/// One `external_links:` entry: `NAME` or `NAME:ALIAS`.
+fn external_link(entry: String) -> Result<String, String> {
+    match entry.split_once(':') {
+        Some((name, alias)) if !name.is_empty() && !alias.is_empty() && !alias.contains(':') => {
+            Ok(entry)
+        }
+        None if !entry.is_empty() => Ok(entry),
+        _ => Err(format!("`{entry}` is not `CONTAINER` or `CONTAINER:ALIAS`")),
+    }
+}
+
+/// The engine's form of a link: `NAME:ALIAS`, the alias being the name when none is given.
+fn link_form(entry: &str) -> String {
+    match entry.split_once(':') {
+        Some(_) => entry.to_owned(),
+        None => format!("{entry}:{entry}"),
+    }
+}
+
 // ---- the table ----
 
 options! {
@@ -818,6 +868,32 @@ options! {
             Err(_) => Value::from(m),
         })),
         hash: hash_when_set("memswap_limit"),
+    }
+    /// Other services whose volumes the container mounts too: `app` or `app:ro`, as the
+    /// compose file writes them (`container:NAME` is read, and refused by the policy). The
+    /// plan turns a service into the name of its container.
+    volumes_from: Vec<String> {
+        read: key("volumes_from", |v: Vec<String>| v.into_iter().map(volumes_from).collect()),
+        engine: engine_at("HostConfig.VolumesFrom", json_non_empty),
+        render: render_as("volumes_from", yaml_non_empty),
+        hash: hash_when_set("volumes_from"),
+    }
+    /// Containers outside the project this one reaches by another name: `name:alias`.
+    external_links: Vec<String> {
+        read: key("external_links", |v: Vec<String>| v.into_iter().map(external_link).collect()),
+        engine: engine_at("HostConfig.Links", |l: &Vec<String>| {
+            (!l.is_empty()).then(|| l.iter().map(|l| json!(link_form(l))).collect())
+        }),
+        render: render_as("external_links", yaml_non_empty),
+        hash: hash_when_set("external_links"),
+    }
+    /// `os[/arch[/variant]]` the image must be for. Not in the create body: the create, pull
+    /// and build requests carry it.
+    platform: Option<String> {
+        read: key("platform", |s: String| platform(&s).map(Some)),
+        engine: |_: &Option<String>, _: &mut Engine| {},
+        render: render_as("platform", yaml_some),
+        hash: hash_when_set("platform"),
     }
     /// `deploy.resources`, or the older `mem_limit`, `cpus`, … keys.
     resources: Resources {

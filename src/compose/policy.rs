@@ -149,6 +149,7 @@ pub(crate) fn check(spec: &Spec, host: &Host<'_>) -> Result<(), PolicyError> {
         let at = format!("services.{name}");
         powers(&at, s, host.allow, &mut out);
         namespaces(&at, s, host.allow, &mut out);
+        volumes_from(&at, s, &mut out);
         mounts(&at, s, host, &mut out);
         if let Some(build) = &s.build {
             build_policy(&at, build, host, &mut out);
@@ -287,6 +288,22 @@ fn namespaces(at: &str, s: &Service, allow: &Allowances, out: &mut Refusals) {
                     "`{value}` puts the container on Docker's shared `bridge` network, where containers of other projects can reach it"
                 ),
                 Some("allow: {external_networks: [bridge]}".to_owned()),
+            );
+        }
+    }
+}
+
+/// `volumes_from: [container:NAME]` mounts the volumes of a container outside the project:
+/// another app's data.
+fn volumes_from(at: &str, s: &Service, out: &mut Refusals) {
+    for (i, entry) in s.options.volumes_from.iter().enumerate() {
+        if entry.starts_with("container:") {
+            out.add(
+                format!("{at}.volumes_from[{i}]"),
+                format!(
+                    "`{entry}` mounts the volumes of a container outside this project, and with them its data; name a service of this file"
+                ),
+                None,
             );
         }
     }
@@ -832,13 +849,7 @@ mod tests {
                 build: Some(Build {
                     context: "/srv/app/code".into(),
                     dockerfile: "Dockerfile".into(),
-                    args: Default::default(),
-                    target: None,
-                    labels: Default::default(),
-                    network: None,
-                    secrets: Vec::new(),
-                    cache_from: Vec::new(),
-                    extra_hosts: Vec::new(),
+                    ..Build::default()
                 }),
                 image: Some("shared".into()),
                 ..Service::default()

@@ -88,6 +88,8 @@ pub(crate) struct Service {
     pub(crate) profiles: Vec<String>,
     #[serde(default)]
     pub(crate) configs: Vec<StringOr<SourceRef>>,
+    #[serde(default)]
+    pub(crate) links: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -154,6 +156,8 @@ pub(crate) struct Build {
     pub(crate) extra_hosts: Option<ListOrMap>,
     /// Read only to refuse it with its key path: no SSH agent is forwarded to a build.
     pub(crate) ssh: Option<serde_yaml::Value>,
+    pub(crate) shm_size: Option<Scalar>,
+    pub(crate) dockerfile_inline: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -209,6 +213,7 @@ pub(crate) struct Healthcheck {
     pub(crate) timeout: Option<Scalar>,
     pub(crate) retries: Option<Int<u32>>,
     pub(crate) start_period: Option<Scalar>,
+    pub(crate) start_interval: Option<Scalar>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -180,7 +180,7 @@ fn is_false(b: &bool) -> bool {
 #[derive(Serialize)]
 struct OutService {
     #[serde(skip_serializing_if = "Option::is_none")]
-    build: Option<Build>,
+    build: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     image: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -219,13 +219,24 @@ struct OutService {
     labels: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pull_policy: Option<PullPolicy>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    links: Vec<String>,
+}
+
+/// `build:`; an inline Dockerfile is written back as `dockerfile_inline` alone.
+fn build(b: &Build) -> Value {
+    let mut out = serde_yaml::to_value(b).expect("plain data always serializes");
+    if let (Some(map), Some(_)) = (out.as_mapping_mut(), &b.dockerfile_inline) {
+        map.remove("dockerfile");
+    }
+    out
 }
 
 /// A service as a mapping with its keys sorted: the modelled keys, then the plain settings
 /// of `options.rs`, each written by its own entry there.
 fn service(s: &Service) -> Value {
     let out = OutService {
-        build: s.build.clone(),
+        build: s.build.as_ref().map(build),
         image: s.image.clone(),
         container_name: s.container_name.clone(),
         command: s.command.clone(),
@@ -266,6 +277,12 @@ fn service(s: &Service) -> Value {
         working_dir: s.working_dir.clone(),
         labels: s.labels.clone(),
         pull_policy: (s.pull_policy != PullPolicy::Missing).then_some(s.pull_policy),
+        links: (s.links.iter())
+            .map(|l| match l.alias == l.service.as_str() {
+                true => l.alias.clone(),
+                false => format!("{}:{}", l.service, l.alias),
+            })
+            .collect(),
     };
     let Value::Mapping(mut map) = serde_yaml::to_value(&out).expect("plain data always serializes")
     else {
@@ -377,6 +394,8 @@ struct OutHealthcheck {
     retries: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     start_period: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    start_interval: Option<String>,
 }
 
 fn healthcheck(h: &Healthcheck) -> OutHealthcheck {
@@ -398,6 +417,7 @@ fn healthcheck(h: &Healthcheck) -> OutHealthcheck {
         timeout: h.timeout.map(duration::format),
         retries: h.retries,
         start_period: h.start_period.map(duration::format),
+        start_interval: h.start_interval.map(duration::format),
     }
 }
 

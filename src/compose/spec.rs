@@ -100,9 +100,21 @@ pub(crate) struct Service {
     /// When the image of a service that is not built is pulled.
     #[serde(skip_serializing_if = "PullPolicy::is_missing")]
     pub(crate) pull_policy: PullPolicy,
+    /// `links:`: other services this one also reaches by another name (`db:database`),
+    /// an alias on the networks both are on. The service's name stands in for a missing
+    /// alias.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) links: Vec<Link>,
     /// The settings that go to the engine as they are (`options.rs`).
     #[serde(flatten)]
     pub(crate) options: Options,
+}
+
+/// One `links:` entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub(crate) struct Link {
+    pub(crate) service: ServiceName,
+    pub(crate) alias: String,
 }
 
 /// `pull_policy:`, as compose v2 reads it.
@@ -181,7 +193,7 @@ pub(crate) enum Config {
     Content(String),
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub(crate) struct Build {
     /// Absolute path of the build context.
     pub(crate) context: PathBuf,
@@ -204,7 +216,20 @@ pub(crate) struct Build {
     /// `host:ip` entries for the build's `/etc/hosts`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(crate) extra_hosts: Vec<String>,
+    /// The size of `/dev/shm` for the build's `RUN` steps, in bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) shm_size: Option<u64>,
+    /// The Dockerfile itself, written in the compose file: `dockerfile` then names where it
+    /// goes in the context sent to the engine.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) dockerfile_inline: Option<String>,
+    /// The service's `platform:`, which its image is built for (written back there).
+    #[serde(skip)]
+    pub(crate) platform: Option<String>,
 }
+
+/// Where an inline Dockerfile goes in the build context sent to the engine.
+pub(crate) const INLINE_DOCKERFILE: &str = ".deploy.inline.Dockerfile";
 
 /// A top-level secret handed to a build: `source` names it under `secrets:`, `target` is the
 /// id the Dockerfile's `RUN --mount=type=secret,id=…` asks for.
@@ -356,6 +381,9 @@ pub(crate) struct Healthcheck {
     pub(crate) timeout: Option<Duration>,
     pub(crate) retries: Option<u32>,
     pub(crate) start_period: Option<Duration>,
+    /// How often the check runs during `start_period` (Docker Engine 25 and later).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) start_interval: Option<Duration>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -17,7 +17,7 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 use futures_util::future::join_all;
 
-use crate::compose::options::Options;
+use crate::compose::options::Engine;
 use crate::compose::spec::{Condition, PullPolicy};
 use crate::ids::ServiceName;
 use crate::plan::container::{ContainerSpec, MountKind};
@@ -69,6 +69,16 @@ pub(crate) enum ApplyError {
         service: ServiceName,
         dependency: ServiceName,
         reason: NotReady,
+    },
+    #[error(
+        "services.{service}.{key} needs Docker Engine {needs} or later (API {api}); this engine speaks API {has}, and would ignore it"
+    )]
+    EngineTooOld {
+        service: ServiceName,
+        key: &'static str,
+        needs: &'static str,
+        api: &'static str,
+        has: String,
     },
     #[error(transparent)]
     Docker(#[from] DockerError),
@@ -189,6 +199,7 @@ impl Applied {
 
 /// Everything that could stop the deploy before a container is touched.
 async fn preflight(docker: &Docker, plan: &Plan, reporter: &Reporter) -> Result<(), ApplyError> {
+    engine_features(docker, plan)?;
     if let Some(n) = plan
         .networks
         .iter()
@@ -231,28 +242,59 @@ async fn preflight(docker: &Docker, plan: &Plan, reporter: &Reporter) -> Result<
         let step = reporter.step(StepKind::Pull {
             image: image.clone(),
         });
-        pull(docker, image, &step)
-            .await
-            .map_err(|reason| match here {
-                true => ApplyError::PullFailed {
-                    image: image.clone(),
-                    service: s.service.clone(),
-                    reason,
-                },
-                false => ApplyError::MissingImage {
-                    image: image.clone(),
-                    service: s.service.clone(),
-                    reason,
-                },
-            })?;
+        pull(
+            docker,
+            image,
+            s.container.options.platform.as_deref(),
+            &step,
+        )
+        .await
+        .map_err(|reason| match here {
+            true => ApplyError::PullFailed {
+                image: image.clone(),
+                service: s.service.clone(),
+                reason,
+            },
+            false => ApplyError::MissingImage {
+                image: image.clone(),
+                service: s.service.clone(),
+                reason,
+            },
+        })?;
         step.finish();
     }
     Ok(())
 }
 
-async fn pull(docker: &Docker, image: &str, step: &Step) -> Result<(), String> {
+/// Settings an older engine would drop without a word: refused, as compose v2 does.
+fn engine_features(docker: &Docker, plan: &Plan) -> Result<(), ApplyError> {
+    let version = docker.client_version();
+    let has = (version.major_version, version.minor_version);
+    for s in &plan.services {
+        let c = &s.container;
+        let start_interval = (c.healthcheck.as_ref()).is_some_and(|h| h.start_interval.is_some());
+        if start_interval && has < (1, 44) {
+            return Err(ApplyError::EngineTooOld {
+                service: s.service.clone(),
+                key: "healthcheck.start_interval",
+                needs: "25",
+                api: "1.44",
+                has: version.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+async fn pull(
+    docker: &Docker,
+    image: &str,
+    platform: Option<&str>,
+    step: &Step,
+) -> Result<(), String> {
     let options = CreateImageOptions {
         from_image: Some(image.to_owned()),
+        platform: platform.unwrap_or_default().to_owned(),
         ..Default::default()
     };
     let mut stream = docker.create_image(Some(options), None, None);
@@ -666,7 +708,7 @@ pub(crate) async fn create(
     let (body, extra_networks) = create_body(spec, keep);
     let options = CreateContainerOptions {
         name: Some(spec.name.clone()),
-        ..Default::default()
+        platform: spec.options.platform.clone().unwrap_or_default(),
     };
     let created = docker
         .create_container(Some(options), body)
@@ -731,7 +773,7 @@ fn create_body(
             timeout: h.timeout.map(nanos),
             retries: h.retries.map(i64::from),
             start_period: h.start_period.map(nanos),
-            ..Default::default()
+            start_interval: h.start_interval.map(nanos),
         }),
         host_config: Some(host_config),
         networking_config: first.map(|(n, e)| NetworkingConfig {
@@ -739,7 +781,7 @@ fn create_body(
         }),
         ..Default::default()
     };
-    (with_settings(body, &spec.options), rest)
+    (with_settings(body, spec.settings()), rest)
 }
 
 fn port_bindings(spec: &ContainerSpec) -> HashMap<String, Option<Vec<PortBinding>>> {
@@ -793,9 +835,9 @@ fn endpoints(spec: &ContainerSpec) -> Vec<(String, EndpointSettings)> {
 }
 
 /// The body with the settings of `compose/options.rs` set where each entry says.
-fn with_settings(body: ContainerCreateBody, options: &Options) -> ContainerCreateBody {
+fn with_settings(body: ContainerCreateBody, settings: Engine) -> ContainerCreateBody {
     let mut json = serde_json::to_value(&body).expect("a create body always serializes");
-    for (path, value) in options.engine() {
+    for (path, value) in settings {
         let mut at = &mut json;
         let mut keys = path.split('.').peekable();
         while let Some(key) = keys.next() {
@@ -900,7 +942,7 @@ mod tests {
                 continue;
             };
             for service in spec.services.values() {
-                let body = with_settings(ContainerCreateBody::default(), &service.options);
+                let body = with_settings(ContainerCreateBody::default(), service.options.engine());
                 let json = serde_json::to_value(&body).unwrap();
                 for (path, value) in service.options.engine() {
                     let found = path

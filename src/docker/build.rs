@@ -86,7 +86,8 @@ impl fmt::Debug for BuildSecrets {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Builder {
     BuildKit,
-    /// Only for an engine without BuildKit (API before 1.39, or not Linux).
+    /// For an engine without BuildKit (API before 1.39, or not Linux), and for a build
+    /// whose settings an older engine's BuildKit would ignore.
     Classic,
 }
 
@@ -107,7 +108,7 @@ impl Builder {
     fn describe(self) -> &'static str {
         match self {
             Builder::BuildKit => "builder: BuildKit",
-            Builder::Classic => "builder: classic (this Docker engine has no BuildKit)",
+            Builder::Classic => "builder: classic",
         }
     }
 }
@@ -136,7 +137,23 @@ pub(crate) async fn build_image(
     secrets: &BuildSecrets,
     out: &Step,
 ) -> Result<String, BuildError> {
-    let builder = Builder::of(docker).await;
+    let mut builder = Builder::of(docker).await;
+    let api = docker.client_version();
+    // BuildKit gives `RUN` steps the size `build.shm_size` asks for from Docker Engine 23
+    // (API 1.42); an older engine's BuildKit keeps 64 MiB without a word, so such a build
+    // goes to the classic builder, which honours it.
+    if builder == Builder::BuildKit
+        && step.build.shm_size.is_some()
+        && (api.major_version, api.minor_version) < (1, 42)
+    {
+        if !step.build.secrets.is_empty() {
+            return Err(Failure::of(step).dockerfile(
+                "`build.shm_size` with `build.secrets` needs Docker Engine 23 or later: this engine's BuildKit ignores `shm_size`, and only BuildKit reads build secrets".to_owned(),
+            ));
+        }
+        out.output("`build.shm_size`: this engine's BuildKit ignores it, so the classic builder runs this build");
+        builder = Builder::Classic;
+    }
     build_with(docker, builder, step, secrets, out).await
 }
 
@@ -155,7 +172,9 @@ pub(crate) async fn build_with(
     let dockerfile = check_dockerfile(step).map_err(|p| fail.dockerfile(p))?;
     out.output(builder.describe());
     let session = open_session(docker, builder, step, secrets, &fail).await?;
-    let tar = context::tar_stream(&step.build.context, &dockerfile).map_err(|e| fail.context(e))?;
+    let inline = step.build.dockerfile_inline.clone();
+    let tar = context::tar_stream(&step.build.context, &dockerfile, inline)
+        .map_err(|e| fail.context(e))?;
     let options = options(step, &dockerfile, first_tag, builder, session.as_ref());
     // Bollard's options carry one `extrahosts`; the engine takes one parameter per host.
     let hosts: Vec<(&str, String)> = (step.build.extra_hosts.iter())
@@ -397,6 +416,12 @@ fn options(
     if let Some(target) = &step.build.target {
         options = options.target(target);
     }
+    if let Some(size) = step.build.shm_size.and_then(|s| i32::try_from(s).ok()) {
+        options = options.shmsize(size);
+    }
+    if let Some(platform) = &step.build.platform {
+        options = options.platform(platform);
+    }
     if let Some(network) = &step.build.network {
         options = options.networkmode(network);
     }
@@ -539,7 +564,7 @@ fn check_dockerfile(step: &BuildStep) -> Result<String, String> {
     }
     let relative = context::dockerfile_in_context(name)
         .map_err(|why| format!("cannot use the Dockerfile `{name}`: {why}"))?;
-    if !step.build.context.join(&relative).is_file() {
+    if step.build.dockerfile_inline.is_none() && !step.build.context.join(&relative).is_file() {
         return Err(format!(
             "no Dockerfile `{relative}` in the build context `{context}`; add it, or set `build.dockerfile` in the compose file"
         ));
@@ -575,7 +600,6 @@ impl LineSplitter {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
     use std::path::Path;
 
     use bollard::query_parameters::RemoveImageOptionsBuilder;
@@ -624,13 +648,7 @@ mod tests {
             build: Build {
                 context: context.to_owned(),
                 dockerfile: "Dockerfile".to_owned(),
-                args: BTreeMap::new(),
-                target: None,
-                labels: BTreeMap::new(),
-                network: None,
-                secrets: Vec::new(),
-                cache_from: Vec::new(),
-                extra_hosts: Vec::new(),
+                ..Build::default()
             },
         }
     }

@@ -292,13 +292,19 @@ impl Stream for Chunks {
 
 /// Starts streaming `context` as a tar. `.dockerignore` is read (and checked) before this
 /// returns; the tree is walked on a blocking thread as the engine reads.
-pub(crate) fn tar_stream(context: &Path, dockerfile: &str) -> Result<TarStream, ContextError> {
+/// `inline`, a Dockerfile written in the compose file, goes at the end as `dockerfile`.
+pub(crate) fn tar_stream(
+    context: &Path,
+    dockerfile: &str,
+    inline: Option<String>,
+) -> Result<TarStream, ContextError> {
     let ignore = DockerIgnore::for_context(context, dockerfile)?;
+    let inline = inline.map(|text| (dockerfile.to_owned(), text));
     let (tx, rx) = mpsc::channel(CHUNKS_IN_FLIGHT);
     let root = context.to_owned();
     let done = tokio::task::spawn_blocking(move || {
         let mut out = ChunkWriter::new(tx);
-        let result = write_tar(&root, &ignore, &mut out).and_then(|stats| {
+        let result = write_tar(&root, &ignore, inline, &mut out).and_then(|stats| {
             out.flush().map_err(|error| ContextError::Io {
                 path: root.clone(),
                 error,
@@ -370,6 +376,7 @@ impl Write for ChunkWriter {
 pub(crate) fn write_tar(
     root: &Path,
     ignore: &DockerIgnore,
+    inline: Option<(String, String)>,
     out: impl Write,
 ) -> Result<ContextStats, ContextError> {
     let mut builder = tar::Builder::new(Guarded {
@@ -383,7 +390,11 @@ pub(crate) fn write_tar(
             path: root.to_owned(),
             error,
         })
-        .and_then(|dir| walk(&dir, Path::new(""), ignore, &mut builder, &mut files));
+        .and_then(|dir| walk(&dir, Path::new(""), ignore, &mut builder, &mut files))
+        .and_then(|()| match inline {
+            Some((name, text)) => append_inline(&mut builder, &name, &text, root),
+            None => Ok(()),
+        });
     if walked.is_err() {
         // tar::Builder writes the end-of-archive marker when dropped; after a failure that
         // would turn a partial tree into a valid-looking tar.
@@ -398,6 +409,25 @@ pub(crate) fn write_tar(
         files,
         bytes: guarded.written,
     })
+}
+
+/// An inline Dockerfile, as a file of the context (a later entry of a name wins).
+fn append_inline(
+    builder: &mut tar::Builder<impl Write>,
+    name: &str,
+    text: &str,
+    root: &Path,
+) -> Result<(), ContextError> {
+    let mut header = tar::Header::new_gnu();
+    header.set_size(text.len() as u64);
+    header.set_mode(0o644);
+    header.set_entry_type(tar::EntryType::Regular);
+    builder
+        .append_data(&mut header, name, text.as_bytes())
+        .map_err(|error| ContextError::Io {
+            path: root.join(name),
+            error,
+        })
 }
 
 /// Counts the bytes written, and refuses to write once the tar is known to be incomplete (or
@@ -624,7 +654,7 @@ mod tests {
     fn names(dir: &Path) -> Vec<String> {
         let ignore = DockerIgnore::for_context(dir, "Dockerfile").unwrap();
         let mut tar = Vec::new();
-        write_tar(dir, &ignore, &mut tar).unwrap();
+        write_tar(dir, &ignore, None, &mut tar).unwrap();
         let mut archive = tar::Archive::new(tar.as_slice());
         archive
             .entries()
@@ -742,7 +772,7 @@ mod tests {
         fs::write(dir.path().join(".dockerignore"), "build\n").unwrap();
         let ignore = DockerIgnore::for_context(dir.path(), "./build/Dockerfile").unwrap();
         let mut tar = Vec::new();
-        write_tar(dir.path(), &ignore, &mut tar).unwrap();
+        write_tar(dir.path(), &ignore, None, &mut tar).unwrap();
         let mut archive = tar::Archive::new(tar.as_slice());
         let got: Vec<String> = archive
             .entries()
@@ -818,7 +848,7 @@ mod tests {
 
         let ignore = DockerIgnore::for_context(dir.path(), "Dockerfile").unwrap();
         let mut tar = Vec::new();
-        let stats = write_tar(dir.path(), &ignore, &mut tar).unwrap();
+        let stats = write_tar(dir.path(), &ignore, None, &mut tar).unwrap();
         assert_eq!(
             stats,
             ContextStats {
@@ -885,7 +915,7 @@ mod tests {
         let big = vec![7u8; CHUNK_SIZE * (CHUNKS_IN_FLIGHT + 3) + 123];
         fs::write(dir.path().join("big.bin"), &big).unwrap();
 
-        let TarStream { mut body, done } = tar_stream(dir.path(), "Dockerfile").unwrap();
+        let TarStream { mut body, done } = tar_stream(dir.path(), "Dockerfile", None).unwrap();
         let mut tar = Vec::new();
         while let Some(chunk) = body.next().await {
             let chunk = chunk.unwrap();
@@ -917,7 +947,7 @@ mod tests {
     async fn a_reader_that_goes_away_stops_the_walk() {
         let dir = context(&[("Dockerfile", "")]);
         fs::write(dir.path().join("big.bin"), vec![0u8; CHUNK_SIZE * 16]).unwrap();
-        let TarStream { body, done } = tar_stream(dir.path(), "Dockerfile").unwrap();
+        let TarStream { body, done } = tar_stream(dir.path(), "Dockerfile", None).unwrap();
         drop(body);
         assert!(matches!(done.await.unwrap(), Err(ContextError::Aborted)));
     }
@@ -929,7 +959,7 @@ mod tests {
         let dir = context(&[("Dockerfile", "")]);
         let big = dir.path().join("a.big");
         fs::write(&big, vec![1u8; CHUNK_SIZE * (CHUNKS_IN_FLIGHT + 4)]).unwrap();
-        let TarStream { mut body, done } = tar_stream(dir.path(), "Dockerfile").unwrap();
+        let TarStream { mut body, done } = tar_stream(dir.path(), "Dockerfile", None).unwrap();
         // The first full chunk can only come from `a.big`: its header is written with the old
         // size and the walker is now held up by the bounded channel, mid-file.
         body.next().await.unwrap().unwrap();
@@ -961,7 +991,7 @@ mod tests {
         std::os::unix::fs::symlink("/etc", real.join("etc")).unwrap();
         let ignore = DockerIgnore::default();
         let mut tar = Vec::new();
-        write_tar(&real, &ignore, &mut tar).unwrap();
+        write_tar(&real, &ignore, None, &mut tar).unwrap();
         let mut archive = tar::Archive::new(tar.as_slice());
         let entries: Vec<(String, tar::EntryType)> = archive
             .entries()
@@ -984,7 +1014,7 @@ mod tests {
         );
         let link = base.path().join("link");
         std::os::unix::fs::symlink(&real, &link).unwrap();
-        let err = write_tar(&link, &ignore, &mut Vec::new()).unwrap_err();
+        let err = write_tar(&link, &ignore, None, &mut Vec::new()).unwrap_err();
         assert!(err.to_string().contains("push again"), "{err}");
     }
 }

@@ -207,8 +207,14 @@ async fn build_keys(run: &Run<'_>, spec: &Spec) -> anyhow::Result<BTreeMap<Servi
             ("secrets", serde_json::json!(build.secrets)),
             ("cache_from", serde_json::json!(build.cache_from)),
             ("extra_hosts", serde_json::json!(build.extra_hosts)),
+            ("shm_size", serde_json::json!(build.shm_size)),
+            (
+                "dockerfile_inline",
+                serde_json::json!(build.dockerfile_inline),
+            ),
+            ("platform", serde_json::json!(build.platform)),
         ] {
-            if value.as_array().is_some_and(|a| !a.is_empty()) {
+            if !value.is_null() && value.as_array().is_none_or(|a| !a.is_empty()) {
                 recipe[key] = value;
             }
         }

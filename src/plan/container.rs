@@ -9,7 +9,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::compose::Spec;
-use crate::compose::options::Options;
+use crate::compose::options::{Engine, Options};
 use crate::compose::spec::{
     Condition, Config, HealthTest, Healthcheck, Mount, Protocol, Restart, Service,
 };
@@ -41,6 +41,9 @@ pub(crate) struct ContainerSpec {
     pub(crate) restart: RestartSpec,
     /// The settings that go to the engine as they are (`compose/options.rs`).
     pub(crate) options: Options,
+    /// The containers of the services whose namespaces or volumes this one shares
+    /// (`service:NAME`, `volumes_from`), as the plan chose them.
+    pub(crate) joined: BTreeMap<String, String>,
     /// What the image is built from, for a built service: a built image is identified by
     /// that, not by the revision's tag, so a push that changes nothing it is built from
     /// keeps its container running.
@@ -108,6 +111,8 @@ pub(crate) struct HealthSpec {
     pub(crate) timeout: Option<Duration>,
     pub(crate) retries: Option<u32>,
     pub(crate) start_period: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) start_interval: Option<Duration>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -239,6 +244,7 @@ pub(crate) fn spec(ctx: &Context<'_>, name: &ServiceName, svc: &Service) -> Opti
         healthcheck: svc.healthcheck.as_ref().map(healthcheck),
         restart: restart(ctx.spec, name, svc),
         options: svc.options.clone(),
+        joined: BTreeMap::new(),
         build_key: ctx.build_keys.get(name).filter(|_| built).cloned(),
         config_hash: String::new(),
     };
@@ -350,8 +356,9 @@ fn mounts(ctx: &Context<'_>, svc: &Service) -> Vec<MountSpec> {
     mounts
 }
 
-/// The networks a service joins, each with the service's name as an alias; none when it has
-/// a `network_mode`.
+/// The networks a service joins, each with the service's name as an alias, then its own
+/// aliases, then the names other services on that network link to it by (`links:`); none
+/// when it has a `network_mode`.
 fn networks(ctx: &Context<'_>, name: &ServiceName, svc: &Service) -> Vec<NetworkAttach> {
     if svc.options.network_mode.is_some() {
         return Vec::new();
@@ -369,6 +376,16 @@ fn networks(ctx: &Context<'_>, name: &ServiceName, svc: &Service) -> Vec<Network
             let mut aliases = vec![name.as_str().to_owned()];
             if let Some(n) = n {
                 aliases.extend(n.aliases.iter().cloned());
+            }
+            // The names other services on this network link to it by.
+            for other in ctx.spec.services.values() {
+                if other.networks.contains_key(key) {
+                    for link in other.links.iter().filter(|l| &l.service == name) {
+                        if !aliases.contains(&link.alias) {
+                            aliases.push(link.alias.clone());
+                        }
+                    }
+                }
             }
             NetworkAttach {
                 network: network_name(ctx.spec, ctx.project, key),
@@ -393,6 +410,7 @@ fn healthcheck(h: &Healthcheck) -> HealthSpec {
         timeout: h.timeout,
         retries: h.retries,
         start_period: h.start_period,
+        start_interval: h.start_interval,
     }
 }
 
@@ -494,6 +512,7 @@ impl ContainerSpec {
                 timeout: None,
                 retries: None,
                 start_period: None,
+                start_interval: None,
             }),
             restart: RestartSpec {
                 name: "no",
@@ -503,6 +522,71 @@ impl ContainerSpec {
             config_hash: String::new(),
             ..self.clone()
         }
+    }
+
+    /// The services whose namespaces (`service:NAME`) or volumes (`volumes_from`) this
+    /// container shares.
+    fn joins(&self) -> impl Iterator<Item = &str> {
+        let o = &self.options;
+        let namespaces = [&o.network_mode, &o.pid, &o.ipc]
+            .into_iter()
+            .filter_map(|v| v.as_deref()?.strip_prefix("service:"));
+        let volumes = (o.volumes_from.iter())
+            .filter(|v| !v.starts_with("container:"))
+            .map(|v| v.split(':').next().unwrap_or(v));
+        namespaces.chain(volumes)
+    }
+
+    /// Records the containers of the services this one joins, from `chosen` (service →
+    /// container name, and whether that container is new). A container joined to a new
+    /// one must be new too, as it would stay joined to the one that is retired: returns
+    /// whether that is so.
+    pub(crate) fn join(&mut self, chosen: &BTreeMap<ServiceName, (String, bool)>) -> bool {
+        let mut joined = BTreeMap::new();
+        let mut renew = false;
+        for service in self.joins() {
+            if let Some((container, new)) =
+                (chosen.iter()).find_map(|(name, c)| (name.as_str() == service).then_some(c))
+            {
+                joined.insert(service.to_owned(), container.clone());
+                renew |= *new;
+            }
+        }
+        self.joined = joined;
+        renew
+    }
+
+    /// The settings of `compose/options.rs` as the engine takes them, with each joined
+    /// service named by its container: `service:app` becomes `container:<name>`, and a
+    /// `volumes_from` entry `app:ro` becomes `<name>:ro`.
+    pub(crate) fn settings(&self) -> Engine {
+        let container = |service: &str| self.joined.get(service).map(String::as_str);
+        let mut out = self.options.engine();
+        for (path, value) in &mut out {
+            match (*path, &*value) {
+                (
+                    "HostConfig.NetworkMode" | "HostConfig.PidMode" | "HostConfig.IpcMode",
+                    serde_json::Value::String(v),
+                ) => {
+                    if let Some(name) = v.strip_prefix("service:").and_then(container) {
+                        *value = serde_json::Value::from(format!("container:{name}"));
+                    }
+                }
+                ("HostConfig.VolumesFrom", serde_json::Value::Array(entries)) => {
+                    let entries = entries.iter().filter_map(|e| e.as_str()).map(|e| {
+                        let (service, mode) = e.split_once(':').unwrap_or((e, ""));
+                        match (service, container(service)) {
+                            ("container", _) | (_, None) => e.to_owned(),
+                            (_, Some(name)) if mode.is_empty() => name.to_owned(),
+                            (_, Some(name)) => format!("{name}:{mode}"),
+                        }
+                    });
+                    *value = serde_json::Value::from(entries.collect::<Vec<_>>());
+                }
+                _ => {}
+            }
+        }
+        out
     }
 
     /// Whether a running container labelled `label` has this configuration, judged by the

@@ -243,23 +243,32 @@ pub(crate) fn plan(
     let order = dependency_order(spec);
     let mut services = Vec::new();
     let mut current_ids = BTreeSet::new();
+    // The container each planned service will have, and whether it is a new one.
+    let mut chosen: BTreeMap<ServiceName, (String, bool)> = BTreeMap::new();
     for name in order {
         let svc = &spec.services[&name];
         let built = svc.build.is_some();
-        let container =
+        let mut container =
             container::spec(&ctx, &name, svc).ok_or_else(|| PlanError::NoImage(name.clone()))?;
+        let joins_new = container.join(&chosen);
         let current = live_container(&observed.containers, &name);
         let action = match current {
             None => Action::Create,
             Some(c)
-                if c.config_hash
-                    .as_deref()
-                    .is_some_and(|h| container.same_config(h)) =>
+                if !joins_new
+                    && c.config_hash
+                        .as_deref()
+                        .is_some_and(|h| container.same_config(h)) =>
             {
                 Action::Keep(c.clone())
             }
             Some(c) => Action::Replace(c.clone()),
         };
+        let kept = match &action {
+            Action::Keep(c) => (c.name.clone(), false),
+            _ => (container.name.clone(), true),
+        };
+        chosen.insert(name.clone(), kept);
         if let Some(c) = current {
             current_ids.insert(c.id.clone());
         }

@@ -31,13 +31,7 @@ fn spec() -> Spec {
             build: Some(Build {
                 context: PathBuf::from("/srv/app/code"),
                 dockerfile: "Dockerfile".to_owned(),
-                args: BTreeMap::new(),
-                target: None,
-                labels: BTreeMap::new(),
-                network: None,
-                secrets: Vec::new(),
-                cache_from: Vec::new(),
-                extra_hosts: Vec::new(),
+                ..Build::default()
             }),
             ..Service::default()
         };
