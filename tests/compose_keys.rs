@@ -232,3 +232,67 @@ fn links_shared_volumes_and_namespaces_reach_the_right_containers() {
         assert!(push.output.contains("deployed"), "{}", push.output);
     }
 }
+
+/// `include:` and `extends:` across files, pushed: what the other files bring runs, with
+/// their paths resolved from their own folder; a named file that is a link out of the
+/// repository is refused like a compose file would be.
+#[test]
+fn included_and_extended_files_are_read_from_the_pushed_tree_only() {
+    let stack = Stack::empty("tincl");
+    stack.write(
+        "docker-compose.yml",
+        "include: [ops/tools.yml]
+services:
+  app:
+    extends: {file: ops/base.yml, service: base}
+    environment: {ROLE: app}
+",
+    );
+    stack.write(
+        "ops/base.yml",
+        "services:
+  base:
+    image: debian:bookworm-slim
+    command: sleep infinity
+    env_file: base.env
+",
+    );
+    stack.write("ops/base.env", "FROM_BASE=yes\n");
+    stack.write(
+        "ops/tools.yml",
+        "services:
+  tools:
+    image: debian:bookworm-slim
+    command: sleep infinity
+",
+    );
+    stack.commit("v1");
+    let push = stack.push("dev");
+    assert!(push.output.contains("deployed"), "{}", push.output);
+    let p = &stack.project;
+    let (_, env) = exec(&service_container(p, "app").id.unwrap(), &["env"]);
+    assert!(
+        env.contains("FROM_BASE=yes") && env.contains("ROLE=app"),
+        "{env}"
+    );
+    assert_eq!(
+        service_container(p, "tools")
+            .state
+            .map(|s| s.to_string())
+            .as_deref(),
+        Some("running")
+    );
+
+    // The included file, now a link to a file of the host: refused, nothing changes.
+    let app = service_container(p, "app").id.unwrap();
+    let outside = stack.base.path().join("host-tools.yml");
+    std::fs::write(&outside, "services: {}\n").unwrap();
+    std::fs::remove_file(stack.work.join("ops/tools.yml")).unwrap();
+    std::os::unix::fs::symlink(&outside, stack.work.join("ops/tools.yml")).unwrap();
+    stack.commit("link out");
+    let push = stack.push("dev");
+    assert!(!push.output.contains("deployed"), "{}", push.output);
+    assert!(push.output.contains("include[0]"), "{}", push.output);
+    assert!(push.output.contains("ops/tools.yml"), "{}", push.output);
+    assert_eq!(service_container(p, "app").id.unwrap(), app);
+}

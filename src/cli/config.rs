@@ -59,7 +59,7 @@ fn sources(
     root: &Root,
     settings: &Settings,
     revision: Option<&str>,
-) -> anyhow::Result<Vec<SourceFile>> {
+) -> anyhow::Result<pipeline::Sources> {
     match revision {
         None => {
             if !root.code().is_dir() {
@@ -84,25 +84,38 @@ fn redact(value: &mut Value, redactor: &Redactor) {
     }
 }
 
-/// The compose files as committed at `expr`.
+/// The compose files as committed at `expr`, and the files they name, read from there too.
 fn revision_sources(
     root: &Root,
     settings: &Settings,
     expr: &str,
-) -> anyhow::Result<Vec<SourceFile>> {
+) -> anyhow::Result<pipeline::Sources> {
     let repo = root.repo();
     let rev = git::resolve(&repo, expr, &settings.branch)?;
-    let read = |rel: &Path| git::read_file(&repo, &rev, rel, compose::MAX_FILE_SIZE);
+    let short = rev.short().to_owned();
+    let read = move |rel: &Path| -> Result<Option<String>, String> {
+        match git::read_file(&repo, &rev, rel, compose::MAX_FILE_SIZE) {
+            Ok(Some(bytes)) => String::from_utf8(bytes)
+                .map(Some)
+                .map_err(|_| format!("`{}` at {} is not UTF-8 text", rel.display(), rev.short())),
+            Ok(None) => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
+    };
     let names = pipeline::compose_file_names(settings, |rel| matches!(read(rel), Ok(Some(_))))
-        .with_context(|| format!("failed to find the compose files of {}", rev.short()))?;
-    names
+        .with_context(|| format!("failed to find the compose files of {short}"))?;
+    let files = names
         .into_iter()
-        .map(|rel| {
-            let bytes = read(&rel)?.unwrap_or_default();
-            let text = String::from_utf8(bytes).map_err(|_| {
-                anyhow::anyhow!("`{}` at {} is not UTF-8 text", rel.display(), rev.short())
-            })?;
-            Ok(SourceFile { path: rel, text })
+        .map(|rel| match read(&rel) {
+            Ok(text) => Ok(SourceFile {
+                text: text.unwrap_or_default(),
+                path: rel,
+            }),
+            Err(e) => Err(anyhow::anyhow!(e)),
         })
-        .collect()
+        .collect::<anyhow::Result<_>>()?;
+    Ok(pipeline::Sources {
+        files,
+        read: Box::new(read),
+    })
 }

@@ -12,6 +12,7 @@ pub(crate) mod options;
 pub(crate) mod policy;
 mod ports;
 mod raw;
+pub(crate) mod reference;
 pub(crate) mod render;
 pub(crate) mod spec;
 mod tree;
@@ -42,6 +43,8 @@ pub(crate) struct LoadOptions<'a> {
     pub(crate) env: &'a BTreeMap<String, String>,
     /// Enabled profiles.
     pub(crate) profiles: &'a [String],
+    /// Reads the files that `include:` and `extends.file` name.
+    pub(crate) read: reference::Read<'a>,
 }
 
 /// A compose file problem, located by file and key path, with any others found in the same
@@ -241,10 +244,24 @@ fn prepare(
     options: &LoadOptions<'_>,
     unset: &mut interpolate::Unset,
 ) -> Result<Value, ComposeError> {
-    let mut tree = tree::parse(&file.text)?;
+    prepare_text(&file.text, &file.path, options, unset, &mut Vec::new())
+}
+
+/// The tree of the file at `path` (whose text is `text`): parsed, merge keys applied,
+/// extensions dropped, interpolated, and what it includes or extends brought in. `chain`
+/// holds the files that named this one.
+fn prepare_text(
+    text: &str,
+    path: &Path,
+    options: &LoadOptions<'_>,
+    unset: &mut interpolate::Unset,
+    chain: &mut Vec<PathBuf>,
+) -> Result<Value, ComposeError> {
+    let mut tree = tree::parse(text)?;
     tree::apply_merge_keys(&mut tree, &mut String::new())?;
     tree::strip_extensions(&mut tree);
     interpolate::tree(&mut tree, options.env, unset, &mut String::new())?;
+    reference::resolve(&mut tree, path, options, unset, chain)?;
     Ok(tree)
 }
 

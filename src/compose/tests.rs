@@ -71,6 +71,7 @@ pub(crate) fn load_case(case: &Path, project_dir: &Path) -> Option<super::Spec> 
         project_dir,
         env: &env,
         profiles: &settings.profiles,
+        read: &read_file,
     };
     let mut spec = load(&files, &options).ok()?.spec;
     envfile::merge_into(&mut spec, &env, |file| {
@@ -79,6 +80,11 @@ pub(crate) fn load_case(case: &Path, project_dir: &Path) -> Option<super::Spec> 
     })
     .ok()?;
     Some(spec)
+}
+
+/// A file a case's compose file names (`include:`, `extends.file`).
+fn read_file(path: &Path) -> Result<Option<String>, String> {
+    Ok(std::fs::read_to_string(path).ok())
 }
 
 fn compose_files(case: &Path) -> Vec<PathBuf> {
@@ -108,6 +114,7 @@ fn run_case(case: &Path) -> (String, Option<String>) {
         project_dir: case,
         env: &env,
         profiles: &settings.profiles,
+        read: &read_file,
     };
     let layout = policy::Layout {
         root: root.to_owned(),

@@ -60,35 +60,40 @@ pub(crate) fn compose_file_names(
     Ok(files)
 }
 
+/// Compose files, read, and how to read the files they name (`include:`, `extends.file`)
+/// from the same tree, with the same checks.
+pub(crate) struct Sources {
+    pub(crate) files: Vec<SourceFile>,
+    pub(crate) read: Box<dyn Fn(&Path) -> Result<Option<String>, String> + Send>,
+}
+
 /// The compose files of the checked-out tree in `ROOT/code`, read. Each must really be in
-/// the work tree (a pushed symlink to a host file is refused) and within the size limit.
-pub(crate) fn work_tree_sources(
-    root: &Root,
-    settings: &Settings,
-) -> anyhow::Result<Vec<SourceFile>> {
+/// the work tree (a pushed symlink to a host file is refused) and within the size limit;
+/// so must each file they name.
+pub(crate) fn work_tree_sources(root: &Root, settings: &Settings) -> anyhow::Result<Sources> {
     let code = root.code();
     let layout = confine::layout(root, settings)?;
-    compose_file_names(settings, |rel| code.join(rel).is_file())?
+    let host = settings.clone();
+    let read = move |rel: &Path| {
+        let limit = compose::MAX_FILE_SIZE;
+        match confine::read(&code.join(rel), Use::ComposeFile, &layout, &host, limit) {
+            Ok(file) => Ok(file.map(|f| f.text)),
+            Err(e) => Err(e.to_string()),
+        }
+    };
+    let code = root.code();
+    let files = compose_file_names(settings, |rel| code.join(rel).is_file())?
         .into_iter()
-        .map(|rel| {
-            let path = code.join(&rel);
-            let read = confine::read(
-                &path,
-                Use::ComposeFile,
-                &layout,
-                settings,
-                compose::MAX_FILE_SIZE,
-            );
-            match read {
-                Ok(Some(file)) => Ok(SourceFile {
-                    path: rel,
-                    text: file.text,
-                }),
-                Ok(None) => bail!("`{}` is not in the pushed tree", rel.display()),
-                Err(e) => bail!("`{}`: {e}", rel.display()),
-            }
+        .map(|rel| match read(&rel) {
+            Ok(Some(text)) => Ok(SourceFile { path: rel, text }),
+            Ok(None) => bail!("`{}` is not in the pushed tree", rel.display()),
+            Err(e) => bail!("`{}`: {e}", rel.display()),
         })
-        .collect()
+        .collect::<anyhow::Result<_>>()?;
+    Ok(Sources {
+        files,
+        read: Box::new(read),
+    })
 }
 
 /// A loaded compose project: the spec (env files not yet read: the policy judges them
@@ -108,17 +113,18 @@ pub(crate) fn load_spec(
     root: &Root,
     settings: &Settings,
     project: &ProjectName,
-    sources: &[SourceFile],
+    sources: &Sources,
     reporter: &Reporter,
 ) -> anyhow::Result<Loaded> {
-    let project_dir = project_dir(root, sources);
+    let project_dir = project_dir(root, &sources.files);
     let (env, refusals) = interpolation_env(root, &project_dir, settings)?;
     let options = compose::LoadOptions {
         project_dir: &project_dir,
         env: &env,
         profiles: &settings.profiles,
+        read: &sources.read,
     };
-    let loaded = compose::load(sources, &options)?;
+    let loaded = compose::load(&sources.files, &options)?;
     for warning in &loaded.warnings {
         reporter.warn(warning.clone());
     }

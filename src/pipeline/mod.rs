@@ -27,7 +27,7 @@ use crate::report::Reporter;
 use crate::root::Root;
 use crate::settings::Settings;
 
-pub(crate) use load::{compose_file_names, load_spec, work_tree_sources};
+pub(crate) use load::{Sources, compose_file_names, load_spec, work_tree_sources};
 
 use traffic::Traffic;
 
