@@ -22,6 +22,9 @@ const MAX_DEPTH: usize = 8;
 /// (relative to the tree when the compose files' paths are); `None` when it is absent.
 pub(crate) type Read<'a> = &'a dyn Fn(&Path) -> Result<Option<String>, String>;
 
+/// A `Read` the caller owns, to hand over with the files it reads from.
+pub(crate) type Reader = Box<dyn Fn(&Path) -> Result<Option<String>, String> + Send>;
+
 /// Resolves `include:` and then `extends:` in `tree`, the prepared tree of `file`. `chain`
 /// holds the files that led here, so a file that names itself, directly or not, is an
 /// error rather than a loop.

@@ -64,7 +64,7 @@ pub(crate) fn compose_file_names(
 /// from the same tree, with the same checks.
 pub(crate) struct Sources {
     pub(crate) files: Vec<SourceFile>,
-    pub(crate) read: Box<dyn Fn(&Path) -> Result<Option<String>, String> + Send>,
+    pub(crate) read: compose::reference::Reader,
 }
 
 /// The compose files of the checked-out tree in `ROOT/code`, read. Each must really be in
