@@ -72,9 +72,12 @@ enum Command {
     Down(down::Args),
     /// Print the compose file as deploy will run it: layered, interpolated, long forms.
     ///
-    /// The output is a compose file docker-compose reads back the same: keys are sorted,
-    /// a literal `$` is written `$$`, and secrets appear as the paths of their files, never
-    /// as values. Warnings (unset variables) go to stderr.
+    /// The output is a compose file under the Compose Specification (a test checks it
+    /// against the specification's JSON schema), which `docker compose` (v2) and other
+    /// tools of the specification read back; docker-compose 1.29 refuses its top-level
+    /// `name:` and the keys newer than its own file format. Keys are sorted, a literal `$`
+    /// is written `$$`, and secrets appear as the paths of their files, never as values.
+    /// Warnings (unset variables) go to stderr.
     Config(config::Args),
     /// Run the daemon: zero-downtime proxy, deploys that outlive the push, autoheal.
     Serve(serve::Args),

@@ -197,3 +197,39 @@ fn compose_fixtures() {
         "fixtures whose output changed: {failed:?}"
     );
 }
+
+/// What `deploy config` prints is a compose file other tools read back: it must pass the
+/// Compose Specification's JSON schema (`tests/fixtures/compose-spec/`, vendored as data),
+/// for every fixture that loads.
+#[test]
+fn config_output_passes_the_compose_spec_schema() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/compose-spec");
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("compose-spec.json")).unwrap())
+            .unwrap();
+    let validator = jsonschema::draft7::new(&schema).expect("the schema compiles");
+    // The schema is enforced: a key compose does not know, or a wrong type, fails it.
+    let bad = serde_json::json!({"services": {"web": {"image": "x", "colour": "red"}}});
+    assert!(!validator.is_valid(&bad));
+    assert!(!validator.is_valid(&serde_json::json!({"services": {"web": {"ports": 80}}})));
+    let mut checked = 0;
+    let mut failed = Vec::new();
+    for case in cases() {
+        let (_, Some(config)) = run_case(&case) else {
+            continue;
+        };
+        let yaml: serde_yaml::Value = serde_yaml::from_str(&config).unwrap();
+        let json = serde_json::to_value(&yaml).unwrap();
+        let errors: Vec<String> = validator
+            .iter_errors(&json)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
+        if !errors.is_empty() {
+            let name = case.file_name().unwrap().to_string_lossy().into_owned();
+            failed.push(format!("{name}:\n  {}", errors.join("\n  ")));
+        }
+        checked += 1;
+    }
+    assert!(checked >= 20, "too few fixtures load: {checked}");
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+}
