@@ -296,3 +296,68 @@ services:
     assert!(push.output.contains("ops/tools.yml"), "{}", push.output);
     assert_eq!(service_container(p, "app").id.unwrap(), app);
 }
+
+/// The restart policy each container really gets: a one-shot job another service waits for
+/// runs once (`no`), a long-running service comes back after a reboot (`unless-stopped`),
+/// and `deploy.restart_policy` is honoured.
+#[test]
+fn one_shot_jobs_run_once_and_services_come_back() {
+    let docker = block(docker());
+    let stack = Stack::empty("trestart");
+    stack.write(
+        "docker-compose.yml",
+        "services:
+  migrate:
+    image: debian:bookworm-slim
+    command: 'true'
+  app:
+    image: debian:bookworm-slim
+    command: sleep infinity
+    depends_on:
+      migrate: {condition: service_completed_successfully}
+  cron:
+    image: debian:bookworm-slim
+    command: sleep infinity
+    deploy:
+      restart_policy: {condition: on-failure, max_attempts: 2}
+",
+    );
+    stack.commit("v1");
+    let push = stack.push("dev");
+    assert!(push.output.contains("deployed"), "{}", push.output);
+    let inspect = |service: &str| {
+        let id = service_container(&stack.project, service).id.unwrap();
+        block(docker.inspect_container(&id, None)).unwrap()
+    };
+    let policy = |service: &str| {
+        let policy = inspect(service)
+            .host_config
+            .unwrap()
+            .restart_policy
+            .unwrap();
+        (
+            policy.name.unwrap().to_string(),
+            policy.maximum_retry_count.unwrap_or(0),
+        )
+    };
+    assert_eq!(policy("migrate"), ("no".to_owned(), 0));
+    let migrate = inspect("migrate");
+    let state = migrate.state.unwrap();
+    assert_eq!(
+        (state.exit_code, migrate.restart_count),
+        (Some(0), Some(0)),
+        "ran once"
+    );
+    assert_eq!(policy("app"), ("unless-stopped".to_owned(), 0));
+    assert_eq!(policy("cron"), ("on-failure".to_owned(), 2));
+
+    // `deploy config` prints the same policies.
+    let config = text(&stack.deploy(&["config"]));
+    for line in [
+        "restart: 'no'",
+        "restart: unless-stopped",
+        "restart: on-failure:2",
+    ] {
+        assert!(config.contains(line), "{line} in:\n{config}");
+    }
+}

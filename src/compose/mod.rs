@@ -167,9 +167,10 @@ pub(crate) fn load(
     let mut unknown = Vec::new();
     let service_options = take_options(&mut typed, &mut unknown).map_err(locate)?;
     let raw: raw::Compose = typed_as(typed, "", &mut unknown).map_err(locate)?;
-    let mut unsupported = unknown
-        .into_iter()
-        .map(|path| locate(ComposeError::at(path, "not supported")));
+    let mut unsupported = unknown.into_iter().map(|path| {
+        let path = path.replace(RESTART_POLICY, "deploy.restart_policy");
+        locate(ComposeError::at(path, "not supported"))
+    });
     if let Some(first) = unsupported.next() {
         return Err(ComposeError {
             also: unsupported.collect(),
@@ -232,11 +233,21 @@ fn take_options(
             continue;
         };
         let at = format!("services.{name}");
+        // `deploy.restart_policy` is the restart policy, modelled with `restart:`; the rest
+        // of `deploy:` belongs to the table. `x-` keys are gone by now, so this name is free.
+        let policy = (map.get_mut("deploy").and_then(Value::as_mapping_mut))
+            .and_then(|deploy| deploy.remove("restart_policy"));
+        if let Some(policy) = policy {
+            map.insert(RESTART_POLICY.into(), policy);
+        }
         let taken = options::Options::take(&mut options::Taker::new(map, &at, unknown))?;
         out.insert(name.to_owned(), taken);
     }
     Ok(out)
 }
+
+/// Where `deploy.restart_policy` waits for the serde mirror (`raw::Service`).
+pub(crate) const RESTART_POLICY: &str = "x-restart-policy";
 
 /// One file's tree, ready for layering.
 fn prepare(

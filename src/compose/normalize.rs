@@ -178,7 +178,17 @@ impl Ctx<'_> {
             environment,
             env_files,
             healthcheck: raw.healthcheck.map(|h| healthcheck(at, h)).transpose()?,
-            restart: read(at, "restart", raw.restart, |r| restart(&r.0))?,
+            restart: match (raw.restart, raw.restart_policy) {
+                (Some(_), Some(_)) => {
+                    return Err(err(
+                        at,
+                        "deploy.restart_policy",
+                        "set either `restart` or `deploy.restart_policy`, not both",
+                    ));
+                }
+                (written, None) => read(at, "restart", written, |r| restart(&r.0))?,
+                (None, policy) => read(at, "deploy.restart_policy", policy, restart_policy)?,
+            },
             user: raw.user.map(|u| u.0),
             working_dir: read(at, "working_dir", raw.working_dir, |w| {
                 match w.starts_with('/') {
@@ -1042,6 +1052,21 @@ fn restart(s: &str) -> Result<Restart, String> {
                 max_retries: Some(n),
             })
         }
+    }
+}
+
+/// `deploy.restart_policy` as compose v2 maps it onto the engine's policy: `none` is `no`,
+/// `on-failure` keeps `max_attempts`, `any` (the default) is `always`.
+fn restart_policy(raw: raw::RestartPolicy) -> Result<Restart, String> {
+    match raw.condition.as_deref().unwrap_or("any") {
+        "none" => Ok(Restart::No),
+        "any" => Ok(Restart::Always),
+        "on-failure" => Ok(Restart::OnFailure {
+            max_retries: raw.max_attempts.map(|n| n.0),
+        }),
+        other => Err(format!(
+            "`condition: {other}` is not a restart condition (use `none`, `on-failure` or `any`)"
+        )),
     }
 }
 

@@ -90,6 +90,27 @@ pub(crate) struct Service {
     pub(crate) configs: Vec<StringOr<SourceRef>>,
     #[serde(default)]
     pub(crate) links: Vec<String>,
+    /// `deploy.restart_policy`, moved here by `take_options`.
+    #[serde(rename = "x-restart-policy")]
+    pub(crate) restart_policy: Option<RestartPolicy>,
+}
+
+/// `deploy.restart_policy`. `delay` and `window` are Swarm's pacing, which the engine's
+/// restart policy has no setting for; they are read and left aside, as compose v2 does.
+#[derive(Debug, Deserialize)]
+pub(crate) struct RestartPolicy {
+    pub(crate) condition: Option<String>,
+    pub(crate) max_attempts: Option<Int<u32>>,
+    #[allow(
+        dead_code,
+        reason = "read so that it is accepted; the engine has no such setting"
+    )]
+    pub(crate) delay: Option<Scalar>,
+    #[allow(
+        dead_code,
+        reason = "read so that it is accepted; the engine has no such setting"
+    )]
+    pub(crate) window: Option<Scalar>,
 }
 
 #[derive(Debug, Deserialize)]

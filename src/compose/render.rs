@@ -22,7 +22,7 @@ pub(crate) fn render(spec: &Spec, project: &str) -> serde_yaml::Value {
         services: spec
             .services
             .iter()
-            .map(|(name, s)| (name.as_str(), service(s)))
+            .map(|(name, s)| (name.as_str(), service(s, &spec.restart_of(name))))
             .collect(),
         networks: spec
             .networks
@@ -233,8 +233,9 @@ fn build(b: &Build) -> Value {
 }
 
 /// A service as a mapping with its keys sorted: the modelled keys, then the plain settings
-/// of `options.rs`, each written by its own entry there.
-fn service(s: &Service) -> Value {
+/// of `options.rs`, each written by its own entry there. `restart` is the policy the
+/// container gets, written or not (`Spec::restart_of`).
+fn service(s: &Service, restart: &Restart) -> Value {
     let out = OutService {
         build: s.build.as_ref().map(build),
         image: s.image.clone(),
@@ -256,7 +257,7 @@ fn service(s: &Service) -> Value {
             .map(|(k, d)| (k.as_str().to_owned(), dependency(d)))
             .collect(),
         healthcheck: s.healthcheck.as_ref().map(healthcheck),
-        restart: s.restart.as_ref().map(restart),
+        restart: Some(restart_text(restart)),
         secrets: s
             .secrets
             .iter()
@@ -421,7 +422,7 @@ fn healthcheck(h: &Healthcheck) -> OutHealthcheck {
     }
 }
 
-fn restart(r: &Restart) -> String {
+fn restart_text(r: &Restart) -> String {
     match r {
         Restart::No => "no".to_owned(),
         Restart::Always => "always".to_owned(),

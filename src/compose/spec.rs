@@ -41,6 +41,27 @@ pub(crate) struct Release {
 }
 
 impl Spec {
+    /// The restart policy a service's container gets. `restart:` (or
+    /// `deploy.restart_policy`) decides; without it, a long-running service gets
+    /// `unless-stopped`, so it comes back after an engine restart or a reboot with no one
+    /// running `deploy`, and a one-shot job, one that another service waits for with
+    /// `service_completed_successfully`, gets `no`, as docker-compose gives every service:
+    /// restarted after it exits, it would run again and again.
+    pub(crate) fn restart_of(&self, name: &ServiceName) -> Restart {
+        if let Some(written) = self.services.get(name).and_then(|s| s.restart.clone()) {
+            return written;
+        }
+        let one_shot = self.services.values().any(|s| {
+            s.depends_on
+                .get(name)
+                .is_some_and(|d| d.condition == Condition::ServiceCompletedSuccessfully)
+        });
+        match one_shot {
+            true => Restart::No,
+            false => Restart::UnlessStopped,
+        }
+    }
+
     /// The PostgreSQL services, dumped before a release: those whose image is `postgres`
     /// (any tag), and those `x-deploy.databases` names.
     pub(crate) fn databases(&self) -> Vec<ServiceName> {

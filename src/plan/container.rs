@@ -10,9 +10,7 @@ use sha2::{Digest, Sha256};
 
 use crate::compose::Spec;
 use crate::compose::options::{Engine, Options};
-use crate::compose::spec::{
-    Condition, Config, HealthTest, Healthcheck, Mount, Protocol, Restart, Service,
-};
+use crate::compose::spec::{Config, HealthTest, Healthcheck, Mount, Protocol, Restart, Service};
 use crate::ids::{ProjectName, Revision, ServiceName};
 
 use super::names;
@@ -242,7 +240,7 @@ pub(crate) fn spec(ctx: &Context<'_>, name: &ServiceName, svc: &Service) -> Opti
         mounts: mounts(ctx, svc),
         networks: networks(ctx, name, svc),
         healthcheck: svc.healthcheck.as_ref().map(healthcheck),
-        restart: restart(ctx.spec, name, svc),
+        restart: restart(ctx.spec, name),
         options: svc.options.clone(),
         joined: BTreeMap::new(),
         build_key: ctx.build_keys.get(name).filter(|_| built).cloned(),
@@ -414,30 +412,21 @@ fn healthcheck(h: &Healthcheck) -> HealthSpec {
     }
 }
 
-/// The restart policy. A one-shot job (another service waits for it to complete) restarted
-/// after it exits would run again and again and never count as completed: without
-/// `restart:` it gets `no`, as docker-compose gives every service.
-fn restart(spec: &Spec, name: &ServiceName, svc: &Service) -> RestartSpec {
-    let one_shot = spec.services.values().any(|s| {
-        s.depends_on
-            .get(name)
-            .is_some_and(|d| d.condition == Condition::ServiceCompletedSuccessfully)
-    });
-    let no = RestartSpec {
-        name: "no",
-        max_retries: None,
-    };
-    match &svc.restart {
-        None if one_shot => no,
-        None | Some(Restart::UnlessStopped) => DEFAULT_RESTART,
-        Some(Restart::No) => no,
-        Some(Restart::Always) => RestartSpec {
+/// The restart policy, by the rule of `Spec::restart_of`.
+fn restart(spec: &Spec, name: &ServiceName) -> RestartSpec {
+    match spec.restart_of(name) {
+        Restart::UnlessStopped => DEFAULT_RESTART,
+        Restart::No => RestartSpec {
+            name: "no",
+            max_retries: None,
+        },
+        Restart::Always => RestartSpec {
             name: "always",
             max_retries: None,
         },
-        Some(Restart::OnFailure { max_retries }) => RestartSpec {
+        Restart::OnFailure { max_retries } => RestartSpec {
             name: "on-failure",
-            max_retries: *max_retries,
+            max_retries,
         },
     }
 }
@@ -656,7 +645,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::compose::spec::Dependency;
+    use crate::compose::spec::{Condition, Dependency};
 
     fn restart_of(spec: &Spec, service: &str) -> &'static str {
         let project = ProjectName::parse("shop").unwrap();
