@@ -24,20 +24,19 @@ const V1: &str = "services:
 ";
 
 /// Six keys `deploy` does not support yet, at the top and in services.
-const UNSUPPORTED: &str = "include: [other.yml]
+const UNSUPPORTED: &str = "models:
+  llm: {model: ai/smollm2}
 services:
   app:
     image: debian:bookworm-slim
     command: sleep infinity
     mac_address: 02:42:ac:11:00:02
     cgroup_parent: /custom
-    post_start:
-      - command: echo started
+    uts: host
   db:
     image: debian:bookworm-slim
-    extends: {service: base}
-    pre_stop:
-      - command: echo stopping
+    storage_opt: {size: 1G}
+    blkio_config: {weight: 300}
 ";
 
 #[test]
@@ -66,12 +65,12 @@ fn real_keys_reach_the_container_and_every_unsupported_key_is_named_in_one_push(
     stack.commit("unsupported keys");
     let push = stack.push("dev");
     for path in [
-        "include",
+        "models",
         "services.app.mac_address",
         "services.app.cgroup_parent",
-        "services.app.post_start",
-        "services.db.extends",
-        "services.db.pre_stop",
+        "services.app.uts",
+        "services.db.storage_opt",
+        "services.db.blkio_config",
     ] {
         assert!(
             push.output.contains(&format!("{path}: not supported")),
@@ -128,7 +127,7 @@ const JOINED: &str = "services:
   files:
     image: debian:bookworm-slim
     command: sh -c 'echo shared > /srv/static/hello && exec sleep infinity'
-    volumes: [/srv/static]
+    volumes: [/srv/static, \"./uploads:/srv/uploads:ro,private\"]
     healthcheck:
       test: [CMD, test, -f, /srv/static/hello]
       interval: 1s
@@ -181,6 +180,21 @@ fn links_shared_volumes_and_namespaces_reach_the_right_containers() {
         run_in(p, "web", &["touch", "/srv/static/x"]).0,
         0,
         "mounted read-only"
+    );
+    // The bind's propagation mode reached the engine (`private`, not the default `rprivate`;
+    // the slave and shared modes need a host whose `/` is a shared mount).
+    let files = service_container(p, "files").id.unwrap();
+    let mounts = block(docker.inspect_container(&files, None))
+        .unwrap()
+        .mounts
+        .unwrap();
+    let uploads = mounts
+        .iter()
+        .find(|m| m.destination.as_deref() == Some("/srv/uploads"));
+    assert_eq!(
+        uploads.and_then(|m| m.propagation.as_deref()),
+        Some("private"),
+        "{mounts:?}"
     );
     // The inline Dockerfile was built, its RUN step with 256 MiB of /dev/shm.
     assert_eq!(

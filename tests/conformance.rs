@@ -173,6 +173,20 @@ const CASES: &[Case] = &[
         allow: &[],
     },
     Case {
+        name: "joined-services",
+        files: &["docker-compose.yml"],
+        profiles: &[],
+        externals: false,
+        // README "Links": the alias a link gives is the linked service's, on the networks
+        // both share; docker-compose 1.29 makes it a legacy link of the linking container.
+        allow: &[Allow {
+            service: "db",
+            field: "network aliases",
+            compose: r#"{"UNIQUE_default": ["db"]}"#,
+            deploy: r#"{"UNIQUE_default": ["database", "db"]}"#,
+        }],
+    },
+    Case {
         name: "postgres",
         files: &["docker-compose.yml"],
         profiles: &[],
@@ -234,6 +248,11 @@ fn runtime_options() {
 #[test]
 fn subdirectory() {
     check("subdirectory");
+}
+
+#[test]
+fn joined_services() {
+    check("joined-services");
 }
 
 #[test]
@@ -774,10 +793,14 @@ fn fields(
     exposed.sort();
     f.insert("exposed ports", show(&exposed));
     let hostname = config.hostname.clone().unwrap_or_default();
+    // A container in another's network namespace has that one's hostname: its id.
+    let joined = (host.network_mode.as_deref()).is_some_and(|m| m.starts_with("container:"));
     f.insert(
         "hostname",
         if hostname == short_id {
             "(container id)".to_owned()
+        } else if joined && hostname.len() == 12 {
+            "(the joined container's id)".to_owned()
         } else {
             hostname
         },

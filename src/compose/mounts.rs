@@ -69,10 +69,15 @@ pub(crate) fn parse_short(
         }
     };
     let target = container_path(target)?;
-    let read_only = match mode {
-        None => false,
-        Some(mode) => read_only(mode)?,
+    let (read_only, propagation) = match mode {
+        None => (false, None),
+        Some(mode) => options(mode)?,
     };
+    if propagation.is_some() && !source.is_some_and(is_host_path) {
+        return Err(format!(
+            "`{entry}`: only a bind mount has a propagation mode"
+        ));
+    }
     match source {
         None => Ok(Mount::Volume {
             source: None,
@@ -84,6 +89,7 @@ pub(crate) fn parse_short(
             source: paths.resolve(s)?,
             target,
             read_only,
+            propagation,
         }),
         Some(name) => {
             declared(name, volumes)?;
@@ -108,12 +114,17 @@ pub(crate) fn parse_long(
     match long.kind {
         raw::MountType::Bind => {
             let source = source.ok_or("a `bind` mount needs a `source`")?;
+            let propagation = long.bind.as_ref().and_then(|b| b.propagation.as_deref());
             Ok(Mount::Bind {
                 source: paths.resolve(source)?,
                 target,
                 read_only,
+                propagation: propagation.map(propagation_mode).transpose()?,
             })
         }
+        raw::MountType::Image => Err(
+            "`type: image` mounts need Docker Engine 28 or later (API 1.48); copy the files into the image with a build stage instead".to_owned(),
+        ),
         raw::MountType::Volume => {
             if let Some(name) = source {
                 declared(name, volumes)?;
@@ -161,15 +172,31 @@ fn container_path(target: &str) -> Result<String, String> {
     Ok(normalize(Path::new(target)).to_string_lossy().into_owned())
 }
 
-fn read_only(mode: &str) -> Result<bool, String> {
+/// A bind's propagation mode, as the kernel names them.
+fn propagation_mode(mode: &str) -> Result<String, String> {
+    match mode {
+        "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" => Ok(mode.to_owned()),
+        other => Err(format!(
+            "`{other}` is not a propagation mode (use `rprivate`, `private`, `rshared`, `shared`, `rslave` or `slave`)"
+        )),
+    }
+}
+
+/// A short entry's options: `ro` or `rw`, and a bind's propagation mode (`ro,rslave`).
+fn options(mode: &str) -> Result<(bool, Option<String>), String> {
     let mut ro = None;
+    let mut propagation = None;
     for flag in mode.split(',') {
         let this = match flag {
             "ro" => true,
             "rw" => false,
+            other if propagation_mode(other).is_ok() && propagation.is_none() => {
+                propagation = Some(other.to_owned());
+                continue;
+            }
             other => {
                 return Err(format!(
-                    "mount option `{other}` is not supported (use `ro` or `rw`)"
+                    "mount option `{other}` is not supported (use `ro` or `rw`, and a propagation mode such as `rslave`)"
                 ));
             }
         };
@@ -178,7 +205,7 @@ fn read_only(mode: &str) -> Result<bool, String> {
         }
         ro = Some(this);
     }
-    Ok(ro.unwrap_or(false))
+    Ok((ro.unwrap_or(false), propagation))
 }
 
 #[cfg(test)]
@@ -218,7 +245,8 @@ mod tests {
             Mount::Bind {
                 source: "/srv/app/code/x".into(),
                 target: "/x".into(),
-                read_only: true
+                read_only: true,
+                propagation: None,
             }
         );
         assert_eq!(

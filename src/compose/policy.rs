@@ -810,6 +810,7 @@ mod tests {
             source: source.into(),
             target: "/x".into(),
             read_only,
+            propagation: None,
         }
     }
 

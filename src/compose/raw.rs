@@ -201,6 +201,8 @@ pub(crate) enum MountType {
     Bind,
     Volume,
     Tmpfs,
+    /// Read only to refuse it with its reason.
+    Image,
 }
 
 #[derive(Debug, Deserialize)]
@@ -210,6 +212,12 @@ pub(crate) struct Mount {
     pub(crate) source: Option<String>,
     pub(crate) target: String,
     pub(crate) read_only: Option<Flag>,
+    pub(crate) bind: Option<BindOptions>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct BindOptions {
+    pub(crate) propagation: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

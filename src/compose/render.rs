@@ -334,6 +334,13 @@ struct OutMount {
     target: String,
     #[serde(skip_serializing_if = "is_false")]
     read_only: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bind: Option<OutBind>,
+}
+
+#[derive(Serialize)]
+struct OutBind {
+    propagation: String,
 }
 
 fn mount(m: &Mount) -> OutMount {
@@ -343,6 +350,9 @@ fn mount(m: &Mount) -> OutMount {
         source: parts.source,
         target: parts.target.to_owned(),
         read_only: parts.read_only,
+        bind: parts.propagation.map(|p| OutBind {
+            propagation: p.to_owned(),
+        }),
     }
 }
 

@@ -305,6 +305,9 @@ pub(crate) enum Mount {
         source: PathBuf,
         target: String,
         read_only: bool,
+        /// `rslave`, `shared`, …: whether mounts below it propagate, and which way.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        propagation: Option<String>,
     },
     /// A named volume (top-level key), or an anonymous one when `source` is `None`.
     Volume {
@@ -327,6 +330,8 @@ pub(crate) struct MountParts<'a> {
     pub(crate) source: Option<String>,
     pub(crate) target: &'a str,
     pub(crate) read_only: bool,
+    /// A bind's propagation mode, when the file sets one.
+    pub(crate) propagation: Option<&'a str>,
 }
 
 impl Mount {
@@ -336,11 +341,13 @@ impl Mount {
                 source,
                 target,
                 read_only,
+                propagation,
             } => MountParts {
                 kind: "bind",
                 source: Some(source.to_string_lossy().into_owned()),
                 target,
                 read_only: *read_only,
+                propagation: propagation.as_deref(),
             },
             Mount::Volume {
                 source,
@@ -351,12 +358,14 @@ impl Mount {
                 source: source.clone(),
                 target,
                 read_only: *read_only,
+                propagation: None,
             },
             Mount::Tmpfs { target } => MountParts {
                 kind: "tmpfs",
                 source: None,
                 target,
                 read_only: false,
+                propagation: None,
             },
         }
     }

@@ -7,8 +7,8 @@ use std::time::Duration;
 use bollard::Docker;
 use bollard::models::{
     ContainerCreateBody, EndpointIpamConfig, EndpointSettings, HealthConfig, HostConfig, Mount,
-    MountType, NetworkConnectRequest, NetworkCreateRequest, NetworkingConfig, PortBinding,
-    RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
+    MountBindOptions, MountType, NetworkConnectRequest, NetworkCreateRequest, NetworkingConfig,
+    PortBinding, RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, LogsOptions, RemoveContainerOptions,
@@ -811,6 +811,10 @@ fn mounts(spec: &ContainerSpec, keep: &[Mount]) -> Vec<Mount> {
             source: (!m.source.is_empty()).then(|| m.source.clone()),
             target: Some(m.target.clone()),
             read_only: Some(m.read_only),
+            bind_options: m.propagation.as_deref().map(|p| MountBindOptions {
+                propagation: p.parse().ok(),
+                ..Default::default()
+            }),
             ..Default::default()
         })
         .chain(keep.iter().cloned())

@@ -91,6 +91,9 @@ pub(crate) struct MountSpec {
     pub(crate) source: String,
     pub(crate) target: String,
     pub(crate) read_only: bool,
+    /// A bind's propagation mode, when the file sets one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) propagation: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -312,6 +315,7 @@ fn mounts(ctx: &Context<'_>, svc: &Service) -> Vec<MountSpec> {
         source: source.to_string_lossy().into_owned(),
         target: target.to_owned(),
         read_only: true,
+        propagation: None,
     };
     let mut mounts: Vec<MountSpec> = svc
         .volumes
@@ -334,6 +338,7 @@ fn mounts(ctx: &Context<'_>, svc: &Service) -> Vec<MountSpec> {
                 source,
                 target: parts.target.to_owned(),
                 read_only: parts.read_only,
+                propagation: parts.propagation.map(str::to_owned),
             }
         })
         .collect();
