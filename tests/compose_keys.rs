@@ -375,3 +375,56 @@ fn one_shot_jobs_run_once_and_services_come_back() {
         assert!(config.contains(line), "{line} in:\n{config}");
     }
 }
+
+/// A secret or config mounted with its own `uid`, `gid` and `mode` arrives with them, and
+/// with its content; the operator's file keeps its own.
+#[test]
+fn secrets_and_configs_arrive_with_their_owner_and_mode() {
+    let stack = Stack::empty("towner");
+    let secret = "a-secret-long-enough-to-redact";
+    std::fs::write(stack.root.join("code/.secrets/token"), secret).unwrap();
+    stack.write(
+        "docker-compose.yml",
+        "services:
+  app:
+    image: debian:bookworm-slim
+    command: sleep infinity
+    secrets:
+      - source: token
+        uid: '1000'
+        gid: '1001'
+        mode: 0400
+      - source: token
+        target: plain
+    configs:
+      - source: settings
+        target: /etc/app.conf
+        mode: 0o440
+secrets:
+  token:
+    file: ./.secrets/token
+configs:
+  settings:
+    content: level=debug
+",
+    );
+    stack.commit("v1");
+    let push = stack.push("dev");
+    assert!(push.output.contains("deployed"), "{}", push.output);
+    let app = service_container(&stack.project, "app").id.unwrap();
+    let stat = |path: &str| {
+        exec(&app, &["stat", "-c", "%u %g %a", path])
+            .1
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(stat("/run/secrets/token"), "1000 1001 400");
+    assert_eq!(exec(&app, &["cat", "/run/secrets/token"]).1, secret);
+    assert_eq!(stat("/etc/app.conf"), "0 0 440");
+    assert_eq!(exec(&app, &["cat", "/etc/app.conf"]).1, "level=debug");
+    // The entry without them mounts the operator's file as it is.
+    let host = std::fs::metadata(stack.root.join("code/.secrets/token")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    let want = format!("{} {} {:o}", host.uid(), host.gid(), host.mode() & 0o777);
+    assert_eq!(stat("/run/secrets/plain"), want);
+}

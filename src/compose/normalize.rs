@@ -8,8 +8,8 @@ use super::options::{self, Options};
 use super::raw::{self, Flag, Scalar, StringOr, StringOrList};
 use super::spec::{
     Build, BuildSecret, Condition, Config, ConfigMount, Dependency, EnvFile, HealthTest,
-    Healthcheck, Ipam, IpamPool, Link, Mount, Network, Port, PullPolicy, Restart, Secret,
-    SecretMount, Service, ServiceNetwork, Spec, Volume,
+    Healthcheck, Ipam, IpamPool, Link, Mount, Network, Ownership, Port, PullPolicy, Restart,
+    Secret, SecretMount, Service, ServiceNetwork, Spec, Volume,
 };
 use super::{ComposeError, LoadOptions, bytes, duration, ports, spec};
 use crate::ids::{ProjectName, ServiceName};
@@ -413,7 +413,13 @@ impl Ctx<'_> {
     /// A `build.secrets` entry: a declared top-level secret, and the id the Dockerfile
     /// asks for (its name unless `target:` says otherwise).
     fn build_secret(&self, raw: StringOr<raw::SourceRef>) -> Result<BuildSecret, String> {
-        let (source, target) = declared(raw, "secret", |s| self.spec.secrets.contains_key(s))?;
+        let (source, target, owner) =
+            declared(raw, "secret", |s| self.spec.secrets.contains_key(s))?;
+        if owner.is_set() {
+            return Err(
+                "`uid`, `gid` and `mode` do not apply to a build secret, which BuildKit mounts for one `RUN` step".to_owned(),
+            );
+        }
         let target = target.unwrap_or_else(|| source.clone());
         let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
         if target.is_empty() || !target.chars().all(plain) {
@@ -621,7 +627,8 @@ impl Ctx<'_> {
     }
 
     fn config_mount(&self, raw: StringOr<raw::SourceRef>) -> Result<ConfigMount, String> {
-        let (source, target) = declared(raw, "config", |s| self.spec.configs.contains_key(s))?;
+        let (source, target, owner) =
+            declared(raw, "config", |s| self.spec.configs.contains_key(s))?;
         let target = match target {
             None => format!("/{source}"),
             Some(t) if t.starts_with('/') => mounts::normalize(std::path::Path::new(&t))
@@ -633,11 +640,16 @@ impl Ctx<'_> {
                 ));
             }
         };
-        Ok(ConfigMount { source, target })
+        Ok(ConfigMount {
+            source,
+            target,
+            owner,
+        })
     }
 
     fn secret_mount(&self, raw: StringOr<raw::SourceRef>) -> Result<SecretMount, String> {
-        let (source, target) = declared(raw, "secret", |s| self.spec.secrets.contains_key(s))?;
+        let (source, target, owner) =
+            declared(raw, "secret", |s| self.spec.secrets.contains_key(s))?;
         let target = match target {
             None => format!("/run/secrets/{source}"),
             Some(t) if t.starts_with('/') => mounts::normalize(std::path::Path::new(&t))
@@ -650,27 +662,65 @@ impl Ctx<'_> {
             }
             Some(t) => format!("/run/secrets/{t}"),
         };
-        Ok(SecretMount { source, target })
+        Ok(SecretMount {
+            source,
+            target,
+            owner,
+        })
     }
 }
 
-/// The source and target of a `secrets:` or `configs:` entry (`kind` is `secret` or
-/// `config`), whose source must be declared at the top level.
+/// The source, target and ownership of a `secrets:` or `configs:` entry (`kind` is
+/// `secret` or `config`), whose source must be declared at the top level.
 fn declared(
     raw: StringOr<raw::SourceRef>,
     kind: &str,
     is_declared: impl Fn(&str) -> bool,
-) -> Result<(String, Option<String>), String> {
-    let (source, target) = match raw {
-        StringOr::Short(source) => (source, None),
-        StringOr::Long(l) => (l.source, l.target),
+) -> Result<(String, Option<String>, Ownership), String> {
+    let (source, target, owner) = match raw {
+        StringOr::Short(source) => (source, None, Ownership::default()),
+        StringOr::Long(l) => {
+            let id = |v: Option<Scalar>, what: &str| {
+                v.map(|s| {
+                    s.0.trim().parse::<u32>().map_err(|_| {
+                        format!(
+                            "`{what}: {}` must be a number: a name is the container's, which the host cannot look up",
+                            s.0
+                        )
+                    })
+                })
+                .transpose()
+            };
+            let owner = Ownership {
+                uid: id(l.uid, "uid")?,
+                gid: id(l.gid, "gid")?,
+                mode: l.mode.map(|m| file_mode(&m.0)).transpose()?,
+                copy: None,
+            };
+            (l.source, l.target, owner)
+        }
     };
     if !is_declared(&source) {
         return Err(format!(
             "{kind} `{source}` is not declared under top-level `{kind}s`"
         ));
     }
-    Ok((source, target))
+    Ok((source, target, owner))
+}
+
+/// A file mode as compose files write it: `0440` and `0o440` are octal, as YAML 1.1 (which
+/// docker-compose reads) has it; a number without a leading zero is decimal.
+fn file_mode(text: &str) -> Result<u32, String> {
+    let t = text.trim();
+    let parsed = match t.strip_prefix("0o").or_else(|| t.strip_prefix('0')) {
+        Some("") => Ok(0),
+        Some(octal) => u32::from_str_radix(octal, 8),
+        None => t.parse::<u32>(),
+    };
+    match parsed {
+        Ok(mode) if mode <= 0o777 => Ok(mode),
+        _ => Err(format!("`mode: {text}` is not a file mode (like `0440`)")),
+    }
 }
 
 enum Unknown {

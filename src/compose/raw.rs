@@ -250,6 +250,9 @@ pub(crate) struct Healthcheck {
 pub(crate) struct SourceRef {
     pub(crate) source: String,
     pub(crate) target: Option<String>,
+    pub(crate) uid: Option<Scalar>,
+    pub(crate) gid: Option<Scalar>,
+    pub(crate) mode: Option<Scalar>,
 }
 
 #[derive(Debug, Default, Deserialize)]

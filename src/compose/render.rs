@@ -10,8 +10,8 @@ use serde_yaml::Value;
 
 use super::duration;
 use super::spec::{
-    Build, Condition, Config, Dependency, HealthTest, Healthcheck, Ipam, Mount, Network, Port,
-    PullPolicy, Release, Restart, Service, ServiceNetwork, Spec, Volume,
+    Build, Condition, Config, Dependency, HealthTest, Healthcheck, Ipam, Mount, Network, Ownership,
+    Port, PullPolicy, Release, Restart, Service, ServiceNetwork, Spec, Volume,
 };
 use crate::ids::ServiceName;
 
@@ -258,21 +258,11 @@ fn service(s: &Service, restart: &Restart) -> Value {
             .collect(),
         healthcheck: s.healthcheck.as_ref().map(healthcheck),
         restart: Some(restart_text(restart)),
-        secrets: s
-            .secrets
-            .iter()
-            .map(|m| SourceTarget {
-                source: m.source.clone(),
-                target: m.target.clone(),
-            })
+        secrets: (s.secrets.iter())
+            .map(|m| SourceTarget::of(&m.source, &m.target, &m.owner))
             .collect(),
-        configs: s
-            .configs
-            .iter()
-            .map(|m| SourceTarget {
-                source: m.source.clone(),
-                target: m.target.clone(),
-            })
+        configs: (s.configs.iter())
+            .map(|m| SourceTarget::of(&m.source, &m.target, &m.owner))
             .collect(),
         user: s.user.clone(),
         working_dir: s.working_dir.clone(),
@@ -448,6 +438,25 @@ fn restart_text(r: &Restart) -> String {
 struct SourceTarget {
     source: String,
     target: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gid: Option<String>,
+    /// Octal, as compose files write it (`"0440"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mode: Option<String>,
+}
+
+impl SourceTarget {
+    fn of(source: &str, target: &str, owner: &Ownership) -> Self {
+        Self {
+            source: source.to_owned(),
+            target: target.to_owned(),
+            uid: owner.uid.map(|u| u.to_string()),
+            gid: owner.gid.map(|g| g.to_string()),
+            mode: owner.mode.map(|m| format!("{m:04o}")),
+        }
+    }
 }
 
 #[derive(Serialize)]

@@ -203,6 +203,30 @@ pub(crate) struct ConfigMount {
     pub(crate) source: String,
     /// Absolute path in the container: `/<source>` unless `target:` says otherwise.
     pub(crate) target: String,
+    #[serde(flatten)]
+    pub(crate) owner: Ownership,
+}
+
+/// The long form's `uid`, `gid` and `mode` of a mounted secret or config. When any is set,
+/// the container gets a copy of the file with them (`pipeline/preflight.rs`), since a bind
+/// mount shows the host file's own.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub(crate) struct Ownership {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) uid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) gid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) mode: Option<u32>,
+    /// The copy written with them, once the pipeline has written it.
+    #[serde(skip)]
+    pub(crate) copy: Option<PathBuf>,
+}
+
+impl Ownership {
+    pub(crate) fn is_set(&self) -> bool {
+        self.uid.is_some() || self.gid.is_some() || self.mode.is_some()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -444,6 +468,8 @@ pub(crate) struct SecretMount {
     pub(crate) source: String,
     /// Absolute path in the container: `/run/secrets/<name>` unless `target:` says otherwise.
     pub(crate) target: String,
+    #[serde(flatten)]
+    pub(crate) owner: Ownership,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]

@@ -16,12 +16,12 @@ use super::load::Loaded;
 use crate::compose::policy::{
     self, Foreign, ForeignImage, Host, Layout, PolicyError, Use, Writable,
 };
-use crate::compose::spec::{Config, Mount};
+use crate::compose::spec::{Config, Mount, Ownership};
 use crate::compose::{ComposeError, Spec, envfile};
 use crate::docker::Docker;
 use crate::docker::build::BuildSecrets;
 use crate::docker::observe;
-use crate::ids::ProjectName;
+use crate::ids::{ProjectName, ServiceName};
 use crate::plan::names;
 use crate::report::Reporter;
 use crate::root::Root;
@@ -39,10 +39,21 @@ pub(crate) struct Checked {
     /// The values of the secrets a build reads, as read (and registered for redaction)
     /// here: a build never opens a secret file again.
     build_secrets: BuildSecrets,
+    /// Secret and config mounts with their own `uid`, `gid` or `mode`: each gets a copy.
+    owned: Vec<Owned>,
 }
 
 struct Copy {
     of: Copied,
+    text: String,
+}
+
+/// A service's secret (`secret`) or config mount, `index` in its list, with its own owner
+/// or mode, and the file's text as checked.
+struct Owned {
+    service: ServiceName,
+    secret: bool,
+    index: usize,
     text: String,
 }
 
@@ -105,12 +116,13 @@ pub(crate) async fn check(
             read.map(|f| f.map(|f| f.text))
                 .map_err(|e| ComposeError::at(&file.key_path, e.to_string()))
         })?;
-        let (copies, build_secrets) =
+        let (copies, owned, build_secrets) =
             read_mounted_files(&spec, &layout, &settings, &writable, &reporter)?;
         Ok(Checked {
             spec,
             copies,
             build_secrets,
+            owned,
         })
     })
     .await?
@@ -254,7 +266,7 @@ fn read_mounted_files(
     settings: &Settings,
     writable: &[Writable],
     reporter: &Reporter,
-) -> anyhow::Result<(Vec<Copy>, BuildSecrets)> {
+) -> anyhow::Result<(Vec<Copy>, Vec<Owned>, BuildSecrets)> {
     let for_builds: Vec<&str> = spec
         .services
         .values()
@@ -274,6 +286,12 @@ fn read_mounted_files(
         }
     }
     let mut copies = Vec::new();
+    let mut owned = Vec::new();
+    for (name, config) in &spec.configs {
+        if let Config::Content(text) = config {
+            owned.extend(owned_mounts(spec, &Copied::Config(name.clone()), text));
+        }
+    }
     for (key, path, of) in files {
         let file = match confine::read(path, Use::File, layout, settings, settings.file_size_limit)
         {
@@ -300,6 +318,7 @@ fn read_mounted_files(
         {
             build_secrets.insert(name.clone(), file.text.clone());
         }
+        owned.extend(owned_mounts(spec, &of, &file.text));
         let swappable = writable
             .iter()
             .any(|w| path != w.dir && path.starts_with(&w.dir));
@@ -310,7 +329,33 @@ fn read_mounted_files(
             });
         }
     }
-    Ok((copies, build_secrets))
+    Ok((copies, owned, build_secrets))
+}
+
+/// The mounts of the secret or config `of` that set their own owner or mode.
+fn owned_mounts(spec: &Spec, of: &Copied, text: &str) -> Vec<Owned> {
+    let mut out = Vec::new();
+    for (service, svc) in &spec.services {
+        let mounts: Vec<(bool, &Ownership)> = match of {
+            Copied::Secret(name) => (svc.secrets.iter())
+                .map(|m| (m.source == *name, &m.owner))
+                .collect(),
+            Copied::Config(name) => (svc.configs.iter())
+                .map(|m| (m.source == *name, &m.owner))
+                .collect(),
+        };
+        for (index, (mine, owner)) in mounts.into_iter().enumerate() {
+            if mine && owner.is_set() {
+                out.push(Owned {
+                    service: service.clone(),
+                    secret: matches!(of, Copied::Secret(_)),
+                    index,
+                    text: text.to_owned(),
+                });
+            }
+        }
+    }
+    out
 }
 
 fn register_secret(key: &str, file: &HostFile, reporter: &Reporter) -> anyhow::Result<()> {
@@ -331,7 +376,11 @@ pub(crate) fn prepare(root: &Root, checked: Checked) -> anyhow::Result<(Spec, Bu
         mut spec,
         copies,
         build_secrets,
+        owned,
     } = checked;
+    for o in owned {
+        write_owned(root, &mut spec, o)?;
+    }
     for copy in copies {
         let digest = sha2::Sha256::digest(copy.text.as_bytes());
         let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
@@ -389,10 +438,44 @@ fn write_content_configs(root: &Root, spec: &Spec) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Writes the copy of a secret or config that a mount with its own `uid`, `gid` or `mode`
+/// gets, under `ROOT/mounts/`, named by what it holds, and points the mount at it. Without
+/// a `mode`, the file is readable by all (`0444`), as compose mounts secrets.
+fn write_owned(root: &Root, spec: &mut Spec, o: Owned) -> anyhow::Result<()> {
+    let Some(svc) = spec.services.get_mut(&o.service) else {
+        return Ok(());
+    };
+    let owner = match o.secret {
+        true => svc.secrets.get_mut(o.index).map(|m| &mut m.owner),
+        false => svc.configs.get_mut(o.index).map(|m| &mut m.owner),
+    };
+    let Some(owner) = owner else {
+        return Ok(());
+    };
+    let mode = owner.mode.unwrap_or(0o444);
+    let recipe = format!("{:?}:{:?}:{mode:o}:{}", owner.uid, owner.gid, o.text);
+    let digest = sha2::Sha256::digest(recipe.as_bytes());
+    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    let path = root.mounts().join(format!("owned-{hex}"));
+    write_file(&path, &o.text, mode, (owner.uid, owner.gid))?;
+    owner.copy = Some(path);
+    Ok(())
+}
+
 /// Writes a file in a directory of `deploy`'s own without following anything planted
 /// there: a new temporary file (never an existing one, never through a symlink), then a
 /// rename over the name, which replaces a symlink rather than writing where it points.
 fn write_own_file(path: &Path, text: &str) -> anyhow::Result<()> {
+    write_file(path, text, 0o644, (None, None))
+}
+
+/// `write_own_file` with a mode and an owner, set on the new file before it takes the name.
+fn write_file(
+    path: &Path,
+    text: &str,
+    mode: u32,
+    (uid, gid): (Option<u32>, Option<u32>),
+) -> anyhow::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("/"));
     std::fs::create_dir_all(dir)
         .with_context(|| format!("failed to create `{}`", dir.display()))?;
@@ -405,7 +488,14 @@ fn write_own_file(path: &Path, text: &str) -> anyhow::Result<()> {
         .mode(0o644)
         .custom_flags(nix::libc::O_NOFOLLOW)
         .open(&tmp)
-        .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|()| f.sync_all()))
+        .and_then(|mut f| {
+            f.write_all(text.as_bytes())?;
+            std::os::unix::fs::fchown(&f, uid, gid)?;
+            f.set_permissions(
+                <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(mode),
+            )?;
+            f.sync_all()
+        })
         .and_then(|()| std::fs::rename(&tmp, path));
     written.map_err(|e| {
         let _ = std::fs::remove_file(&tmp);

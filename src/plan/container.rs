@@ -344,17 +344,20 @@ fn mounts(ctx: &Context<'_>, svc: &Service) -> Vec<MountSpec> {
         .collect();
     for s in &svc.secrets {
         if let Some(secret) = spec.secrets.get(&s.source) {
-            mounts.push(file(&secret.file, &s.target));
+            mounts.push(file(
+                s.owner.copy.as_ref().unwrap_or(&secret.file),
+                &s.target,
+            ));
         }
     }
     for c in &svc.configs {
-        match spec.configs.get(&c.source) {
-            Some(Config::File(path)) => mounts.push(file(path, &c.target)),
-            Some(Config::Content(_)) => {
-                mounts.push(file(&ctx.config_dir.join(&c.source), &c.target))
-            }
-            None => {}
-        }
+        let source = match (&c.owner.copy, spec.configs.get(&c.source)) {
+            (Some(copy), _) => copy.clone(),
+            (None, Some(Config::File(path))) => path.clone(),
+            (None, Some(Config::Content(_))) => ctx.config_dir.join(&c.source),
+            (None, None) => continue,
+        };
+        mounts.push(file(&source, &c.target));
     }
     mounts
 }
