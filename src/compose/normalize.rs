@@ -178,17 +178,7 @@ impl Ctx<'_> {
             environment,
             env_files,
             healthcheck: raw.healthcheck.map(|h| healthcheck(at, h)).transpose()?,
-            restart: match (raw.restart, raw.restart_policy) {
-                (Some(_), Some(_)) => {
-                    return Err(err(
-                        at,
-                        "deploy.restart_policy",
-                        "set either `restart` or `deploy.restart_policy`, not both",
-                    ));
-                }
-                (written, None) => read(at, "restart", written, |r| restart(&r.0))?,
-                (None, policy) => read(at, "deploy.restart_policy", policy, restart_policy)?,
-            },
+            restart: restart_of(at, raw.restart, raw.restart_policy)?,
             user: raw.user.map(|u| u.0),
             working_dir: read(at, "working_dir", raw.working_dir, |w| {
                 match w.starts_with('/') {
@@ -1102,6 +1092,23 @@ fn restart(s: &str) -> Result<Restart, String> {
                 max_retries: Some(n),
             })
         }
+    }
+}
+
+/// `restart:` or `deploy.restart_policy`, whichever the service sets (not both).
+fn restart_of(
+    at: &str,
+    written: Option<Scalar>,
+    policy: Option<raw::RestartPolicy>,
+) -> Result<Option<Restart>, ComposeError> {
+    match (written, policy) {
+        (Some(_), Some(_)) => Err(err(
+            at,
+            "deploy.restart_policy",
+            "set either `restart` or `deploy.restart_policy`, not both",
+        )),
+        (written, None) => read(at, "restart", written, |r| restart(&r.0)),
+        (None, policy) => read(at, "deploy.restart_policy", policy, restart_policy),
     }
 }
 
