@@ -428,3 +428,65 @@ configs:
     let want = format!("{} {} {:o}", host.uid(), host.gid(), host.mode() & 0o777);
     assert_eq!(stat("/run/secrets/plain"), want);
 }
+
+/// `post_start` runs in the new container before it counts as started, and one that fails
+/// fails the deploy with the running version untouched; `pre_stop` runs in the old container
+/// before it is stopped for good, whichever deploy stops it.
+#[test]
+fn lifecycle_hooks_run_in_the_container_at_start_and_before_stop() {
+    let stack = Stack::empty("thooks");
+    let compose = |version: &str, post_start: &str| {
+        format!(
+            "services:
+  app:
+    image: debian:bookworm-slim
+    command: sleep infinity
+    environment: {{VERSION: {version}}}
+    volumes: [./state:/state]
+    post_start:
+      - command: {post_start}
+        environment: {{GREETING: hello}}
+    pre_stop:
+      - command: sh -c 'echo \"stopped $$VERSION\" >> /state/stops'
+"
+        )
+    };
+    // `$$`: the container's shell expands these, not the compose file's interpolation.
+    let started = r#"["sh", "-c", "echo \"$$GREETING $$VERSION\" > /tmp/started"]"#;
+    stack.write("docker-compose.yml", &compose("v1", started));
+    stack.commit("v1");
+    let push = stack.push("dev");
+    assert!(push.output.contains("deployed"), "{}", push.output);
+    let p = &stack.project;
+    let v1 = service_container(p, "app").id.unwrap();
+    assert_eq!(exec(&v1, &["cat", "/tmp/started"]).1.trim(), "hello v1");
+
+    // v2 replaces the container: v1's pre_stop runs before it stops.
+    stack.write("docker-compose.yml", &compose("v2", started));
+    stack.commit("v2");
+    let push = stack.push("dev");
+    assert!(push.output.contains("deployed"), "{}", push.output);
+    let stops = stack.root.join("code/state/stops");
+    assert_eq!(std::fs::read_to_string(&stops).unwrap(), "stopped v1\n");
+    let v2 = service_container(p, "app").id.unwrap();
+    assert_eq!(exec(&v2, &["cat", "/tmp/started"]).1.trim(), "hello v2");
+
+    // A post_start that fails: the deploy fails, and v2 keeps running.
+    stack.write("docker-compose.yml", &compose("v3", "'false'"));
+    stack.commit("v3");
+    let push = stack.push("dev");
+    assert!(!push.output.contains("deployed"), "{}", push.output);
+    assert!(push.output.contains("post_start of"), "{}", push.output);
+    let running = service_container(p, "app");
+    assert_eq!(running.id.unwrap(), v2);
+    assert_eq!(
+        running.state.map(|s| s.to_string()).as_deref(),
+        Some("running")
+    );
+
+    // `deploy down` stops it for good: its pre_stop runs.
+    let down = stack.deploy(&["down"]);
+    assert!(down.status.success(), "{}", text(&down));
+    let stops = std::fs::read_to_string(&stops).unwrap();
+    assert!(stops.ends_with("stopped v2\n"), "{stops}");
+}

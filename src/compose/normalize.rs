@@ -8,7 +8,7 @@ use super::options::{self, Options};
 use super::raw::{self, Flag, Scalar, StringOr, StringOrList};
 use super::spec::{
     Build, BuildSecret, Condition, Config, ConfigMount, Dependency, EnvFile, HealthTest,
-    Healthcheck, Ipam, IpamPool, Link, Mount, Network, Ownership, Port, PullPolicy, Restart,
+    Healthcheck, Hook, Ipam, IpamPool, Link, Mount, Network, Ownership, Port, PullPolicy, Restart,
     Secret, SecretMount, Service, ServiceNetwork, Spec, Volume,
 };
 use super::{ComposeError, LoadOptions, bytes, duration, ports, spec};
@@ -215,6 +215,8 @@ impl Ctx<'_> {
             self.service_networks(at, raw.networks, service.options.network_mode.as_deref())?;
         service.depends_on = self.depends_on(at, raw.depends_on)?;
         service.links = self.links(at, raw.links, &mut service.depends_on)?;
+        service.post_start = hooks(at, "post_start", raw.post_start)?;
+        service.pre_stop = hooks(at, "pre_stop", raw.pre_stop)?;
         self.shared_namespaces(at, &mut service)?;
         swap_limit(at, &service.options)?;
         Ok(service)
@@ -1059,6 +1061,43 @@ fn command(raw: StringOrList<Scalar>) -> Result<Vec<String>, String> {
             .ok_or_else(|| format!("`{s}` has an unclosed quote or a trailing `\\`")),
         StringOrList::List(items) => Ok(items.into_iter().map(|s| s.0).collect()),
     }
+}
+
+/// `post_start:` or `pre_stop:` (`key`) entries.
+fn hooks(at: &str, key: &str, raw: Vec<raw::Hook>) -> Result<Vec<Hook>, ComposeError> {
+    let mut out = Vec::new();
+    for (i, h) in raw.into_iter().enumerate() {
+        let at = format!("{at}.{key}[{i}]");
+        let command = command(h.command).map_err(|m| err(&at, "command", m))?;
+        if command.is_empty() {
+            return Err(err(&at, "command", "needs a command"));
+        }
+        let working_dir = match h.working_dir {
+            Some(w) if !w.starts_with('/') => {
+                return Err(err(
+                    &at,
+                    "working_dir",
+                    format!("`{w}` must be an absolute path"),
+                ));
+            }
+            w => w,
+        };
+        let mut environment = BTreeMap::new();
+        for (k, v) in h.environment.entries() {
+            let Some(v) = v else {
+                return Err(err(&at, "environment", format!("`{k}` has no value")));
+            };
+            environment.insert(k, v);
+        }
+        out.push(Hook {
+            command,
+            user: h.user.map(|u| u.0),
+            privileged: flag(h.privileged),
+            working_dir,
+            environment,
+        });
+    }
+    Ok(out)
 }
 
 fn container_name(name: &str) -> Result<(), String> {

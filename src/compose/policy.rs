@@ -204,6 +204,18 @@ fn powers(at: &str, s: &Service, allow: &Allowances, out: &mut Refusals) {
             Some("allow: {privileged: true}".to_owned()),
         );
     }
+    let hooks = (s.post_start.iter().map(|h| ("post_start", h)))
+        .enumerate()
+        .chain(s.pre_stop.iter().map(|h| ("pre_stop", h)).enumerate());
+    for (i, (key, hook)) in hooks {
+        if hook.privileged && !allow.privileged {
+            out.add(
+                format!("{at}.{key}[{i}].privileged"),
+                "a privileged command in a container has full control of the host".to_owned(),
+                Some("allow: {privileged: true}".to_owned()),
+            );
+        }
+    }
     let allowed_caps: Vec<String> = allow.cap_add.iter().map(|c| capability(c)).collect();
     for (i, cap) in s.options.cap_add.iter().enumerate() {
         if !DOCKER_DEFAULT_CAPS.contains(&cap.as_str()) && !allowed_caps.contains(cap) {

@@ -90,9 +90,24 @@ pub(crate) struct Service {
     pub(crate) configs: Vec<StringOr<SourceRef>>,
     #[serde(default)]
     pub(crate) links: Vec<String>,
+    #[serde(default)]
+    pub(crate) post_start: Vec<Hook>,
+    #[serde(default)]
+    pub(crate) pre_stop: Vec<Hook>,
     /// `deploy.restart_policy`, moved here by `take_options`.
     #[serde(rename = "x-restart-policy")]
     pub(crate) restart_policy: Option<RestartPolicy>,
+}
+
+/// A lifecycle hook: a command run in the service's container.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Hook {
+    pub(crate) command: StringOrList<Scalar>,
+    pub(crate) user: Option<Scalar>,
+    pub(crate) privileged: Option<Flag>,
+    pub(crate) working_dir: Option<String>,
+    #[serde(default)]
+    pub(crate) environment: ListOrMap,
 }
 
 /// `deploy.restart_policy`. `delay` and `window` are Swarm's pacing, which the engine's

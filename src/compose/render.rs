@@ -10,8 +10,8 @@ use serde_yaml::Value;
 
 use super::duration;
 use super::spec::{
-    Build, Condition, Config, Dependency, HealthTest, Healthcheck, Ipam, Mount, Network, Ownership,
-    Port, PullPolicy, Release, Restart, Service, ServiceNetwork, Spec, Volume,
+    Build, Condition, Config, Dependency, HealthTest, Healthcheck, Hook, Ipam, Mount, Network,
+    Ownership, Port, PullPolicy, Release, Restart, Service, ServiceNetwork, Spec, Volume,
 };
 use crate::ids::ServiceName;
 
@@ -221,6 +221,10 @@ struct OutService {
     pull_policy: Option<PullPolicy>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     links: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    post_start: Vec<Hook>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pre_stop: Vec<Hook>,
 }
 
 /// `build:`; an inline Dockerfile is written back as `dockerfile_inline` alone.
@@ -274,6 +278,8 @@ fn service(s: &Service, restart: &Restart) -> Value {
                 false => format!("{}:{}", l.service, l.alias),
             })
             .collect(),
+        post_start: s.post_start.clone(),
+        pre_stop: s.pre_stop.clone(),
     };
     let Value::Mapping(mut map) = serde_yaml::to_value(&out).expect("plain data always serializes")
     else {

@@ -121,6 +121,13 @@ pub(crate) struct Service {
     /// When the image of a service that is not built is pulled.
     #[serde(skip_serializing_if = "PullPolicy::is_missing")]
     pub(crate) pull_policy: PullPolicy,
+    /// `post_start:`: commands run in the container once it has started; one that fails
+    /// fails the deploy, as a container that does not become ready does.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) post_start: Vec<Hook>,
+    /// `pre_stop:`: commands run in the container before it is stopped for good.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) pre_stop: Vec<Hook>,
     /// `links:`: other services this one also reaches by another name (`db:database`),
     /// an alias on the networks both are on. The service's name stands in for a missing
     /// alias.
@@ -129,6 +136,22 @@ pub(crate) struct Service {
     /// The settings that go to the engine as they are (`options.rs`).
     #[serde(flatten)]
     pub(crate) options: Options,
+}
+
+/// A lifecycle hook (`post_start`, `pre_stop`): a command run in the container by exec.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub(crate) struct Hook {
+    /// Exec form; a string is split as a shell would, as for `command:`.
+    pub(crate) command: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) user: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) privileged: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) working_dir: Option<String>,
+    /// `KEY=value` entries, added to the container's own environment.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) environment: BTreeMap<String, String>,
 }
 
 /// One `links:` entry.

@@ -80,6 +80,8 @@ pub(crate) enum ApplyError {
         api: &'static str,
         has: String,
     },
+    #[error("post_start of `{container}` failed: {reason}")]
+    Hook { container: String, reason: String },
     #[error(transparent)]
     Docker(#[from] DockerError),
 }
@@ -440,6 +442,7 @@ impl Applying<'_> {
         let orphans = plan.orphans.iter().map(|c| (c, Duration::from_secs(10)));
         for (c, timeout) in current.chain(orphans).filter(|(c, _)| c.running) {
             self.reporter.info(format!("stopping `{}`", c.name));
+            super::hooks::pre_stop(self.docker, self.reporter, &c.id, &c.name).await;
             stop(self.docker, &c.id, &c.name, timeout).await?;
             self.applied.undo.push(Undo::Restore {
                 old: c.clone(),
@@ -542,6 +545,7 @@ impl Applying<'_> {
         let stopped = old.running && !start_first;
         if stopped {
             self.reporter.info(format!("stopping `{}`", old.name));
+            super::hooks::pre_stop(self.docker, self.reporter, &old.id, &old.name).await;
             stop(self.docker, &old.id, &old.name, stop_timeout(spec)).await?;
         }
         if clash {
@@ -570,6 +574,20 @@ impl Applying<'_> {
             name: spec.name.clone(),
         });
         start(self.docker, &id, &spec.name).await?;
+        if !spec.post_start.is_empty() {
+            let step = self.reporter.step(StepKind::Hook {
+                what: format!("post_start of `{}`", spec.name),
+            });
+            for hook in &spec.post_start {
+                super::hooks::run(self.docker, &id, hook, &step)
+                    .await
+                    .map_err(|reason| ApplyError::Hook {
+                        container: spec.name.clone(),
+                        reason,
+                    })?;
+            }
+            step.finish();
+        }
         if let Some(service) = spec
             .labels
             .get(names::LABEL_SERVICE)
@@ -657,6 +675,7 @@ impl Applying<'_> {
 /// Stops and removes a replaced container; a failure is only a warning, since the new
 /// revision already serves.
 async fn retire(docker: &Docker, reporter: &Reporter, old: &ObservedContainer) {
+    super::hooks::pre_stop(docker, reporter, &old.id, &old.name).await;
     if let Err(e) = remove(docker, &old.id, &old.name).await {
         reporter.warn(format!("could not remove `{}`: {e}", old.name));
     }

@@ -28,6 +28,7 @@ pub(crate) async fn down(
 ) -> Result<(), DockerError> {
     for c in super::observe::containers(docker, project).await? {
         reporter.info(format!("stopping `{}`", c.name));
+        super::hooks::pre_stop(docker, reporter, &c.id, &c.name).await;
         stop(docker, &c.id, &c.name, Duration::from_secs(10)).await?;
         remove(docker, &c.id, &c.name).await?;
     }

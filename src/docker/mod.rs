@@ -7,6 +7,7 @@ pub(crate) mod context;
 pub(crate) mod down;
 pub(crate) mod events;
 pub(crate) mod health;
+pub(crate) mod hooks;
 pub(crate) mod observe;
 pub(crate) mod oneoff;
 pub(crate) mod postgres;

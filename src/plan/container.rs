@@ -10,7 +10,9 @@ use sha2::{Digest, Sha256};
 
 use crate::compose::Spec;
 use crate::compose::options::{Engine, Options};
-use crate::compose::spec::{Config, HealthTest, Healthcheck, Mount, Protocol, Restart, Service};
+use crate::compose::spec::{
+    Config, HealthTest, Healthcheck, Hook, Mount, Protocol, Restart, Service,
+};
 use crate::ids::{ProjectName, Revision, ServiceName};
 
 use super::names;
@@ -39,6 +41,8 @@ pub(crate) struct ContainerSpec {
     pub(crate) restart: RestartSpec,
     /// The settings that go to the engine as they are (`compose/options.rs`).
     pub(crate) options: Options,
+    /// `post_start` hooks, run once the container has started.
+    pub(crate) post_start: Vec<Hook>,
     /// The containers of the services whose namespaces or volumes this one shares
     /// (`service:NAME`, `volumes_from`), as the plan chose them.
     pub(crate) joined: BTreeMap<String, String>,
@@ -223,6 +227,10 @@ pub(crate) fn spec(ctx: &Context<'_>, name: &ServiceName, svc: &Service) -> Opti
     if !proxied.is_empty() {
         labels.insert(names::LABEL_PROXY.to_owned(), ProxiedPort::label(&proxied));
     }
+    if !svc.pre_stop.is_empty() {
+        let hooks = serde_json::to_string(&svc.pre_stop).expect("plain data always serializes");
+        labels.insert(names::LABEL_PRE_STOP.to_owned(), hooks);
+    }
     let mut c = ContainerSpec {
         name: names::container(
             project,
@@ -245,6 +253,7 @@ pub(crate) fn spec(ctx: &Context<'_>, name: &ServiceName, svc: &Service) -> Opti
         healthcheck: svc.healthcheck.as_ref().map(healthcheck),
         restart: restart(ctx.spec, name),
         options: svc.options.clone(),
+        post_start: svc.post_start.clone(),
         joined: BTreeMap::new(),
         build_key: ctx.build_keys.get(name).filter(|_| built).cloned(),
         config_hash: String::new(),
@@ -494,6 +503,7 @@ impl ContainerSpec {
             labels,
             ports: Vec::new(),
             proxied: Vec::new(),
+            post_start: Vec::new(),
             networks: self
                 .networks
                 .iter()
@@ -641,6 +651,10 @@ impl Serialize for Hashed<'_> {
         s.serialize_field("networks", &c.networks)?;
         s.serialize_field("healthcheck", &c.healthcheck)?;
         s.serialize_field("restart", &c.restart)?;
+        // Added later: enters only when set, so other containers keep their hash.
+        if !c.post_start.is_empty() {
+            s.serialize_field("post_start", &c.post_start)?;
+        }
         for (name, value) in &options {
             s.serialize_field(name, value)?;
         }

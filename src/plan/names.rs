@@ -14,6 +14,9 @@ pub(crate) const LABEL_PROXY: &str = "deploy.proxy";
 /// On the one-off container of a release command: the revision it releases. It has no
 /// service label, so no plan takes it for a service's container.
 pub(crate) const LABEL_RELEASE: &str = "deploy.release";
+/// The service's `pre_stop` hooks (JSON), read back when the container is stopped for good,
+/// whichever revision's deploy stops it.
+pub(crate) const LABEL_PRE_STOP: &str = "deploy.pre-stop";
 
 /// The labels every container, network, volume and image we create carries, so that state
 /// is read back from Docker rather than guessed from names.

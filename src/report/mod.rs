@@ -59,6 +59,10 @@ pub(crate) enum StepKind {
     },
     /// The release command (`x-deploy.release`), in a one-off container of the new image.
     Release,
+    /// Lifecycle hooks (`post_start`, `pre_stop`) run in a container: `what` says whose.
+    Hook {
+        what: String,
+    },
 }
 
 impl fmt::Display for StepKind {
@@ -75,6 +79,7 @@ impl fmt::Display for StepKind {
             StepKind::Dump { service } => write!(f, "dump {service}"),
             StepKind::Restore { service } => write!(f, "restore {service}"),
             StepKind::Release => f.write_str("release"),
+            StepKind::Hook { what } => write!(f, "run {what}"),
         }
     }
 }
