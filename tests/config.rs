@@ -129,3 +129,30 @@ fn config_names_what_is_wrong() {
         text(&typo)
     );
 }
+
+/// A revision's `include:` and `extends.file` are read from that revision too, not from the
+/// work tree.
+#[test]
+fn config_of_a_revision_reads_the_files_it_names_from_that_revision() {
+    let stack = Stack::empty("cfginc");
+    stack.write(
+        "docker-compose.yml",
+        "include: [ops/tools.yml]
+services:
+  web:
+    extends: {file: ops/base.yml, service: base}
+",
+    );
+    stack.write(
+        "ops/base.yml",
+        "services:\n  base:\n    image: web:from-base\n",
+    );
+    stack.write("ops/tools.yml", "services:\n  tools:\n    image: tools:1\n");
+    let v1 = stack.commit("v1");
+    git(&stack.work, &["push", "-q", "prod", "main:staging"]);
+    let out = config(&stack, Some(&v1));
+    assert!(out.status.success(), "{}", text(&out));
+    let printed = stdout(&stack, &out);
+    assert!(printed.contains("image: web:from-base"), "{printed}");
+    assert!(printed.contains("image: tools:1"), "{printed}");
+}
