@@ -1103,9 +1103,13 @@ fn issue17_f10_files_are_read_with_bounds() {
 fn issue17_f11_the_build_log_and_the_pushers_stream_are_capped() {
     let stack = stack("f11");
     stack.add_settings("build_log_limit: 1MiB\n");
+    // The project's name makes the step new to the build cache, so it runs and prints.
     stack.write(
         "Dockerfile",
-        "FROM debian:bookworm-slim\nRUN yes | head -c 30000000\n",
+        &format!(
+            "FROM debian:bookworm-slim\nRUN echo {} && yes | head -c 30000000\n",
+            stack.project
+        ),
     );
     stack.write(
         "docker-compose.yml",
