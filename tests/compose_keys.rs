@@ -427,6 +427,42 @@ configs:
     use std::os::unix::fs::MetadataExt;
     let want = format!("{} {} {:o}", host.uid(), host.gid(), host.mode() & 0o777);
     assert_eq!(stat("/run/secrets/plain"), want);
+
+    // A new mode: a new copy, and the one no container mounts any more is gone.
+    let copies = || {
+        let mut names: Vec<String> = std::fs::read_dir(stack.root.join("mounts"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = copies();
+    assert_eq!(
+        before.len(),
+        2,
+        "the secret's copy and the config's: {before:?}"
+    );
+    stack.write(
+        "docker-compose.yml",
+        &stack.compose().replace("mode: 0400", "mode: 0440"),
+    );
+    stack.commit("v2");
+    let push = stack.push("dev");
+    assert!(push.output.contains("deployed"), "{}", push.output);
+    let app = service_container(&stack.project, "app").id.unwrap();
+    assert_eq!(
+        exec(&app, &["stat", "-c", "%a", "/run/secrets/token"])
+            .1
+            .trim(),
+        "440"
+    );
+    let after = copies();
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert_ne!(
+        after, before,
+        "the secret's old copy went, its new one came"
+    );
 }
 
 /// `post_start` runs in the new container before it counts as started, and one that fails

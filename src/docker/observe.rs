@@ -183,6 +183,21 @@ pub(crate) async fn writable_binds(docker: &Docker) -> Result<Vec<(String, Strin
     Ok(out)
 }
 
+/// The host paths bind-mounted into any container on the engine, running or not.
+pub(crate) async fn bind_sources(docker: &Docker) -> Result<BTreeSet<String>, DockerError> {
+    let all = ListContainersOptions {
+        all: true,
+        ..Default::default()
+    };
+    let list = (docker.list_containers(Some(all)).await)
+        .map_err(|e| DockerError::api("list the containers", e))?;
+    Ok((list.into_iter())
+        .flat_map(|c| c.mounts.unwrap_or_default())
+        .filter(|m| m.typ.as_deref() == Some("bind"))
+        .filter_map(|m| m.source)
+        .collect())
+}
+
 /// The names of the networks and of the volumes that exist and are not `project`'s.
 pub(crate) async fn foreign_names(
     docker: &Docker,

@@ -1,5 +1,5 @@
 //! After a successful deploy: keep what rollback needs, remove the rest (images, ledger
-//! rows, build logs). A failure here is a warning; the deploy already succeeded.
+//! rows, build logs, file copies no container mounts). A failure here is a warning; the deploy already succeeded.
 
 use std::collections::BTreeSet;
 
@@ -47,6 +47,8 @@ pub(crate) async fn apply(
         ));
     }
 
+    prune_mounts(root, docker, reporter).await?;
+
     let keep: Vec<Revision> = keep.into_iter().collect();
     for log in ledger.prune(KEEP_DEPLOYS, &keep).await? {
         // Only our own build logs, never a path a corrupted row might point elsewhere.
@@ -58,6 +60,31 @@ pub(crate) async fn apply(
                 "could not remove old build log `{}`: {e}",
                 log.display()
             ));
+        }
+    }
+    Ok(())
+}
+
+/// Removes the files of `ROOT/mounts/` (copies of secrets and configs the preflight wrote)
+/// that no container mounts any more: a rollback writes the copies it needs again.
+async fn prune_mounts(root: &Root, docker: &Docker, reporter: &Reporter) -> anyhow::Result<()> {
+    let Ok(entries) = std::fs::read_dir(root.mounts()) else {
+        return Ok(());
+    };
+    // Compared by real path, so a ROOT reached through a symlink cannot make a mounted
+    // file look unused.
+    let real = |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned());
+    let mounted: BTreeSet<_> = (docker::observe::bind_sources(docker).await?.iter())
+        .map(|s| real(std::path::Path::new(s)))
+        .collect();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+        if is_file
+            && !mounted.contains(&real(&path))
+            && let Err(e) = std::fs::remove_file(&path)
+        {
+            reporter.warn(format!("could not remove `{}`: {e}", path.display()));
         }
     }
     Ok(())
