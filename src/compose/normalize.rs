@@ -256,31 +256,22 @@ impl Ctx<'_> {
     /// and a `volumes_from` entry its volumes, so that service must exist and start first,
     /// as docker-compose orders it.
     fn shared_namespaces(&self, at: &str, service: &mut Service) -> Result<(), ComposeError> {
-        for (key, value) in [
-            ("network_mode", &service.options.network_mode),
-            ("pid", &service.options.pid),
-            ("ipc", &service.options.ipc),
-        ] {
-            if let Some(other) = value.as_deref().and_then(|v| v.strip_prefix("service:")) {
-                let other = self
-                    .known_service(other)
-                    .map_err(|(Unknown::Disabled(m) | Unknown::Undefined(m))| err(at, key, m))?;
-                service.depends_on.entry(other).or_insert(STARTED);
-            }
-        }
-        for (i, entry) in service.options.volumes_from.iter().enumerate() {
-            if entry.starts_with("container:") {
-                continue; // the policy refuses it
-            }
-            let other = entry.split(':').next().unwrap_or(entry);
-            let other = self.known_service(other).map_err(
-                |(Unknown::Disabled(m) | Unknown::Undefined(m))| {
-                    err(at, &format!("volumes_from[{i}]"), m)
-                },
-            )?;
+        for (key, other) in service.options.joined_services() {
+            let other = self.required_service(at, &key, &other)?;
             service.depends_on.entry(other).or_insert(STARTED);
         }
         Ok(())
+    }
+
+    /// The enabled service called `name`, which the service at `at` names at `key`.
+    fn required_service(
+        &self,
+        at: &str,
+        key: &str,
+        name: &str,
+    ) -> Result<ServiceName, ComposeError> {
+        self.known_service(name)
+            .map_err(|(Unknown::Disabled(m) | Unknown::Undefined(m))| err(at, key, m))
     }
 
     fn build(&self, at: &str, raw: StringOr<raw::Build>) -> Result<Build, ComposeError> {
@@ -580,9 +571,7 @@ impl Ctx<'_> {
         for (i, entry) in raw.into_iter().enumerate() {
             let key = format!("links[{i}]");
             let (service, alias) = entry.split_once(':').unwrap_or((&entry, &entry));
-            let service = self
-                .known_service(service)
-                .map_err(|(Unknown::Disabled(m) | Unknown::Undefined(m))| err(at, &key, m))?;
+            let service = self.required_service(at, &key, service)?;
             if ServiceName::parse(alias).is_err() {
                 return Err(err(
                     at,

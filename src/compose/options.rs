@@ -117,6 +117,33 @@ macro_rules! options {
     };
 }
 
+impl Options {
+    /// The services these settings join, each with the key that says so: the namespace of
+    /// `service:NAME` in `network_mode`, `pid` or `ipc`, and the volumes of a `volumes_from`
+    /// entry (`container:NAME` joins no service; the policy refuses it).
+    pub(crate) fn joined_services(&self) -> Vec<(String, String)> {
+        let namespaces = [
+            ("network_mode", &self.network_mode),
+            ("pid", &self.pid),
+            ("ipc", &self.ipc),
+        ]
+        .into_iter()
+        .filter_map(|(key, v)| Some((key.to_owned(), v.as_deref()?.strip_prefix("service:")?)));
+        let volumes = (self.volumes_from.iter().enumerate())
+            .filter(|(_, v)| !v.starts_with("container:"))
+            .map(|(i, v)| {
+                (
+                    format!("volumes_from[{i}]"),
+                    v.split(':').next().unwrap_or(v),
+                )
+            });
+        namespaces
+            .chain(volumes)
+            .map(|(key, service)| (key, service.to_owned()))
+            .collect()
+    }
+}
+
 // ---- reading ----
 
 /// A key read as `R` and converted by `convert`; absent gives the default.

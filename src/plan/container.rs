@@ -531,19 +531,6 @@ impl ContainerSpec {
         }
     }
 
-    /// The services whose namespaces (`service:NAME`) or volumes (`volumes_from`) this
-    /// container shares.
-    fn joins(&self) -> impl Iterator<Item = &str> {
-        let o = &self.options;
-        let namespaces = [&o.network_mode, &o.pid, &o.ipc]
-            .into_iter()
-            .filter_map(|v| v.as_deref()?.strip_prefix("service:"));
-        let volumes = (o.volumes_from.iter())
-            .filter(|v| !v.starts_with("container:"))
-            .map(|v| v.split(':').next().unwrap_or(v));
-        namespaces.chain(volumes)
-    }
-
     /// Records the containers of the services this one joins, from `chosen` (service →
     /// container name, and whether that container is new). A container joined to a new
     /// one must be new too, as it would stay joined to the one that is retired: returns
@@ -551,11 +538,11 @@ impl ContainerSpec {
     pub(crate) fn join(&mut self, chosen: &BTreeMap<ServiceName, (String, bool)>) -> bool {
         let mut joined = BTreeMap::new();
         let mut renew = false;
-        for service in self.joins() {
+        for (_, service) in self.options.joined_services() {
             if let Some((container, new)) =
                 (chosen.iter()).find_map(|(name, c)| (name.as_str() == service).then_some(c))
             {
-                joined.insert(service.to_owned(), container.clone());
+                joined.insert(service, container.clone());
                 renew |= *new;
             }
         }
