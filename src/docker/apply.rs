@@ -270,18 +270,16 @@ async fn preflight(docker: &Docker, plan: &Plan, reporter: &Reporter) -> Result<
 
 /// Settings an older engine would drop without a word: refused, as compose v2 does.
 fn engine_features(docker: &Docker, plan: &Plan) -> Result<(), ApplyError> {
-    let version = docker.client_version();
-    let has = (version.major_version, version.minor_version);
     for s in &plan.services {
         let c = &s.container;
         let start_interval = (c.healthcheck.as_ref()).is_some_and(|h| h.start_interval.is_some());
-        if start_interval && has < (1, 44) {
+        if start_interval && super::api_before(docker, 1, 44) {
             return Err(ApplyError::EngineTooOld {
                 service: s.service.clone(),
                 key: "healthcheck.start_interval",
                 needs: "25",
                 api: "1.44",
-                has: version.to_string(),
+                has: docker.client_version().to_string(),
             });
         }
     }

@@ -94,8 +94,7 @@ pub(crate) enum Builder {
 impl Builder {
     /// BuildKit whenever the engine has it.
     pub(crate) async fn of(docker: &Docker) -> Self {
-        let api = docker.client_version();
-        if (api.major_version, api.minor_version) < (1, 39) {
+        if super::api_before(docker, 1, 39) {
             return Builder::Classic;
         }
         match docker.version().await {
@@ -138,13 +137,12 @@ pub(crate) async fn build_image(
     out: &Step,
 ) -> Result<String, BuildError> {
     let mut builder = Builder::of(docker).await;
-    let api = docker.client_version();
     // BuildKit gives `RUN` steps the size `build.shm_size` asks for from Docker Engine 23
     // (API 1.42); an older engine's BuildKit keeps 64 MiB without a word, so such a build
     // goes to the classic builder, which honours it.
     if builder == Builder::BuildKit
         && step.build.shm_size.is_some()
-        && (api.major_version, api.minor_version) < (1, 42)
+        && super::api_before(docker, 1, 42)
     {
         if !step.build.secrets.is_empty() {
             return Err(Failure::of(step).dockerfile(

@@ -78,6 +78,13 @@ pub(crate) async fn connect() -> Result<Docker, DockerError> {
     connect_to(&host()).await
 }
 
+/// Whether the API version `connect` settled on is older than `major.minor`: what an
+/// engine that old does not do, it drops without a word.
+pub(crate) fn api_before(docker: &Docker, major: usize, minor: usize) -> bool {
+    let api = docker.client_version();
+    (api.major_version, api.minor_version) < (major, minor)
+}
+
 /// `DOCKER_HOST`, or the default socket.
 fn host() -> String {
     std::env::var("DOCKER_HOST")

@@ -382,9 +382,7 @@ pub(crate) fn prepare(root: &Root, checked: Checked) -> anyhow::Result<(Spec, Bu
         write_owned(root, &mut spec, o)?;
     }
     for copy in copies {
-        let digest = sha2::Sha256::digest(copy.text.as_bytes());
-        let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
-        let path = root.mounts().join(hex);
+        let path = root.mounts().join(named_by(&copy.text));
         write_own_file(&path, &copy.text)?;
         match copy.of {
             Copied::Secret(name) => {
@@ -454,12 +452,17 @@ fn write_owned(root: &Root, spec: &mut Spec, o: Owned) -> anyhow::Result<()> {
     };
     let mode = owner.mode.unwrap_or(0o444);
     let recipe = format!("{:?}:{:?}:{mode:o}:{}", owner.uid, owner.gid, o.text);
-    let digest = sha2::Sha256::digest(recipe.as_bytes());
-    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
-    let path = root.mounts().join(format!("owned-{hex}"));
+    let path = root.mounts().join(format!("owned-{}", named_by(&recipe)));
     write_file(&path, &o.text, mode, (owner.uid, owner.gid))?;
     owner.copy = Some(path);
     Ok(())
+}
+
+/// The name of a copy in `ROOT/mounts/`: a digest of what it holds, so equal copies share
+/// one file and a changed one gets a new name.
+fn named_by(content: &str) -> String {
+    let digest = sha2::Sha256::digest(content.as_bytes());
+    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
 /// Writes a file in a directory of `deploy`'s own without following anything planted
