@@ -166,36 +166,42 @@ pub(crate) async fn image_exists(docker: &Docker, image: &str) -> Result<bool, D
 /// The read-write bind mounts of every running container on this host, whatever its project:
 /// (source, who). Whoever can write to a directory can swap what is below it.
 pub(crate) async fn writable_binds(docker: &Docker) -> Result<Vec<(String, String)>, DockerError> {
-    let list = docker
-        .list_containers(None::<ListContainersOptions>)
-        .await
-        .map_err(|e| DockerError::api("list the running containers", e))?;
-    let mut out = Vec::new();
-    for c in list {
-        let name = container_name(c.names);
-        for m in c.mounts.unwrap_or_default() {
-            let bind = m.typ.as_deref() == Some("bind");
-            if let (true, Some(true), Some(source)) = (bind, m.rw, m.source) {
-                out.push((source, format!("the running container `{name}`")));
-            }
-        }
-    }
-    Ok(out)
+    Ok((binds(docker, false).await?.into_iter())
+        .filter(|(_, m)| m.rw == Some(true))
+        .filter_map(|(name, m)| Some((m.source?, format!("the running container `{name}`"))))
+        .collect())
 }
 
 /// The host paths bind-mounted into any container on the engine, running or not.
 pub(crate) async fn bind_sources(docker: &Docker) -> Result<BTreeSet<String>, DockerError> {
-    let all = ListContainersOptions {
-        all: true,
+    Ok((binds(docker, true).await?.into_iter())
+        .filter_map(|(_, m)| m.source)
+        .collect())
+}
+
+/// The bind mounts of the running containers (every container with `all`), by container
+/// name.
+async fn binds(
+    docker: &Docker,
+    all: bool,
+) -> Result<Vec<(String, bollard::models::MountPoint)>, DockerError> {
+    let options = ListContainersOptions {
+        all,
         ..Default::default()
     };
-    let list = (docker.list_containers(Some(all)).await)
+    let list = (docker.list_containers(Some(options)).await)
         .map_err(|e| DockerError::api("list the containers", e))?;
-    Ok((list.into_iter())
-        .flat_map(|c| c.mounts.unwrap_or_default())
-        .filter(|m| m.typ.as_deref() == Some("bind"))
-        .filter_map(|m| m.source)
-        .collect())
+    let mut out = Vec::new();
+    for c in list {
+        let name = container_name(c.names);
+        let mounts = c.mounts.unwrap_or_default().into_iter();
+        out.extend(
+            mounts
+                .filter(|m| m.typ.as_deref() == Some("bind"))
+                .map(|m| (name.clone(), m)),
+        );
+    }
+    Ok(out)
 }
 
 /// The names of the networks and of the volumes that exist and are not `project`'s.
