@@ -114,7 +114,7 @@ fn include(
     unset: &mut Unset,
     chain: &mut Vec<PathBuf>,
 ) -> Result<(), ComposeError> {
-    let Some(Value::Mapping(top)) = Some(&mut *tree) else {
+    let Value::Mapping(top) = tree else {
         return Ok(());
     };
     let Some(entries) = top.remove("include") else {
