@@ -167,10 +167,9 @@ pub(crate) fn load(
     let mut unknown = Vec::new();
     let service_options = take_options(&mut typed, &mut unknown).map_err(locate)?;
     let raw: raw::Compose = typed_as(typed, "", &mut unknown).map_err(locate)?;
-    let mut unsupported = unknown.into_iter().map(|path| {
-        let path = path.replace(RESTART_POLICY, "deploy.restart_policy");
-        locate(ComposeError::at(path, "not supported"))
-    });
+    let mut unsupported = unknown
+        .into_iter()
+        .map(|path| locate(ComposeError::at(path, "not supported")));
     if let Some(first) = unsupported.next() {
         return Err(ComposeError {
             also: unsupported.collect(),
@@ -233,12 +232,20 @@ fn take_options(
             continue;
         };
         let at = format!("services.{name}");
-        // `deploy.restart_policy` is the restart policy, modelled with `restart:`; the rest
-        // of `deploy:` belongs to the table. `x-` keys are gone by now, so this name is free.
-        let policy = (map.get_mut("deploy").and_then(Value::as_mapping_mut))
-            .and_then(|deploy| deploy.remove("restart_policy"));
-        if let Some(policy) = policy {
-            map.insert(RESTART_POLICY.into(), policy);
+        // Some keys of `deploy:` are modelled with the service's own (the restart policy
+        // with `restart:`, the replicas with `scale:`); the rest of `deploy:` belongs to the
+        // table. `x-` keys are gone by now, so the names they move to are free.
+        if let Some(deploy) = map.get_mut("deploy").and_then(Value::as_mapping_mut) {
+            let moved: Vec<(String, Value)> = MOVED_DEPLOY_KEYS
+                .iter()
+                .filter_map(|key| Some((format!("{MOVED_PREFIX}{key}"), deploy.remove(*key)?)))
+                .collect();
+            if deploy.is_empty() {
+                map.remove("deploy");
+            }
+            for (key, value) in moved {
+                map.insert(key.into(), value);
+            }
         }
         let taken = options::Options::take(&mut options::Taker::new(map, &at, unknown))?;
         out.insert(name.to_owned(), taken);
@@ -246,8 +253,10 @@ fn take_options(
     Ok(out)
 }
 
-/// Where `deploy.restart_policy` waits for the serde mirror (`raw::Service`).
-pub(crate) const RESTART_POLICY: &str = "x-restart-policy";
+/// The keys of `deploy:` the serde mirror (`raw::Service`) reads, moved to the service as
+/// `x-from-deploy.<key>`; errors name them by their real path.
+const MOVED_DEPLOY_KEYS: [&str; 4] = ["restart_policy", "replicas", "update_config", "mode"];
+const MOVED_PREFIX: &str = "x-from-deploy.";
 
 /// One file's tree, ready for layering.
 fn prepare(
@@ -329,6 +338,7 @@ fn locate(
     trees: &[Value],
     merged: &Value,
 ) -> ComposeError {
+    e.key_path = e.key_path.replace(MOVED_PREFIX, "deploy.");
     if e.file.is_some() {
         return e;
     }

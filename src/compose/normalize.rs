@@ -9,7 +9,7 @@ use super::raw::{self, Flag, Scalar, StringOr, StringOrList};
 use super::spec::{
     Build, BuildSecret, Condition, Config, ConfigMount, Dependency, EnvFile, HealthTest,
     Healthcheck, Hook, Ipam, IpamPool, Link, Mount, Network, Ownership, Port, PullPolicy, Restart,
-    Secret, SecretMount, Service, ServiceNetwork, Spec, Volume,
+    Secret, SecretMount, Service, ServiceNetwork, Spec, UpdateOrder, Volume,
 };
 use super::{ComposeError, LoadOptions, bytes, duration, ports, spec};
 use crate::ids::{ProjectName, ServiceName};
@@ -167,6 +167,12 @@ impl Ctx<'_> {
             .map(|(k, v)| (k.clone(), v.or_else(|| self.options.env.get(&k).cloned())))
             .collect();
         let built = raw.build.is_some();
+        read(at, "deploy.mode", raw.mode, |m| match m.as_str() {
+            "replicated" => Ok(()),
+            _ => Err(format!(
+                "`{m}` is Swarm's; one host runs `replicated` services (set `scale:` or `deploy.replicas`)"
+            )),
+        })?;
         let mut service = Service {
             build: raw.build.map(|b| self.build(at, b)).transpose()?,
             image: raw.image,
@@ -179,6 +185,11 @@ impl Ctx<'_> {
             env_files,
             healthcheck: raw.healthcheck.map(|h| healthcheck(at, h)).transpose()?,
             restart: restart_of(at, raw.restart, raw.restart_policy)?,
+            replicas: replicas_of(at, raw.scale, raw.replicas)?,
+            update_order: read(at, "deploy.update_config.order", raw.update_config, |u| {
+                update_order(u.order.as_deref())
+            })?
+            .flatten(),
             user: raw.user.map(|u| u.0),
             working_dir: read(at, "working_dir", raw.working_dir, |w| {
                 match w.starts_with('/') {
@@ -219,6 +230,10 @@ impl Ctx<'_> {
         service.pre_stop = hooks(at, "pre_stop", raw.pre_stop)?;
         self.shared_namespaces(at, &mut service)?;
         swap_limit(at, &service.options)?;
+        if service.container_name.is_some() && service.replicas() > 1 {
+            let message = "one name cannot name several containers: remove it to run replicas";
+            return Err(err(at, "container_name", message));
+        }
         Ok(service)
     }
 
@@ -1137,6 +1152,33 @@ fn restart_of(
         )),
         (written, None) => read(at, "restart", written, |r| restart(&r.0)),
         (None, policy) => read(at, "deploy.restart_policy", policy, restart_policy),
+    }
+}
+
+/// `scale:` or `deploy.replicas`: if both are written, they must agree, as compose v2 wants.
+fn replicas_of(
+    at: &str,
+    scale: Option<raw::Int<u32>>,
+    replicas: Option<raw::Int<u32>>,
+) -> Result<Option<u32>, ComposeError> {
+    match (scale.map(|n| n.0), replicas.map(|n| n.0)) {
+        (Some(a), Some(b)) if a != b => Err(err(
+            at,
+            "deploy.replicas",
+            format!("{b} disagrees with `scale: {a}`; set one of them"),
+        )),
+        (scale, replicas) => Ok(scale.or(replicas)),
+    }
+}
+
+fn update_order(order: Option<&str>) -> Result<Option<UpdateOrder>, String> {
+    match order {
+        None => Ok(None),
+        Some("start-first") => Ok(Some(UpdateOrder::StartFirst)),
+        Some("stop-first") => Ok(Some(UpdateOrder::StopFirst)),
+        Some(other) => Err(format!(
+            "`{other}` is not an order; use `start-first` or `stop-first`"
+        )),
     }
 }
 

@@ -94,9 +94,23 @@ pub(crate) struct Service {
     pub(crate) post_start: Vec<Hook>,
     #[serde(default)]
     pub(crate) pre_stop: Vec<Hook>,
-    /// `deploy.restart_policy`, moved here by `take_options`.
-    #[serde(rename = "x-restart-policy")]
+    pub(crate) scale: Option<Int<u32>>,
+    /// `deploy.restart_policy`, moved here by `take_options`, as are the next three.
+    #[serde(rename = "x-from-deploy.restart_policy")]
     pub(crate) restart_policy: Option<RestartPolicy>,
+    #[serde(rename = "x-from-deploy.replicas")]
+    pub(crate) replicas: Option<Int<u32>>,
+    #[serde(rename = "x-from-deploy.update_config")]
+    pub(crate) update_config: Option<UpdateConfig>,
+    #[serde(rename = "x-from-deploy.mode")]
+    pub(crate) mode: Option<String>,
+}
+
+/// `deploy.update_config`: of Swarm's rolling update, only the order means something when
+/// one host replaces a container; the pacing keys are refused with their path.
+#[derive(Debug, Deserialize)]
+pub(crate) struct UpdateConfig {
+    pub(crate) order: Option<String>,
 }
 
 /// A lifecycle hook: a command run in the service's container.

@@ -286,6 +286,20 @@ fn service(s: &Service, restart: &Restart) -> Value {
         unreachable!("a struct serializes as a mapping")
     };
     s.options.render(&mut map);
+    if let Some(n) = s.replicas {
+        map.insert("scale".into(), n.into());
+    }
+    if let Some(order) = s.update_order {
+        let order = serde_yaml::to_value(order).expect("plain data always serializes");
+        let mut update = serde_yaml::Mapping::new();
+        update.insert("order".into(), order);
+        let deploy = map
+            .entry("deploy".into())
+            .or_insert_with(|| Value::Mapping(serde_yaml::Mapping::new()));
+        if let Some(deploy) = deploy.as_mapping_mut() {
+            deploy.insert("update_config".into(), update.into());
+        }
+    }
     let mut entries: Vec<(Value, Value)> = map.into_iter().collect();
     entries.sort_by(|(a, _), (b, _)| a.as_str().cmp(&b.as_str()));
     Value::Mapping(entries.into_iter().collect())

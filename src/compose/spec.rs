@@ -133,9 +133,33 @@ pub(crate) struct Service {
     /// alias.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(crate) links: Vec<Link>,
+    /// `scale:` or `deploy.replicas`: how many containers run the service; `None` is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) replicas: Option<u32>,
+    /// `deploy.update_config.order`: whether a replacement starts before its predecessor
+    /// stops; `None` leaves it to the plan's default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) update_order: Option<UpdateOrder>,
     /// The settings that go to the engine as they are (`options.rs`).
     #[serde(flatten)]
     pub(crate) options: Options,
+}
+
+impl Service {
+    /// How many containers run the service.
+    pub(crate) fn replicas(&self) -> u32 {
+        self.replicas.unwrap_or(1)
+    }
+}
+
+/// `deploy.update_config.order`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum UpdateOrder {
+    /// The new container starts, and proves ready, while the old one still runs.
+    StartFirst,
+    /// The old container stops before the new one starts.
+    StopFirst,
 }
 
 /// A lifecycle hook (`post_start`, `pre_stop`): a command run in the container by exec.

@@ -120,14 +120,19 @@ pub(crate) struct Applied {
     undo: Vec<Undo>,
     /// Replaced containers, removed by `commit`.
     retire: Vec<ObservedContainer>,
-    /// The container id now serving each service.
-    ids: HashMap<ServiceName, String>,
+    /// The containers now serving each service, its replicas in order.
+    ids: HashMap<ServiceName, Vec<String>>,
 }
 
 impl Applied {
-    /// The container now serving `service`.
+    /// The container now serving `service` (its first, when it has replicas).
     pub(crate) fn container(&self, service: &ServiceName) -> Option<&str> {
-        self.ids.get(service).map(String::as_str)
+        self.containers(service).first().map(String::as_str)
+    }
+
+    /// Every container now serving `service`.
+    pub(crate) fn containers(&self, service: &ServiceName) -> &[String] {
+        self.ids.get(service).map_or(&[], Vec::as_slice)
     }
 
     /// The containers `commit` will remove.
@@ -139,10 +144,7 @@ impl Applied {
     /// file, and networks no longer declared.
     pub(crate) async fn commit(self, docker: &Docker, plan: &Plan, reporter: &Reporter) {
         for c in &plan.orphans {
-            reporter.info(format!(
-                "removing `{}`: its service is no longer in the compose file",
-                c.name
-            ));
+            reporter.info(format!("removing `{}`: {}", c.name, plan.why_removed(c)));
         }
         let old: Vec<&ObservedContainer> = self.retire.iter().chain(&plan.orphans).collect();
         if !old.is_empty() {
@@ -162,6 +164,13 @@ impl Applied {
                 ));
             }
         }
+    }
+
+    fn serving(&mut self, service: &ServiceName, id: &str) {
+        self.ids
+            .entry(service.clone())
+            .or_default()
+            .push(id.to_owned());
     }
 
     /// Puts back what this run changed, newest change first. Best effort: each failure is
@@ -494,10 +503,10 @@ impl Applying<'_> {
             let one_shot = one_shots.contains(&step.service);
             match &step.action {
                 Action::Keep(c) => {
-                    self.applied.ids.insert(step.service.clone(), c.id.clone());
+                    self.applied.serving(&step.service, &c.id);
                     if !c.running {
                         let s = self.reporter.step(StepKind::Start {
-                            service: step.service.to_string(),
+                            service: step.label(),
                         });
                         start(self.docker, &c.id, &c.name).await?;
                         self.gate(&step.service, &c.id, one_shot).await?;
@@ -505,13 +514,14 @@ impl Applying<'_> {
                     } else {
                         self.reporter.info(format!(
                             "{}: unchanged, `{}` keeps running",
-                            step.service, c.name
+                            step.label(),
+                            c.name
                         ));
                     }
                 }
                 Action::Create => {
                     let s = self.reporter.step(StepKind::Start {
-                        service: step.service.to_string(),
+                        service: step.label(),
                     });
                     let id = self.create_and_start(&step.container, &[]).await?;
                     self.gate(&step.service, &id, one_shot).await?;
@@ -519,7 +529,7 @@ impl Applying<'_> {
                 }
                 Action::Replace(old) => {
                     let s = self.reporter.step(StepKind::Replace {
-                        service: step.service.to_string(),
+                        service: step.label(),
                     });
                     self.replace(step, old, one_shot).await?;
                     s.finish();
@@ -537,9 +547,7 @@ impl Applying<'_> {
     ) -> Result<(), ApplyError> {
         let spec = &step.container;
         let clash = old.name == spec.name;
-        // Only an app built from the repo, with no fixed host port, may run beside its
-        // predecessor; a database must never have two servers on one data directory.
-        let start_first = step.built && !spec.ports.iter().any(|p| p.is_fixed()) && old.running;
+        let start_first = step.start_first && old.running;
         let stopped = old.running && !start_first;
         if stopped {
             self.reporter.info(format!("stopping `{}`", old.name));
@@ -591,7 +599,7 @@ impl Applying<'_> {
             .get(names::LABEL_SERVICE)
             .and_then(|s| ServiceName::parse(s).ok())
         {
-            self.applied.ids.insert(service, id.clone());
+            self.applied.serving(&service, &id);
         }
         Ok(id)
     }
@@ -630,22 +638,23 @@ impl Applying<'_> {
         dependency: &ServiceName,
         condition: Condition,
     ) -> Result<(), ApplyError> {
-        let Some(id) = self.applied.ids.get(dependency).cloned() else {
-            return Ok(());
-        };
+        // Every container of the dependency must meet the condition, as compose waits.
         let timeout = self.options.health_timeout;
-        let waited = match condition {
-            Condition::ServiceStarted => return Ok(()),
-            Condition::ServiceHealthy => health::wait_healthy(self.docker, &id, timeout).await,
-            Condition::ServiceCompletedSuccessfully => {
-                health::wait(self.docker, &id, &Readiness::Completed, timeout).await
-            }
-        };
-        waited.map_err(|reason| ApplyError::Dependency {
-            service: service.clone(),
-            dependency: dependency.clone(),
-            reason,
-        })
+        for id in self.applied.containers(dependency).to_vec() {
+            let waited = match condition {
+                Condition::ServiceStarted => return Ok(()),
+                Condition::ServiceHealthy => health::wait_healthy(self.docker, &id, timeout).await,
+                Condition::ServiceCompletedSuccessfully => {
+                    health::wait(self.docker, &id, &Readiness::Completed, timeout).await
+                }
+            };
+            waited.map_err(|reason| ApplyError::Dependency {
+                service: service.clone(),
+                dependency: dependency.clone(),
+                reason,
+            })?;
+        }
+        Ok(())
     }
 
     async fn log_tail(&self, service: &ServiceName, id: &str) {

@@ -7,7 +7,9 @@ use bollard::models::ContainerSummaryStateEnum;
 use bollard::query_parameters::{ListContainersOptions, ListNetworksOptions, ListVolumesOptions};
 
 use crate::ids::{ProjectName, ServiceName};
-use crate::plan::names::{LABEL_CONFIG_HASH, LABEL_PROJECT, LABEL_REVISION, LABEL_SERVICE};
+use crate::plan::names::{
+    LABEL_CONFIG_HASH, LABEL_PROJECT, LABEL_REPLICA, LABEL_REVISION, LABEL_SERVICE,
+};
 use crate::plan::{Observed, ObservedContainer};
 
 use super::DockerError;
@@ -103,6 +105,10 @@ pub(crate) async fn containers(
                     .and_then(|s| ServiceName::parse(s).ok()),
                 revision: labels.get(LABEL_REVISION).cloned(),
                 config_hash: labels.get(LABEL_CONFIG_HASH).cloned(),
+                replica: labels
+                    .get(LABEL_REPLICA)
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(1),
                 running: matches!(
                     c.state,
                     Some(

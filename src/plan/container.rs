@@ -531,6 +531,23 @@ impl ContainerSpec {
         }
     }
 
+    /// The service's `replica`th container (the first is this one): its own name and label,
+    /// by which the next plan finds it again.
+    pub(crate) fn replica(&self, replica: u32) -> ContainerSpec {
+        let mut c = self.clone();
+        if replica > 1 {
+            c.name = names::replica(&self.name, replica);
+            c.labels
+                .insert(names::LABEL_REPLICA.to_owned(), replica.to_string());
+            c.config_hash = config_hash(&c);
+            c.labels.insert(
+                names::LABEL_CONFIG_HASH.to_owned(),
+                hash_label(&c.config_hash),
+            );
+        }
+        c
+    }
+
     /// Records the containers of the services this one joins, from `chosen` (service →
     /// container name, and whether that container is new). A container joined to a new
     /// one must be new too, as it would stay joined to the one that is retired: returns

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::compose::Spec;
-use crate::compose::spec::{Build, Condition, Ipam, Network, PullPolicy};
+use crate::compose::spec::{Build, Condition, Ipam, Network, PullPolicy, UpdateOrder};
 use crate::ids::{ProjectName, Revision, ServiceName};
 use crate::report::PlanRow;
 
@@ -65,6 +65,8 @@ pub(crate) struct ObservedContainer {
     pub(crate) revision: Option<String>,
     pub(crate) config_hash: Option<String>,
     pub(crate) running: bool,
+    /// Which of its service's containers it is (`names::LABEL_REPLICA`), from 1.
+    pub(crate) replica: u32,
 }
 
 /// Knobs that come from the host, not the compose file.
@@ -87,9 +89,13 @@ pub(crate) struct Plan {
     pub(crate) builds: Vec<BuildStep>,
     /// Images built earlier (for this revision, or from an identical tree), reused.
     pub(crate) reused: Vec<Reuse>,
-    /// In dependency order: every service comes after what it depends on.
+    /// In dependency order: every service comes after what it depends on, and a service's
+    /// replicas in their order.
     pub(crate) services: Vec<ServiceStep>,
-    /// Containers of this project whose service left the compose file.
+    /// How many containers each service runs.
+    pub(crate) replicas: BTreeMap<ServiceName, u32>,
+    /// Containers of this project whose service left the compose file, or runs fewer
+    /// replicas now; removed after success.
     pub(crate) orphans: Vec<ObservedContainer>,
     /// This project's networks the compose file no longer declares (or a killed deploy
     /// left); removed after success.
@@ -133,6 +139,8 @@ pub(crate) enum Ensure {
 #[derive(Clone, Debug)]
 pub(crate) struct ServiceStep {
     pub(crate) service: ServiceName,
+    /// Which of the service's containers this is, from 1.
+    pub(crate) replica: u32,
     pub(crate) container: ContainerSpec,
     pub(crate) action: Action,
     /// Conditions on other services that must hold before this one starts.
@@ -141,6 +149,18 @@ pub(crate) struct ServiceStep {
     pub(crate) built: bool,
     /// When the image of a service that is not built is pulled.
     pub(crate) pull: PullPolicy,
+    /// Whether a replacement starts and proves ready while its predecessor still runs.
+    pub(crate) start_first: bool,
+}
+
+impl ServiceStep {
+    /// The service, and which replica when it is not the first: `web`, `web #2`.
+    pub(crate) fn label(&self) -> String {
+        match self.replica {
+            0 | 1 => self.service.to_string(),
+            n => format!("{} #{n}", self.service),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -165,6 +185,15 @@ pub(crate) enum PlanError {
         name: String,
         has: String,
         wanted: String,
+    },
+    #[error(
+        "services.{service}: its {replicas} replicas cannot all bind host port {port}, only one container can; {hint}"
+    )]
+    FixedPortReplicas {
+        service: ServiceName,
+        replicas: u32,
+        port: String,
+        hint: &'static str,
     },
 }
 
@@ -248,46 +277,79 @@ pub(crate) fn plan(
     for name in order {
         let svc = &spec.services[&name];
         let built = svc.build.is_some();
-        let mut container =
+        let first =
             container::spec(&ctx, &name, svc).ok_or_else(|| PlanError::NoImage(name.clone()))?;
-        let joins_new = container.join(&chosen);
-        let current = live_container(&observed.containers, &name);
-        let action = match current {
-            None => Action::Create,
-            Some(c)
-                if !joins_new
-                    && c.config_hash
-                        .as_deref()
-                        .is_some_and(|h| container.same_config(h)) =>
-            {
-                Action::Keep(c.clone())
-            }
-            Some(c) => Action::Replace(c.clone()),
-        };
-        let kept = match &action {
-            Action::Keep(c) => (c.name.clone(), false),
-            _ => (container.name.clone(), true),
-        };
-        chosen.insert(name.clone(), kept);
-        if let Some(c) = current {
-            current_ids.insert(c.id.clone());
+        let replicas = svc.replicas();
+        if let Some(port) = (first.ports.iter())
+            .find(|p| p.is_fixed())
+            .filter(|_| replicas > 1)
+        {
+            return Err(PlanError::FixedPortReplicas {
+                service: name,
+                replicas,
+                port: port.host_ports().unwrap_or_default(),
+                hint: match (built, options.publish) {
+                    (true, container::Publish::Direct) => {
+                        "run `deploy serve`: its proxy owns the port and balances across the replicas"
+                    }
+                    _ => {
+                        "the proxy of `deploy serve` balances services built from the repo; publish a range (`8000-8009:80`) or no host port"
+                    }
+                },
+            });
         }
-        let waits = svc
-            .depends_on
-            .iter()
-            .filter(|(dep, _)| spec.services.contains_key(*dep))
-            .map(|(dep, d)| (dep.clone(), d.condition))
-            .collect();
-        services.push(ServiceStep {
-            service: name,
-            container,
-            action,
-            waits,
-            built,
-            pull: svc.pull_policy,
-        });
+        let start_first = start_first(spec, &name, &first);
+        for replica in 1..=replicas {
+            let mut container = first.replica(replica);
+            let joins_new = container.join(&chosen);
+            let current = live_container(&observed.containers, &name, replica);
+            let action = match current {
+                None => Action::Create,
+                Some(c)
+                    if !joins_new
+                        && c.config_hash
+                            .as_deref()
+                            .is_some_and(|h| container.same_config(h)) =>
+                {
+                    Action::Keep(c.clone())
+                }
+                Some(c) => Action::Replace(c.clone()),
+            };
+            // Services that join this one (`service:NAME`) join its first container.
+            if replica == 1 {
+                let kept = match &action {
+                    Action::Keep(c) => (c.name.clone(), false),
+                    _ => (container.name.clone(), true),
+                };
+                chosen.insert(name.clone(), kept);
+            }
+            if let Some(c) = current {
+                current_ids.insert(c.id.clone());
+            }
+            let waits = svc
+                .depends_on
+                .iter()
+                .filter(|(dep, _)| spec.services.contains_key(*dep))
+                .map(|(dep, d)| (dep.clone(), d.condition))
+                .collect();
+            services.push(ServiceStep {
+                service: name.clone(),
+                replica,
+                container,
+                action,
+                waits,
+                built,
+                pull: svc.pull_policy,
+                start_first,
+            });
+        }
     }
+    let replicas: BTreeMap<ServiceName, u32> = (spec.services.iter())
+        .map(|(name, s)| (name.clone(), s.replicas()))
+        .collect();
 
+    // A container no step took is an orphan if its service is gone or runs fewer replicas
+    // now, else a leftover (a second container for a replica, parked or stopped).
     let (orphans, leftovers) = observed
         .containers
         .iter()
@@ -296,7 +358,7 @@ pub(crate) fn plan(
         .partition(|c| {
             c.service
                 .as_ref()
-                .is_none_or(|s| !spec.services.contains_key(s))
+                .is_none_or(|s| replicas.get(s).is_none_or(|n| c.replica > *n))
         });
 
     let orphan_networks = observed
@@ -315,9 +377,23 @@ pub(crate) fn plan(
         builds,
         reused,
         services,
+        replicas,
         orphans,
         leftovers,
     })
+}
+
+/// Whether a service's replacement starts beside its predecessor: `update_config.order`
+/// decides, and without it only an app built from the repo does. Never with a fixed host
+/// port, which two containers cannot share, nor for a database: two servers must never
+/// run on one data directory.
+fn start_first(spec: &Spec, name: &ServiceName, container: &ContainerSpec) -> bool {
+    let svc = &spec.services[name];
+    let wanted = match svc.update_order {
+        Some(order) => order == UpdateOrder::StartFirst,
+        None => svc.build.is_some(),
+    };
+    wanted && !container.ports.iter().any(|p| p.is_fixed()) && !spec.databases().contains(name)
 }
 
 /// A network is created once, with the subnets it had then: one whose `ipam` now asks for
@@ -364,11 +440,12 @@ fn ensure(exists: bool, external: bool) -> Ensure {
 fn live_container<'a>(
     containers: &'a [ObservedContainer],
     service: &ServiceName,
+    replica: u32,
 ) -> Option<&'a ObservedContainer> {
     let mine = || {
         containers
             .iter()
-            .filter(move |c| c.service.as_ref() == Some(service))
+            .filter(move |c| c.service.as_ref() == Some(service) && c.replica == replica)
     };
     let parked = |c: &&ObservedContainer| c.name.ends_with(names::PARKED_SUFFIX);
     mine()
@@ -522,7 +599,15 @@ impl Plan {
                 .any(|s| !matches!(&s.action, Action::Keep(c) if c.running))
     }
 
-    /// The step of `service`.
+    /// Why an orphan goes.
+    pub(crate) fn why_removed(&self, orphan: &ObservedContainer) -> String {
+        match orphan.service.as_ref().and_then(|s| self.replicas.get(s)) {
+            Some(n) => format!("its service runs {n} replica(s) now"),
+            None => "its service is no longer in the compose file".to_owned(),
+        }
+    }
+
+    /// The step of `service` (its first container's).
     pub(crate) fn step(&self, service: &ServiceName) -> Option<&ServiceStep> {
         self.services.iter().find(|s| &s.service == service)
     }
@@ -563,8 +648,7 @@ impl Plan {
             rows.push(row("service", s.service.as_str(), what));
         }
         for c in &self.orphans {
-            let why = "(service no longer in the compose file)".to_owned();
-            rows.push(row("remove", &c.name, why));
+            rows.push(row("remove", &c.name, format!("({})", self.why_removed(c))));
         }
         for n in &self.orphan_networks {
             let why = "(network no longer in the compose file)".to_owned();

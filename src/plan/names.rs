@@ -18,6 +18,10 @@ pub(crate) const LABEL_RELEASE: &str = "deploy.release";
 /// whichever revision's deploy stops it.
 pub(crate) const LABEL_PRE_STOP: &str = "deploy.pre-stop";
 
+/// On the second and later containers of a service with replicas: which one it is. The
+/// first carries none, so a service that gains replicas keeps its container.
+pub(crate) const LABEL_REPLICA: &str = "deploy.replica";
+
 /// The labels every container, network, volume and image we create carries, so that state
 /// is read back from Docker rather than guessed from names.
 pub(crate) fn labels(
@@ -96,6 +100,15 @@ pub(crate) fn container(
         (Some(name), _) => name.to_owned(),
         (None, Some(rev)) => format!("{project}-{service}-{}", rev.short()),
         (None, None) => format!("{project}-{service}"),
+    }
+}
+
+/// The name of a service's `replica`th container: the first is the service's container,
+/// the others add `-<n>` to its name.
+pub(crate) fn replica(container: &str, replica: u32) -> String {
+    match replica {
+        0 | 1 => container.to_owned(),
+        n => format!("{container}-{n}"),
     }
 }
 

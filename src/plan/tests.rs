@@ -90,6 +90,7 @@ fn running(spec: &Spec, at: &Revision, containers: &[(&str, &str, bool, bool)]) 
                         hash(service)
                     },
                     running: *running,
+                    replica: 1,
                 },
             )
             .collect(),
@@ -248,5 +249,168 @@ fn built_images_are_reused_by_revision_or_build_key() {
     assert_eq!(
         reused,
         ["shop-web:build-k1".to_owned(), format!("shop-worker:{at}")]
+    );
+}
+
+/// What a plan leaves running once applied: one running container per step.
+fn applied(plan: &Plan) -> Observed {
+    Observed {
+        containers: (plan.services.iter().enumerate())
+            .map(|(i, s)| ObservedContainer {
+                id: format!("id{i}"),
+                name: s.container.name.clone(),
+                service: Some(s.service.clone()),
+                revision: Some(plan.revision.to_string()),
+                config_hash: s.container.labels.get(names::LABEL_CONFIG_HASH).cloned(),
+                running: true,
+                replica: s.replica,
+            })
+            .collect(),
+        ..Observed::default()
+    }
+}
+
+fn with_replicas(spec: &Spec, service: &str, n: u32) -> Spec {
+    let mut spec = spec.clone();
+    spec.services.get_mut(&name(service)).unwrap().replicas = Some(n);
+    spec
+}
+
+/// Each replica is its own container, named and labelled so that the next plan pairs it
+/// with its successor; scaling up keeps the running ones, scaling down removes the extra
+/// ones after success (orphans), and a new revision replaces each.
+#[test]
+fn replicas_are_planned_one_container_each() {
+    let three = with_replicas(&spec(), "web", 3);
+    let (a, b) = (revision('a'), revision('b'));
+    let first = plan(&three, &project(), &a, &Observed::default(), &options()).unwrap();
+    let web: Vec<(u32, &str)> = (first.services.iter())
+        .filter(|s| s.service.as_str() == "web")
+        .map(|s| (s.replica, s.container.name.as_str()))
+        .collect();
+    assert_eq!(
+        web,
+        [
+            (1, "shop-web-aaaaaaaaaaaa"),
+            (2, "shop-web-aaaaaaaaaaaa-2"),
+            (3, "shop-web-aaaaaaaaaaaa-3")
+        ]
+    );
+    let labels = |s: &ServiceStep| s.container.labels.get(names::LABEL_REPLICA).cloned();
+    let replica_labels: Vec<_> = first.services[1..4].iter().map(labels).collect();
+    assert_eq!(replica_labels, [None, Some("2".into()), Some("3".into())]);
+
+    let running = applied(&first);
+    let again = plan(&three, &project(), &a, &running, &options()).unwrap();
+    assert!(!again.changes_containers(), "{again}");
+
+    let four = with_replicas(&spec(), "web", 4);
+    let up = plan(&four, &project(), &a, &running, &options()).unwrap();
+    let web: Vec<String> = actions(&up)[1..5].iter().map(|(_, a)| a.clone()).collect();
+    assert_eq!(
+        web,
+        [
+            "keep shop-web-aaaaaaaaaaaa",
+            "keep shop-web-aaaaaaaaaaaa-2",
+            "keep shop-web-aaaaaaaaaaaa-3",
+            "create"
+        ]
+    );
+
+    let one = with_replicas(&spec(), "web", 1);
+    let down = plan(&one, &project(), &a, &running, &options()).unwrap();
+    let orphans: Vec<&str> = down.orphans.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        orphans,
+        ["shop-web-aaaaaaaaaaaa-2", "shop-web-aaaaaaaaaaaa-3"]
+    );
+    assert!(down.leftovers.is_empty());
+    assert_eq!(
+        down.why_removed(&down.orphans[0]),
+        "its service runs 1 replica(s) now"
+    );
+
+    let next = plan(&three, &project(), &b, &running, &options()).unwrap();
+    let web: Vec<String> = actions(&next)[1..4]
+        .iter()
+        .map(|(_, a)| a.clone())
+        .collect();
+    assert_eq!(
+        web,
+        [
+            "replace shop-web-aaaaaaaaaaaa",
+            "replace shop-web-aaaaaaaaaaaa-2",
+            "replace shop-web-aaaaaaaaaaaa-3"
+        ]
+    );
+    assert!(next.services[1..4].iter().all(|s| s.start_first));
+}
+
+/// Replicas cannot share one fixed host port: without the daemon the plan says to run
+/// `deploy serve`; behind it, the built service's port is the proxy's and all is well.
+#[test]
+fn replicas_with_a_fixed_host_port_need_the_proxy() {
+    let mut spec = with_replicas(&spec(), "web", 3);
+    spec.services.get_mut(&name("web")).unwrap().ports = vec![crate::compose::spec::Port {
+        target: 80,
+        published: Some(8080),
+        published_end: None,
+        host_ip: None,
+        protocol: crate::compose::spec::Protocol::Tcp,
+    }];
+    let err = plan(
+        &spec,
+        &project(),
+        &revision('a'),
+        &Observed::default(),
+        &options(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert_eq!(
+        err,
+        "services.web: its 3 replicas cannot all bind host port 8080, only one container can; run `deploy serve`: its proxy owns the port and balances across the replicas"
+    );
+    let proxied = PlanOptions {
+        publish: Publish::Proxied,
+        ..options()
+    };
+    let plan = plan(
+        &spec,
+        &project(),
+        &revision('a'),
+        &Observed::default(),
+        &proxied,
+    )
+    .unwrap();
+    assert_eq!(plan.services.len(), 5);
+}
+
+/// `update_config.order` decides whether a replacement starts first, except where two
+/// containers cannot run side by side (a database, a fixed host port).
+#[test]
+fn update_order_is_honoured_where_it_applies() {
+    use crate::compose::spec::UpdateOrder;
+    let mut spec = spec();
+    spec.services.get_mut(&name("web")).unwrap().update_order = Some(UpdateOrder::StopFirst);
+    spec.services.get_mut(&name("db")).unwrap().update_order = Some(UpdateOrder::StartFirst);
+    let plan = plan(
+        &spec,
+        &project(),
+        &revision('a'),
+        &Observed::default(),
+        &options(),
+    )
+    .unwrap();
+    let start_first: Vec<(String, bool)> = (plan.services.iter())
+        .map(|s| (s.service.to_string(), s.start_first))
+        .collect();
+    assert_eq!(
+        start_first,
+        [
+            ("db".to_owned(), false),
+            ("web".to_owned(), false),
+            ("worker".to_owned(), true)
+        ]
     );
 }
