@@ -128,20 +128,30 @@ async fn settle(
         put_work_tree_back(root, live).await;
         return Ok(Settled::Nothing);
     }
-    let services: BTreeSet<&ServiceName> = ours.iter().filter_map(|c| c.service.as_ref()).collect();
-    let replaced: Vec<&ObservedContainer> = all
-        .iter()
-        .filter(|c| !ours.iter().any(|o| o.id == c.id))
-        .filter(|c| c.service.as_ref().is_some_and(|s| services.contains(s)))
+    // Each of ours replaces the container of its service and replica; the other replicas
+    // of those services, which the killed deploy had not reached, serve on either way.
+    let slot = |c: &ObservedContainer| c.service.clone().map(|s| (s, c.replica));
+    let slots: BTreeSet<(ServiceName, u32)> = ours.iter().filter_map(|c| slot(c)).collect();
+    let services: BTreeSet<&ServiceName> = slots.iter().map(|(s, _)| s).collect();
+    let others = || all.iter().filter(|c| !ours.iter().any(|o| o.id == c.id));
+    let replaced: Vec<&ObservedContainer> = others()
+        .filter(|c| slot(c).is_some_and(|s| slots.contains(&s)))
         .collect();
+    let untouched = others().filter(|c| {
+        c.running
+            && slot(c).is_some_and(|s| !slots.contains(&s))
+            && c.service.as_ref().is_some_and(|s| services.contains(s))
+    });
     if all_ready(docker, settings, &ours).await {
-        switch(at, &ours, &replaced).await?;
+        let serving: Vec<&ObservedContainer> = ours.iter().copied().chain(untouched).collect();
+        switch(at, &serving, &replaced).await?;
         for c in replaced {
             apply::remove(docker, &c.id, &c.name).await?;
         }
         return Ok(Settled::Finished);
     }
-    switch(at, &replaced, &ours).await?;
+    let serving: Vec<&ObservedContainer> = replaced.iter().copied().chain(untouched).collect();
+    switch(at, &serving, &ours).await?;
     for c in ours {
         apply::remove(docker, &c.id, &c.name).await?;
     }

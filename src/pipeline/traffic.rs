@@ -1,6 +1,7 @@
 //! How traffic reaches a deploy's published ports: bound by the containers themselves, or
 //! owned by `deploy serve`'s proxy, which the pipeline switches to the new containers.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use futures_util::future::BoxFuture;
 use crate::docker::apply::Applied;
 use crate::docker::routes::{self, Route};
 use crate::docker::{self, Docker};
+use crate::ids::ServiceName;
 use crate::plan::Plan;
 use crate::report::Reporter;
 
@@ -52,13 +54,14 @@ pub(crate) async fn cut_over(
         applied.commit(docker, plan, reporter).await;
         return Ok(());
     };
-    let mut new = Vec::new();
-    for step in plan
-        .services
-        .iter()
+    // Every container of a proxied service, its replicas all: the new set as one.
+    let proxied: BTreeSet<&ServiceName> = (plan.services.iter())
         .filter(|s| !s.container.proxied.is_empty())
-    {
-        if let Some(id) = applied.container(&step.service) {
+        .map(|s| &s.service)
+        .collect();
+    let mut new = Vec::new();
+    for service in proxied {
+        for id in applied.containers(service) {
             new.extend(routes::of_container(docker, id).await?);
         }
     }

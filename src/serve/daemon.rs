@@ -2,7 +2,7 @@
 //! proxy, runs deploys handed over on `ROOT/deploy.sock` one at a time, restarts unhealthy
 //! containers, and picks up where it left off after a restart.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -166,7 +166,7 @@ fn bind_socket(root: &Root) -> anyhow::Result<UnixListener> {
 }
 
 /// After a restart: the live containers behind the proxy say, through their labels, which
-/// ports to listen on and where to send them. No deploy needed.
+/// ports to listen on and where to send them (a service's replicas all). No deploy needed.
 async fn restore(
     docker: &Docker,
     project: &ProjectName,
@@ -183,11 +183,15 @@ async fn restore(
     // newest first. The sort is stable.
     containers.sort_by_key(|c| c.revision.as_deref() != live);
     let mut routes = Vec::new();
-    for c in containers {
-        routes.extend(docker::routes::of_container(docker, &c.id).await?);
-    }
     let mut seen = BTreeSet::new();
-    routes.retain(|r| seen.insert(r.listen));
+    for c in containers {
+        for r in docker::routes::of_container(docker, &c.id).await? {
+            // One container per port and replica: a service's replicas share its ports.
+            if seen.insert((r.listen, c.replica)) {
+                routes.push(r);
+            }
+        }
+    }
     if routes.is_empty() {
         return Ok(());
     }
@@ -385,16 +389,24 @@ struct ProxySwitch {
 }
 
 impl ProxySwitch {
-    /// Listens where needed and points each port at its backend.
+    /// Listens where needed and points each port at its backends: those of every route to
+    /// it (a service's replicas), taken in turn.
     fn route(&self, routes: Vec<Route>) -> anyhow::Result<()> {
         let mut listening = self.listening.lock().expect("listening lock");
+        let mut ports: BTreeMap<u16, Vec<SocketAddr>> = BTreeMap::new();
         for r in &routes {
             if !listening.contains(&r.listen) {
                 self.proxy.listen(r.listen)?;
                 listening.insert(r.listen);
             }
-            if self.proxy.backend(r.listen.port()) != Some(r.backend) {
-                self.proxy.set_backend(r.listen.port(), r.backend)?;
+            let backends = ports.entry(r.listen.port()).or_default();
+            if !backends.contains(&r.backend) {
+                backends.push(r.backend);
+            }
+        }
+        for (port, backends) in ports {
+            if self.proxy.backends(port) != backends {
+                self.proxy.set_backends(port, &backends)?;
             }
         }
         Ok(())

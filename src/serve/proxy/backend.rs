@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -28,6 +28,11 @@ pub(super) struct Backend {
     /// Woken whenever `open` drops to zero.
     idle: Notify,
     pool: Mutex<VecDeque<Idle>>,
+    /// A connection to it failed, or its probe did: a port with other backends skips it
+    /// until a connection or a probe succeeds.
+    down: AtomicBool,
+    /// A probe task watches it (`Proxy::set_backends`).
+    pub(super) probed: AtomicBool,
 }
 
 /// A keep-alive connection that finished its last exchange and waits for the next one.
@@ -62,6 +67,24 @@ impl Backend {
             tunnels: AtomicUsize::new(0),
             idle: Notify::new(),
             pool: Mutex::new(VecDeque::new()),
+            down: AtomicBool::new(false),
+            probed: AtomicBool::new(false),
+        }
+    }
+
+    pub(super) fn is_up(&self) -> bool {
+        !self.down.load(Ordering::Acquire)
+    }
+
+    /// Records whether it answers; the daemon's log says when that changes.
+    pub(super) fn set_up(&self, up: bool) {
+        if self.down.swap(!up, Ordering::AcqRel) == up {
+            match up {
+                true => tracing::info!(backend = %self.addr, "backend answers again"),
+                false => {
+                    tracing::warn!(backend = %self.addr, "backend does not answer; skipped while others do")
+                }
+            }
         }
     }
 

@@ -86,15 +86,6 @@ impl Handler {
                 "method not allowed: `CONNECT` is for forward proxies\n",
             );
         }
-        // The backend is chosen now, when the request arrives: after a switch, the next request
-        // on a keep-alive connection goes to the new one.
-        let Some(active) = self.route.enter(Work::Request) else {
-            Counters::bump(&self.shared.counters.no_backend);
-            return plain(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "service unavailable: nothing is deployed on this port yet\n",
-            );
-        };
         let client_upgrade =
             is_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));
         let upgrade = if client_upgrade.is_some() {
@@ -102,18 +93,39 @@ impl Handler {
         } else {
             UpgradeHeaders::Strip
         };
-        let request = rewrite_request(request, &self.client, self.shared.config.forwarded, upgrade);
-        let backend = Arc::clone(active.backend());
-        let mut response = match send(&backend, request, &self.shared).await {
-            Ok(response) => response,
-            Err(error) => {
-                Counters::bump(&self.shared.counters.bad_gateway);
-                tracing::warn!(port = self.route.port, backend = %backend.addr, %error, "bad gateway");
+        let mut request =
+            rewrite_request(request, &self.client, self.shared.config.forwarded, upgrade);
+        // The backend is chosen now, when the request arrives: after a switch, the next request
+        // on a keep-alive connection goes to the new one. One that cannot be connected to
+        // never saw the request, which goes to the next backend of the port, if it has one.
+        let mut tried = Vec::new();
+        let (active, backend, mut response) = loop {
+            let Some(active) = self.route.enter(Work::Request, &tried) else {
+                Counters::bump(&self.shared.counters.no_backend);
                 return plain(
-                    StatusCode::BAD_GATEWAY,
-                    &format!("bad gateway: failed to {error}\n"),
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "service unavailable: nothing is deployed on this port yet\n",
                 );
-            }
+            };
+            let backend = Arc::clone(active.backend());
+            let error = match send(&backend, request, &self.shared).await {
+                Ok(response) => break (active, backend, response),
+                Err(Failed::Unsent(error, unsent)) if self.route.has_other(&tried, &backend) => {
+                    backend.set_up(false);
+                    Counters::bump(&self.shared.counters.retries);
+                    tracing::debug!(port = self.route.port, backend = %backend.addr, %error, "trying the next backend");
+                    tried.push(backend.addr);
+                    request = *unsent;
+                    continue;
+                }
+                Err(Failed::Unsent(error, _) | Failed::Sent(error)) => error,
+            };
+            Counters::bump(&self.shared.counters.bad_gateway);
+            tracing::warn!(port = self.route.port, backend = %backend.addr, %error, "bad gateway");
+            return plain(
+                StatusCode::BAD_GATEWAY,
+                &format!("bad gateway: failed to {error}\n"),
+            );
         };
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             return self.tunnel(active, client_upgrade, response, &backend);
@@ -186,6 +198,13 @@ pub(super) enum ForwardError {
     Exchange(hyper::Error),
 }
 
+/// Why `send` failed, and the request when it never left.
+pub(super) enum Failed {
+    /// No connection could be made: the request may go elsewhere.
+    Unsent(ForwardError, Box<Request<ReqBody>>),
+    Sent(ForwardError),
+}
+
 /// Sends `request` over an idle pooled connection if there is one, else over a new one.
 ///
 /// A pooled connection can be closed by the server at the moment we reuse it (its keep-alive
@@ -198,7 +217,7 @@ async fn send(
     backend: &Arc<Backend>,
     request: Request<ReqBody>,
     shared: &Shared,
-) -> Result<Response<Incoming>, ForwardError> {
+) -> Result<Response<Incoming>, Failed> {
     let config = &shared.config;
     let replayable = is_replayable(&request);
     let mut replay = None;
@@ -220,7 +239,7 @@ async fn send(
                     continue;
                 }
                 let Some(replay) = replay.take() else {
-                    return Err(ForwardError::Exchange(error.into_error()));
+                    return Err(Failed::Sent(ForwardError::Exchange(error.into_error())));
                 };
                 Counters::bump(&shared.counters.retries);
                 tracing::debug!(backend = %backend.addr, error = %error.error(), "pooled connection failed before an answer; retrying an idempotent request");
@@ -229,13 +248,17 @@ async fn send(
             }
         }
     }
-    let mut sender = connect(backend.addr, shared).await?;
+    let mut sender = match connect(backend.addr, shared).await {
+        Ok(sender) => sender,
+        Err(error) => return Err(Failed::Unsent(error, Box::new(request))),
+    };
+    backend.set_up(true);
     match sender.try_send_request(request).await {
         Ok(response) => {
             checkin_when_idle(sender, backend, shared);
             Ok(response)
         }
-        Err(error) => Err(ForwardError::Exchange(error.into_error())),
+        Err(error) => Err(Failed::Sent(ForwardError::Exchange(error.into_error()))),
     }
 }
 

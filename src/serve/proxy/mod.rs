@@ -60,7 +60,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
@@ -100,6 +100,9 @@ pub(crate) struct ProxyConfig {
     /// both ways before it is closed: a server that speaks first has said something by then,
     /// and an idle connection holds its slot no longer.
     pub(crate) silent_timeout: Duration,
+    /// How often each backend of a port with several is probed (a TCP connect, which must
+    /// succeed within the same time).
+    pub(crate) probe_interval: Duration,
 }
 
 impl Default for ProxyConfig {
@@ -112,6 +115,7 @@ impl Default for ProxyConfig {
             forwarded: ForwardedHeaders::Extend,
             max_connections: 4096,
             silent_timeout: Duration::from_secs(10),
+            probe_interval: Duration::from_secs(1),
         }
     }
 }
@@ -240,51 +244,94 @@ struct Registry {
     handed_over: BTreeMap<SocketAddr, std::net::TcpListener>,
 }
 
-/// One host port (all its listeners, IPv4 and IPv6 alike) and the backend it routes to.
+/// One host port (all its listeners, IPv4 and IPv6 alike) and the backends it routes to:
+/// one, or a service's replicas, taken in turn.
 struct Route {
     port: u16,
-    live: RwLock<Option<Arc<Backend>>>,
+    live: RwLock<Vec<Arc<Backend>>>,
+    /// Round robin's position.
+    next: AtomicUsize,
 }
 
 impl Route {
-    /// Picks the live backend and counts `work` as open on it, atomically with respect to a
-    /// switch: a drain started after `set_backend` returned sees this work.
-    fn enter(&self, work: Work) -> Option<Active> {
-        let live = self
-            .live
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        live.as_ref().map(|backend| backend.enter(work))
+    fn new(port: u16) -> Self {
+        Self {
+            port,
+            live: RwLock::new(Vec::new()),
+            next: AtomicUsize::new(0),
+        }
     }
 
-    fn live_addr(&self) -> Option<SocketAddr> {
-        let live = self
-            .live
+    fn live(&self) -> std::sync::RwLockReadGuard<'_, Vec<Arc<Backend>>> {
+        self.live
             .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        live.as_ref().map(|backend| backend.addr)
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Replaces the live backend under the write lock; returns the old one's address, or
-    /// `None` when there was none or it stays.
-    fn switch(&self, next: Option<Arc<Backend>>) -> Option<SocketAddr> {
+    /// Picks the next live backend in turn, skipping those that do not answer while another
+    /// does, and those in `tried`; counts `work` as open on it, atomically with respect to a
+    /// switch: a drain started after `set_backends` returned sees this work. `None` when no
+    /// backend is left to try.
+    fn enter(&self, work: Work, tried: &[SocketAddr]) -> Option<Active> {
+        let live = self.live();
+        let candidates: Vec<&Arc<Backend>> =
+            live.iter().filter(|b| !tried.contains(&b.addr)).collect();
+        if candidates.is_empty() {
+            return None;
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let turn = |i: usize| candidates[(start + i) % candidates.len()];
+        let backend = (0..candidates.len())
+            .map(turn)
+            .find(|b| b.is_up())
+            .unwrap_or_else(|| turn(0));
+        Some(backend.enter(work))
+    }
+
+    /// Whether a backend other than `this` and those `tried` is left to try.
+    fn has_other(&self, tried: &[SocketAddr], this: &Backend) -> bool {
+        (self.live().iter()).any(|b| b.addr != this.addr && !tried.contains(&b.addr))
+    }
+
+    fn live_addrs(&self) -> Vec<SocketAddr> {
+        self.live().iter().map(|backend| backend.addr).collect()
+    }
+
+    /// Replaces the live backends under the write lock; returns the addresses of the ones
+    /// that no longer are.
+    fn switch(&self, next: Vec<Arc<Backend>>) -> Vec<SocketAddr> {
         let mut live = self
             .live
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let (Some(current), Some(next)) = (live.as_ref(), next.as_ref())
-            && Arc::ptr_eq(current, next)
-        {
-            return None;
+        let has = |list: &[Arc<Backend>], b: &Arc<Backend>| list.iter().any(|x| Arc::ptr_eq(x, b));
+        for added in next.iter().filter(|b| !has(&live, b)) {
+            added.route_added();
         }
-        if let Some(next) = &next {
-            next.route_added();
+        let mut gone = Vec::new();
+        for removed in live.iter().filter(|b| !has(&next, b)) {
+            removed.route_removed();
+            gone.push(removed.addr);
         }
-        let previous = std::mem::replace(&mut *live, next);
-        if let Some(previous) = &previous {
-            previous.route_removed();
+        *live = next;
+        gone
+    }
+}
+
+/// Watches a backend of a port with several while any port routes to it: one that does not
+/// accept a connection within the probe interval is skipped until it does again.
+async fn probe(backend: Arc<Backend>, shared: Arc<Shared>) {
+    let every = shared.config.probe_interval;
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if !backend.is_live() || *shared.phase.borrow() != Phase::Running {
+            backend.probed.store(false, Ordering::Release);
+            return;
         }
-        previous.map(|previous| previous.addr)
+        let connected = tokio::time::timeout(every, tokio::net::TcpStream::connect(backend.addr));
+        backend.set_up(matches!(connected.await, Ok(Ok(_))));
     }
 }
 
@@ -369,12 +416,11 @@ impl Proxy {
             .local_addr()
             .map_err(|error| ProxyError::Listen { addr, error })?;
         let mut registry = self.shared.registry();
-        let route = Arc::clone(registry.routes.entry(local.port()).or_insert_with(|| {
-            Arc::new(Route {
-                port: local.port(),
-                live: RwLock::new(None),
-            })
-        }));
+        let route = Arc::clone(
+            (registry.routes)
+                .entry(local.port())
+                .or_insert_with(|| Arc::new(Route::new(local.port()))),
+        );
         let task = tokio::spawn(listener::accept_loop(
             listener,
             route,
@@ -401,51 +447,74 @@ impl Proxy {
     }
 
     /// Routes every new request and connection on `port` to `addr`, atomically; returns the
-    /// backend it replaces (`None` if there was none, or it was `addr` already). Work already on the old backend carries on: `drain` it, then stop
-    /// it.
+    /// backend it replaces (`None` if there was none, or it was `addr` already). Work already
+    /// on the old backend carries on: `drain` it, then stop it.
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "the daemon switches whole sets (`set_backends`)")
+    )]
     pub(crate) fn set_backend(
         &self,
         port: u16,
         addr: SocketAddr,
     ) -> Result<Option<SocketAddr>, ProxyError> {
+        Ok(self.set_backends(port, &[addr])?.into_iter().next())
+    }
+
+    /// Routes every new request and connection on `port` to `addrs`, in turn, atomically;
+    /// returns the backends no longer routed to. Work already on those carries on: `drain`
+    /// them, then stop them. A port with several backends probes each every
+    /// `ProxyConfig::probe_interval` and skips those that do not accept a connection.
+    pub(crate) fn set_backends(
+        &self,
+        port: u16,
+        addrs: &[SocketAddr],
+    ) -> Result<Vec<SocketAddr>, ProxyError> {
         let mut registry = self.shared.registry();
         let route = registry.route(port)?;
-        let backend = Arc::clone(
-            registry
-                .backends
-                .entry(addr)
-                .or_insert_with(|| Arc::new(Backend::new(addr))),
-        );
-        let previous = route.switch(Some(backend));
+        let backends: Vec<Arc<Backend>> = (addrs.iter())
+            .map(|addr| {
+                Arc::clone(
+                    (registry.backends)
+                        .entry(*addr)
+                        .or_insert_with(|| Arc::new(Backend::new(*addr))),
+                )
+            })
+            .collect();
+        if backends.len() > 1 {
+            for backend in &backends {
+                if !backend.probed.swap(true, Ordering::AcqRel) {
+                    tokio::spawn(probe(Arc::clone(backend), Arc::clone(&self.shared)));
+                }
+            }
+        }
+        let previous = route.switch(backends);
         registry.forget_idle_backends();
         drop(registry);
-        tracing::info!(port, from = ?previous, to = %addr, "switched backend");
+        tracing::info!(port, from = ?previous, to = ?addrs, "switched backends");
         Ok(previous)
     }
 
-    /// Stops routing `port` anywhere: requests get `503` until `set_backend` (after the stack
-    /// is taken down, say). Returns the backend it was routing to, for a drain.
+    /// Stops routing `port` anywhere: requests get `503` until `set_backends` (after the
+    /// stack is taken down, say). Returns the backends it was routing to, for a drain.
     #[cfg_attr(
         not(test),
         expect(dead_code, reason = "nothing takes a port away from the daemon yet")
     )]
-    pub(crate) fn remove_backend(&self, port: u16) -> Result<Option<SocketAddr>, ProxyError> {
+    pub(crate) fn remove_backend(&self, port: u16) -> Result<Vec<SocketAddr>, ProxyError> {
         let mut registry = self.shared.registry();
         let route = registry.route(port)?;
-        let previous = route.switch(None);
+        let previous = route.switch(Vec::new());
         registry.forget_idle_backends();
         drop(registry);
-        tracing::info!(port, from = ?previous, "removed backend");
+        tracing::info!(port, from = ?previous, "removed backends");
         Ok(previous)
     }
 
-    /// The backend `port` routes to now.
-    pub(crate) fn backend(&self, port: u16) -> Option<SocketAddr> {
+    /// The backends `port` routes to now.
+    pub(crate) fn backends(&self, port: u16) -> Vec<SocketAddr> {
         let registry = self.shared.registry();
-        registry
-            .routes
-            .get(&port)
-            .and_then(|route| route.live_addr())
+        (registry.routes.get(&port)).map_or_else(Vec::new, |route| route.live_addrs())
     }
 
     /// Waits until the backend at `addr`, which no port may route to any more, has no request
@@ -547,6 +616,7 @@ impl Proxy {
                 BackendStats {
                     addr: backend.addr,
                     live: backend.is_live(),
+                    up: backend.is_up(),
                     requests,
                     tunnels,
                     pooled: backend.pooled(),
@@ -576,7 +646,7 @@ impl Registry {
         match self
             .routes
             .values()
-            .find(|route| route.live_addr() == Some(addr))
+            .find(|route| route.live_addrs().contains(&addr))
         {
             Some(route) => Err(ProxyError::DrainLive {
                 addr,

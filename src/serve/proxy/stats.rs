@@ -62,6 +62,8 @@ pub(crate) struct BackendStats {
     pub(crate) addr: SocketAddr,
     /// Whether a port routes new work here.
     pub(crate) live: bool,
+    /// Whether it answered its last connection or probe.
+    pub(crate) up: bool,
     /// HTTP requests in flight.
     pub(crate) requests: usize,
     /// Plain TCP connections and upgraded tunnels open.
@@ -122,7 +124,11 @@ impl fmt::Display for ProxyStats {
                 f,
                 "; `{}`{}: {} requests, {} tunnels, {} pooled",
                 backend.addr,
-                if backend.live { " (live)" } else { "" },
+                match (backend.live, backend.up) {
+                    (true, true) => " (live)",
+                    (true, false) => " (live, not answering)",
+                    (false, _) => "",
+                },
                 backend.requests,
                 backend.tunnels,
                 backend.pooled,

@@ -19,28 +19,32 @@ pub(super) async fn forward(
     shared: &Shared,
 ) {
     Counters::bump(&shared.counters.tcp);
-    // Closing at once is all a byte stream can say; the daemon's log says why.
-    let Some(active) = route.enter(Work::Tunnel) else {
-        Counters::bump(&shared.counters.no_backend);
-        tracing::info!(port = route.port, %peer, "closed a tcp connection: no backend yet");
-        return;
+    // Closing at once is all a byte stream can say; the daemon's log says why. A backend
+    // that cannot be connected to has seen nothing: the next one of the port is tried.
+    let mut tried = Vec::new();
+    let (active, mut backend) = loop {
+        let Some(active) = route.enter(Work::Tunnel, &tried) else {
+            if tried.is_empty() {
+                Counters::bump(&shared.counters.no_backend);
+                tracing::info!(port = route.port, %peer, "closed a tcp connection: no backend yet");
+            }
+            return;
+        };
+        let addr = active.backend().addr;
+        let connected =
+            tokio::time::timeout(shared.config.connect_timeout, TcpStream::connect(addr)).await;
+        let error = match connected {
+            Ok(Ok(backend)) => break (active, backend),
+            Ok(Err(error)) => error.to_string(),
+            Err(_elapsed) => "timed out".to_owned(),
+        };
+        Counters::bump(&shared.counters.tcp_failed);
+        tracing::warn!(port = route.port, backend = %addr, %error, "failed to connect a tcp tunnel");
+        active.backend().set_up(false);
+        tried.push(addr);
     };
     let addr = active.backend().addr;
-    let connected =
-        tokio::time::timeout(shared.config.connect_timeout, TcpStream::connect(addr)).await;
-    let mut backend = match connected {
-        Ok(Ok(backend)) => backend,
-        Ok(Err(error)) => {
-            Counters::bump(&shared.counters.tcp_failed);
-            tracing::warn!(port = route.port, backend = %addr, %error, "failed to connect a tcp tunnel");
-            return;
-        }
-        Err(_elapsed) => {
-            Counters::bump(&shared.counters.tcp_failed);
-            tracing::warn!(port = route.port, backend = %addr, "failed to connect a tcp tunnel: timed out");
-            return;
-        }
-    };
+    active.backend().set_up(true);
     if let Err(error) = backend.set_nodelay(true) {
         tracing::debug!(backend = %addr, %error, "failed to set `TCP_NODELAY`");
     }

@@ -3,6 +3,7 @@
 
 mod apps;
 mod limits;
+mod replicas;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -221,15 +222,12 @@ async fn a_removed_backend_leaves_the_port_answering_503() {
     let a = App::start("A").await;
     let (proxy, addr) = proxy().await;
     proxy.set_backend(addr.port(), a.addr).expect("switch");
-    assert_eq!(proxy.backend(addr.port()), Some(a.addr));
+    assert_eq!(proxy.backends(addr.port()), [a.addr]);
     let mut client = Client::connect(addr).await.expect("connect");
     assert_eq!(client.get("/").await.expect("request").body, "backend A");
 
-    assert_eq!(
-        proxy.remove_backend(addr.port()).expect("remove"),
-        Some(a.addr)
-    );
-    assert_eq!(proxy.backend(addr.port()), None);
+    assert_eq!(proxy.remove_backend(addr.port()).expect("remove"), [a.addr]);
+    assert_eq!(proxy.backends(addr.port()), []);
     let report = proxy
         .drain(a.addr, super::DEFAULT_DRAIN_TIMEOUT)
         .await
