@@ -206,3 +206,76 @@ fn issue4_a_restarted_daemon_resumes_without_a_redeploy() {
     assert_eq!(stack.history().len(), deploys, "no redeploy");
     assert!(stack.get("/").unwrap().contains("version: v1"));
 }
+
+/// Issue #16: three replicas behind `deploy serve`. A deploy under load fails no request:
+/// the new three are all ready before traffic moves, and the old three drain. Afterwards
+/// requests spread over all three, each taking a fair share.
+#[test]
+fn issue16_three_replicas_share_the_load_and_a_deploy_under_load_fails_nothing() {
+    let stack = Stack::new("replicas");
+    let compose = stack.compose().replacen(
+        "    stop_grace_period: 1s\n",
+        "    stop_grace_period: 1s\n    scale: 3\n",
+        1,
+    );
+    assert!(compose.contains("scale: 3"), "{compose}");
+    stack.write("docker-compose.yml", &compose);
+    let _daemon = Daemon::start(&stack);
+    let (_, push) = stack.push_version("v1", "alice");
+    assert!(push.output.contains("deployed"), "{}", push.output);
+    stack.wait_for_page("version: v1", Duration::from_secs(10));
+    assert_eq!(servers(&stack).len(), 3, "{:?}", servers(&stack));
+
+    let load = Load::start(stack.port);
+    let (sha, push) = stack.push_version("v2", "alice");
+    assert!(push.output.contains("deployed"), "{}", push.output);
+    let (ok, failed, when) = load.finish();
+    assert_eq!(failed, 0, "failed requests at {when:?} of {}", ok + failed);
+    assert!(ok > 20, "the load ran: {ok} requests");
+
+    let live = servers(&stack);
+    assert_eq!(live.len(), 3, "the old three are gone: {live:?}");
+    assert!(
+        live.iter().all(|(name, _)| name.contains(&sha[..12])),
+        "{live:?}"
+    );
+    for _ in 0..300 {
+        let page = stack.get("/").expect("the page answers");
+        assert!(page.contains("version: v2"), "{page}");
+    }
+    let served: Vec<(String, usize)> = live
+        .iter()
+        .map(|(name, id)| {
+            let logs = text(&run(Command::new("docker").args(["logs", id])));
+            (name.clone(), logs.matches("\"GET / HTTP").count())
+        })
+        .collect();
+    let total: usize = served.iter().map(|(_, n)| n).sum();
+    assert!(total >= 300, "{served:?}");
+    for (name, n) in &served {
+        let share = *n as f64 / total as f64;
+        assert!(
+            (0.20..=0.45).contains(&share),
+            "`{name}` served {n} of {total}: {served:?}"
+        );
+    }
+}
+
+/// The running containers of the app's service: (name, id).
+fn servers(stack: &Stack) -> Vec<(String, String)> {
+    containers(&stack.project)
+        .into_iter()
+        .filter(|c| c.state == Some(bollard::models::ContainerSummaryStateEnum::RUNNING))
+        .filter(|c| {
+            c.labels
+                .as_ref()
+                .and_then(|l| l.get("deploy.service"))
+                .map(String::as_str)
+                == Some("server")
+        })
+        .map(|c| {
+            let name = c.names.unwrap_or_default().join("");
+            (name, c.id.unwrap_or_default())
+        })
+        .collect()
+}
