@@ -167,12 +167,8 @@ impl Ctx<'_> {
             .map(|(k, v)| (k.clone(), v.or_else(|| self.options.env.get(&k).cloned())))
             .collect();
         let built = raw.build.is_some();
-        read(at, "deploy.mode", raw.mode, |m| match m.as_str() {
-            "replicated" => Ok(()),
-            _ => Err(format!(
-                "`{m}` is Swarm's; one host runs `replicated` services (set `scale:` or `deploy.replicas`)"
-            )),
-        })?;
+        let named = raw.container_name.is_some();
+        let replicas = replicas_of(at, raw.scale, raw.replicas, raw.mode, named)?;
         let mut service = Service {
             build: raw.build.map(|b| self.build(at, b)).transpose()?,
             image: raw.image,
@@ -185,7 +181,7 @@ impl Ctx<'_> {
             env_files,
             healthcheck: raw.healthcheck.map(|h| healthcheck(at, h)).transpose()?,
             restart: restart_of(at, raw.restart, raw.restart_policy)?,
-            replicas: replicas_of(at, raw.scale, raw.replicas)?,
+            replicas,
             update_order: read(at, "deploy.update_config.order", raw.update_config, |u| {
                 update_order(u.order.as_deref())
             })?
@@ -230,10 +226,6 @@ impl Ctx<'_> {
         service.pre_stop = hooks(at, "pre_stop", raw.pre_stop)?;
         self.shared_namespaces(at, &mut service)?;
         swap_limit(at, &service.options)?;
-        if service.container_name.is_some() && service.replicas() > 1 {
-            let message = "one name cannot name several containers: remove it to run replicas";
-            return Err(err(at, "container_name", message));
-        }
         Ok(service)
     }
 
@@ -1156,19 +1148,32 @@ fn restart_of(
 }
 
 /// `scale:` or `deploy.replicas`: if both are written, they must agree, as compose v2 wants.
+/// `deploy.mode` may only say `replicated`, and a `container_name` names one container.
 fn replicas_of(
     at: &str,
     scale: Option<raw::Int<u32>>,
     replicas: Option<raw::Int<u32>>,
+    mode: Option<String>,
+    named: bool,
 ) -> Result<Option<u32>, ComposeError> {
-    match (scale.map(|n| n.0), replicas.map(|n| n.0)) {
-        (Some(a), Some(b)) if a != b => Err(err(
-            at,
-            "deploy.replicas",
-            format!("{b} disagrees with `scale: {a}`; set one of them"),
+    read(at, "deploy.mode", mode, |m| match m.as_str() {
+        "replicated" => Ok(()),
+        _ => Err(format!(
+            "`{m}` is Swarm's; one host runs `replicated` services (set `scale:` or `deploy.replicas`)"
         )),
-        (scale, replicas) => Ok(scale.or(replicas)),
+    })?;
+    let n = match (scale.map(|n| n.0), replicas.map(|n| n.0)) {
+        (Some(a), Some(b)) if a != b => {
+            let message = format!("{b} disagrees with `scale: {a}`; set one of them");
+            return Err(err(at, "deploy.replicas", message));
+        }
+        (scale, replicas) => scale.or(replicas),
+    };
+    if named && n.is_some_and(|n| n > 1) {
+        let message = "one name cannot name several containers: remove it to run replicas";
+        return Err(err(at, "container_name", message));
     }
+    Ok(n)
 }
 
 fn update_order(order: Option<&str>) -> Result<Option<UpdateOrder>, String> {
