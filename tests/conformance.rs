@@ -187,6 +187,13 @@ const CASES: &[Case] = &[
         }],
     },
     Case {
+        name: "replicas",
+        files: &["docker-compose.yml"],
+        profiles: &[],
+        externals: false,
+        allow: &[],
+    },
+    Case {
         name: "postgres",
         files: &["docker-compose.yml"],
         profiles: &[],
@@ -253,6 +260,11 @@ fn subdirectory() {
 #[test]
 fn joined_services() {
     check("joined-services");
+}
+
+#[test]
+fn replicas() {
+    check("replicas");
 }
 
 #[test]
@@ -338,7 +350,11 @@ fn check(name: &str) {
         "case `{name}`: the deploy failed:\n{}",
         push.output
     );
-    let deployed = observe("deploy.project", &project, "deploy.service", &vars);
+    let deployed = observe(
+        ("deploy.project", "deploy.service", "deploy.replica"),
+        &project,
+        &vars,
+    );
     let deployed_at = started.elapsed();
     snapshot_config(&stack, &dir, &vars);
     cleanup(&project);
@@ -359,9 +375,12 @@ fn check(name: &str) {
         text(&up)
     );
     let composed = observe(
-        "com.docker.compose.project",
+        (
+            "com.docker.compose.project",
+            "com.docker.compose.service",
+            "com.docker.compose.container-number",
+        ),
         &project,
-        "com.docker.compose.service",
         &vars,
     );
     drop(run);
@@ -537,11 +556,11 @@ impl Drop for Externals {
     }
 }
 
-/// Every container whose label `project_key` is `project`, inspected, by service.
+/// Every container whose label `project_key` is `project`, inspected, by service (and by
+/// replica after the first: `worker #2`).
 fn observe(
-    project_key: &str,
+    (project_key, service_key, replica_key): (&str, &str, &str),
     project: &str,
-    service_key: &str,
     vars: &[(&str, String)],
 ) -> Observed {
     let inspected: Vec<(String, ContainerInspectResponse)> = block(async {
@@ -568,6 +587,13 @@ fn observe(
                 .and_then(|l| l.get(service_key))
                 .cloned()
                 .unwrap_or_else(|| format!("(no `{service_key}` label)"));
+            let replica = (c.labels.as_ref())
+                .and_then(|l| l.get(replica_key))
+                .filter(|n| *n != "1");
+            let service = match replica {
+                Some(n) => format!("{service} #{n}"),
+                None => service,
+            };
             out.push((service, inspect));
         }
         out
