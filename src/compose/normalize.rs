@@ -201,18 +201,14 @@ impl Ctx<'_> {
             options,
             ..Service::default()
         };
-        for (i, entry) in raw.configs.into_iter().enumerate() {
-            service.configs.push(
-                self.config_mount(entry)
-                    .map_err(|m| err(at, &format!("configs[{i}]"), m))?,
-            );
-        }
-        for (i, entry) in raw.secrets.into_iter().enumerate() {
-            service.secrets.push(
-                self.secret_mount(entry)
-                    .map_err(|m| err(at, &format!("secrets[{i}]"), m))?,
-            );
-        }
+        let entry =
+            |key: &'static str, i: usize| move |m: String| err(at, &format!("{key}[{i}]"), m);
+        service.configs = (raw.configs.into_iter().enumerate())
+            .map(|(i, e)| self.config_mount(e).map_err(entry("configs", i)))
+            .collect::<Result<_, _>>()?;
+        service.secrets = (raw.secrets.into_iter().enumerate())
+            .map(|(i, e)| self.secret_mount(e).map_err(entry("secrets", i)))
+            .collect::<Result<_, _>>()?;
         if let Some(build) = &mut service.build {
             build.platform = service.options.platform.clone();
         }
