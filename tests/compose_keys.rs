@@ -30,7 +30,7 @@ services:
   app:
     image: debian:bookworm-slim
     command: sleep infinity
-    mac_address: 02:42:ac:11:00:02
+    credential_spec: {config: my-credential-spec}
     cgroup_parent: /custom
     uts: host
   db:
@@ -66,7 +66,7 @@ fn real_keys_reach_the_container_and_every_unsupported_key_is_named_in_one_push(
     let push = stack.push("dev");
     for path in [
         "models",
-        "services.app.mac_address",
+        "services.app.credential_spec",
         "services.app.cgroup_parent",
         "services.app.uts",
         "services.db.storage_opt",

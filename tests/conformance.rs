@@ -881,6 +881,19 @@ fn fields(
         })
         .collect();
     f.insert("network aliases", show(&networks));
+    // The engine's own addresses (`02:42:` and the IP) differ from run to run; a chosen one
+    // must be the same.
+    let macs: BTreeMap<String, String> = (inspect.network_settings.as_ref())
+        .and_then(|n| n.networks.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(network, endpoint)| Some((network, endpoint.mac_address?)))
+        .map(|(network, mac)| match mac.starts_with("02:42:") {
+            true => (network, "(the engine's)".to_owned()),
+            false => (network, mac),
+        })
+        .collect();
+    f.insert("mac addresses", show(&macs));
 
     let mut ports: Vec<String> = host
         .port_bindings

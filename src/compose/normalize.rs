@@ -167,8 +167,13 @@ impl Ctx<'_> {
             .map(|(k, v)| (k.clone(), v.or_else(|| self.options.env.get(&k).cloned())))
             .collect();
         let built = raw.build.is_some();
-        let named = raw.container_name.is_some();
-        let replicas = replicas_of(at, raw.scale, raw.replicas, raw.mode, named)?;
+        // Keys that only one container can have.
+        let single = [
+            ("container_name", raw.container_name.is_some()),
+            ("mac_address", options.mac_address.is_some()),
+        ];
+        let single = single.into_iter().find_map(|(key, set)| set.then_some(key));
+        let replicas = replicas_of(at, raw.scale, raw.replicas, raw.mode, single)?;
         let mut service = Service {
             build: raw.build.map(|b| self.build(at, b)).transpose()?,
             image: raw.image,
@@ -1144,13 +1149,14 @@ fn restart_of(
 }
 
 /// `scale:` or `deploy.replicas`: if both are written, they must agree, as compose v2 wants.
-/// `deploy.mode` may only say `replicated`, and a `container_name` names one container.
+/// `deploy.mode` may only say `replicated`, and a `container_name` or a `mac_address`
+/// (`single`) belongs to one container.
 fn replicas_of(
     at: &str,
     scale: Option<raw::Int<u32>>,
     replicas: Option<raw::Int<u32>>,
     mode: Option<String>,
-    named: bool,
+    single: Option<&str>,
 ) -> Result<Option<u32>, ComposeError> {
     read(at, "deploy.mode", mode, |m| match m.as_str() {
         "replicated" => Ok(()),
@@ -1165,9 +1171,16 @@ fn replicas_of(
         }
         (scale, replicas) => scale.or(replicas),
     };
-    if named && n.is_some_and(|n| n > 1) {
-        let message = "one name cannot name several containers: remove it to run replicas";
-        return Err(err(at, "container_name", message));
+    if let Some(key) = single.filter(|_| n.is_some_and(|n| n > 1)) {
+        let message = match key {
+            "container_name" => "one name cannot name several containers",
+            _ => "one address cannot belong to several containers",
+        };
+        return Err(err(
+            at,
+            key,
+            format!("{message}: remove it to run replicas"),
+        ));
     }
     Ok(n)
 }

@@ -582,6 +582,25 @@ fn cpu_list(s: &str) -> Result<String, String> {
     }
 }
 
+/// `02:42:ac:11:00:02`: six octets in hex, split by `:` or `-`, as the engine parses a MAC.
+/// A multicast address (lowest bit of the first octet set) cannot be a container's.
+fn mac_address(s: &str) -> Result<String, String> {
+    let octets: Vec<&str> = s.split([':', '-']).collect();
+    let hex = |o: &&str| o.len() == 2 && o.bytes().all(|b| b.is_ascii_hexdigit());
+    let one_separator = !(s.contains(':') && s.contains('-'));
+    if octets.len() != 6 || !octets.iter().all(hex) || !one_separator {
+        return Err(format!(
+            "`{s}` is not a MAC address (six hex octets, like `02:42:ac:11:00:02`)"
+        ));
+    }
+    if u8::from_str_radix(octets[0], 16).is_ok_and(|first| first & 1 == 1) {
+        return Err(format!(
+            "`{s}` is a multicast address; a container needs a unicast one (an even first octet, like `02`)"
+        ));
+    }
+    Ok(s.to_owned())
+}
+
 /// `linux/amd64`, `linux/arm64/v8`: an OCI platform as the engine reads it.
 pub(crate) fn platform(s: &str) -> Result<String, String> {
     let parts: Vec<&str> = s.split('/').collect();
@@ -717,6 +736,14 @@ options! {
         engine: engine_at("Domainname", json_some),
         render: render_as("domainname", yaml_some),
         hash: hash_when_set("domainname"),
+    }
+    /// The container's MAC address. On engines before API 1.44 it is the container's own
+    /// setting, which bollard's model no longer has (see `docker/apply.rs`).
+    mac_address: Option<String> {
+        read: key("mac_address", |s: String| mac_address(&s).map(Some)),
+        engine: engine_at("MacAddress", json_some),
+        render: render_as("mac_address", yaml_some),
+        hash: hash_when_set("mac_address"),
     }
     dns: Vec<String> {
         read: key("dns", string_or_list),

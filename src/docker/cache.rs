@@ -15,7 +15,7 @@ pub(crate) async fn usage(docker: &Docker) -> Result<u64, DockerError> {
     let df = super::raw::get_json(docker, "/system/df")
         .await
         .map_err(|why| DockerError::Raw {
-            action: "read the size of the build cache",
+            action: "read the size of the build cache".to_owned(),
             why,
         })?;
     Ok(cache_size(&df))

@@ -56,7 +56,7 @@ pub(crate) enum DockerError {
     UnsupportedHost(String),
     /// A request made without bollard (`raw.rs`) failed.
     #[error("failed to {action}: {why}")]
-    Raw { action: &'static str, why: String },
+    Raw { action: String, why: String },
     /// The build session that hands secrets to BuildKit could not be opened.
     #[error("failed to open a build session with the Docker engine: {why}")]
     Session { why: String },

@@ -385,15 +385,19 @@ pub(crate) fn plan(
 
 /// Whether a service's replacement starts beside its predecessor: `update_config.order`
 /// decides, and without it only an app built from the repo does. Never with a fixed host
-/// port, which two containers cannot share, nor for a database: two servers must never
-/// run on one data directory.
+/// port, IP or MAC address, which two containers cannot share, nor for a database: two
+/// servers must never run on one data directory.
 fn start_first(spec: &Spec, name: &ServiceName, container: &ContainerSpec) -> bool {
     let svc = &spec.services[name];
     let wanted = match svc.update_order {
         Some(order) => order == UpdateOrder::StartFirst,
         None => svc.build.is_some(),
     };
-    wanted && !container.ports.iter().any(|p| p.is_fixed()) && !spec.databases().contains(name)
+    // A fixed port, IP or MAC address cannot be held by two containers at once.
+    let fixed = container.ports.iter().any(|p| p.is_fixed())
+        || container.networks.iter().any(|n| n.ipv4_address.is_some())
+        || svc.options.mac_address.is_some();
+    wanted && !fixed && !spec.databases().contains(name)
 }
 
 /// A network is created once, with the subnets it had then: one whose `ipam` now asks for

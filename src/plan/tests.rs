@@ -414,3 +414,26 @@ fn update_order_is_honoured_where_it_applies() {
         ]
     );
 }
+
+/// A chosen MAC address, like a fixed port, cannot be held by the replacement and its
+/// predecessor at once: the predecessor stops first.
+#[test]
+fn a_fixed_mac_address_stops_the_predecessor_first() {
+    let mut spec = spec();
+    let worker = spec.services.get_mut(&name("worker")).unwrap();
+    worker.update_order = Some(crate::compose::spec::UpdateOrder::StartFirst);
+    worker.options.mac_address = Some("06:00:5e:00:00:42".into());
+    let plan = plan(
+        &spec,
+        &project(),
+        &revision('a'),
+        &Observed::default(),
+        &options(),
+    )
+    .unwrap();
+    let worker = plan
+        .services
+        .iter()
+        .find(|s| s.service.as_str() == "worker");
+    assert!(!worker.unwrap().start_first);
+}
