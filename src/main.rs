@@ -1,5 +1,6 @@
 //! `deploy`: `git push` deploys an app and its PostgreSQL stack on a Docker host.
 
+mod cancel;
 mod cli;
 mod compose;
 mod docker;

@@ -57,6 +57,9 @@ pub(crate) struct Settings {
     /// How long the release command (`x-deploy.release`) may run.
     #[serde(deserialize_with = "de_duration")]
     pub(crate) release_timeout: Duration,
+    /// How long building every image of a deploy may take.
+    #[serde(deserialize_with = "de_duration")]
+    pub(crate) build_timeout: Duration,
     /// When databases are dumped before a deploy.
     pub(crate) backups: Backups,
     /// How many dumps each database service keeps (the newest always stays).
@@ -102,6 +105,7 @@ impl Default for Settings {
             blob_size_limit: 512 << 20,
             build_log_limit: 50 << 20,
             release_timeout: Duration::from_secs(30 * 60),
+            build_timeout: Duration::from_secs(30 * 60),
             backups: Backups::Release,
             backup_retention: 10,
             backup_schedule: None,
@@ -274,7 +278,11 @@ mod tests {
 
     #[test]
     fn backup_settings() {
-        let s = parse("backups: always\nbackup_schedule: daily\nrelease_timeout: 5m\n").unwrap();
+        let s = parse(
+            "backups: always\nbackup_schedule: daily\nrelease_timeout: 5m\nbuild_timeout: 10m\n",
+        )
+        .unwrap();
+        assert_eq!(s.build_timeout, Duration::from_secs(600));
         assert_eq!(s.backups, Backups::Always);
         assert_eq!(s.backup_schedule, Some(Duration::from_secs(86400)));
         assert_eq!(s.release_timeout, Duration::from_secs(300));

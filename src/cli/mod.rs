@@ -1,6 +1,7 @@
 //! Command-line interface: clap structs, one file per subcommand, and exit codes.
 
 mod backups;
+mod cancel;
 mod completions;
 mod config;
 mod deploy;
@@ -68,6 +69,12 @@ enum Command {
     History(history::Args),
     /// Print a deploy's build log.
     Logs(logs::Args),
+    /// Stop the running deploy; what it replaced is put back, as on any failure.
+    ///
+    /// Works on a deploy in a hook's own process or in `deploy serve`. A build is aborted at
+    /// the engine; a release command or a container still starting is stopped and removed.
+    /// The ledger row says `canceled`, and who canceled it.
+    Cancel(cancel::Args),
     /// Stop the stack and remove its containers and networks; data is kept.
     Down(down::Args),
     /// Print the compose file as deploy will run it: layered, interpolated, long forms.
@@ -146,6 +153,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Some(Command::Status(args)) => status::run(Root::discover(cli.root)?, args).await,
         Some(Command::History(args)) => history::run(Root::discover(cli.root)?, args).await,
         Some(Command::Logs(args)) => logs::run(Root::discover(cli.root)?, args).await,
+        Some(Command::Cancel(args)) => cancel::run(Root::discover(cli.root)?, args).await,
         Some(Command::Down(args)) => down::run(Root::discover(cli.root)?, args).await,
         Some(Command::Config(args)) => config::run(Root::discover(cli.root)?, args).await,
         Some(Command::Serve(args)) => serve::run(Root::discover(cli.root)?, args).await,

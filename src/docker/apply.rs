@@ -26,6 +26,7 @@ use crate::report::{Reporter, Source, Step, StepKind};
 
 use super::DockerError;
 use super::health::{self, NotReady, Readiness};
+use crate::cancel::{Cancel, Canceled};
 
 /// How many of a failed container's last log lines go to the build log.
 const LOG_TAIL: usize = 30;
@@ -37,10 +38,14 @@ pub(crate) struct ApplyOptions {
     /// An HTTP path that answers when the app is up (`health_path` in deploy.yml), probed on
     /// a container without a healthcheck instead of a bare TCP connect.
     pub(crate) http_path: Option<String>,
+    /// A wait for readiness ends early when the deploy is canceled.
+    pub(crate) cancel: Cancel,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ApplyError {
+    #[error(transparent)]
+    Canceled(#[from] Canceled),
     #[error("external {kind} `{name}` does not exist; create it first or drop `external: true`")]
     MissingExternal { kind: &'static str, name: String },
     #[error(
@@ -620,7 +625,11 @@ impl Applying<'_> {
             })?;
             health::readiness(&inspect, self.options.http_path.as_deref())
         };
-        match health::wait(self.docker, id, &want, self.options.health_timeout).await {
+        let waited = tokio::select! {
+            waited = health::wait(self.docker, id, &want, self.options.health_timeout) => waited,
+            canceled = self.options.cancel.requested() => return Err(canceled.into()),
+        };
+        match waited {
             Ok(()) => Ok(()),
             Err(reason) => {
                 self.log_tail(service, id).await;
@@ -641,12 +650,20 @@ impl Applying<'_> {
         // Every container of the dependency must meet the condition, as compose waits.
         let timeout = self.options.health_timeout;
         for id in self.applied.containers(dependency).to_vec() {
-            let waited = match condition {
-                Condition::ServiceStarted => return Ok(()),
-                Condition::ServiceHealthy => health::wait_healthy(self.docker, &id, timeout).await,
-                Condition::ServiceCompletedSuccessfully => {
-                    health::wait(self.docker, &id, &Readiness::Completed, timeout).await
+            let waited = async {
+                match condition {
+                    Condition::ServiceStarted => Ok(()),
+                    Condition::ServiceHealthy => {
+                        health::wait_healthy(self.docker, &id, timeout).await
+                    }
+                    Condition::ServiceCompletedSuccessfully => {
+                        health::wait(self.docker, &id, &Readiness::Completed, timeout).await
+                    }
                 }
+            };
+            let waited = tokio::select! {
+                waited = waited => waited,
+                canceled = self.options.cancel.requested() => return Err(canceled.into()),
             };
             waited.map_err(|reason| ApplyError::Dependency {
                 service: service.clone(),

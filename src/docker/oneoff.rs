@@ -13,6 +13,7 @@ use futures_util::StreamExt;
 
 use super::DockerError;
 use super::build::LineSplitter;
+use crate::cancel::{Cancel, Canceled};
 use crate::plan::container::ContainerSpec;
 use crate::report::Step;
 
@@ -27,6 +28,8 @@ pub(crate) enum OneOffError {
     Exit { code: i64, tail: Vec<String> },
     #[error("still running after {}, so it was stopped{}", crate::report::format_elapsed(*.after), tail_text(.tail))]
     Timeout { after: Duration, tail: Vec<String> },
+    #[error("{0}, so it was stopped")]
+    Canceled(Canceled),
 }
 
 fn tail_text(tail: &[String]) -> String {
@@ -38,28 +41,34 @@ fn tail_text(tail: &[String]) -> String {
 }
 
 /// Runs `spec` to its end: every line it prints goes to `step`, and it must exit 0 within
-/// `timeout`. A container of the same name left by a killed run is removed first; this one is
-/// removed (with its anonymous volumes) however it ends.
+/// `timeout`, unless `cancel` trips first. A container of the same name left by a killed run
+/// is removed first; this one is removed (with its anonymous volumes, killed if it still
+/// runs) however it ends.
 pub(crate) async fn run(
     docker: &Docker,
     spec: &ContainerSpec,
     timeout: Duration,
+    cancel: &Cancel,
     step: &Step,
 ) -> Result<(), OneOffError> {
     remove(docker, &spec.name).await?;
     let id = super::apply::create(docker, spec, &[]).await?;
     let mut tail = VecDeque::with_capacity(TAIL_LINES);
     let waited = attach_and_wait(docker, &id, &spec.name, step, &mut tail);
-    let result = tokio::time::timeout(timeout, waited).await;
+    let result = tokio::select! {
+        result = tokio::time::timeout(timeout, waited) => Ok(result),
+        canceled = cancel.requested() => Err(canceled),
+    };
     let tail = tail.into_iter().collect();
     let outcome = match result {
-        Ok(Ok(0)) => Ok(()),
-        Ok(Ok(code)) => Err(OneOffError::Exit { code, tail }),
-        Ok(Err(e)) => Err(e.into()),
-        Err(_) => Err(OneOffError::Timeout {
+        Ok(Ok(Ok(0))) => Ok(()),
+        Ok(Ok(Ok(code))) => Err(OneOffError::Exit { code, tail }),
+        Ok(Ok(Err(e))) => Err(e.into()),
+        Ok(Err(_)) => Err(OneOffError::Timeout {
             after: timeout,
             tail,
         }),
+        Err(canceled) => Err(OneOffError::Canceled(canceled)),
     };
     remove(docker, &spec.name).await?;
     outcome

@@ -43,6 +43,9 @@ pub(crate) enum Status {
     Abandoned,
     /// A newer push to the branch arrived while it waited; that one was deployed instead.
     Superseded,
+    /// `deploy cancel` stopped it (or a stage outlived its bound); what it replaced was put
+    /// back.
+    Canceled,
 }
 
 /// What is known when a deploy starts.
@@ -122,7 +125,9 @@ pub(crate) enum LedgerError {
     /// See `Ledger::finish` for why this is an error and not a silent no-op.
     #[error("deploy {id} is already {status}; only a running deploy can be given an outcome")]
     NotRunning { id: DeploymentId, status: Status },
-    #[error("`{0}` is not an outcome; a deploy ends as succeeded, failed, abandoned or superseded")]
+    #[error(
+        "`{0}` is not an outcome; a deploy ends as succeeded, failed, abandoned, superseded or canceled"
+    )]
     NotAnOutcome(Status),
     #[error("log path `{0}` is not valid UTF-8, which the ledger cannot store")]
     NonUtf8LogPath(PathBuf),
@@ -148,6 +153,7 @@ macro_rules! select_deployments {
     };
 }
 
+#[derive(Clone)]
 pub(crate) struct Ledger {
     pool: SqlitePool,
     path: PathBuf,
@@ -340,6 +346,46 @@ impl Ledger {
         } else {
             Err(self.not_found(id))
         }
+    }
+
+    /// Asks the running deploy `id` to stop, on behalf of `by`: its process reads this when
+    /// `deploy cancel` signals it. Only a running deploy can be asked (`NotRunning`).
+    pub(crate) async fn request_cancel(
+        &self,
+        id: DeploymentId,
+        by: &str,
+    ) -> Result<(), LedgerError> {
+        let done = sqlx::query(
+            "UPDATE deployments SET cancel_requested_by = ? WHERE id = ? AND status = 'running'",
+        )
+        .bind(by)
+        .bind(id.0)
+        .execute(&self.pool)
+        .await
+        .map_err(self.db("record a request to cancel a deploy"))?;
+        if done.rows_affected() == 1 {
+            return Ok(());
+        }
+        match self.get(id).await? {
+            Some(row) => Err(LedgerError::NotRunning {
+                id,
+                status: row.status,
+            }),
+            None => Err(self.not_found(id)),
+        }
+    }
+
+    /// Who asked to cancel deploy `id`, if anyone did.
+    pub(crate) async fn cancel_requested(
+        &self,
+        id: DeploymentId,
+    ) -> Result<Option<String>, LedgerError> {
+        sqlx::query_scalar("SELECT cancel_requested_by FROM deployments WHERE id = ?")
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await
+            .map(Option::flatten)
+            .map_err(self.db("read a request to cancel a deploy"))
     }
 
     /// Records that `id` was overtaken by the deploy `by` (give it its status with `mark`).
@@ -603,6 +649,7 @@ impl Status {
             Self::Failed => "failed",
             Self::Abandoned => "abandoned",
             Self::Superseded => "superseded",
+            Self::Canceled => "canceled",
         }
     }
 }
@@ -616,6 +663,7 @@ impl FromStr for Status {
             Self::Failed,
             Self::Abandoned,
             Self::Superseded,
+            Self::Canceled,
         ]
         .into_iter()
         .find(|t| t.as_str() == s)

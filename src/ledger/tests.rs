@@ -550,3 +550,84 @@ async fn released_since_finds_a_release_after_the_revision_was_live(pool: Sqlite
     );
     assert!(ledger.released_since(&rev('c')).await.unwrap().is_none());
 }
+
+/// A ledger written before migration 0004 keeps its rows, the dumps' links to their deploys
+/// (dropping a parent table would set them to NULL) and the ids already handed out, and
+/// takes `canceled`.
+#[tokio::test]
+async fn cancel_migration_keeps_rows_links_and_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("deploy.db");
+    let linked;
+    {
+        let mut old = sqlx::migrate!();
+        old.migrations = std::borrow::Cow::Owned(old.migrations[..3].to_vec());
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .foreign_keys(true);
+        let pool = SqlitePool::connect_with(options).await.unwrap();
+        old.run(&pool).await.unwrap();
+        let early = Ledger::from_pool(pool.clone());
+        linked = deployed(&early, 'a', Status::Succeeded).await;
+        let gone = deployed(&early, 'b', Status::Failed).await;
+        let new = NewBackup {
+            file: "dump".to_owned(),
+            service: "db".to_owned(),
+            database: "shop".to_owned(),
+            size: 1,
+            sha256: "0".repeat(64),
+            taken_at: Utc::now(),
+            reason: BackupReason::Release,
+            live_revision: None,
+            before_revision: Some(rev('a')),
+            deployment: Some(linked),
+        };
+        early.record_backup(&new).await.unwrap();
+        // The newest row is gone: its id must still never come back.
+        sqlx::query("DELETE FROM deployments WHERE id = ?")
+            .bind(gone.0)
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+    }
+    let ledger = Ledger::open(&path).await.unwrap();
+    assert_eq!(ids(&ledger.history(10).await.unwrap()), [1]);
+    let dumps = ledger.backups().await.unwrap();
+    assert_eq!(dumps[0].deployment, Some(linked));
+    let next = ledger.start(&deploy('c')).await.unwrap();
+    assert_eq!(next.0, 3, "id 2 was handed out before");
+    ledger.request_cancel(next, "olga").await.unwrap();
+    assert_eq!(
+        ledger.cancel_requested(next).await.unwrap().as_deref(),
+        Some("olga")
+    );
+    ledger
+        .finish(next, Status::Canceled, &[], Some("canceled by olga"))
+        .await
+        .unwrap();
+    assert_eq!(
+        ledger.get(next).await.unwrap().unwrap().status,
+        Status::Canceled
+    );
+}
+
+#[sqlx::test(migrator = "crate::ledger::MIGRATOR")]
+async fn only_a_running_deploy_can_be_asked_to_cancel(pool: SqlitePool) {
+    let ledger = Ledger::from_pool(pool);
+    let done = deployed(&ledger, 'a', Status::Succeeded).await;
+    assert!(matches!(
+        ledger.request_cancel(done, "olga").await,
+        Err(LedgerError::NotRunning {
+            status: Status::Succeeded,
+            ..
+        })
+    ));
+    assert!(matches!(
+        ledger.request_cancel(DeploymentId(99), "olga").await,
+        Err(LedgerError::NotFound { .. })
+    ));
+    let running = ledger.start(&deploy('b')).await.unwrap();
+    assert_eq!(ledger.cancel_requested(running).await.unwrap(), None);
+}

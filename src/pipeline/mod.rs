@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 
 use anyhow::Context;
 
+use crate::cancel;
 use crate::docker;
 use crate::git;
 use crate::ids::{ProjectName, Revision, UserName};
@@ -68,7 +69,14 @@ pub(crate) async fn deploy(
     let revision = resolve(root, &request, &settings.branch).await?;
     let _lock = lock::acquire(&root.lock_file(), &holder(&request, &revision), reporter).await?;
     reconcile::run(root, &settings, &project, traffic, reporter).await?;
+    // Before the row exists, so `deploy cancel`'s signal never finds the process deaf.
+    let signals = cancel::Signals::register()?;
     let record = record::open(root, &request, revision, &settings.branch, reporter).await?;
+    let (cancel, _listening) = signals.listen(record.ledger.clone(), record.id);
+    reporter.info(format!(
+        "deploy {}: `deploy cancel {}` on the host stops it; Ctrl-C here does not",
+        record.id, record.id.0
+    ));
     let outcome = async {
         record.describe(root, &project, &request, reporter).await?;
         let run = stages::Run {
@@ -82,6 +90,7 @@ pub(crate) async fn deploy(
             docker: docker::connect().await?,
             record: &record,
             restore: &request.restore,
+            cancel: &cancel,
         };
         let images = stages::run(&run).await?;
         anyhow::Ok((run.docker, images))
@@ -91,7 +100,7 @@ pub(crate) async fn deploy(
         Ok((docker, images)) => (Some(docker), Ok(images)),
         Err(e) => (None, Err(e)),
     };
-    record.close(outcome, reporter).await?;
+    record.close(outcome, &cancel, reporter).await?;
     if let Some(docker) = docker {
         retain(root, &docker, &record, &settings, &project, reporter).await;
     }

@@ -9,6 +9,7 @@ use anyhow::Context;
 use chrono::{DateTime, Local};
 
 use super::{Request, Target, blocking};
+use crate::cancel::Cancel;
 use crate::git;
 use crate::ids::{DeploymentId, Revision};
 use crate::ledger::{Ledger, NewDeployment, Status, Trigger};
@@ -122,6 +123,7 @@ impl Record {
     pub(crate) async fn close(
         &self,
         outcome: anyhow::Result<Vec<String>>,
+        cancel: &Cancel,
         reporter: &Reporter,
     ) -> anyhow::Result<()> {
         // The log is on disk before the row says the deploy is over: `deploy logs --follow`
@@ -141,20 +143,24 @@ impl Record {
                 Ok(())
             }
             Err(e) => {
-                let message = format!("{e:#}");
-                reporter.error(format!("deploy failed: {message}"));
+                // A cancel ends whatever the stage was doing, with whatever error that gave.
+                let (status, message) = match cancel.check() {
+                    Err(canceled) => (Status::Canceled, canceled.to_string()),
+                    Ok(()) => (Status::Failed, format!("{e:#}")),
+                };
+                reporter.error(format!("deploy {status}: {message}"));
                 super::stages::restore_work_tree(self, reporter).await;
                 reporter.flush().await;
                 if let Err(e) = self
                     .ledger
-                    .finish(self.id, Status::Failed, &[], Some(&message))
+                    .finish(self.id, status, &[], Some(&message))
                     .await
                 {
                     reporter.warn(format!("{e:#}"));
                 }
                 // The reason was just reported; the last line only says where to read more.
                 Err(anyhow::anyhow!(
-                    "deploy of {} failed; see `{}`",
+                    "deploy of {} {status}; see `{}`",
                     self.revision.short(),
                     self.log.display()
                 ))
@@ -264,7 +270,10 @@ mod tests {
             .mark(record.id, Status::Abandoned, Some("test"))
             .await
             .unwrap();
-        record.close(Ok(Vec::new()), &reporter).await.unwrap();
+        record
+            .close(Ok(Vec::new()), &Cancel::never(), &reporter)
+            .await
+            .unwrap();
         let lines = captured.lines().join("\n");
         assert!(lines.contains("the deploy went live, but"), "{lines}");
     }

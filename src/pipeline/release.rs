@@ -191,6 +191,7 @@ impl Phase {
                 &run.docker,
                 &release.container,
                 run.settings.release_timeout,
+                run.cancel,
                 &step,
             )
             .await;

@@ -2,9 +2,8 @@
 //! sharing one `Run`. Any error ends the deploy; `record::Record::close` then does the
 //! bookkeeping, so no stage needs to.
 //!
-//! Where the coming features go: the release phase (a one-off container of the new image,
-//! after its dependencies are healthy, before any switch) is a stage between `build` and
-//! `apply`; cancel is a check between stages plus the undo `apply` already does; an
+//! A cancel (`Run::cancel`) is checked between stages and raced by their waits; what it
+//! interrupts fails as any stage fails, so `apply`'s undo puts back what was replaced. An
 //! environment is decided before `lock` and travels in `Run`.
 
 use std::collections::BTreeMap;
@@ -15,6 +14,7 @@ use super::load::{load_spec, work_tree_sources};
 use super::record::Record;
 use super::traffic::{self, Traffic};
 use super::{blocking, confine, preflight, release};
+use crate::cancel::Cancel;
 use crate::compose::Spec;
 use crate::docker::build::BuildSecrets;
 use crate::docker::{self, Docker, apply};
@@ -40,6 +40,8 @@ pub(crate) struct Run<'a> {
     pub(crate) record: &'a Record,
     /// Dumps to restore (service → file name in `ROOT/backups`) before the release phase.
     pub(crate) restore: &'a BTreeMap<String, String>,
+    /// Trips when `deploy cancel` asks; checked between stages and raced by their waits.
+    pub(crate) cancel: &'a Cancel,
 }
 
 /// Checks out, loads and checks the compose file, plans, builds every image, starts the new
@@ -49,9 +51,13 @@ pub(crate) async fn run(run: &Run<'_>) -> anyhow::Result<Vec<String>> {
     // A full disk breaks what runs too: refuse before touching anything.
     preflight::free_space(&run.docker, run.settings, run.reporter).await?;
     checkout(run).await?;
+    run.cancel.check()?;
     let (spec, secrets) = load(run).await?;
+    run.cancel.check()?;
     let plan = plan(run, &spec).await?;
+    run.cancel.check()?;
     build(run, &plan, &secrets).await?;
+    run.cancel.check()?;
     let phase = release::prepare(run, &spec, &plan).await?;
     let options = apply_options(run);
     let mut applying = apply::begin(&run.docker, &plan, run.reporter, &options).await?;
@@ -67,6 +73,10 @@ pub(crate) async fn run(run: &Run<'_>) -> anyhow::Result<Vec<String>> {
     if let Err(e) = applied {
         applying.rollback().await;
         return Err(released_then_failed(run, &done, e));
+    }
+    if let Err(canceled) = run.cancel.check() {
+        applying.rollback().await;
+        return Err(released_then_failed(run, &done, canceled.into()));
     }
     let applied = applying.finish();
     traffic::cut_over(run.traffic, &run.docker, &plan, applied, run.reporter)
@@ -226,15 +236,28 @@ async fn build_keys(run: &Run<'_>, spec: &Spec) -> anyhow::Result<BTreeMap<Servi
 }
 
 /// Every image is built before any container is touched: a failed build leaves the running
-/// revision alone.
+/// revision alone. All of them together have `build_timeout`; a build past it or canceled
+/// is dropped, which closes its request, and the engine then aborts it.
 async fn build(run: &Run<'_>, plan: &Plan, secrets: &BuildSecrets) -> anyhow::Result<()> {
-    for build in &plan.builds {
-        let step = run.reporter.step(StepKind::Build {
-            services: build.services.iter().map(|s| s.to_string()).collect(),
-        });
-        docker::build::build_image(&run.docker, build, secrets, &step).await?;
-        step.finish();
-    }
+    let limit = run.settings.build_timeout;
+    let builds = async {
+        for build in &plan.builds {
+            let step = run.reporter.step(StepKind::Build {
+                services: build.services.iter().map(|s| s.to_string()).collect(),
+            });
+            docker::build::build_image(&run.docker, build, secrets, &step).await?;
+            step.finish();
+        }
+        anyhow::Ok(())
+    };
+    tokio::time::timeout(limit, run.cancel.guard(builds))
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "the build stage took longer than `build_timeout` ({}), so it was stopped",
+                crate::report::format_elapsed(limit)
+            )
+        })??;
     for reuse in &plan.reused {
         run.reporter
             .info(format!("reusing `{}`, built earlier", reuse.from));
@@ -249,6 +272,7 @@ fn apply_options(run: &Run<'_>) -> apply::ApplyOptions {
     apply::ApplyOptions {
         health_timeout: run.settings.health_timeout,
         http_path: run.settings.health_path.clone(),
+        cancel: run.cancel.clone(),
     }
 }
 

@@ -1,0 +1,290 @@
+//! Issue #13: `deploy cancel` and the stages' bounds, through real pushes against the real
+//! engine. A canceled deploy leaves nothing of itself running, frees the lock, records who
+//! canceled it, and the version it was replacing serves again.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A one-service stack: Python's own web server showing `version: VERSION`. No database, so
+/// each test's first deploy is quick.
+fn web_stack(prefix: &str) -> Stack {
+    let stack = Stack::empty(prefix);
+    std::fs::write(
+        stack.root.join("host.env"),
+        format!("WEB_PORT={}\n", stack.port),
+    )
+    .unwrap();
+    stack.add_settings("env_file: host.env\nhealth_timeout: 90s\nmin_free_space: 1GiB\n");
+    stack.write(
+        "docker-compose.yml",
+        "services:\n  web:\n    build: .\n    ports: [\"${WEB_PORT}:8000\"]\n    stop_grace_period: 1s\n",
+    );
+    stack.write("Dockerfile", &dockerfile(""));
+    stack
+}
+
+/// The app's Dockerfile, with `extra` lines before its command.
+fn dockerfile(extra: &str) -> String {
+    format!(
+        "FROM python:3.11-slim\nWORKDIR /srv\nCOPY index.html /srv/\n{extra}CMD [\"python\", \"-m\", \"http.server\", \"8000\"]\n"
+    )
+}
+
+/// Commits `version` as the page and pushes it in the background.
+fn push_in_background(
+    stack: &Stack,
+    version: &str,
+) -> std::thread::JoinHandle<std::process::Output> {
+    stack.write("index.html", &format!("version: {version}\n"));
+    stack.commit(version);
+    let work = stack.work.clone();
+    std::thread::spawn(move || {
+        run(Command::new("git")
+            .current_dir(work)
+            .args(["push", "-q", "prod", "main"])
+            .env("DEPLOY_USER", "dana"))
+    })
+}
+
+fn deploy_v1(stack: &Stack) {
+    stack.write("index.html", "version: v1\n");
+    stack.commit("v1");
+    let push = stack.push("dana");
+    assert!(
+        push.pushed && push.output.contains("deployed"),
+        "{}",
+        push.output
+    );
+    stack.wait_for_page("version: v1", Duration::from_secs(30));
+}
+
+/// Waits, bounded, until `ready` holds.
+fn wait_until(what: &str, within: Duration, mut ready: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ready() {
+        assert!(
+            start.elapsed() < within,
+            "{what} did not happen within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Whether a process whose command line holds `marker` runs on this host (BuildKit's
+/// build steps and containers' processes are the host's).
+fn process_runs(marker: &str) -> bool {
+    let out = run(Command::new("pgrep").args(["-f", marker]));
+    out.status.success()
+}
+
+/// Whether nobody holds the ROOT lock.
+fn lock_is_free(stack: &Stack) -> bool {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(stack.root.join("deploy.lock"))
+        .unwrap();
+    file.try_lock().is_ok()
+}
+
+/// `deploy cancel` as the operator, and what the ledger then says of the newest deploy.
+fn cancel(stack: &Stack) -> serde_json::Value {
+    let out = run(Command::new(DEPLOY)
+        .args(["cancel", "--root"])
+        .arg(&stack.root)
+        .env("DEPLOY_USER", "olga"));
+    assert!(
+        out.status.success(),
+        "deploy cancel failed:\n{}",
+        text(&out)
+    );
+    assert!(text(&out).contains("canceled"), "{}", text(&out));
+    stack.history().into_iter().next().unwrap()
+}
+
+fn assert_canceled_by_olga(row: &serde_json::Value) {
+    assert_eq!(row["status"], "canceled", "{row}");
+    assert_eq!(row["error"], "canceled by olga", "{row}");
+}
+
+#[test]
+fn a_cancel_during_a_long_build_aborts_it_and_the_old_version_serves_throughout() {
+    let stack = web_stack("cancelbuild");
+    deploy_v1(&stack);
+    let marker = format!("building-{}", stack.project);
+    stack.write(
+        "Dockerfile",
+        &dockerfile(&format!("RUN echo {marker} && sleep 600\n")),
+    );
+    let push = push_in_background(&stack, "v2");
+    wait_until("the long build step", Duration::from_secs(120), || {
+        process_runs(&marker)
+    });
+
+    let row = cancel(&stack);
+    assert_canceled_by_olga(&row);
+    wait_until("the lock freed", Duration::from_secs(10), || {
+        lock_is_free(&stack)
+    });
+    wait_until("the build step gone", Duration::from_secs(10), || {
+        !process_runs(&marker)
+    });
+    assert!(
+        stack.get("/").is_some_and(|p| p.contains("version: v1")),
+        "v1 still serves"
+    );
+    let pushed = text(&push.join().unwrap());
+    assert!(pushed.contains("canceled by olga"), "{pushed}");
+}
+
+#[test]
+fn a_cancel_during_the_health_wait_puts_the_old_version_back() {
+    let stack = web_stack("cancelhealth");
+    deploy_v1(&stack);
+    // v2 never listens, so the deploy waits for it until `health_timeout` (90 s).
+    let marker = format!("never-ready-{}", stack.project);
+    stack.write(
+        "Dockerfile",
+        &format!(
+            "FROM python:3.11-slim\nWORKDIR /srv\nCOPY index.html /srv/\nCMD [\"sh\", \"-c\", \"echo {marker}; sleep 600\"]\n"
+        ),
+    );
+    let push = push_in_background(&stack, "v2");
+    wait_until("v2's container", Duration::from_secs(120), || {
+        process_runs(&marker)
+    });
+
+    let row = cancel(&stack);
+    assert_canceled_by_olga(&row);
+    wait_until("the lock freed", Duration::from_secs(10), || {
+        lock_is_free(&stack)
+    });
+    assert!(!process_runs(&marker), "v2's container is gone");
+    stack.wait_for_page("version: v1", Duration::from_secs(10));
+    let pushed = text(&push.join().unwrap());
+    assert!(pushed.contains("canceled by olga"), "{pushed}");
+}
+
+#[test]
+fn a_cancel_during_the_release_command_stops_and_removes_it() {
+    let stack = web_stack("cancelrelease");
+    deploy_v1(&stack);
+    let marker = format!("migrating-{}", stack.project);
+    stack.write(
+        "docker-compose.yml",
+        &format!(
+            "services:\n  web:\n    build: .\n    ports: [\"${{WEB_PORT}}:8000\"]\n    stop_grace_period: 1s\nx-deploy:\n  release:\n    service: web\n    command: [\"sh\", \"-c\", \"echo {marker}; sleep 600\"]\n"
+        ),
+    );
+    let push = push_in_background(&stack, "v2");
+    wait_until("the release command", Duration::from_secs(120), || {
+        process_runs(&marker)
+    });
+
+    let row = cancel(&stack);
+    assert_canceled_by_olga(&row);
+    wait_until("the lock freed", Duration::from_secs(10), || {
+        lock_is_free(&stack)
+    });
+    assert!(!process_runs(&marker), "the release command is gone");
+    let release = format!("{}-web-release", stack.project);
+    assert!(
+        !containers(&stack.project).iter().any(|c| c
+            .names
+            .iter()
+            .flatten()
+            .any(|n| n.ends_with(&release))),
+        "the release container is removed"
+    );
+    assert!(
+        stack.get("/").is_some_and(|p| p.contains("version: v1")),
+        "v1 still serves"
+    );
+    let pushed = text(&push.join().unwrap());
+    assert!(pushed.contains("canceled by olga"), "{pushed}");
+}
+
+#[test]
+fn a_build_past_build_timeout_fails_with_the_stage_named() {
+    let stack = web_stack("buildtimeout");
+    stack.add_settings("build_timeout: 5s\n");
+    let marker = format!("slow-build-{}", stack.project);
+    stack.write(
+        "Dockerfile",
+        &dockerfile(&format!("RUN echo {marker} && sleep 600\n")),
+    );
+    stack.write("index.html", "version: v1\n");
+    stack.commit("v1");
+    let push = stack.push("dana");
+    assert!(
+        push.output
+            .contains("the build stage took longer than `build_timeout` (5.0s)"),
+        "{}",
+        push.output
+    );
+    wait_until("the build step gone", Duration::from_secs(10), || {
+        !process_runs(&marker)
+    });
+    assert_eq!(stack.history()[0]["status"], "failed");
+}
+
+#[test]
+fn cancel_refuses_what_it_cannot_cancel_with_one_line() {
+    let stack = Stack::empty("cancelbad");
+    let refused = |args: &[&str], line: &str| {
+        let out = stack.deploy(args);
+        assert!(!out.status.success(), "{}", text(&out));
+        assert_eq!(text(&out).trim(), line);
+    };
+    refused(&["cancel"], "deploy: no deploy is running");
+    refused(
+        &["cancel", "42"],
+        "deploy: there is no deploy #42 in the ledger; `deploy history` lists them",
+    );
+    // A deploy that failed (its compose file has no service) is over.
+    stack.write("docker-compose.yml", "services: {}\n");
+    stack.commit("empty");
+    assert!(!stack.push("dana").output.contains("deployed"));
+    refused(
+        &["cancel", "1"],
+        "deploy: deploy #1 already ended as failed; only a running deploy can be canceled",
+    );
+}
+
+/// Behind `deploy serve` the deploy runs in the daemon: the cancel reaches it there, and the
+/// old version answers every request throughout, the new one having started beside it.
+#[test]
+fn a_cancel_reaches_a_deploy_in_the_daemon_and_no_request_fails() {
+    let stack = web_stack("canceldaemon");
+    let _daemon = common::daemon::Daemon::start(&stack);
+    deploy_v1(&stack);
+    let load = common::daemon::Load::start(stack.port);
+    let marker = format!("never-ready-{}", stack.project);
+    stack.write(
+        "Dockerfile",
+        &format!(
+            "FROM python:3.11-slim\nWORKDIR /srv\nCOPY index.html /srv/\nCMD [\"sh\", \"-c\", \"echo {marker}; sleep 600\"]\n"
+        ),
+    );
+    let push = push_in_background(&stack, "v2");
+    wait_until("v2's container", Duration::from_secs(120), || {
+        process_runs(&marker)
+    });
+
+    let row = cancel(&stack);
+    assert_canceled_by_olga(&row);
+    assert!(!process_runs(&marker), "v2's container is gone");
+    let (ok, failed, when) = load.finish();
+    assert_eq!(failed, 0, "failed requests at {when:?} ({ok} succeeded)");
+    assert!(ok > 0);
+    assert!(
+        stack.get("/").is_some_and(|p| p.contains("version: v1")),
+        "v1 still serves"
+    );
+    let pushed = text(&push.join().unwrap());
+    assert!(pushed.contains("canceled by olga"), "{pushed}");
+}
