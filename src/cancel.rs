@@ -118,6 +118,12 @@ impl Signals {
 /// Stops listening when dropped.
 pub(crate) struct Listening(tokio::task::JoinHandle<()>);
 
+impl Listening {
+    pub(crate) fn new(task: tokio::task::JoinHandle<()>) -> Self {
+        Self(task)
+    }
+}
+
 impl Drop for Listening {
     fn drop(&mut self) {
         self.0.abort();

@@ -288,3 +288,45 @@ fn a_cancel_reaches_a_deploy_in_the_daemon_and_no_request_fails() {
     let pushed = text(&push.join().unwrap());
     assert!(pushed.contains("canceled by olga"), "{pushed}");
 }
+
+/// Ctrl-C in the pusher's terminal (SIGINT to the push's process group, hook included) does
+/// not stop the deploy: the terminal was told how to cancel, and the deploy goes live.
+#[test]
+fn ctrl_c_in_the_pushers_terminal_does_not_stop_the_deploy() {
+    use std::os::unix::process::CommandExt;
+    let stack = web_stack("cancelctrlc");
+    deploy_v1(&stack);
+    let marker = format!("slow-step-{}", stack.project);
+    stack.write(
+        "Dockerfile",
+        &dockerfile(&format!("RUN echo {marker} && sleep 3\n")),
+    );
+    stack.write("index.html", "version: v2\n");
+    stack.commit("v2");
+    let push = Command::new("git")
+        .current_dir(&stack.work)
+        .args(["push", "-q", "prod", "main"])
+        .env("DEPLOY_USER", "dana")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    wait_until("the slow build step", Duration::from_secs(120), || {
+        process_runs(&marker)
+    });
+    let group = i32::try_from(push.id()).unwrap();
+    let interrupted = run(Command::new("kill").args(["-INT", "--", &format!("-{group}")]));
+    assert!(interrupted.status.success(), "{}", text(&interrupted));
+
+    // git itself stops; the terminal was told beforehand how to cancel.
+    let pushed = text(&push.wait_with_output().unwrap());
+    assert!(
+        pushed.contains("`deploy cancel 2` on the host stops it; Ctrl-C here does not"),
+        "{pushed}"
+    );
+    stack.wait_for_page("version: v2", Duration::from_secs(120));
+    wait_until("the deploy recorded", Duration::from_secs(30), || {
+        stack.history()[0]["status"] == "succeeded"
+    });
+}

@@ -177,6 +177,7 @@ async fn run_deploy(
 ) -> anyhow::Result<()> {
     // The same bound on output as the pipeline's own, whichever process runs it.
     reporter.limit_output(crate::settings::Settings::load(root)?.build_log_limit);
+    let _unstoppable = ctrl_c_does_not_cancel(reporter)?;
     match crate::serve::client::hand_off(root, &request, reporter).await {
         Some(result) => result,
         None => {
@@ -189,6 +190,35 @@ async fn run_deploy(
             .await
         }
     }
+}
+
+/// A deploy is stopped only by `deploy cancel`, which puts back what it replaced: Ctrl-C in
+/// the pusher's terminal (SIGINT to a local push's process group) or a closed terminal
+/// (SIGHUP) would kill it part-way. They are answered with how to cancel instead, until the
+/// returned guard is dropped.
+fn ctrl_c_does_not_cancel(
+    reporter: &crate::report::Reporter,
+) -> anyhow::Result<crate::cancel::Listening> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let listen =
+        |kind| signal(kind).map_err(|e| anyhow::anyhow!("failed to take over Ctrl-C: {e}"));
+    let (mut interrupt, mut hangup) = (
+        listen(SignalKind::interrupt())?,
+        listen(SignalKind::hangup())?,
+    );
+    let reporter = reporter.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                Some(()) = interrupt.recv() => reporter.warn(
+                    "Ctrl-C does not stop a deploy; it carries on. `deploy cancel` on the host stops it and puts back what it replaced",
+                ),
+                Some(()) = hangup.recv() => {}
+                else => return,
+            }
+        }
+    });
+    Ok(crate::cancel::Listening::new(task))
 }
 
 /// Settles a deploy that a dead process left half-done, when no deploy runs now: what
