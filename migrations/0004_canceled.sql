@@ -1,9 +1,12 @@
--- Canceled deploys (issue 13).
+-- The deploy lifecycle (issue 13): queued, running, canceled.
 --
--- deployments.status may say 'canceled'. The statuses now live in a table of their own, so
--- that a later status is one INSERT, not another rebuild of `deployments` (SQLite cannot
--- change a CHECK in place). `cancel_requested_by` is written by `deploy cancel`: the name
--- of whoever asked, read by the deploy's process when the signal that follows wakes it.
+-- deployments.status may say 'queued' (waiting for the lock or in the daemon's queue) and
+-- 'canceled'. The statuses now live in a table of their own, so that a later status is one
+-- INSERT, not another rebuild of `deployments` (SQLite cannot change a CHECK in place).
+-- New columns:
+--   cancel_requested_by  written by `deploy cancel`: who asked, read by the deploy's process
+--                        when the signal that follows wakes it;
+--   stage                the stage a running deploy is in, for `deploy status`.
 --
 -- Rebuilding `deployments` means dropping it, and dropping a parent table runs its
 -- foreign keys' ON DELETE actions: `backups.deployment_id` would be set to NULL. So
@@ -12,7 +15,8 @@ PRAGMA defer_foreign_keys = ON;
 
 CREATE TABLE deployment_statuses (name TEXT PRIMARY KEY) WITHOUT ROWID;
 INSERT INTO deployment_statuses (name)
-VALUES ('running'), ('succeeded'), ('failed'), ('abandoned'), ('superseded'), ('canceled');
+VALUES ('queued'), ('running'), ('succeeded'), ('failed'), ('abandoned'), ('superseded'),
+       ('canceled');
 
 -- AUTOINCREMENT's counters go with their tables; kept, so no id is ever handed out twice.
 CREATE TEMPORARY TABLE sequences_kept AS
@@ -41,7 +45,8 @@ CREATE TABLE deployments_new (
     release_image TEXT,
     release       TEXT    CHECK (release IN ('done', 'failed', 'skipped')),
     cancel_requested_by TEXT,
-    CHECK ((status = 'running') = (finished_at IS NULL))
+    stage         TEXT,
+    CHECK ((status IN ('queued', 'running')) = (finished_at IS NULL))
 );
 
 INSERT INTO deployments_new

@@ -94,13 +94,18 @@ impl Signals {
             .map_err(|e| anyhow::anyhow!("failed to listen for `deploy cancel`: {e}"))
     }
 
+    /// Waits for the next signal; `false` once none can come.
+    pub(crate) async fn next(&mut self) -> bool {
+        self.0.recv().await.is_some()
+    }
+
     /// Listens on behalf of the deploy `id`, whose row is in `ledger`. Each signal re-reads
     /// the row, so a signal meant for another deploy is harmless. Listening ends when the
     /// returned guard is dropped.
     pub(crate) fn listen(mut self, ledger: Ledger, id: DeploymentId) -> (Cancel, Listening) {
         let (trip, cancel) = Cancel::new();
         let task = tokio::spawn(async move {
-            while self.0.recv().await.is_some() {
+            while self.next().await {
                 match ledger.cancel_requested(id).await {
                     Ok(Some(by)) => {
                         let _ = trip.send(Some(by));
@@ -128,6 +133,12 @@ impl Drop for Listening {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// Whether `pid` is a live process of this program: a row's pid may since have been given
+/// to another process, which `deploy cancel`'s signal would kill.
+pub(crate) fn runs_deploy(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim() == "deploy")
 }
 
 #[cfg(test)]

@@ -251,7 +251,7 @@ fn cancel_refuses_what_it_cannot_cancel_with_one_line() {
     assert!(!stack.push("dana").output.contains("deployed"));
     refused(
         &["cancel", "1"],
-        "deploy: deploy #1 already ended as failed; only a running deploy can be canceled",
+        "deploy: deploy #1 already ended as failed; only a running or queued deploy can be canceled",
     );
 }
 
@@ -329,4 +329,74 @@ fn ctrl_c_in_the_pushers_terminal_does_not_stop_the_deploy() {
     wait_until("the deploy recorded", Duration::from_secs(30), || {
         stack.history()[0]["status"] == "succeeded"
     });
+}
+
+/// The status of the stack as JSON.
+fn status(stack: &Stack) -> serde_json::Value {
+    let out = stack.deploy(&["status", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A push that waits behind a long deploy is queued in the ledger: `deploy status` shows
+/// both (the running one with its stage), and a cancel of the queued one by its id ends its
+/// push before it started, the running one untouched. Under `deploy serve` when `daemon`.
+fn queued_deploy_is_shown_and_canceled(prefix: &str, daemon: bool) {
+    let stack = web_stack(prefix);
+    let _daemon = daemon.then(|| common::daemon::Daemon::start(&stack));
+    deploy_v1(&stack);
+    let marker = format!("long-build-{}", stack.project);
+    stack.write(
+        "Dockerfile",
+        &dockerfile(&format!("RUN echo {marker} && sleep 600\n")),
+    );
+    let running = push_in_background(&stack, "v2");
+    wait_until("the long build step", Duration::from_secs(120), || {
+        process_runs(&marker)
+    });
+    stack.write("Dockerfile", &dockerfile(""));
+    let queued = push_in_background(&stack, "v3");
+    wait_until("the queued row", Duration::from_secs(60), || {
+        status(&stack)["queued"]
+            .as_array()
+            .is_some_and(|q| !q.is_empty())
+    });
+    let now = status(&stack);
+    assert_eq!(now["running"]["stage"], "build", "{now:#}");
+    let id = now["queued"][0]["id"].as_i64().unwrap();
+    let shown = text(&stack.deploy(&["status"]));
+    assert!(shown.contains(&format!("queued   #{id} ")), "{shown}");
+    assert!(shown.contains("running  #"), "{shown}");
+
+    let out = run(Command::new(DEPLOY)
+        .args(["cancel", &id.to_string(), "--root"])
+        .arg(&stack.root)
+        .env("DEPLOY_USER", "olga"));
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("canceled before it started"),
+        "{}",
+        text(&out)
+    );
+    let pushed = text(&queued.join().unwrap());
+    assert!(pushed.contains("canceled by olga while queued"), "{pushed}");
+    let row = stack.history().into_iter().find(|r| r["id"] == id).unwrap();
+    assert_eq!(row["status"], "canceled", "{row}");
+    assert!(process_runs(&marker), "the running deploy goes on");
+
+    cancel(&stack);
+    let running_id = now["running"]["id"].clone();
+    let row = stack.history().into_iter().find(|r| r["id"] == running_id);
+    assert_canceled_by_olga(&row.unwrap());
+    let _ = running.join();
+}
+
+#[test]
+fn a_queued_deploy_is_shown_and_canceled_by_its_id() {
+    queued_deploy_is_shown_and_canceled("cancelqueued", false);
+}
+
+#[test]
+fn a_deploy_queued_in_the_daemon_is_shown_and_canceled_by_its_id() {
+    queued_deploy_is_shown_and_canceled("cancelqueuedd", true);
 }

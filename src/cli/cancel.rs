@@ -1,6 +1,6 @@
-//! `deploy cancel [ID]`: stops the running deploy, wherever it runs (a hook's process or
-//! the daemon); what it replaced is put back, as on any failure. Returns once its row says
-//! how it ended.
+//! `deploy cancel [ID]`: stops the running deploy, or a queued one, wherever it runs (a
+//! hook's process or the daemon); what it replaced is put back, as on any failure. Returns
+//! once its row says how it ended.
 
 use std::time::{Duration, Instant};
 
@@ -21,7 +21,8 @@ const POLL: Duration = Duration::from_millis(100);
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// The ledger id of the deploy (`deploy history`); the running deploy when not given.
+    /// The ledger id of a running or queued deploy (`deploy status`, `deploy history`); the
+    /// running deploy when not given.
     #[arg(value_name = "ID")]
     id: Option<i64>,
 }
@@ -48,6 +49,10 @@ pub(crate) async fn run(root: Root, args: Args) -> anyhow::Result<u8> {
     );
     let ended = wait_for_end(&ledger, id).await?;
     match ended.status {
+        Status::Canceled if row.status == Status::Queued => {
+            eprintln!("deploy: deploy {id} canceled before it started");
+            Ok(super::exit::SUCCESS)
+        }
         Status::Canceled => {
             eprintln!("deploy: deploy {id} canceled; the version it was replacing still serves");
             Ok(super::exit::SUCCESS)
@@ -69,17 +74,17 @@ async fn target(ledger: &Ledger, id: Option<i64>) -> anyhow::Result<Deployment> 
             .running()
             .await?
             .into_iter()
-            .find(|d| runs_deploy(d.pid))
+            .find(|d| crate::cancel::runs_deploy(d.pid))
             .ok_or_else(|| anyhow!("no deploy is running"))?,
     };
-    if row.status != Status::Running {
+    if !matches!(row.status, Status::Running | Status::Queued) {
         bail!(
-            "deploy {} already ended as {}; only a running deploy can be canceled",
+            "deploy {} already ended as {}; only a running or queued deploy can be canceled",
             row.id,
             row.status
         );
     }
-    if !runs_deploy(row.pid) {
+    if !crate::cancel::runs_deploy(row.pid) {
         bail!(
             "deploy {}'s process ({}) is gone; the next deploy, or `deploy status`, settles what it left",
             row.id,
@@ -87,12 +92,6 @@ async fn target(ledger: &Ledger, id: Option<i64>) -> anyhow::Result<Deployment> 
         );
     }
     Ok(row)
-}
-
-/// Whether `pid` is a process of this program: a row's pid may since have been given to
-/// another process, which the signal would kill.
-fn runs_deploy(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim() == "deploy")
 }
 
 /// The row once it is no longer running.
@@ -103,7 +102,7 @@ async fn wait_for_end(ledger: &Ledger, id: DeploymentId) -> anyhow::Result<Deplo
             .get(id)
             .await?
             .ok_or_else(|| anyhow!("deploy {id} left the ledger"))?;
-        if row.status != Status::Running {
+        if !matches!(row.status, Status::Running | Status::Queued) {
             return Ok(row);
         }
         if started.elapsed() > WAIT {

@@ -42,6 +42,7 @@ pub(crate) async fn run(root: Root, args: Args) -> anyhow::Result<u8> {
         uid: pusher.uid,
         restore,
         trigger,
+        queued: None,
     };
     super::run_deploy(&root, request, &reporter).await?;
     Ok(super::exit::SUCCESS)

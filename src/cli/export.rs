@@ -66,6 +66,7 @@ pub(crate) async fn run_import(args: ImportArgs) -> anyhow::Result<u8> {
         uid: pusher.uid,
         trigger: Trigger::Restore,
         restore: manifest.dumps,
+        queued: None,
     };
     super::run_deploy(&root, request, &reporter).await?;
     Ok(super::exit::SUCCESS)

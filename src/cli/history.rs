@@ -22,8 +22,8 @@ pub(crate) async fn run(root: Root, args: Args) -> anyhow::Result<u8> {
         return Ok(super::exit::SUCCESS);
     }
     println!(
-        "{:<6} {:<12} {:<10} {:<9} {:<16} {:<20} TOOK",
-        "ID", "REVISION", "STATUS", "TRIGGER", "USER", "STARTED"
+        "{:<6} {:<12} {:<10} {:<9} {:<16} {:<20} {:<8} WHY",
+        "ID", "REVISION", "STATUS", "TRIGGER", "USER", "STARTED", "TOOK"
     );
     for d in rows {
         let took = d
@@ -35,8 +35,14 @@ pub(crate) async fn run(root: Root, args: Args) -> anyhow::Result<u8> {
                 )
             })
             .unwrap_or_else(|| "-".to_owned());
+        // Why it did not go live: the error's first line, or what superseded it.
+        let why = match (&d.error, d.superseded_by) {
+            (Some(e), _) => e.lines().next().unwrap_or_default().to_owned(),
+            (None, Some(by)) => format!("superseded by {by}"),
+            (None, None) => String::new(),
+        };
         println!(
-            "{:<6} {:<12} {:<10} {:<9} {:<16} {:<20} {}",
+            "{:<6} {:<12} {:<10} {:<9} {:<16} {:<20} {:<8} {}",
             d.id.0,
             d.revision.short(),
             serde_json::to_value(d.status)?.as_str().unwrap_or_default(),
@@ -47,7 +53,8 @@ pub(crate) async fn run(root: Root, args: Args) -> anyhow::Result<u8> {
             d.started_at
                 .with_timezone(&chrono::Local)
                 .format("%Y-%m-%d %H:%M:%S"),
-            took
+            took,
+            why
         );
     }
     Ok(super::exit::SUCCESS)

@@ -42,6 +42,7 @@ pub(crate) async fn run(root: Root, _args: Args) -> anyhow::Result<u8> {
         uid: pusher.uid,
         restore: Default::default(),
         trigger: Trigger::Push,
+        queued: None,
     };
     super::run_deploy(&root, request, &reporter).await?;
     Ok(super::exit::SUCCESS)

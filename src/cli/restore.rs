@@ -56,6 +56,7 @@ pub(crate) async fn run(root: Root, args: Args) -> anyhow::Result<u8> {
         uid: pusher.uid,
         trigger: Trigger::Restore,
         restore,
+        queued: None,
     };
     super::run_deploy(&root, request, &reporter).await?;
     Ok(super::exit::SUCCESS)

@@ -20,6 +20,10 @@ struct Status {
     version: &'static str,
     project: String,
     live: Option<Deployment>,
+    /// The deploy under way, with its `stage`, if one runs.
+    running: Option<Deployment>,
+    /// Deploys waiting their turn, oldest first.
+    queued: Vec<Deployment>,
     containers: Vec<docker::status::ContainerStatus>,
     /// The newest database dump, if any.
     backup: Option<NewestBackup>,
@@ -87,12 +91,17 @@ pub(crate) async fn run(root: Root, args: Args) -> anyhow::Result<u8> {
     let project = settings.project(&root)?;
     let ledger = Ledger::open(&root.ledger_file()).await?;
     let live = ledger.last_succeeded().await?;
+    // `settle` closed what dead processes left: what is running or queued now is real.
+    let running = ledger.running().await?.into_iter().next();
+    let queued = ledger.queued().await?;
     let docker = docker::connect().await?;
     let containers = docker::status::containers(&docker, &project).await?;
     let status = Status {
         version: super::VERSION,
         project: project.to_string(),
         live,
+        running,
+        queued,
         containers,
         backup: newest_backup(&ledger, &settings).await?,
         build_cache: BuildCache {
@@ -126,6 +135,26 @@ fn print(status: &Status, settings: &Settings) {
                 .format("%Y-%m-%d %H:%M:%S")
         ),
         None => println!("live     nothing deployed yet"),
+    }
+    let now = chrono::Utc::now();
+    if let Some(d) = &status.running {
+        println!(
+            "running  {} {} by {}, {} in, at {}",
+            d.id,
+            d.revision.short(),
+            d.user,
+            age((now - d.started_at).num_seconds()),
+            d.stage.as_deref().unwrap_or("the start")
+        );
+    }
+    for d in &status.queued {
+        println!(
+            "queued   {} {} by {}, waiting {}",
+            d.id,
+            d.revision.short(),
+            d.user,
+            age((now - d.started_at).num_seconds())
+        );
     }
     match &status.backup {
         Some(b) => println!(

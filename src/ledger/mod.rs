@@ -36,6 +36,8 @@ pub(crate) enum Trigger {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum Status {
+    /// Waiting for the lock, or in the daemon's queue.
+    Queued,
     Running,
     Succeeded,
     Failed,
@@ -88,6 +90,9 @@ pub(crate) struct Deployment {
     /// What the release command did, when the compose file declared one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) release: Option<Release>,
+    /// The stage a running deploy is in (`build web`, `release`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) stage: Option<String>,
 }
 
 /// The release command of one deploy, and what became of it.
@@ -123,7 +128,9 @@ pub(crate) enum LedgerError {
     #[error("deploy {id} is not in the ledger `{path}`")]
     NotFound { id: DeploymentId, path: PathBuf },
     /// See `Ledger::finish` for why this is an error and not a silent no-op.
-    #[error("deploy {id} is already {status}; only a running deploy can be given an outcome")]
+    #[error(
+        "deploy {id} is already {status}; only a queued or running deploy can be given an outcome"
+    )]
     NotRunning { id: DeploymentId, status: Status },
     #[error(
         "`{0}` is not an outcome; a deploy ends as succeeded, failed, abandoned, superseded or canceled"
@@ -146,7 +153,7 @@ macro_rules! select_deployments {
         concat!(
             r#"SELECT id, revision, "ref", "user", uid, "trigger", status, started_at,
                       finished_at, images, log_path, error, pid, superseded_by,
-                      release_command, release_image, release
+                      release_command, release_image, release, stage
                FROM deployments "#,
             $($rest, " ",)*
         )
@@ -215,6 +222,14 @@ impl Ledger {
 
     /// Records a deploy as `running` and returns its id.
     pub(crate) async fn start(&self, new: &NewDeployment) -> Result<DeploymentId, LedgerError> {
+        self.insert(new, Status::Running).await
+    }
+
+    async fn insert(
+        &self,
+        new: &NewDeployment,
+        status: Status,
+    ) -> Result<DeploymentId, LedgerError> {
         let log_path = new
             .log_path
             .to_str()
@@ -222,7 +237,7 @@ impl Ledger {
         let id: i64 = sqlx::query_scalar(
             r#"INSERT INTO deployments
                    (revision, "ref", "user", uid, "trigger", status, started_at, log_path, pid)
-               VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
                RETURNING id"#,
         )
         .bind(new.revision.as_str())
@@ -230,6 +245,7 @@ impl Ledger {
         .bind(new.user.as_str())
         .bind(i64::from(new.uid))
         .bind(new.trigger.as_str())
+        .bind(status.as_str())
         .bind(timestamp(Utc::now()))
         .bind(log_path)
         .bind(i64::from(new.pid))
@@ -237,6 +253,60 @@ impl Ledger {
         .await
         .map_err(self.db("record the start of a deploy"))?;
         Ok(DeploymentId(id))
+    }
+
+    /// Records a deploy as `queued`: its process waits for the lock, or the daemon's queue
+    /// holds it. `begin` makes it `running`.
+    pub(crate) async fn queue(&self, new: &NewDeployment) -> Result<DeploymentId, LedgerError> {
+        self.insert(new, Status::Queued).await
+    }
+
+    /// Starts the queued deploy `id`, now logged to `log_path`; `NotRunning` if it is no
+    /// longer queued (canceled meanwhile).
+    pub(crate) async fn begin(&self, id: DeploymentId, log_path: &Path) -> Result<(), LedgerError> {
+        let log = log_path
+            .to_str()
+            .ok_or_else(|| LedgerError::NonUtf8LogPath(log_path.to_owned()))?;
+        let done = sqlx::query(
+            "UPDATE deployments SET status = 'running', started_at = ?, log_path = ?
+             WHERE id = ? AND status = 'queued'",
+        )
+        .bind(timestamp(Utc::now()))
+        .bind(log)
+        .bind(id.0)
+        .execute(&self.pool)
+        .await
+        .map_err(self.db("start a queued deploy"))?;
+        if done.rows_affected() == 1 {
+            return Ok(());
+        }
+        match self.get(id).await? {
+            Some(row) => Err(LedgerError::NotRunning {
+                id,
+                status: row.status,
+            }),
+            None => Err(self.not_found(id)),
+        }
+    }
+
+    /// Records the stage a running deploy has reached.
+    pub(crate) async fn set_stage(&self, id: DeploymentId, stage: &str) -> Result<(), LedgerError> {
+        sqlx::query("UPDATE deployments SET stage = ? WHERE id = ?")
+            .bind(stage)
+            .bind(id.0)
+            .execute(&self.pool)
+            .await
+            .map_err(self.db("record the stage of a deploy"))?;
+        Ok(())
+    }
+
+    /// Queued rows, oldest first.
+    pub(crate) async fn queued(&self) -> Result<Vec<Deployment>, LedgerError> {
+        sqlx::query(select_deployments!("WHERE status = 'queued' ORDER BY id"))
+            .try_map(|row: SqliteRow| decode(&row))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(self.db("read the queued deploys"))
     }
 
     /// Records how a running deploy ended, with the images it built or used.
@@ -275,14 +345,14 @@ impl Ledger {
         images_json: Option<&str>,
         error: Option<&str>,
     ) -> Result<(), LedgerError> {
-        if status == Status::Running {
+        if matches!(status, Status::Running | Status::Queued) {
             return Err(LedgerError::NotAnOutcome(status));
         }
         let action = "record the outcome of a deploy";
         let done = sqlx::query(
             "UPDATE deployments
              SET status = ?, finished_at = ?, images = coalesce(?, images), error = ?
-             WHERE id = ? AND status = 'running'",
+             WHERE id = ? AND status IN ('queued', 'running')",
         )
         .bind(status.as_str())
         .bind(timestamp(Utc::now()))
@@ -348,15 +418,16 @@ impl Ledger {
         }
     }
 
-    /// Asks the running deploy `id` to stop, on behalf of `by`: its process reads this when
-    /// `deploy cancel` signals it. Only a running deploy can be asked (`NotRunning`).
+    /// Asks the queued or running deploy `id` to stop, on behalf of `by`: its process reads
+    /// this when `deploy cancel` signals it. Another can not be asked (`NotRunning`).
     pub(crate) async fn request_cancel(
         &self,
         id: DeploymentId,
         by: &str,
     ) -> Result<(), LedgerError> {
         let done = sqlx::query(
-            "UPDATE deployments SET cancel_requested_by = ? WHERE id = ? AND status = 'running'",
+            "UPDATE deployments SET cancel_requested_by = ?
+             WHERE id = ? AND status IN ('queued', 'running')",
         )
         .bind(by)
         .bind(id.0)
@@ -581,6 +652,7 @@ fn decode(row: &SqliteRow) -> Result<Deployment, sqlx::Error> {
             .try_get::<Option<i64>, _>("superseded_by")?
             .map(DeploymentId),
         release: decode_release(row)?,
+        stage: row.try_get("stage")?,
     })
 }
 
@@ -644,6 +716,7 @@ impl Status {
     /// The ledger's spelling, the same as the JSON output's.
     pub(crate) fn as_str(self) -> &'static str {
         match self {
+            Self::Queued => "queued",
             Self::Running => "running",
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
@@ -658,6 +731,7 @@ impl FromStr for Status {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         [
+            Self::Queued,
             Self::Running,
             Self::Succeeded,
             Self::Failed,

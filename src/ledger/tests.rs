@@ -146,7 +146,9 @@ async fn only_a_running_deploy_can_be_finished(pool: SqlitePool) {
     ));
     assert_eq!(
         again.to_string(),
-        format!("deploy {id} is already failed; only a running deploy can be given an outcome")
+        format!(
+            "deploy {id} is already failed; only a queued or running deploy can be given an outcome"
+        )
     );
     assert_eq!(
         ledger.get(id).await.unwrap().unwrap().status,
@@ -630,4 +632,43 @@ async fn only_a_running_deploy_can_be_asked_to_cancel(pool: SqlitePool) {
     ));
     let running = ledger.start(&deploy('b')).await.unwrap();
     assert_eq!(ledger.cancel_requested(running).await.unwrap(), None);
+}
+
+/// A queued row becomes the deploy's when it starts, and can be given an outcome while still
+/// queued (canceled, superseded); one no longer queued cannot begin.
+#[sqlx::test(migrator = "crate::ledger::MIGRATOR")]
+async fn a_queued_row_begins_or_ends_without_running(pool: SqlitePool) {
+    let ledger = Ledger::from_pool(pool);
+    let waiting = ledger.queue(&deploy('a')).await.unwrap();
+    assert_eq!(ids(&ledger.queued().await.unwrap()), [waiting.0]);
+    assert!(ledger.running().await.unwrap().is_empty());
+    ledger
+        .begin(waiting, Path::new("/root/build-logs/a.log"))
+        .await
+        .unwrap();
+    ledger.set_stage(waiting, "build").await.unwrap();
+    let row = ledger.get(waiting).await.unwrap().unwrap();
+    assert_eq!(
+        (row.status, row.stage.as_deref()),
+        (Status::Running, Some("build"))
+    );
+    assert_eq!(row.log_path, Path::new("/root/build-logs/a.log"));
+
+    let canceled = ledger.queue(&deploy('b')).await.unwrap();
+    ledger
+        .mark(
+            canceled,
+            Status::Canceled,
+            Some("canceled by olga while queued"),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        ledger.begin(canceled, Path::new("/x.log")).await,
+        Err(LedgerError::NotRunning {
+            status: Status::Canceled,
+            ..
+        })
+    ));
+    assert!(ledger.queued().await.unwrap().is_empty());
 }

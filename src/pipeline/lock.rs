@@ -35,7 +35,17 @@ pub(crate) async fn acquire(
                 current
             };
             reporter.info(format!("waiting for {who} to finish"));
-            file = tokio::task::spawn_blocking(move || file.lock().map(|()| file))
+            // A thread of its own, not the runtime's blocking pool: a wait given up (a
+            // canceled deploy) must not hold up the runtime's shutdown. If nobody takes the
+            // file, it is dropped, and the lock with it.
+            let (taken, waited) = tokio::sync::oneshot::channel();
+            std::thread::Builder::new()
+                .name("lock wait".to_owned())
+                .spawn(move || {
+                    let _ = taken.send(file.lock().map(|()| file));
+                })
+                .context("failed to start waiting for the lock")?;
+            file = waited
                 .await
                 .context("the lock wait was interrupted")?
                 .with_context(|| format!("failed to lock `{}`", path.display()))?;

@@ -22,8 +22,8 @@ use anyhow::Context;
 use crate::cancel;
 use crate::docker;
 use crate::git;
-use crate::ids::{ProjectName, Revision, UserName};
-use crate::ledger::Trigger;
+use crate::ids::{DeploymentId, ProjectName, Revision, UserName};
+use crate::ledger::{Ledger, Status, Trigger};
 use crate::report::Reporter;
 use crate::root::Root;
 use crate::settings::Settings;
@@ -43,6 +43,8 @@ pub(crate) struct Request {
     /// Dumps to restore before the release phase: service → file name in `ROOT/backups`
     /// (`deploy restore-db`, `deploy --revision REV --restore-db`, `deploy import`).
     pub(crate) restore: BTreeMap<String, String>,
+    /// Its `queued` row, when the daemon's queue recorded it there before it ran.
+    pub(crate) queued: Option<DeploymentId>,
 }
 
 #[derive(Clone, Debug)]
@@ -67,11 +69,11 @@ pub(crate) async fn deploy(
     reporter.limit_output(settings.build_log_limit);
     // Resolve before taking the lock: an unknown revision changes nothing.
     let revision = resolve(root, &request, &settings.branch).await?;
-    let _lock = lock::acquire(&root.lock_file(), &holder(&request, &revision), reporter).await?;
-    reconcile::run(root, &settings, &project, traffic, reporter).await?;
-    // Before the row exists, so `deploy cancel`'s signal never finds the process deaf.
+    // Before any row exists, so `deploy cancel`'s signal never finds the process deaf.
     let signals = cancel::Signals::register()?;
-    let record = record::open(root, &request, revision, &settings.branch, reporter).await?;
+    let (_lock, queued) = take_lock(root, &request, &revision, reporter).await?;
+    reconcile::run(root, &settings, &project, traffic, reporter).await?;
+    let record = record::open(root, &request, queued, revision, &settings.branch, reporter).await?;
     let (cancel, _listening) = signals.listen(record.ledger.clone(), record.id);
     reporter.info(format!(
         "deploy {}: `deploy cancel {}` on the host stops it; Ctrl-C here does not",
@@ -107,6 +109,11 @@ pub(crate) async fn deploy(
     Ok(())
 }
 
+/// The commit a request names now, with the host's deploy branch.
+pub(crate) async fn resolve_now(root: &Root, request: &Request) -> anyhow::Result<Revision> {
+    resolve(root, request, &Settings::load(root)?.branch).await
+}
+
 /// The commit a request names: the pushed one, or the expression's (the deploy branch's
 /// tip when there is none).
 async fn resolve(root: &Root, request: &Request, branch: &str) -> anyhow::Result<Revision> {
@@ -116,6 +123,40 @@ async fn resolve(root: &Root, request: &Request, branch: &str) -> anyhow::Result
             let expr = expr.clone().unwrap_or_else(|| branch.to_owned());
             let (repo, branch) = (root.repo(), branch.to_owned());
             Ok(blocking(move || git::resolve(&repo, &expr, &branch)).await??)
+        }
+    }
+}
+
+/// Takes the ROOT lock. While another deploy holds it, this one is `queued` in the ledger
+/// (the daemon queues it there before), where `deploy status` shows it and `deploy cancel`
+/// stops it. Returns the queued row, which becomes the deploy's.
+async fn take_lock(
+    root: &Root,
+    request: &Request,
+    revision: &Revision,
+    reporter: &Reporter,
+) -> anyhow::Result<(lock::Lock, Option<DeploymentId>)> {
+    let holder = holder(request, revision);
+    if let Some(lock) = lock::try_acquire(&root.lock_file(), &holder)? {
+        return Ok((lock, request.queued));
+    }
+    let ledger = Ledger::open(&root.ledger_file()).await?;
+    let id = match request.queued {
+        Some(id) => id,
+        None => {
+            let row = record::new_row(request, revision, std::path::PathBuf::new());
+            ledger.queue(&row).await?
+        }
+    };
+    let (cancel, _listening) = cancel::Signals::register()?.listen(ledger.clone(), id);
+    let path = root.lock_file();
+    tokio::select! {
+        lock = lock::acquire(&path, &holder, reporter) => Ok((lock?, Some(id))),
+        canceled = cancel.requested() => {
+            let why = format!("{canceled} while queued");
+            ledger.mark(id, Status::Canceled, Some(&why)).await?;
+            reporter.error(format!("deploy {}: {why}", revision.short()));
+            anyhow::bail!("deploy of {} {why}", revision.short())
         }
     }
 }

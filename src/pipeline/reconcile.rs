@@ -46,6 +46,13 @@ pub(crate) async fn run(
     reporter: &Reporter,
 ) -> anyhow::Result<()> {
     let ledger = Ledger::open(&root.ledger_file()).await?;
+    // A queued deploy whose process is gone never started: nothing to settle.
+    for row in ledger.queued().await? {
+        if !crate::cancel::runs_deploy(row.pid) {
+            let why = "its process ended while it was queued";
+            ledger.mark(row.id, Status::Abandoned, Some(why)).await?;
+        }
+    }
     let dead = ledger.running().await?;
     if dead.is_empty() {
         return Ok(());

@@ -36,6 +36,7 @@ pub(crate) struct Record {
 pub(crate) async fn open(
     root: &Root,
     request: &Request,
+    queued: Option<DeploymentId>,
     mut revision: Revision,
     branch: &str,
     reporter: &Reporter,
@@ -62,12 +63,27 @@ pub(crate) async fn open(
         Some(d) => (Some(d.revision), d.release),
         None => (None, None),
     };
-    let id = ledger
-        .start(&new_row(request, &revision, log.clone()))
-        .await?;
-    if let Some(own) = overtaken {
-        superseded(&ledger, request, &own, Some(id)).await?;
-    }
+    // The row it waited under becomes this deploy's, unless a newer push overtook it.
+    let id = match queued {
+        Some(id) if overtaken.is_none() => {
+            ledger.begin(id, &log).await?;
+            id
+        }
+        _ => {
+            let id = ledger
+                .start(&new_row(request, &revision, log.clone()))
+                .await?;
+            match (overtaken, queued) {
+                (Some(_), Some(own)) => {
+                    ledger.mark(own, Status::Superseded, None).await?;
+                    ledger.set_superseded(own, id).await?;
+                }
+                (Some(own), None) => superseded(&ledger, request, &own, Some(id)).await?,
+                (None, _) => {}
+            }
+            id
+        }
+    };
     Ok(Record {
         root: root.clone(),
         ledger,
@@ -80,7 +96,7 @@ pub(crate) async fn open(
     })
 }
 
-fn new_row(request: &Request, revision: &Revision, log_path: PathBuf) -> NewDeployment {
+pub(crate) fn new_row(request: &Request, revision: &Revision, log_path: PathBuf) -> NewDeployment {
     let refname = match &request.target {
         Target::Pushed { refname, .. } => Some(refname.clone()),
         Target::Expression(_) => None,
@@ -226,6 +242,7 @@ mod tests {
             uid: 0,
             trigger: Trigger::Push,
             restore: Default::default(),
+            queued: None,
         }
     }
 
@@ -259,6 +276,7 @@ mod tests {
         let record = open(
             &root,
             &request(revision.clone()),
+            None,
             revision,
             "main",
             &reporter,

@@ -185,6 +185,7 @@ impl Phase {
         };
         let mut record = release.record.clone();
         if record.outcome == ReleaseOutcome::Done {
+            run.enter("release").await?;
             let step = run.reporter.step(StepKind::Release);
             step.output(format!("running `{}`", shell_words(&record.command)));
             let ran = oneoff::run(

@@ -50,14 +50,15 @@ pub(crate) struct Run<'a> {
 pub(crate) async fn run(run: &Run<'_>) -> anyhow::Result<Vec<String>> {
     // A full disk breaks what runs too: refuse before touching anything.
     preflight::free_space(&run.docker, run.settings, run.reporter).await?;
+    run.enter("checkout").await?;
     checkout(run).await?;
-    run.cancel.check()?;
+    run.enter("read compose file").await?;
     let (spec, secrets) = load(run).await?;
-    run.cancel.check()?;
+    run.enter("plan").await?;
     let plan = plan(run, &spec).await?;
-    run.cancel.check()?;
+    run.enter("build").await?;
     build(run, &plan, &secrets).await?;
-    run.cancel.check()?;
+    run.enter("start").await?;
     let phase = release::prepare(run, &spec, &plan).await?;
     let options = apply_options(run);
     let mut applying = apply::begin(&run.docker, &plan, run.reporter, &options).await?;
@@ -78,11 +79,24 @@ pub(crate) async fn run(run: &Run<'_>) -> anyhow::Result<Vec<String>> {
         applying.rollback().await;
         return Err(released_then_failed(run, &done, canceled.into()));
     }
+    run.enter("switch").await?;
     let applied = applying.finish();
     traffic::cut_over(run.traffic, &run.docker, &plan, applied, run.reporter)
         .await
         .map_err(|e| released_then_failed(run, &done, e))?;
     Ok(plan.images())
+}
+
+impl Run<'_> {
+    /// Moves on to the next stage, unless the deploy was canceled: the stage goes to the
+    /// ledger, where `deploy status` reads it (a failure to record it is only a warning).
+    pub(super) async fn enter(&self, stage: &str) -> anyhow::Result<()> {
+        self.cancel.check()?;
+        if let Err(e) = self.record.ledger.set_stage(self.record.id, stage).await {
+            self.reporter.warn(format!("{e:#}"));
+        }
+        Ok(())
+    }
 }
 
 /// A deploy that fails after its release command ran puts the old containers back, but not

@@ -18,7 +18,7 @@ use tokio::sync::{Notify, mpsc};
 use crate::docker::routes::Route;
 use crate::docker::{self, Docker};
 use crate::ids::ProjectName;
-use crate::ledger::Ledger;
+use crate::ledger::{Ledger, Status};
 use crate::pipeline::traffic::{Switch, Traffic};
 use crate::pipeline::{self, Request, Target, record};
 use crate::report::{Event, Reporter, Sink};
@@ -51,8 +51,8 @@ pub(crate) async fn run(root: Root) -> anyhow::Result<()> {
     // Traffic first goes where the ledger says the live revision runs; then a deploy this
     // daemon ran when it was killed is settled (finished, with traffic switched to it, or put
     // back). A deploy another process runs now is its own to finish.
-    let live = Ledger::open(&root.ledger_file())
-        .await?
+    let ledger = Ledger::open(&root.ledger_file()).await?;
+    let live = ledger
         .last_succeeded()
         .await?
         .map(|d| d.revision.to_string());
@@ -65,6 +65,7 @@ pub(crate) async fn run(root: Root) -> anyhow::Result<()> {
 
     let daemon = Arc::new(Daemon {
         root: root.clone(),
+        ledger,
         queue: Mutex::new(VecDeque::new()),
         wake: Notify::new(),
         busy: Arc::new(AtomicBool::new(false)),
@@ -78,6 +79,15 @@ pub(crate) async fn run(root: Root) -> anyhow::Result<()> {
         daemon.busy.clone(),
     ));
     let worker = start_worker(daemon.clone())?;
+    let mut cancels = crate::cancel::Signals::register()?;
+    let canceling = daemon.clone();
+    tokio::spawn(async move {
+        while cancels.next().await {
+            if let Err(e) = canceling.cancel_queued().await {
+                tracing::warn!(error = %format!("{e:#}"), "failed to cancel a queued deploy");
+            }
+        }
+    });
     super::schedule::start(root.clone()).context("failed to start the backup schedule")?;
     tracing::info!(root = %root.path().display(), %project, version = crate::cli::VERSION, "deploy serve is ready");
 
@@ -203,6 +213,8 @@ async fn restore(
 
 pub(super) struct Daemon {
     pub(super) root: Root,
+    /// Opened once: the queue records its deploys there.
+    ledger: Ledger,
     queue: Mutex<VecDeque<Work>>,
     wake: Notify,
     /// A deploy is running: autoheal leaves containers to its health gate meanwhile. Set
@@ -228,9 +240,25 @@ enum Work {
 }
 
 impl Daemon {
-    /// Queues a deploy. A push replaces any queued (not yet running) push of the same branch:
-    /// deploying the older one first would only delay the newer.
-    pub(super) async fn enqueue(&self, job: Job) {
+    /// Queues a deploy, recorded as `queued` in the ledger (where `deploy status` shows it
+    /// and `deploy cancel` finds it). A push replaces any queued (not yet running) push of
+    /// the same branch: deploying the older one first would only delay the newer.
+    pub(super) async fn enqueue(&self, mut job: Job) {
+        let queued = async {
+            let ledger = &self.ledger;
+            let revision = match &job.request.target {
+                Target::Pushed { revision, .. } => revision.clone(),
+                // A revision expression is resolved when it runs; until then the row names
+                // the branch tip.
+                Target::Expression(_) => pipeline::resolve_now(&self.root, &job.request).await?,
+            };
+            let row = record::new_row(&job.request, &revision, std::path::PathBuf::new());
+            anyhow::Ok(ledger.queue(&row).await?)
+        };
+        match queued.await {
+            Ok(id) => job.request.queued = Some(id),
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "failed to record a queued deploy"),
+        }
         {
             let mut queue = self.queue.lock().expect("queue lock");
             if self.stopping.load(Ordering::SeqCst) {
@@ -268,6 +296,45 @@ impl Daemon {
             self.busy.store(true, Ordering::SeqCst);
         }
         work
+    }
+
+    /// Takes out of the queue the deploys `deploy cancel` asked to stop (it signals this
+    /// process, and writes who asked into their rows), and records them `canceled`.
+    async fn cancel_queued(&self) -> anyhow::Result<()> {
+        let ledger = &self.ledger;
+        let mut asked = BTreeMap::new();
+        for row in ledger.queued().await? {
+            if let Some(by) = ledger.cancel_requested(row.id).await? {
+                asked.insert(row.id, by);
+            }
+        }
+        let canceled: Vec<(Job, String)> = {
+            let mut queue = self.queue.lock().expect("queue lock");
+            let (out, kept): (VecDeque<Work>, VecDeque<Work>) = queue.drain(..).partition(
+                |w| matches!(w, Work::Deploy(j) if j.request.queued.is_some_and(|id| asked.contains_key(&id))),
+            );
+            *queue = kept;
+            out.into_iter()
+                .filter_map(|w| match w {
+                    Work::Deploy(job) => {
+                        let by = asked.get(&job.request.queued?)?.clone();
+                        Some((job, by))
+                    }
+                    Work::Superseded(_) => None,
+                })
+                .collect()
+        };
+        for (job, by) in canceled {
+            let why = format!("canceled by {by} while queued");
+            if let Some(id) = job.request.queued {
+                ledger.mark(id, Status::Canceled, Some(&why)).await?;
+            }
+            let _ = job.replies.send(Reply::Done {
+                ok: false,
+                message: Some(why),
+            });
+        }
+        Ok(())
     }
 
     /// No deploy starts from now on: every queued one is answered that it did not run.
@@ -312,7 +379,14 @@ async fn record_superseded(root: &Root, job: Job) {
     };
     let recorded = async {
         let ledger = Ledger::open(&root.ledger_file()).await?;
-        record::superseded(&ledger, &job.request, revision, None).await
+        match job.request.queued {
+            Some(id) => {
+                let why = "a newer push of the branch arrived while it was queued";
+                ledger.mark(id, Status::Superseded, Some(why)).await?;
+                anyhow::Ok(())
+            }
+            None => record::superseded(&ledger, &job.request, revision, None).await,
+        }
     };
     if let Err(e) = recorded.await {
         tracing::warn!(error = %format!("{e:#}"), "failed to record a superseded push");
@@ -438,9 +512,11 @@ mod tests {
     use crate::ids::{Revision, UserName};
     use crate::ledger::Trigger;
 
-    fn daemon() -> Daemon {
+    async fn daemon(dir: &tempfile::TempDir) -> Daemon {
+        let root = Root::new(dir.path().to_owned());
         Daemon {
-            root: Root::new("/nonexistent".into()),
+            ledger: Ledger::open(&root.ledger_file()).await.unwrap(),
+            root,
             queue: Mutex::new(VecDeque::new()),
             wake: Notify::new(),
             busy: Arc::new(AtomicBool::new(false)),
@@ -465,6 +541,7 @@ mod tests {
             uid: 0,
             trigger: Trigger::Push,
             restore: Default::default(),
+            queued: None,
         };
         (Job { request, replies }, rx)
     }
@@ -474,7 +551,8 @@ mod tests {
     /// request that arrives after the stop is answered at once.
     #[tokio::test]
     async fn issue15_a_stopping_daemon_answers_every_queued_client() {
-        let daemon = daemon();
+        let dir = tempfile::tempdir().unwrap();
+        let daemon = daemon(&dir).await;
         let (first, mut first_rx) = job("aa");
         let (second, mut second_rx) = job("bb");
         daemon.enqueue(first).await;

@@ -91,6 +91,7 @@ impl Ask {
             uid: pusher.uid,
             trigger,
             restore,
+            queued: None,
         }
     }
 }
