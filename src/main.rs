@@ -8,6 +8,7 @@ mod git;
 mod identity;
 mod ids;
 mod ledger;
+mod notify;
 mod pipeline;
 mod plan;
 mod report;

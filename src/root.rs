@@ -127,6 +127,10 @@ impl Root {
     pub(crate) fn lock_file(&self) -> PathBuf {
         self.path.join("deploy.lock")
     }
+    /// Held by the one process delivering notifications.
+    pub(crate) fn notify_lock(&self) -> PathBuf {
+        self.path.join("notify.lock")
+    }
     pub(crate) fn socket(&self) -> PathBuf {
         self.path.join("deploy.sock")
     }

@@ -73,6 +73,8 @@ pub(crate) struct Settings {
     pub(crate) build_cache: u64,
     /// Exceptions to the security policy for the pushed compose file.
     pub(crate) allow: Allowances,
+    /// Where a deploy's events go (webhooks, commands).
+    pub(crate) notify: Vec<crate::notify::Target>,
 }
 
 /// `backups:` in deploy.yml.
@@ -111,6 +113,7 @@ impl Default for Settings {
             backup_schedule: None,
             build_cache: 5 << 30,
             allow: Allowances::default(),
+            notify: Vec::new(),
         }
     }
 }

@@ -9,31 +9,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// A one-service stack: Python's own web server showing `version: VERSION`. No database, so
-/// each test's first deploy is quick.
-fn web_stack(prefix: &str) -> Stack {
-    let stack = Stack::empty(prefix);
-    std::fs::write(
-        stack.root.join("host.env"),
-        format!("WEB_PORT={}\n", stack.port),
-    )
-    .unwrap();
-    stack.add_settings("env_file: host.env\nhealth_timeout: 90s\nmin_free_space: 1GiB\n");
-    stack.write(
-        "docker-compose.yml",
-        "services:\n  web:\n    build: .\n    ports: [\"${WEB_PORT}:8000\"]\n    stop_grace_period: 1s\n",
-    );
-    stack.write("Dockerfile", &dockerfile(""));
-    stack
-}
-
-/// The app's Dockerfile, with `extra` lines before its command.
-fn dockerfile(extra: &str) -> String {
-    format!(
-        "FROM python:3.11-slim\nWORKDIR /srv\nCOPY index.html /srv/\n{extra}CMD [\"python\", \"-m\", \"http.server\", \"8000\"]\n"
-    )
-}
-
 /// Commits `version` as the page and pushes it in the background.
 fn push_in_background(
     stack: &Stack,
@@ -113,12 +88,12 @@ fn assert_canceled_by_olga(row: &serde_json::Value) {
 
 #[test]
 fn a_cancel_during_a_long_build_aborts_it_and_the_old_version_serves_throughout() {
-    let stack = web_stack("cancelbuild");
+    let stack = Stack::web("cancelbuild");
     deploy_v1(&stack);
     let marker = format!("building-{}", stack.project);
     stack.write(
         "Dockerfile",
-        &dockerfile(&format!("RUN echo {marker} && sleep 600\n")),
+        &web_dockerfile(&format!("RUN echo {marker} && sleep 600\n")),
     );
     let push = push_in_background(&stack, "v2");
     wait_until("the long build step", Duration::from_secs(120), || {
@@ -143,7 +118,7 @@ fn a_cancel_during_a_long_build_aborts_it_and_the_old_version_serves_throughout(
 
 #[test]
 fn a_cancel_during_the_health_wait_puts_the_old_version_back() {
-    let stack = web_stack("cancelhealth");
+    let stack = Stack::web("cancelhealth");
     deploy_v1(&stack);
     // v2 never listens, so the deploy waits for it until `health_timeout` (90 s).
     let marker = format!("never-ready-{}", stack.project);
@@ -171,7 +146,7 @@ fn a_cancel_during_the_health_wait_puts_the_old_version_back() {
 
 #[test]
 fn a_cancel_during_the_release_command_stops_and_removes_it() {
-    let stack = web_stack("cancelrelease");
+    let stack = Stack::web("cancelrelease");
     deploy_v1(&stack);
     let marker = format!("migrating-{}", stack.project);
     stack.write(
@@ -210,12 +185,12 @@ fn a_cancel_during_the_release_command_stops_and_removes_it() {
 
 #[test]
 fn a_build_past_build_timeout_fails_with_the_stage_named() {
-    let stack = web_stack("buildtimeout");
+    let stack = Stack::web("buildtimeout");
     stack.add_settings("build_timeout: 5s\n");
     let marker = format!("slow-build-{}", stack.project);
     stack.write(
         "Dockerfile",
-        &dockerfile(&format!("RUN echo {marker} && sleep 600\n")),
+        &web_dockerfile(&format!("RUN echo {marker} && sleep 600\n")),
     );
     stack.write("index.html", "version: v1\n");
     stack.commit("v1");
@@ -259,7 +234,7 @@ fn cancel_refuses_what_it_cannot_cancel_with_one_line() {
 /// old version answers every request throughout, the new one having started beside it.
 #[test]
 fn a_cancel_reaches_a_deploy_in_the_daemon_and_no_request_fails() {
-    let stack = web_stack("canceldaemon");
+    let stack = Stack::web("canceldaemon");
     let _daemon = common::daemon::Daemon::start(&stack);
     deploy_v1(&stack);
     let load = common::daemon::Load::start(stack.port);
@@ -294,12 +269,12 @@ fn a_cancel_reaches_a_deploy_in_the_daemon_and_no_request_fails() {
 #[test]
 fn ctrl_c_in_the_pushers_terminal_does_not_stop_the_deploy() {
     use std::os::unix::process::CommandExt;
-    let stack = web_stack("cancelctrlc");
+    let stack = Stack::web("cancelctrlc");
     deploy_v1(&stack);
     let marker = format!("slow-step-{}", stack.project);
     stack.write(
         "Dockerfile",
-        &dockerfile(&format!("RUN echo {marker} && sleep 3\n")),
+        &web_dockerfile(&format!("RUN echo {marker} && sleep 3\n")),
     );
     stack.write("index.html", "version: v2\n");
     stack.commit("v2");
@@ -342,19 +317,19 @@ fn status(stack: &Stack) -> serde_json::Value {
 /// both (the running one with its stage), and a cancel of the queued one by its id ends its
 /// push before it started, the running one untouched. Under `deploy serve` when `daemon`.
 fn queued_deploy_is_shown_and_canceled(prefix: &str, daemon: bool) {
-    let stack = web_stack(prefix);
+    let stack = Stack::web(prefix);
     let _daemon = daemon.then(|| common::daemon::Daemon::start(&stack));
     deploy_v1(&stack);
     let marker = format!("long-build-{}", stack.project);
     stack.write(
         "Dockerfile",
-        &dockerfile(&format!("RUN echo {marker} && sleep 600\n")),
+        &web_dockerfile(&format!("RUN echo {marker} && sleep 600\n")),
     );
     let running = push_in_background(&stack, "v2");
     wait_until("the long build step", Duration::from_secs(120), || {
         process_runs(&marker)
     });
-    stack.write("Dockerfile", &dockerfile(""));
+    stack.write("Dockerfile", &web_dockerfile(""));
     let queued = push_in_background(&stack, "v3");
     wait_until("the queued row", Duration::from_secs(60), || {
         status(&stack)["queued"]

@@ -111,6 +111,10 @@ enum Command {
     /// Write the man pages (roff) into DIR, as the Debian package installs them.
     #[command(hide = true)]
     Man { dir: PathBuf },
+    /// Deliver the queued notifications of ROOT, retrying until each is delivered or given
+    /// up; what a deploy starts in the background.
+    #[command(hide = true)]
+    DeliverNotifications,
 }
 
 pub(crate) fn main() -> ExitCode {
@@ -164,6 +168,10 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Some(Command::Import(args)) => export::run_import(args).await,
         Some(Command::Completions(args)) => completions::run(args),
         Some(Command::Man { dir }) => completions::man(&dir),
+        Some(Command::DeliverNotifications) => {
+            crate::notify::deliver(&Root::discover(cli.root)?).await?;
+            Ok(exit::SUCCESS)
+        }
         None => deploy::run(Root::discover(cli.root)?, cli.deploy).await,
     }
 }

@@ -28,6 +28,8 @@ struct Status {
     /// The newest database dump, if any.
     backup: Option<NewestBackup>,
     build_cache: BuildCache,
+    /// The newest notification that failed and was not delivered since.
+    notify_failure: Option<crate::ledger::Failure>,
 }
 
 #[derive(Serialize)]
@@ -110,6 +112,7 @@ pub(crate) async fn run(root: Root, args: Args) -> anyhow::Result<u8> {
             size: docker::cache::usage(&docker).await.ok(),
             limit: settings.build_cache,
         },
+        notify_failure: ledger.last_notification_failure().await?,
     };
 
     if args.json {
@@ -171,6 +174,21 @@ fn print(status: &Status, settings: &Settings) {
             println!("backup   none yet (warning: backup_schedule is set)")
         }
         None => {}
+    }
+    if let Some(f) = &status.notify_failure {
+        let to = serde_json::from_value::<crate::notify::Receiver>(f.receiver.clone())
+            .map_or_else(|_| f.receiver.to_string(), |r| r.to_string());
+        println!(
+            "notify   the `{}` event to {to} failed {} ago{}: {}",
+            f.event,
+            age((chrono::Utc::now() - f.at).num_seconds()),
+            if f.given_up {
+                ", given up"
+            } else {
+                ", retrying"
+            },
+            f.error
+        );
     }
     let human = crate::compose::bytes::human;
     println!(

@@ -21,7 +21,9 @@ use sqlx::{Connection, Row};
 use crate::ids::{DeploymentId, Revision, UserName};
 
 mod backups;
+mod notifications;
 pub(crate) use backups::{Backup, BackupReason, NewBackup};
+pub(crate) use notifications::{Failure, Pending};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -75,6 +75,7 @@ pub(crate) async fn deploy(
     reconcile::run(root, &settings, &project, traffic, reporter).await?;
     let record = record::open(root, &request, queued, revision, &settings.branch, reporter).await?;
     let (cancel, _listening) = signals.listen(record.ledger.clone(), record.id);
+    record.notify(&settings.notify, &project, reporter).await;
     reporter.info(format!(
         "deploy {}: `deploy cancel {}` on the host stops it; Ctrl-C here does not",
         record.id, record.id.0
@@ -102,7 +103,9 @@ pub(crate) async fn deploy(
         Ok((docker, images)) => (Some(docker), Ok(images)),
         Err(e) => (None, Err(e)),
     };
-    record.close(outcome, &cancel, reporter).await?;
+    let closed = record.close(outcome, &cancel, reporter).await;
+    record.notify(&settings.notify, &project, reporter).await;
+    closed?;
     if let Some(docker) = docker {
         retain(root, &docker, &record, &settings, &project, reporter).await;
     }

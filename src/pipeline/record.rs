@@ -13,6 +13,7 @@ use crate::cancel::Cancel;
 use crate::git;
 use crate::ids::{DeploymentId, Revision};
 use crate::ledger::{Ledger, NewDeployment, Status, Trigger};
+use crate::notify;
 use crate::report::{self, Reporter};
 use crate::root::Root;
 
@@ -182,6 +183,51 @@ impl Record {
                 ))
             }
         }
+    }
+
+    /// Queues the notification of where the deploy is, as its row says: `started` while it
+    /// runs, then how it ended. Never fails the deploy (`notify::queue`).
+    pub(crate) async fn notify(
+        &self,
+        targets: &[notify::Target],
+        project: &crate::ids::ProjectName,
+        reporter: &Reporter,
+    ) {
+        if targets.is_empty() {
+            return;
+        }
+        let row = match self.ledger.get(self.id).await {
+            Ok(Some(row)) => row,
+            Ok(None) => return,
+            Err(e) => return reporter.warn(format!("notify: {e:#}")),
+        };
+        let event = match row.status {
+            Status::Running => notify::Event::Started,
+            Status::Succeeded => notify::Event::Succeeded,
+            Status::Failed => notify::Event::Failed,
+            Status::Canceled => notify::Event::Canceled,
+            _ => return,
+        };
+        let (repo, rev) = (self.root.repo(), self.revision.clone());
+        let message = match blocking(move || git::commit_info(&repo, &rev)).await {
+            Ok(Ok(commit)) => commit.subject,
+            _ => String::new(),
+        };
+        let payload = notify::Payload {
+            event,
+            project: project.to_string(),
+            environment: "production".to_owned(),
+            revision: row.revision.to_string(),
+            message,
+            user: row.user,
+            deployment_id: row.id.0,
+            started_at: row.started_at,
+            finished_at: row.finished_at,
+            log: row.log_path,
+            error: row.error,
+            url: None,
+        };
+        notify::queue(&self.root, &self.ledger, targets, &payload, reporter).await;
     }
 
     /// The line that opens the deploy's log: what, by whom, for whom, why.

@@ -89,6 +89,10 @@ pub(crate) async fn run(root: Root) -> anyhow::Result<()> {
         }
     });
     super::schedule::start(root.clone()).context("failed to start the backup schedule")?;
+    // What a daemon stopped before delivering is delivered now.
+    if let Err(e) = crate::notify::start_deliverer(&root) {
+        tracing::warn!(error = %format!("{e:#}"), "notifications");
+    }
     tracing::info!(root = %root.path().display(), %project, version = crate::cli::VERSION, "deploy serve is ready");
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

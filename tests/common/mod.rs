@@ -502,6 +502,24 @@ pub fn service_container(project: &str, service: &str) -> bollard::models::Conta
 }
 
 impl Stack {
+    /// A one-service stack: Python's own web server showing `version: VERSION`. No database, so
+    /// each test's first deploy is quick.
+    pub fn web(prefix: &str) -> Self {
+        let stack = Stack::empty(prefix);
+        std::fs::write(
+            stack.root.join("host.env"),
+            format!("WEB_PORT={}\n", stack.port),
+        )
+        .unwrap();
+        stack.add_settings("env_file: host.env\nhealth_timeout: 90s\nmin_free_space: 1GiB\n");
+        stack.write(
+            "docker-compose.yml",
+            "services:\n  web:\n    build: .\n    ports: [\"${WEB_PORT}:8000\"]\n    stop_grace_period: 1s\n",
+        );
+        stack.write("Dockerfile", &web_dockerfile(""));
+        stack
+    }
+
     /// The work repo's compose file.
     pub fn compose(&self) -> String {
         std::fs::read_to_string(self.work.join("docker-compose.yml")).unwrap()
@@ -550,4 +568,11 @@ pub fn visits(page: &str) -> u64 {
         .collect::<String>()
         .parse()
         .unwrap()
+}
+
+/// The app's Dockerfile, with `extra` lines before its command.
+pub fn web_dockerfile(extra: &str) -> String {
+    format!(
+        "FROM python:3.11-slim\nWORKDIR /srv\nCOPY index.html /srv/\n{extra}CMD [\"python\", \"-m\", \"http.server\", \"8000\"]\n"
+    )
 }
