@@ -36,6 +36,9 @@ pub(crate) struct Settings {
     /// How long `deploy serve` lets requests to a replaced container finish before it stops.
     #[serde(deserialize_with = "de_duration")]
     pub(crate) drain_timeout: Duration,
+    /// How long `deploy serve`'s proxy waits for the app to answer a request (`504` after).
+    #[serde(deserialize_with = "de_duration")]
+    pub(crate) proxy_timeout: Duration,
     /// Refuse to build when the Docker data dir has less free space than this.
     #[serde(deserialize_with = "de_bytes")]
     pub(crate) min_free_space: u64,
@@ -101,6 +104,7 @@ impl Default for Settings {
             health_timeout: Duration::from_secs(60),
             health_path: None,
             drain_timeout: Duration::from_secs(30),
+            proxy_timeout: Duration::from_secs(60),
             min_free_space: 2 << 30,
             interpolate_env: Vec::new(),
             file_size_limit: 1 << 20,

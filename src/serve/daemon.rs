@@ -37,6 +37,10 @@ pub(crate) async fn run(root: Root) -> anyhow::Result<()> {
     // First, so that everything after it opens under the raised limit.
     let proxy_config = proxy_config();
     let settings = Settings::load(&root)?;
+    let proxy_config = ProxyConfig {
+        upstream_timeout: settings.proxy_timeout,
+        ..proxy_config
+    };
     let project = settings.project(&root)?;
     let docker = docker::connect().await?;
     let listener = bind_socket(&root)?;

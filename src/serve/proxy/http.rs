@@ -120,6 +120,13 @@ impl Handler {
                 }
                 Err(Failed::Unsent(error, _) | Failed::Sent(error)) => error,
             };
+            if let ForwardError::Timeout(_) = error {
+                tracing::warn!(port = self.route.port, backend = %backend.addr, %error, "gateway timeout");
+                return plain(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    &format!("gateway timeout: failed to {error}\n"),
+                );
+            }
             Counters::bump(&self.shared.counters.bad_gateway);
             tracing::warn!(port = self.route.port, backend = %backend.addr, %error, "bad gateway");
             return plain(
@@ -196,6 +203,8 @@ pub(super) enum ForwardError {
     ConnectTimeout(Duration),
     #[error("get an answer from the app: {0}")]
     Exchange(hyper::Error),
+    #[error("get an answer from the app within {}s", .0.as_secs_f32())]
+    Timeout(Duration),
 }
 
 /// Why `send` failed, and the request when it never left.
@@ -222,11 +231,17 @@ async fn send(
     let replayable = is_replayable(&request);
     let mut replay = None;
     let mut request = request;
+    let timeout = config.upstream_timeout;
+    let answer = |sent| async move {
+        tokio::time::timeout(timeout, sent)
+            .await
+            .map_err(|_| Failed::Sent(ForwardError::Timeout(timeout)))
+    };
     while let Some(mut sender) = backend.checkout(config.pool_idle_timeout) {
         if replayable && replay.is_none() {
             replay = Some(Replay::of(&request));
         }
-        match sender.try_send_request(request).await {
+        match answer(sender.try_send_request(request)).await? {
             Ok(response) => {
                 checkin_when_idle(sender, backend, shared);
                 return Ok(response);
@@ -253,7 +268,7 @@ async fn send(
         Err(error) => return Err(Failed::Unsent(error, Box::new(request))),
     };
     backend.set_up(true);
-    match sender.try_send_request(request).await {
+    match answer(sender.try_send_request(request)).await? {
         Ok(response) => {
             checkin_when_idle(sender, backend, shared);
             Ok(response)

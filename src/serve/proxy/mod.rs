@@ -103,6 +103,14 @@ pub(crate) struct ProxyConfig {
     /// How often each backend of a port with several is probed (a TCP connect, which must
     /// succeed within the same time).
     pub(crate) probe_interval: Duration,
+    /// How long the app may take to answer a request (its response head) before the client
+    /// gets `504 Gateway Timeout` (`proxy_timeout` in deploy.yml).
+    pub(crate) upstream_timeout: Duration,
+    /// How long a client may take to send a request's head: a slow client holds a
+    /// connection slot no longer.
+    pub(crate) header_read_timeout: Duration,
+    /// The largest request head a client may send; a larger one gets `431`.
+    pub(crate) max_header_bytes: usize,
 }
 
 impl Default for ProxyConfig {
@@ -116,6 +124,9 @@ impl Default for ProxyConfig {
             max_connections: 4096,
             silent_timeout: Duration::from_secs(10),
             probe_interval: Duration::from_secs(1),
+            upstream_timeout: Duration::from_secs(60),
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 64 << 10,
         }
     }
 }
@@ -381,9 +392,12 @@ impl Shared {
 impl Proxy {
     pub(crate) fn new(config: ProxyConfig) -> Self {
         let mut server = hyper::server::conn::http1::Builder::new();
-        // The timer enables hyper's 30 s limit on reading a request head: a client that opens
-        // a connection and dribbles bytes cannot hold it forever.
-        server.timer(TokioTimer::new());
+        // A client that opens a connection and dribbles bytes cannot hold it for ever; one
+        // that sends a head too large is answered `431` (hyper's answer to a full buffer).
+        server
+            .timer(TokioTimer::new())
+            .header_read_timeout(config.header_read_timeout)
+            .max_buf_size(config.max_header_bytes.max(8192));
         let (phase, _) = watch::channel(Phase::Running);
         let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
         Self {

@@ -1,9 +1,11 @@
 //! The proxy's bounds: at its connection cap it stops accepting and lets the kernel's backlog
 //! hold new connections; an upgraded tunnel keeps its connection's slot; a connection silent
-//! both ways is closed.
+//! both ways is closed; a slow client, an oversized request head and an app that never
+//! answers are cut off.
 
 use std::time::Duration;
 
+use hyper::StatusCode;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -126,4 +128,80 @@ async fn a_server_that_speaks_first_is_not_silent() {
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(proxy.stats().silent_closed, 0);
     assert_eq!(proxy.stats().open_connections, 1);
+}
+
+/// An app that accepts and never answers costs its client `proxy_timeout`, then a `504`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_that_never_answers_gets_its_client_a_504() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let backend = silent.local_addr().expect("address");
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            open.push(stream);
+        }
+    });
+    let config = ProxyConfig {
+        upstream_timeout: Duration::from_millis(300),
+        ..ProxyConfig::default()
+    };
+    let (proxy, addr) = proxy_with(config).await;
+    proxy.set_backend(addr.port(), backend).expect("switch");
+    let answer = tokio::time::timeout(Duration::from_secs(5), get_once(addr, "/"))
+        .await
+        .expect("answered within 5 s")
+        .expect("request");
+    assert_eq!(
+        answer.status,
+        StatusCode::GATEWAY_TIMEOUT,
+        "{}",
+        answer.body
+    );
+    assert!(answer.body.contains("within 0.3s"), "{}", answer.body);
+    held.abort();
+}
+
+/// A client that dribbles its request head is cut off after `header_read_timeout`, and one
+/// that sends a head too large gets `431`; both free their slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_oversized_request_heads_are_cut_off() {
+    let a = App::start("A").await;
+    let config = ProxyConfig {
+        max_connections: 1,
+        header_read_timeout: Duration::from_millis(300),
+        max_header_bytes: 16 << 10,
+        ..ProxyConfig::default()
+    };
+    let (proxy, addr) = proxy_with(config).await;
+    proxy.set_backend(addr.port(), a.addr).expect("switch");
+
+    let mut slow = TcpStream::connect(addr).await.expect("connect");
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("write");
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut rest))
+        .await
+        .expect("closed within 5 s")
+        .expect("read");
+
+    let mut big = TcpStream::connect(addr).await.expect("connect");
+    let head = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(32 << 10)
+    );
+    let _ = big.write_all(head.as_bytes()).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), big.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    drop(big);
+
+    assert_eq!(
+        get_once(addr, "/").await.expect("request").body,
+        "backend A",
+        "the slot is free again"
+    );
 }
