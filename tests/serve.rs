@@ -279,3 +279,29 @@ fn servers(stack: &Stack) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// `deploy down` under the daemon: the ports stop pointing at the containers it removed, and
+/// answer `503` (nothing deployed) instead of `502`, until the next deploy serves again.
+#[test]
+fn deploy_down_tells_the_daemon_to_close_the_stacks_routes() {
+    let stack = Stack::web("servedown");
+    let _daemon = Daemon::start(&stack);
+    stack.write("index.html", "version: v1\n");
+    stack.commit("v1");
+    let push = stack.push("dana");
+    assert!(push.output.contains("deployed"), "{}", push.output);
+    stack.wait_for_page("version: v1", Duration::from_secs(30));
+
+    let down = stack.deploy(&["down"]);
+    assert!(down.status.success(), "{}", text(&down));
+    let answer = http_answer(stack.port, "/").unwrap_or_default();
+    assert!(answer.starts_with("HTTP/1.0 503"), "{answer}");
+    assert!(
+        answer.contains("nothing is deployed on this port"),
+        "{answer}"
+    );
+
+    let up = stack.deploy(&[]);
+    assert!(up.status.success(), "{}", text(&up));
+    stack.wait_for_page("version: v1", Duration::from_secs(30));
+}

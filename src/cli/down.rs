@@ -28,6 +28,8 @@ pub(crate) async fn run(root: Root, args: Args) -> anyhow::Result<u8> {
         docker::down::Volumes::Keep
     };
     docker::down::down(&docker, &project, volumes, &reporter).await?;
+    // A running daemon's proxy still points at the containers just removed.
+    crate::serve::client::refresh(&root, &reporter).await?;
     if !args.delete_volumes {
         reporter.info(
             "data kept: volumes and db-data are untouched; `deploy` brings the stack back"

@@ -9,7 +9,7 @@ use crate::pipeline::Request;
 use crate::report::Reporter;
 use crate::root::Root;
 
-use super::protocol::{Ask, Reply};
+use super::protocol::{Ask, DeployAsk, Reply};
 
 /// Hands the deploy to the daemon if one answers; `None` means there is none and the caller
 /// runs the deploy itself. Only "no daemon" falls back: a daemon that is there but cannot
@@ -22,7 +22,10 @@ pub(crate) async fn hand_off(
 ) -> Option<anyhow::Result<()>> {
     let socket = root.socket();
     match UnixStream::connect(&socket).await {
-        Ok(stream) => Some(follow(stream, request, reporter).await),
+        Ok(stream) => {
+            let ask = Ask::Deploy(DeployAsk::from_request(request));
+            Some(follow(stream, &ask, reporter).await)
+        }
         Err(e) if no_daemon(e.kind()) => None,
         Err(e) => Some(Err(anyhow::anyhow!(
             "cannot reach `deploy serve` at `{}`: {e}; join the socket's group (the group of `code.git`), or stop the daemon to deploy without it",
@@ -39,9 +42,23 @@ fn no_daemon(kind: std::io::ErrorKind) -> bool {
     )
 }
 
-async fn follow(stream: UnixStream, request: &Request, reporter: &Reporter) -> anyhow::Result<()> {
+/// After `deploy down`: tells a running daemon to route only to what runs now, so the ports
+/// of the stack taken down stop pointing at containers that are gone. Nothing to do when no
+/// daemon runs.
+pub(crate) async fn refresh(root: &Root, reporter: &Reporter) -> anyhow::Result<()> {
+    match UnixStream::connect(root.socket()).await {
+        Ok(stream) => follow(stream, &Ask::Refresh, reporter).await,
+        Err(e) if no_daemon(e.kind()) => Ok(()),
+        Err(e) => Err(anyhow::anyhow!(
+            "cannot reach `deploy serve` at `{}`: {e}",
+            root.socket().display()
+        )),
+    }
+}
+
+async fn follow(stream: UnixStream, ask: &Ask, reporter: &Reporter) -> anyhow::Result<()> {
     let (read, mut write) = stream.into_split();
-    let mut line = serde_json::to_string(&Ask::from_request(request))?;
+    let mut line = serde_json::to_string(ask)?;
     line.push('\n');
     // A daemon that refuses the connection (too many from this user, say) may answer and
     // hang up before the request is written: its answer says why, so read it either way.

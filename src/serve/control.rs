@@ -92,8 +92,18 @@ async fn client(
             return refuse(&mut write, e).await;
         }
     };
-    let ask: Ask = match serde_json::from_slice(&line) {
-        Ok(ask) => ask,
+    let ask = match serde_json::from_slice(&line) {
+        Ok(Ask::Deploy(ask)) => ask,
+        Ok(Ask::Refresh) => {
+            // Harmless to anyone who may connect: the proxy only follows what runs.
+            let done = daemon.refresh().await;
+            let (replies, outgoing) = mpsc::unbounded_channel();
+            let _ = replies.send(Reply::Done {
+                ok: done.is_ok(),
+                message: done.err().map(|e| format!("{e:#}")),
+            });
+            return stream_replies(outgoing, &mut write).await;
+        }
         Err(e) => {
             let e = anyhow::anyhow!("unreadable request on the control socket: {e}");
             return refuse(&mut write, e).await;

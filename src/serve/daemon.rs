@@ -191,6 +191,22 @@ async fn restore(
     live: Option<&str>,
     switch: &ProxySwitch,
 ) -> anyhow::Result<()> {
+    let routes = live_routes(docker, project, live).await?;
+    if routes.is_empty() {
+        return Ok(());
+    }
+    for r in &routes {
+        tracing::info!(listen = %r.listen, backend = %r.backend, "resuming proxying to the live container");
+    }
+    switch.route(routes)
+}
+
+/// The routes the running containers of `project` ask for, through their labels.
+async fn live_routes(
+    docker: &Docker,
+    project: &ProjectName,
+    live: Option<&str>,
+) -> anyhow::Result<Vec<Route>> {
     let mut containers: Vec<_> = docker::observe::containers(docker, project)
         .await?
         .into_iter()
@@ -210,13 +226,7 @@ async fn restore(
             }
         }
     }
-    if routes.is_empty() {
-        return Ok(());
-    }
-    for r in &routes {
-        tracing::info!(listen = %r.listen, backend = %r.backend, "resuming proxying to the live container");
-    }
-    switch.route(routes)
+    Ok(routes)
 }
 
 pub(super) struct Daemon {
@@ -304,6 +314,36 @@ impl Daemon {
             self.busy.store(true, Ordering::SeqCst);
         }
         work
+    }
+
+    /// Routes only to the containers that run now (after `deploy down`): a port whose
+    /// containers are gone answers `503` instead of `502`.
+    pub(super) async fn refresh(&self) -> anyhow::Result<()> {
+        let settings = Settings::load(&self.root)?;
+        let project = settings.project(&self.root)?;
+        let docker = docker::connect().await?;
+        let live = self
+            .ledger
+            .last_succeeded()
+            .await?
+            .map(|d| d.revision.to_string());
+        let routes = live_routes(&docker, &project, live.as_deref()).await?;
+        let served: BTreeSet<u16> = routes.iter().map(|r| r.listen.port()).collect();
+        let listening: Vec<SocketAddr> = self
+            .switch
+            .listening
+            .lock()
+            .expect("listening lock")
+            .iter()
+            .copied()
+            .collect();
+        for addr in listening.iter().filter(|a| !served.contains(&a.port())) {
+            let gone = self.switch.proxy.remove_backend(addr.port())?;
+            if !gone.is_empty() {
+                tracing::info!(listen = %addr, "no container serves this port any more");
+            }
+        }
+        self.switch.route(routes)
     }
 
     /// Takes out of the queue the deploys `deploy cancel` asked to stop (it signals this

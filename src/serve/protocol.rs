@@ -14,23 +14,29 @@ use crate::ledger::Trigger;
 use crate::pipeline::{Request, Target};
 use crate::report::Event;
 
-/// A deploy asked of the daemon. Only deploys of revisions already in the repo can be asked
-/// for; the socket offers nothing else.
+/// What a client asks of the daemon: a deploy of a revision already in the repo, or that it
+/// route only to what runs (after `deploy down`). The socket offers nothing else.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Ask {
-    Deploy {
-        /// The pushed commit and ref, or `None` with `expression` for `deploy --revision`.
-        pushed: Option<(Revision, String)>,
-        expression: Option<String>,
-        /// The pusher's name as the client claims it; believed only from a peer that may
-        /// vouch for others (`identity`).
-        user: String,
-        trigger: Trigger,
-        /// Dumps to restore (service → file name in `ROOT/backups`); only root and the owner
-        /// of `code.git` may ask for that.
-        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-        restore: BTreeMap<String, String>,
-    },
+    Deploy(DeployAsk),
+    /// The stack changed outside a deploy: route only to the containers that run now.
+    Refresh,
+}
+
+/// A deploy asked of the daemon.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct DeployAsk {
+    /// The pushed commit and ref, or `None` with `expression` for `deploy --revision`.
+    pushed: Option<(Revision, String)>,
+    expression: Option<String>,
+    /// The pusher's name as the client claims it; believed only from a peer that may
+    /// vouch for others (`identity`).
+    user: String,
+    trigger: Trigger,
+    /// Dumps to restore (service → file name in `ROOT/backups`); only root and the owner
+    /// of `code.git` may ask for that.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    restore: BTreeMap<String, String>,
 }
 
 /// What the daemon sends back while and after it works.
@@ -48,7 +54,7 @@ pub(crate) enum Reply {
     },
 }
 
-impl Ask {
+impl DeployAsk {
     pub(crate) fn from_request(request: &Request) -> Self {
         let (pushed, expression) = match &request.target {
             Target::Pushed { revision, refname } => {
@@ -56,7 +62,7 @@ impl Ask {
             }
             Target::Expression(e) => (None, e.clone()),
         };
-        Ask::Deploy {
+        Self {
             pushed,
             expression,
             user: request.user.to_string(),
@@ -67,14 +73,13 @@ impl Ask {
 
     /// The pusher's name the client claims.
     pub(crate) fn claimed_user(&self) -> &str {
-        let Ask::Deploy { user, .. } = self;
-        user
+        &self.user
     }
 
     /// The request, on behalf of `pusher`: who the daemon decided asked, from the claim and
     /// the peer's uid.
     pub(crate) fn into_request(self, pusher: Pusher) -> Request {
-        let Ask::Deploy {
+        let Self {
             pushed,
             expression,
             user: _,
@@ -225,7 +230,7 @@ mod tests {
 
     #[test]
     fn a_request_carries_the_decided_pusher_not_the_claim() {
-        let ask = Ask::Deploy {
+        let ask = DeployAsk {
             pushed: None,
             expression: Some("main~1".to_owned()),
             user: "alice-the-admin".to_owned(),

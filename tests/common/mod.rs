@@ -346,14 +346,20 @@ pub fn remove_images_named(prefix: &str) {
 }
 
 pub fn http_get(port: u16, path: &str) -> Option<String> {
+    let response = http_answer(port, path)?;
+    let ok = response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200");
+    ok.then_some(response)
+}
+
+/// Whatever answers `GET path` on the port, whatever its status.
+pub fn http_answer(port: u16, path: &str) -> Option<String> {
     let mut stream =
         TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
-    let ok = response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200");
-    ok.then_some(response)
+    Some(response)
 }
 
 pub fn fixture(name: &str) -> PathBuf {

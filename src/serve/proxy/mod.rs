@@ -511,10 +511,6 @@ impl Proxy {
 
     /// Stops routing `port` anywhere: requests get `503` until `set_backends` (after the
     /// stack is taken down, say). Returns the backends it was routing to, for a drain.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "nothing takes a port away from the daemon yet")
-    )]
     pub(crate) fn remove_backend(&self, port: u16) -> Result<Vec<SocketAddr>, ProxyError> {
         let mut registry = self.shared.registry();
         let route = registry.route(port)?;
