@@ -31,6 +31,13 @@ use crate::cancel::{Cancel, Canceled};
 /// How many of a failed container's last log lines go to the build log.
 const LOG_TAIL: usize = 30;
 
+/// How long reading those lines may take: an engine that stops answering does not hold up
+/// the failure they explain.
+const LOG_TAIL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long one image may take to pull.
+const PULL_TIMEOUT: Duration = Duration::from_secs(20 * 60);
+
 #[derive(Clone, Debug)]
 pub(crate) struct ApplyOptions {
     /// How long each new container has to prove ready.
@@ -101,7 +108,11 @@ pub(crate) async fn begin<'a>(
     reporter: &'a Reporter,
     options: &'a ApplyOptions,
 ) -> Result<Applying<'a>, ApplyError> {
-    preflight(docker, plan, reporter).await?;
+    // Only pulls wait here, and a pull dropped part-way leaves nothing behind.
+    tokio::select! {
+        checked = preflight(docker, plan, reporter) => checked?,
+        canceled = options.cancel.requested() => return Err(canceled.into()),
+    }
     for c in &plan.leftovers {
         reporter.info(format!(
             "removing `{}`, left over by an earlier deploy",
@@ -312,13 +323,23 @@ async fn pull(
         ..Default::default()
     };
     let mut stream = docker.create_image(Some(options), None, None);
-    while let Some(item) = stream.next().await {
-        let info = item.map_err(|e| super::error_chain(&e))?;
-        if let Some(status) = info.status {
-            step.output(status);
+    let pulled = async {
+        while let Some(item) = stream.next().await {
+            let info = item.map_err(|e| super::error_chain(&e))?;
+            if let Some(status) = info.status {
+                step.output(status);
+            }
         }
-    }
-    Ok(())
+        Ok(())
+    };
+    tokio::time::timeout(PULL_TIMEOUT, pulled)
+        .await
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "not pulled within {} minutes",
+                PULL_TIMEOUT.as_secs() / 60
+            ))
+        })
 }
 
 /// A network's address pools as the Engine API takes them.
@@ -590,12 +611,15 @@ impl Applying<'_> {
                 what: format!("post_start of `{}`", spec.name),
             });
             for hook in &spec.post_start {
-                super::hooks::run(self.docker, &id, hook, &step)
-                    .await
-                    .map_err(|reason| ApplyError::Hook {
-                        container: spec.name.clone(),
-                        reason,
-                    })?;
+                // The container is this deploy's own, removed with the rest on a cancel.
+                let ran = tokio::select! {
+                    ran = super::hooks::run(self.docker, &id, hook, &step) => ran,
+                    canceled = self.options.cancel.requested() => return Err(canceled.into()),
+                };
+                ran.map_err(|reason| ApplyError::Hook {
+                    container: spec.name.clone(),
+                    reason,
+                })?;
             }
             step.finish();
         }
@@ -688,10 +712,16 @@ impl Applying<'_> {
         self.reporter.warn(format!(
             "last {LOG_TAIL} log lines of the new `{service}` container:"
         ));
-        while let Some(Ok(chunk)) = logs.next().await {
-            for line in chunk.to_string().lines() {
-                self.reporter.output(source.clone(), line);
+        let tail = async {
+            while let Some(Ok(chunk)) = logs.next().await {
+                for line in chunk.to_string().lines() {
+                    self.reporter.output(source.clone(), line);
+                }
             }
+        };
+        if tokio::time::timeout(LOG_TAIL_TIMEOUT, tail).await.is_err() {
+            self.reporter
+                .warn("the engine did not give the log lines in time");
         }
     }
 }
