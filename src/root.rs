@@ -127,6 +127,10 @@ impl Root {
     pub(crate) fn lock_file(&self) -> PathBuf {
         self.path.join("deploy.lock")
     }
+    /// The dashboard's access token (mode 0600).
+    pub(crate) fn dashboard_token(&self) -> PathBuf {
+        self.path.join("dashboard.token")
+    }
     /// Held by the one process delivering notifications.
     pub(crate) fn notify_lock(&self) -> PathBuf {
         self.path.join("notify.lock")

@@ -78,6 +78,8 @@ pub(crate) struct Settings {
     pub(crate) allow: Allowances,
     /// Where a deploy's events go (webhooks, commands).
     pub(crate) notify: Vec<crate::notify::Target>,
+    /// `deploy serve`'s read-only dashboard; off unless set.
+    pub(crate) dashboard: Option<crate::serve::dashboard::DashboardSettings>,
 }
 
 /// `backups:` in deploy.yml.
@@ -118,6 +120,7 @@ impl Default for Settings {
             build_cache: 5 << 30,
             allow: Allowances::default(),
             notify: Vec::new(),
+            dashboard: None,
         }
     }
 }

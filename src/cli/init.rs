@@ -70,6 +70,7 @@ pub(crate) async fn prepare(root: &Root, branch: &str) -> anyhow::Result<()> {
     write_settings(root, branch)?;
     install_hook(root)?;
     Ledger::open(&root.ledger_file()).await?;
+    crate::serve::dashboard::make_token(root)?;
     write_build_logs_readme(root)
 }
 

@@ -13,7 +13,7 @@ mod init;
 mod logs;
 mod restore;
 mod serve;
-mod status;
+pub(crate) mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

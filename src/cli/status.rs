@@ -15,16 +15,16 @@ pub(crate) struct Args {
 }
 
 #[derive(Serialize)]
-struct Status {
+pub(crate) struct Status {
     /// `deploy`'s own version and commit.
-    version: &'static str,
-    project: String,
-    live: Option<Deployment>,
+    pub(crate) version: &'static str,
+    pub(crate) project: String,
+    pub(crate) live: Option<Deployment>,
     /// The deploy under way, with its `stage`, if one runs.
-    running: Option<Deployment>,
+    pub(crate) running: Option<Deployment>,
     /// Deploys waiting their turn, oldest first.
-    queued: Vec<Deployment>,
-    containers: Vec<docker::status::ContainerStatus>,
+    pub(crate) queued: Vec<Deployment>,
+    pub(crate) containers: Vec<docker::status::ContainerStatus>,
     /// The newest database dump, if any.
     backup: Option<NewestBackup>,
     build_cache: BuildCache,
@@ -90,22 +90,37 @@ struct BuildCache {
 pub(crate) async fn run(root: Root, args: Args) -> anyhow::Result<u8> {
     super::settle(&root).await;
     let settings = Settings::load(&root)?;
-    let project = settings.project(&root)?;
     let ledger = Ledger::open(&root.ledger_file()).await?;
+    let status = gather(&root, &settings, &ledger).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print(&status, &settings);
+    }
+    Ok(super::exit::SUCCESS)
+}
+
+/// What `deploy status` shows (and the dashboard's `/api/status`).
+pub(crate) async fn gather(
+    root: &Root,
+    settings: &Settings,
+    ledger: &Ledger,
+) -> anyhow::Result<Status> {
+    let project = settings.project(root)?;
     let live = ledger.last_succeeded().await?;
-    // `settle` closed what dead processes left: what is running or queued now is real.
+    // Settled first (`settle`), or by the daemon: what is running or queued now is real.
     let running = ledger.running().await?.into_iter().next();
     let queued = ledger.queued().await?;
     let docker = docker::connect().await?;
     let containers = docker::status::containers(&docker, &project).await?;
-    let status = Status {
+    Ok(Status {
         version: super::VERSION,
         project: project.to_string(),
         live,
         running,
         queued,
         containers,
-        backup: newest_backup(&ledger, &settings).await?,
+        backup: newest_backup(ledger, settings).await?,
         build_cache: BuildCache {
             // What runs matters more than the cache's size: a busy engine does not fail
             // `deploy status`.
@@ -113,14 +128,7 @@ pub(crate) async fn run(root: Root, args: Args) -> anyhow::Result<u8> {
             limit: settings.build_cache,
         },
         notify_failure: ledger.last_notification_failure().await?,
-    };
-
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
-    } else {
-        print(&status, &settings);
-    }
-    Ok(super::exit::SUCCESS)
+    })
 }
 
 /// The status for a person: the live deploy, the newest dump, the build cache, then a line

@@ -93,6 +93,10 @@ pub(crate) async fn run(root: Root) -> anyhow::Result<()> {
         }
     });
     super::schedule::start(root.clone()).context("failed to start the backup schedule")?;
+    // A dashboard that cannot start (its token file) is said in the log; the rest serves.
+    if let Err(e) = super::dashboard::start(root.clone(), settings.clone()).await {
+        tracing::error!(error = %format!("{e:#}"), "dashboard");
+    }
     // What a daemon stopped before delivering is delivered now.
     if let Err(e) = crate::notify::start_deliverer(&root) {
         tracing::warn!(error = %format!("{e:#}"), "notifications");

@@ -7,6 +7,7 @@ mod autoheal;
 pub(crate) mod client;
 mod control;
 mod daemon;
+pub(crate) mod dashboard;
 mod descriptors;
 mod protocol;
 pub(crate) mod proxy;
