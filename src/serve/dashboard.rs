@@ -508,7 +508,7 @@ fn sse(receive: tokio::sync::mpsc::Receiver<Bytes>) -> Response<Body> {
         .expect("a valid response")
 }
 
-const STYLE: &str = "body{font:15px/1.4 system-ui,sans-serif;margin:0 auto;max-width:70em;padding:1em;color:#222}table{border-collapse:collapse;width:100%}td,th{padding:.3em .5em;border-bottom:1px solid #ddd;text-align:left;white-space:nowrap}.scroll{overflow-x:auto}pre{background:#111;color:#eee;padding:1em;overflow-x:auto;white-space:pre-wrap;word-break:break-all}tr.failed td,tr.canceled td{color:#a00}tr.succeeded td:nth-child(3){color:#070}.running{background:#ffd;padding:.5em}code{font-size:90%}input{font-size:1em;padding:.4em;width:100%;max-width:30em}";
+const STYLE: &str = "h1{overflow-wrap:anywhere}body{font:15px/1.4 system-ui,sans-serif;margin:0 auto;max-width:70em;padding:1em;color:#222}table{border-collapse:collapse;width:100%}td,th{padding:.3em .5em;border-bottom:1px solid #ddd;text-align:left;white-space:nowrap}.scroll{overflow-x:auto}pre{background:#111;color:#eee;padding:1em;overflow-x:auto;white-space:pre-wrap;word-break:break-all}tr.failed td,tr.canceled td{color:#a00}tr.succeeded td:nth-child(3){color:#070}.running{background:#ffd;padding:.5em}code{font-size:90%}input{font-size:1em;padding:.4em;width:100%;max-width:30em}";
 
 fn page(status: StatusCode, title: &str, body: &str) -> Response<Body> {
     let html = format!(
