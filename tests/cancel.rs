@@ -217,6 +217,10 @@ fn cancel_refuses_what_it_cannot_cancel_with_one_line() {
     };
     refused(&["cancel"], "deploy: no deploy is running");
     refused(
+        &["cancel", "--env", "staging"],
+        "deploy: there is no environment `staging` on this host; it has one, `production`",
+    );
+    refused(
         &["cancel", "42"],
         "deploy: there is no deploy #42 in the ledger; `deploy history` lists them",
     );
