@@ -147,26 +147,7 @@ fn print(status: &Status, settings: &Settings) {
         ),
         None => println!("live     nothing deployed yet"),
     }
-    let now = chrono::Utc::now();
-    if let Some(d) = &status.running {
-        println!(
-            "running  {} {} by {}, {} in, at {}",
-            d.id,
-            d.revision.short(),
-            d.user,
-            age((now - d.started_at).num_seconds()),
-            d.stage.as_deref().unwrap_or("the start")
-        );
-    }
-    for d in &status.queued {
-        println!(
-            "queued   {} {} by {}, waiting {}",
-            d.id,
-            d.revision.short(),
-            d.user,
-            age((now - d.started_at).num_seconds())
-        );
-    }
+    print_queue(status);
     match &status.backup {
         Some(b) => println!(
             "backup   {} ago: {}{}",
@@ -183,21 +164,7 @@ fn print(status: &Status, settings: &Settings) {
         }
         None => {}
     }
-    if let Some(f) = &status.notify_failure {
-        let to = serde_json::from_value::<crate::notify::Receiver>(f.receiver.clone())
-            .map_or_else(|_| f.receiver.to_string(), |r| r.to_string());
-        println!(
-            "notify   the `{}` event to {to} failed {} ago{}: {}",
-            f.event,
-            age((chrono::Utc::now() - f.at).num_seconds()),
-            if f.given_up {
-                ", given up"
-            } else {
-                ", retrying"
-            },
-            f.error
-        );
-    }
+    print_notify_failure(status);
     let human = crate::compose::bytes::human;
     println!(
         "build    cache {} of at most {} (shared by every project on this engine)",
@@ -236,6 +203,49 @@ fn print(status: &Status, settings: &Settings) {
         .any(|c| c.health_from == Some("deploy"))
     {
         println!("* Docker has not run its first healthcheck yet; `deploy status` ran it now");
+    }
+}
+
+/// The deploy under way, with its stage, and those queued behind it.
+fn print_queue(status: &Status) {
+    let now = chrono::Utc::now();
+    if let Some(d) = &status.running {
+        println!(
+            "running  {} {} by {}, {} in, at {}",
+            d.id,
+            d.revision.short(),
+            d.user,
+            age((now - d.started_at).num_seconds()),
+            d.stage.as_deref().unwrap_or("the start")
+        );
+    }
+    for d in &status.queued {
+        println!(
+            "queued   {} {} by {}, waiting {}",
+            d.id,
+            d.revision.short(),
+            d.user,
+            age((now - d.started_at).num_seconds())
+        );
+    }
+}
+
+/// The newest notification that failed, if none was delivered since.
+fn print_notify_failure(status: &Status) {
+    if let Some(f) = &status.notify_failure {
+        let to = serde_json::from_value::<crate::notify::Receiver>(f.receiver.clone())
+            .map_or_else(|_| f.receiver.to_string(), |r| r.to_string());
+        println!(
+            "notify   the `{}` event to {to} failed {} ago{}: {}",
+            f.event,
+            age((chrono::Utc::now() - f.at).num_seconds()),
+            if f.given_up {
+                ", given up"
+            } else {
+                ", retrying"
+            },
+            f.error
+        );
     }
 }
 

@@ -167,12 +167,7 @@ impl Ctx<'_> {
             .map(|(k, v)| (k.clone(), v.or_else(|| self.options.env.get(&k).cloned())))
             .collect();
         let built = raw.build.is_some();
-        // Keys that only one container can have.
-        let single = [
-            ("container_name", raw.container_name.is_some()),
-            ("mac_address", options.mac_address.is_some()),
-        ];
-        let single = single.into_iter().find_map(|(key, set)| set.then_some(key));
+        let single = single_container_key(raw.container_name.is_some(), &options);
         let replicas = replicas_of(at, raw.scale, raw.replicas, raw.mode, single)?;
         let mut service = Service {
             build: raw.build.map(|b| self.build(at, b)).transpose()?,
@@ -1146,6 +1141,16 @@ fn restart_of(
         (written, None) => read(at, "restart", written, |r| restart(&r.0)),
         (None, policy) => read(at, "deploy.restart_policy", policy, restart_policy),
     }
+}
+
+/// A key set on the service that only one container can have.
+fn single_container_key(named: bool, options: &Options) -> Option<&'static str> {
+    [
+        ("container_name", named),
+        ("mac_address", options.mac_address.is_some()),
+    ]
+    .into_iter()
+    .find_map(|(key, set)| set.then_some(key))
 }
 
 /// `scale:` or `deploy.replicas`: if both are written, they must agree, as compose v2 wants.

@@ -83,24 +83,7 @@ pub(crate) async fn run(root: Root) -> anyhow::Result<()> {
         daemon.busy.clone(),
     ));
     let worker = start_worker(daemon.clone())?;
-    let mut cancels = crate::cancel::Signals::register()?;
-    let canceling = daemon.clone();
-    tokio::spawn(async move {
-        while cancels.next().await {
-            if let Err(e) = canceling.cancel_queued().await {
-                tracing::warn!(error = %format!("{e:#}"), "failed to cancel a queued deploy");
-            }
-        }
-    });
-    super::schedule::start(root.clone()).context("failed to start the backup schedule")?;
-    // A dashboard that cannot start (its token file) is said in the log; the rest serves.
-    if let Err(e) = super::dashboard::start(root.clone(), settings.clone()).await {
-        tracing::error!(error = %format!("{e:#}"), "dashboard");
-    }
-    // What a daemon stopped before delivering is delivered now.
-    if let Err(e) = crate::notify::start_deliverer(&root) {
-        tracing::warn!(error = %format!("{e:#}"), "notifications");
-    }
+    start_beside(&daemon, &settings).await?;
     tracing::info!(root = %root.path().display(), %project, version = crate::cli::VERSION, "deploy serve is ready");
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -119,6 +102,30 @@ pub(crate) async fn run(root: Root) -> anyhow::Result<()> {
     tracing::info!(stats = %switch.proxy.stats(), "proxy");
     let report = switch.proxy.shutdown(SHUTDOWN_GRACE).await;
     tracing::info!(?report, "deploy serve stopped");
+    Ok(())
+}
+
+/// What runs beside the deploys: `deploy cancel`'s signal for queued deploys, the backup
+/// schedule, the dashboard, and the delivery of notifications a stopped daemon left.
+async fn start_beside(daemon: &Arc<Daemon>, settings: &Settings) -> anyhow::Result<()> {
+    let mut cancels = crate::cancel::Signals::register()?;
+    let canceling = daemon.clone();
+    tokio::spawn(async move {
+        while cancels.next().await {
+            if let Err(e) = canceling.cancel_queued().await {
+                tracing::warn!(error = %format!("{e:#}"), "failed to cancel a queued deploy");
+            }
+        }
+    });
+    let root = &daemon.root;
+    super::schedule::start(root.clone()).context("failed to start the backup schedule")?;
+    // A dashboard that cannot start (its token file) is said in the log; the rest serves.
+    if let Err(e) = super::dashboard::start(root.clone(), settings.clone()).await {
+        tracing::error!(error = %format!("{e:#}"), "dashboard");
+    }
+    if let Err(e) = crate::notify::start_deliverer(root) {
+        tracing::warn!(error = %format!("{e:#}"), "notifications");
+    }
     Ok(())
 }
 
