@@ -86,6 +86,27 @@ fn assert_canceled_by_olga(row: &serde_json::Value) {
     assert_eq!(row["error"], "canceled by olga", "{row}");
 }
 
+/// Pushes v2, waits until a process whose command line holds `marker` runs (the stage to
+/// cancel in), cancels as olga, and checks what every cancel must leave: the row canceled by
+/// her, the lock free and `marker`'s process gone within 10 s, the pusher told.
+fn cancel_while(stack: &Stack, stage: &str, marker: &str) {
+    let push = push_in_background(stack, "v2");
+    wait_until(stage, Duration::from_secs(120), || process_runs(marker));
+    assert_canceled_by_olga(&cancel(stack));
+    wait_until("the lock freed", Duration::from_secs(10), || {
+        lock_is_free(stack)
+    });
+    wait_until("its process gone", Duration::from_secs(10), || {
+        !process_runs(marker)
+    });
+    let pushed = text(&push.join().unwrap());
+    assert!(pushed.contains("canceled by olga"), "{pushed}");
+}
+
+fn v1_serves(stack: &Stack) -> bool {
+    stack.get("/").is_some_and(|p| p.contains("version: v1"))
+}
+
 #[test]
 fn a_cancel_during_a_long_build_aborts_it_and_the_old_version_serves_throughout() {
     let stack = Stack::web("cancelbuild");
@@ -95,25 +116,8 @@ fn a_cancel_during_a_long_build_aborts_it_and_the_old_version_serves_throughout(
         "Dockerfile",
         &web_dockerfile(&format!("RUN echo {marker} && sleep 600\n")),
     );
-    let push = push_in_background(&stack, "v2");
-    wait_until("the long build step", Duration::from_secs(120), || {
-        process_runs(&marker)
-    });
-
-    let row = cancel(&stack);
-    assert_canceled_by_olga(&row);
-    wait_until("the lock freed", Duration::from_secs(10), || {
-        lock_is_free(&stack)
-    });
-    wait_until("the build step gone", Duration::from_secs(10), || {
-        !process_runs(&marker)
-    });
-    assert!(
-        stack.get("/").is_some_and(|p| p.contains("version: v1")),
-        "v1 still serves"
-    );
-    let pushed = text(&push.join().unwrap());
-    assert!(pushed.contains("canceled by olga"), "{pushed}");
+    cancel_while(&stack, "the long build step", &marker);
+    assert!(v1_serves(&stack), "v1 still serves");
 }
 
 #[test]
@@ -128,20 +132,8 @@ fn a_cancel_during_the_health_wait_puts_the_old_version_back() {
             "FROM python:3.11-slim\nWORKDIR /srv\nCOPY index.html /srv/\nCMD [\"sh\", \"-c\", \"echo {marker}; sleep 600\"]\n"
         ),
     );
-    let push = push_in_background(&stack, "v2");
-    wait_until("v2's container", Duration::from_secs(120), || {
-        process_runs(&marker)
-    });
-
-    let row = cancel(&stack);
-    assert_canceled_by_olga(&row);
-    wait_until("the lock freed", Duration::from_secs(10), || {
-        lock_is_free(&stack)
-    });
-    assert!(!process_runs(&marker), "v2's container is gone");
+    cancel_while(&stack, "v2's container", &marker);
     stack.wait_for_page("version: v1", Duration::from_secs(10));
-    let pushed = text(&push.join().unwrap());
-    assert!(pushed.contains("canceled by olga"), "{pushed}");
 }
 
 #[test]
@@ -155,32 +147,17 @@ fn a_cancel_during_the_release_command_stops_and_removes_it() {
             "services:\n  web:\n    build: .\n    ports: [\"${{WEB_PORT}}:8000\"]\n    stop_grace_period: 1s\nx-deploy:\n  release:\n    service: web\n    command: [\"sh\", \"-c\", \"echo {marker}; sleep 600\"]\n"
         ),
     );
-    let push = push_in_background(&stack, "v2");
-    wait_until("the release command", Duration::from_secs(120), || {
-        process_runs(&marker)
-    });
-
-    let row = cancel(&stack);
-    assert_canceled_by_olga(&row);
-    wait_until("the lock freed", Duration::from_secs(10), || {
-        lock_is_free(&stack)
-    });
-    assert!(!process_runs(&marker), "the release command is gone");
+    cancel_while(&stack, "the release command", &marker);
     let release = format!("{}-web-release", stack.project);
+    let names: Vec<String> = containers(&stack.project)
+        .into_iter()
+        .flat_map(|c| c.names.unwrap_or_default())
+        .collect();
     assert!(
-        !containers(&stack.project).iter().any(|c| c
-            .names
-            .iter()
-            .flatten()
-            .any(|n| n.ends_with(&release))),
-        "the release container is removed"
+        !names.iter().any(|n| n.ends_with(&release)),
+        "the release container is removed: {names:?}"
     );
-    assert!(
-        stack.get("/").is_some_and(|p| p.contains("version: v1")),
-        "v1 still serves"
-    );
-    let pushed = text(&push.join().unwrap());
-    assert!(pushed.contains("canceled by olga"), "{pushed}");
+    assert!(v1_serves(&stack), "v1 still serves");
 }
 
 #[test]
@@ -249,23 +226,11 @@ fn a_cancel_reaches_a_deploy_in_the_daemon_and_no_request_fails() {
             "FROM python:3.11-slim\nWORKDIR /srv\nCOPY index.html /srv/\nCMD [\"sh\", \"-c\", \"echo {marker}; sleep 600\"]\n"
         ),
     );
-    let push = push_in_background(&stack, "v2");
-    wait_until("v2's container", Duration::from_secs(120), || {
-        process_runs(&marker)
-    });
-
-    let row = cancel(&stack);
-    assert_canceled_by_olga(&row);
-    assert!(!process_runs(&marker), "v2's container is gone");
+    cancel_while(&stack, "v2's container", &marker);
     let (ok, failed, when) = load.finish();
     assert_eq!(failed, 0, "failed requests at {when:?} ({ok} succeeded)");
     assert!(ok > 0);
-    assert!(
-        stack.get("/").is_some_and(|p| p.contains("version: v1")),
-        "v1 still serves"
-    );
-    let pushed = text(&push.join().unwrap());
-    assert!(pushed.contains("canceled by olga"), "{pushed}");
+    assert!(v1_serves(&stack), "v1 still serves");
 }
 
 /// Ctrl-C in the pusher's terminal (SIGINT to the push's process group, hook included) does

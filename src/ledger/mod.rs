@@ -279,16 +279,7 @@ impl Ledger {
         .execute(&self.pool)
         .await
         .map_err(self.db("start a queued deploy"))?;
-        if done.rows_affected() == 1 {
-            return Ok(());
-        }
-        match self.get(id).await? {
-            Some(row) => Err(LedgerError::NotRunning {
-                id,
-                status: row.status,
-            }),
-            None => Err(self.not_found(id)),
-        }
+        self.changed_or_why(id, done.rows_affected()).await
     }
 
     /// Records the stage a running deploy has reached.
@@ -364,16 +355,7 @@ impl Ledger {
         .execute(&self.pool)
         .await
         .map_err(self.db(action))?;
-        if done.rows_affected() == 1 {
-            return Ok(());
-        }
-        match self.get(id).await? {
-            Some(row) => Err(LedgerError::NotRunning {
-                id,
-                status: row.status,
-            }),
-            None => Err(self.not_found(id)),
-        }
+        self.changed_or_why(id, done.rows_affected()).await
     }
 
     /// The newest deploy whose release command ran (and so may have changed the database)
@@ -436,16 +418,7 @@ impl Ledger {
         .execute(&self.pool)
         .await
         .map_err(self.db("record a request to cancel a deploy"))?;
-        if done.rows_affected() == 1 {
-            return Ok(());
-        }
-        match self.get(id).await? {
-            Some(row) => Err(LedgerError::NotRunning {
-                id,
-                status: row.status,
-            }),
-            None => Err(self.not_found(id)),
-        }
+        self.changed_or_why(id, done.rows_affected()).await
     }
 
     /// Who asked to cancel deploy `id`, if anyone did.
@@ -477,6 +450,21 @@ impl Ledger {
             Ok(())
         } else {
             Err(self.not_found(id))
+        }
+    }
+
+    /// `Ok` when an update limited to queued or running rows changed deploy `id`; otherwise
+    /// why not: it has ended (`NotRunning`), or it does not exist.
+    async fn changed_or_why(&self, id: DeploymentId, changed: u64) -> Result<(), LedgerError> {
+        if changed == 1 {
+            return Ok(());
+        }
+        match self.get(id).await? {
+            Some(row) => Err(LedgerError::NotRunning {
+                id,
+                status: row.status,
+            }),
+            None => Err(self.not_found(id)),
         }
     }
 
