@@ -263,18 +263,24 @@ impl Ledger {
         self.insert(new, Status::Queued).await
     }
 
-    /// Starts the queued deploy `id`, now logged to `log_path`; `NotRunning` if it is no
-    /// longer queued (canceled meanwhile).
-    pub(crate) async fn begin(&self, id: DeploymentId, log_path: &Path) -> Result<(), LedgerError> {
+    /// Starts the queued deploy `id` of `revision` (what its request names now), logged to
+    /// `log_path`; `NotRunning` if it is no longer queued (canceled meanwhile).
+    pub(crate) async fn begin(
+        &self,
+        id: DeploymentId,
+        revision: &Revision,
+        log_path: &Path,
+    ) -> Result<(), LedgerError> {
         let log = log_path
             .to_str()
             .ok_or_else(|| LedgerError::NonUtf8LogPath(log_path.to_owned()))?;
         let done = sqlx::query(
-            "UPDATE deployments SET status = 'running', started_at = ?, log_path = ?
+            "UPDATE deployments SET status = 'running', started_at = ?, log_path = ?, revision = ?
              WHERE id = ? AND status = 'queued'",
         )
         .bind(timestamp(Utc::now()))
         .bind(log)
+        .bind(revision.as_str())
         .bind(id.0)
         .execute(&self.pool)
         .await

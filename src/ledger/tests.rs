@@ -643,7 +643,7 @@ async fn a_queued_row_begins_or_ends_without_running(pool: SqlitePool) {
     assert_eq!(ids(&ledger.queued().await.unwrap()), [waiting.0]);
     assert!(ledger.running().await.unwrap().is_empty());
     ledger
-        .begin(waiting, Path::new("/root/build-logs/a.log"))
+        .begin(waiting, &rev('a'), Path::new("/root/build-logs/a.log"))
         .await
         .unwrap();
     ledger.set_stage(waiting, "build").await.unwrap();
@@ -664,7 +664,7 @@ async fn a_queued_row_begins_or_ends_without_running(pool: SqlitePool) {
         .await
         .unwrap();
     assert!(matches!(
-        ledger.begin(canceled, Path::new("/x.log")).await,
+        ledger.begin(canceled, &rev('b'), Path::new("/x.log")).await,
         Err(LedgerError::NotRunning {
             status: Status::Canceled,
             ..

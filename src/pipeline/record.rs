@@ -67,7 +67,7 @@ pub(crate) async fn open(
     // The row it waited under becomes this deploy's, unless a newer push overtook it.
     let id = match queued {
         Some(id) if overtaken.is_none() => {
-            ledger.begin(id, &log).await?;
+            ledger.begin(id, &revision, &log).await?;
             id
         }
         _ => {
