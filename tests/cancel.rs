@@ -86,6 +86,14 @@ fn assert_canceled_by_olga(row: &serde_json::Value) {
     assert_eq!(row["error"], "canceled by olga", "{row}");
 }
 
+/// A Dockerfile whose app never listens: its process only prints `marker` and sleeps, so the
+/// deploy waits for it until `health_timeout`.
+fn never_ready(marker: &str) -> String {
+    format!(
+        "FROM python:3.11-slim\nWORKDIR /srv\nCOPY index.html /srv/\nCMD [\"sh\", \"-c\", \"echo {marker}; sleep 600\"]\n"
+    )
+}
+
 /// Pushes v2, waits until a process whose command line holds `marker` runs (the stage to
 /// cancel in), cancels as olga, and checks what every cancel must leave: the row canceled by
 /// her, the lock free and `marker`'s process gone within 10 s, the pusher told.
@@ -126,12 +134,7 @@ fn a_cancel_during_the_health_wait_puts_the_old_version_back() {
     deploy_v1(&stack);
     // v2 never listens, so the deploy waits for it until `health_timeout` (90 s).
     let marker = format!("never-ready-{}", stack.project);
-    stack.write(
-        "Dockerfile",
-        &format!(
-            "FROM python:3.11-slim\nWORKDIR /srv\nCOPY index.html /srv/\nCMD [\"sh\", \"-c\", \"echo {marker}; sleep 600\"]\n"
-        ),
-    );
+    stack.write("Dockerfile", &never_ready(&marker));
     cancel_while(&stack, "v2's container", &marker);
     stack.wait_for_page("version: v1", Duration::from_secs(10));
 }
@@ -220,12 +223,7 @@ fn a_cancel_reaches_a_deploy_in_the_daemon_and_no_request_fails() {
     deploy_v1(&stack);
     let load = common::daemon::Load::start(stack.port);
     let marker = format!("never-ready-{}", stack.project);
-    stack.write(
-        "Dockerfile",
-        &format!(
-            "FROM python:3.11-slim\nWORKDIR /srv\nCOPY index.html /srv/\nCMD [\"sh\", \"-c\", \"echo {marker}; sleep 600\"]\n"
-        ),
-    );
+    stack.write("Dockerfile", &never_ready(&marker));
     cancel_while(&stack, "v2's container", &marker);
     let (ok, failed, when) = load.finish();
     assert_eq!(failed, 0, "failed requests at {when:?} ({ok} succeeded)");

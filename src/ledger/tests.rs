@@ -453,6 +453,20 @@ async fn two_processes_creating_the_ledger_at_once_both_succeed() {
     }
 }
 
+/// A ledger file at `path` with only the first `n` migrations applied: what an older
+/// version of `deploy` left.
+async fn migrated_up_to(path: &Path, n: usize) -> SqlitePool {
+    let mut old = sqlx::migrate!();
+    old.migrations = std::borrow::Cow::Owned(old.migrations[..n].to_vec());
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .foreign_keys(true);
+    let pool = SqlitePool::connect_with(options).await.unwrap();
+    old.run(&pool).await.unwrap();
+    pool
+}
+
 /// A ledger written before migration 0003 (rows, a supersede link) keeps every row and id
 /// once `open` applies it, and takes the new trigger, release and dump columns.
 #[tokio::test]
@@ -460,14 +474,7 @@ async fn release_migration_keeps_the_rows_before_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("deploy.db");
     {
-        let mut old = sqlx::migrate!();
-        old.migrations = std::borrow::Cow::Owned(old.migrations[..2].to_vec());
-        let options = SqliteConnectOptions::new()
-            .filename(&path)
-            .create_if_missing(true)
-            .foreign_keys(true);
-        let pool = SqlitePool::connect_with(options).await.unwrap();
-        old.run(&pool).await.unwrap();
+        let pool = migrated_up_to(&path, 2).await;
         let early = Ledger::from_pool(pool.clone());
         let a = early.start(&deploy('a')).await.unwrap();
         early.finish(a, Status::Succeeded, &[], None).await.unwrap();
@@ -562,14 +569,7 @@ async fn cancel_migration_keeps_rows_links_and_ids() {
     let path = dir.path().join("deploy.db");
     let linked;
     {
-        let mut old = sqlx::migrate!();
-        old.migrations = std::borrow::Cow::Owned(old.migrations[..3].to_vec());
-        let options = SqliteConnectOptions::new()
-            .filename(&path)
-            .create_if_missing(true)
-            .foreign_keys(true);
-        let pool = SqlitePool::connect_with(options).await.unwrap();
-        old.run(&pool).await.unwrap();
+        let pool = migrated_up_to(&path, 3).await;
         let early = Ledger::from_pool(pool.clone());
         linked = deployed(&early, 'a', Status::Succeeded).await;
         let gone = deployed(&early, 'b', Status::Failed).await;
