@@ -30,6 +30,11 @@ const STDERR_LIMIT: usize = 4096;
 /// How much of a command's own output is kept when it is not streamed somewhere.
 const STDOUT_LIMIT: usize = 64 * 1024;
 
+/// How long a command may go without output before it counts as stuck (the engine or the
+/// server stopped answering). A restore prints nothing while it loads a large table, so
+/// this is generous; it only keeps a deploy from waiting for ever.
+const SILENCE_LIMIT: Duration = Duration::from_secs(30 * 60);
+
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum PgError {
     #[error(transparent)]
@@ -243,7 +248,14 @@ async fn collect(
         error,
     };
     let (mut kept, mut stderr) = (Vec::new(), Vec::new());
-    while let Some(chunk) = output.next().await {
+    loop {
+        let Ok(next) = tokio::time::timeout(SILENCE_LIMIT, output.next()).await else {
+            return Err(PgError::Unexpected(format!(
+                "{what}: no output for {} minutes; the engine or the database stopped answering",
+                SILENCE_LIMIT.as_secs() / 60
+            )));
+        };
+        let Some(chunk) = next else { break };
         let chunk =
             chunk.map_err(|e| DockerError::api(&format!("read an exec's output ({what})"), e))?;
         match chunk {
