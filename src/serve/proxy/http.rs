@@ -448,10 +448,61 @@ fn add_forwarded(headers: &mut HeaderMap, client: &HeaderValue, forwarded: Forwa
             headers.insert(x_forwarded_for, value);
         }
     }
-    // With `Extend`, a TLS terminator in front has already said `https`.
-    if forwarded == ForwardedHeaders::Replace || !headers.contains_key(&x_forwarded_proto) {
+    // With `Extend`, a TLS terminator in front has already said `https`, and which host.
+    let replace = forwarded == ForwardedHeaders::Replace;
+    if replace || !headers.contains_key(&x_forwarded_proto) {
         headers.insert(x_forwarded_proto, HeaderValue::from_static("http"));
     }
+    let x_forwarded_host = HeaderName::from_static("x-forwarded-host");
+    let host = headers.get(header::HOST).cloned();
+    if let Some(host) = &host
+        && (replace || !headers.contains_key(&x_forwarded_host))
+    {
+        headers.insert(x_forwarded_host, host.clone());
+    }
+    // RFC 7239's `Forwarded` says the same in one header; this hop's element is appended.
+    let element = forwarded_element(
+        client.to_str().unwrap_or_default(),
+        host.as_ref().and_then(|h| h.to_str().ok()),
+    );
+    let earlier: Vec<&str> = match forwarded {
+        ForwardedHeaders::Extend => (headers.get_all(header::FORWARDED).iter())
+            .filter_map(|value| value.to_str().ok())
+            .collect(),
+        ForwardedHeaders::Replace => Vec::new(),
+    };
+    let value = earlier
+        .into_iter()
+        .chain([element.as_str()])
+        .collect::<Vec<_>>()
+        .join(", ");
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        headers.insert(header::FORWARDED, value);
+    }
+}
+
+/// This hop's `Forwarded` element: `for=…;proto=http;host=…`, an IPv6 address and any value
+/// that is not a token quoted (RFC 7239 §4, §6).
+pub(super) fn forwarded_element(client: &str, host: Option<&str>) -> String {
+    let quoted = |v: &str| {
+        let token = !v.is_empty()
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if token {
+            v.to_owned()
+        } else {
+            format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))
+        }
+    };
+    let client = match client.contains(':') {
+        true => format!("[{client}]"),
+        false => client.to_owned(),
+    };
+    let mut element = format!("for={};proto=http", quoted(&client));
+    if let Some(host) = host {
+        element.push_str(&format!(";host={}", quoted(host)));
+    }
+    element
 }
 
 fn plain(status: StatusCode, text: &str) -> Response<RespBody> {

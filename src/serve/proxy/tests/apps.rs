@@ -48,7 +48,7 @@ fn bind(addr: SocketAddr) -> TcpListener {
 /// An HTTP/1 app named `name`:
 /// - `/` answers `backend <name>`;
 /// - `/slow?ms=N` answers `backend <name> (slow)` after N ms;
-/// - `/headers` answers the `host`, `x-forwarded-for`, `x-forwarded-proto` and `x-secret` it
+/// - `/headers` answers the `host`, `x-forwarded-*`, `forwarded` and `x-secret` it
 ///   received, one `name: value` per line;
 /// - `/echo` streams the request body back as it arrives;
 /// - `Upgrade: echo` switches to a protocol that sends `<name>\n`, then echoes.
@@ -192,7 +192,15 @@ async fn answer(
         }
         "/headers" => {
             let mut lines = String::new();
-            for key in ["host", "x-forwarded-for", "x-forwarded-proto", "x-secret"] {
+            let keys = [
+                "host",
+                "x-forwarded-for",
+                "x-forwarded-proto",
+                "x-forwarded-host",
+                "forwarded",
+                "x-secret",
+            ];
+            for key in keys {
                 for value in request.headers().get_all(key) {
                     lines.push_str(&format!("{key}: {}\n", value.to_str().unwrap_or("?")));
                 }

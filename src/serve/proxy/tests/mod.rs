@@ -110,7 +110,7 @@ async fn headers_are_forwarded_like_other_proxies_do_and_host_is_kept() {
     let answer = client.get("/headers").await.expect("request");
     assert_eq!(
         answer.body,
-        "host: app.example\nx-forwarded-for: 127.0.0.1\nx-forwarded-proto: http\n"
+        "host: app.example\nx-forwarded-for: 127.0.0.1\nx-forwarded-proto: http\nx-forwarded-host: app.example\nforwarded: for=127.0.0.1;proto=http;host=app.example\n"
     );
 
     // What a TLS terminator in front says is kept and extended; headers the client named in
@@ -118,6 +118,8 @@ async fn headers_are_forwarded_like_other_proxies_do_and_host_is_kept() {
     let request = Request::get("/headers")
         .header("x-forwarded-for", "203.0.113.7")
         .header("x-forwarded-proto", "https")
+        .header("x-forwarded-host", "shop.example")
+        .header("forwarded", "for=203.0.113.7;proto=https")
         .header("connection", "keep-alive, x-secret")
         .header("x-secret", "for the first hop")
         .body(Full::default())
@@ -125,7 +127,7 @@ async fn headers_are_forwarded_like_other_proxies_do_and_host_is_kept() {
     let answer = client.send(request).await.expect("request");
     assert_eq!(
         answer.body,
-        "host: app.example\nx-forwarded-for: 203.0.113.7, 127.0.0.1\nx-forwarded-proto: https\n"
+        "host: app.example\nx-forwarded-for: 203.0.113.7, 127.0.0.1\nx-forwarded-proto: https\nx-forwarded-host: shop.example\nforwarded: for=203.0.113.7;proto=https, for=127.0.0.1;proto=http;host=app.example\n"
     );
 }
 
@@ -141,13 +143,15 @@ async fn with_replace_the_client_cannot_forge_forwarded_headers() {
     let request = Request::get("/headers")
         .header("x-forwarded-for", "203.0.113.7")
         .header("x-forwarded-proto", "https")
+        .header("x-forwarded-host", "bank.example")
+        .header("forwarded", "for=203.0.113.7")
         .body(Full::default())
         .expect("request");
     let mut client = Client::connect(addr).await.expect("connect");
     let answer = client.send(request).await.expect("request");
     assert_eq!(
         answer.body,
-        "host: app.example\nx-forwarded-for: 127.0.0.1\nx-forwarded-proto: http\n"
+        "host: app.example\nx-forwarded-for: 127.0.0.1\nx-forwarded-proto: http\nx-forwarded-host: app.example\nforwarded: for=127.0.0.1;proto=http;host=app.example\n"
     );
 }
 
@@ -779,4 +783,17 @@ fn a_drain_report_says_what_it_found() {
         waited: Duration::from_millis(1234),
     };
     assert_eq!(report.to_string(), "`10.0.0.5:8000` drained in 1.2s");
+}
+
+#[test]
+fn a_forwarded_element_quotes_what_is_not_a_token() {
+    use super::http::forwarded_element;
+    assert_eq!(
+        forwarded_element("2001:db8::7", Some("shop.example:8080")),
+        "for=\"[2001:db8::7]\";proto=http;host=\"shop.example:8080\""
+    );
+    assert_eq!(
+        forwarded_element("10.0.0.1", None),
+        "for=10.0.0.1;proto=http"
+    );
 }
