@@ -129,7 +129,10 @@ pub(crate) async fn start(root: Root, settings: Settings) -> anyhow::Result<()> 
                     let dashboard = dashboard.clone();
                     async move { Ok::<_, Infallible>(dashboard.handle(request).await) }
                 });
+                // A client has 10 s to send a request's head, as on the proxy's ports.
                 let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(10))
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
             });
