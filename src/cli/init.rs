@@ -23,7 +23,14 @@ pub(crate) struct Args {
     /// The branch whose pushes deploy.
     #[arg(long, default_value = "main")]
     branch: String,
+    /// Also install and start `deploy serve` for this root as a systemd service, where
+    /// systemd runs (zero-downtime deploys from the first push); elsewhere, say what to run.
+    #[arg(long)]
+    serve: bool,
 }
+
+/// The unit the Debian package ships, for hosts where `deploy` was installed without it.
+const SERVE_UNIT: &str = include_str!("../../systemd/deploy-serve@.service");
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<u8> {
     let path = std::path::absolute(&args.root)
@@ -39,7 +46,69 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<u8> {
     println!();
     println!("  git remote add prod {}", remote_url(&repo));
     println!("  git push prod {}", args.branch);
+    if args.serve {
+        println!();
+        serve(&root)?;
+    }
     Ok(super::exit::SUCCESS)
+}
+
+/// `--serve`: the daemon as a systemd service `deploy-serve@<root>.service`, enabled and
+/// started; where systemd does not run, what to run instead.
+fn serve(root: &Root) -> anyhow::Result<()> {
+    let by_hand = format!(
+        "deploy serve --root {}",
+        shlex::try_quote(&root.path().to_string_lossy()).unwrap_or_default()
+    );
+    if !Path::new("/run/systemd/system").is_dir() {
+        println!(
+            "systemd does not run here, so nothing was installed; run the daemon under your supervisor:"
+        );
+        println!();
+        println!("  {by_hand}");
+        return Ok(());
+    }
+    let units = Path::new("/etc/systemd/system");
+    let shipped = [
+        "/usr/lib/systemd/system",
+        "/lib/systemd/system",
+        "/etc/systemd/system",
+    ]
+    .iter()
+    .any(|dir| Path::new(dir).join("deploy-serve@.service").exists());
+    if !shipped {
+        let exe =
+            std::env::current_exe().context("failed to find the path of the deploy binary")?;
+        let unit = SERVE_UNIT.replace("/usr/local/bin/deploy", &exe.to_string_lossy());
+        let path = units.join("deploy-serve@.service");
+        std::fs::write(&path, unit)
+            .with_context(|| format!("failed to write `{}`", path.display()))?;
+    }
+    let escaped = command(
+        "systemd-escape",
+        &["--path", &root.path().to_string_lossy()],
+    )?;
+    let service = format!("deploy-serve@{}.service", escaped.trim());
+    command("systemctl", &["daemon-reload"])?;
+    command("systemctl", &["enable", "--now", &service])?;
+    println!("deploy serve runs as {service} (journalctl -u {service})");
+    Ok(())
+}
+
+/// Runs a systemd tool; its output, or why it failed.
+fn command(program: &str, args: &[&str]) -> anyhow::Result<String> {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("failed to run `{program}`"))?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "`{program} {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Makes `root` a deploy root, keeping whatever it holds already: the layout, the bare repo,
