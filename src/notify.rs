@@ -101,8 +101,7 @@ impl TryFrom<RawTarget> for Target {
                     secret_file: raw.secret_file,
                 }
             }
-            (None, Some(command)) if raw.secret_file.is_some() => {
-                let _ = command;
+            (None, Some(_)) if raw.secret_file.is_some() => {
                 return Err("`secret_file` signs a webhook's body; a command has none".to_owned());
             }
             (None, Some(command)) if command.is_empty() => {
@@ -239,7 +238,7 @@ pub(crate) fn signature(secret: &[u8], body: &str) -> String {
 }
 
 async fn post(url: &str, body: &str, secret: Option<&[u8]>) -> anyhow::Result<()> {
-    use http_body_util::{BodyExt, Full};
+    use http_body_util::Full;
     use hyper::body::Bytes;
     let uri: hyper::Uri = url
         .parse()
@@ -273,27 +272,22 @@ async fn post(url: &str, body: &str, secret: Option<&[u8]>) -> anyhow::Result<()
     if !status.is_success() {
         bail!("answered {status}");
     }
-    return Ok(());
+    Ok(())
+}
 
-    async fn exchange<S>(
-        io: S,
-        request: hyper::Request<Full<Bytes>>,
-    ) -> anyhow::Result<hyper::StatusCode>
-    where
-        S: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    {
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
-        let driving = tokio::spawn(connection);
-        let response = sender.send_request(request).await;
-        let status = response.map(|r| {
-            let status = r.status();
-            // The body is not read: only the status counts.
-            drop(r.into_body().boxed());
-            status
-        });
-        driving.abort();
-        Ok(status?)
-    }
+/// One request on a new connection; only the answer's status counts, its body is not read.
+async fn exchange<S>(
+    io: S,
+    request: hyper::Request<http_body_util::Full<hyper::body::Bytes>>,
+) -> anyhow::Result<hyper::StatusCode>
+where
+    S: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
+    let driving = tokio::spawn(connection);
+    let status = sender.send_request(request).await.map(|r| r.status());
+    driving.abort();
+    Ok(status?)
 }
 
 async fn run(command: &[String], body: &str) -> anyhow::Result<()> {

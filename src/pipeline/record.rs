@@ -133,6 +133,15 @@ pub(crate) async fn superseded(
     Ok(())
 }
 
+/// The subject line of `revision`'s commit; empty if it cannot be read (it only labels).
+pub(crate) async fn commit_subject(root: &Root, revision: &Revision) -> String {
+    let (repo, rev) = (root.repo(), revision.clone());
+    match blocking(move || git::commit_info(&repo, &rev)).await {
+        Ok(Ok(commit)) => commit.subject,
+        _ => String::new(),
+    }
+}
+
 impl Record {
     /// Closes the row with the outcome of the stages. A failure is reported once, the work
     /// tree goes back to the live revision, and the error returned only says where the log
@@ -208,11 +217,7 @@ impl Record {
             Status::Canceled => notify::Event::Canceled,
             _ => return,
         };
-        let (repo, rev) = (self.root.repo(), self.revision.clone());
-        let message = match blocking(move || git::commit_info(&repo, &rev)).await {
-            Ok(Ok(commit)) => commit.subject,
-            _ => String::new(),
-        };
+        let message = commit_subject(&self.root, &self.revision).await;
         let payload = notify::Payload {
             event,
             project: project.to_string(),

@@ -230,27 +230,24 @@ impl Dashboard {
             .expect("a valid response")
     }
 
-    async fn ledger(&self) -> anyhow::Result<Ledger> {
-        Ok(self.ledger.clone())
-    }
-
     async fn api_status(&self) -> anyhow::Result<Response<Body>> {
         let status = crate::cli::status::gather(&self.root, &self.settings, &self.ledger).await?;
         Ok(json(&status))
     }
 
     async fn api_deploys(&self) -> anyhow::Result<Response<Body>> {
-        Ok(json(&self.ledger().await?.history(100).await?))
+        Ok(json(&self.ledger.history(100).await?))
     }
 
     async fn index(&self) -> anyhow::Result<Response<Body>> {
         let status = crate::cli::status::gather(&self.root, &self.settings, &self.ledger).await?;
-        let history = self.ledger().await?.history(50).await?;
+        let history = self.ledger.history(50).await?;
         let mut html = String::new();
         let _ = write!(html, "<h1>{}</h1>", escape(&status.project));
         match &status.live {
             Some(live) => {
-                let message = self.subject(live).await;
+                let message =
+                    crate::pipeline::record::commit_subject(&self.root, &live.revision).await;
                 let _ = write!(
                     html,
                     "<p class=live>Live: <code>{}</code> {} — deployed by {} at {}</p>",
@@ -316,18 +313,8 @@ impl Dashboard {
         Ok(page(StatusCode::OK, &status.project, &html))
     }
 
-    async fn subject(&self, d: &Deployment) -> String {
-        let (repo, rev) = (self.root.repo(), d.revision.clone());
-        crate::pipeline::blocking(move || crate::git::commit_info(&repo, &rev))
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .map(|c| c.subject)
-            .unwrap_or_default()
-    }
-
     async fn log_page(&self, id: DeploymentId) -> anyhow::Result<Response<Body>> {
-        let Some(d) = self.ledger().await?.get(id).await? else {
+        let Some(d) = self.ledger.get(id).await? else {
             return Ok(page(
                 StatusCode::NOT_FOUND,
                 "Not found",
@@ -356,7 +343,7 @@ impl Dashboard {
 
     /// The log as it grows: every line so far, then each new one, until the deploy ends.
     async fn log_stream(&self, id: DeploymentId) -> anyhow::Result<Response<Body>> {
-        let ledger = self.ledger().await?;
+        let ledger = self.ledger.clone();
         if ledger.get(id).await?.is_none() {
             return Ok(page(
                 StatusCode::NOT_FOUND,
@@ -366,23 +353,24 @@ impl Dashboard {
         }
         let (send, receive) = tokio::sync::mpsc::channel::<Bytes>(64);
         tokio::spawn(async move {
-            let mut sent = 0usize;
-            let mut partial = String::new();
+            // Only what was written since the last look is read, from where it ended.
+            let mut at = None;
+            let mut partial = Vec::new();
             loop {
                 let Ok(Some(d)) = ledger.get(id).await else {
                     return;
                 };
                 let done = !matches!(d.status, Status::Running | Status::Queued);
-                let text = read_log(&d).unwrap_or_default();
-                if text.len() > sent {
-                    partial.push_str(&text[sent..]);
-                    sent = text.len();
-                    while let Some(at) = partial.find('\n') {
-                        let line: String = partial.drain(..=at).collect();
-                        let event = format!("data: {}\n\n", line.trim_end_matches('\n'));
-                        if send.send(Bytes::from(event)).await.is_err() {
-                            return;
-                        }
+                if let Ok((bytes, end)) = read_log_from(&d, at) {
+                    at = Some(end);
+                    partial.extend_from_slice(&bytes);
+                }
+                while let Some(newline) = partial.iter().position(|&b| b == b'\n') {
+                    let line: Vec<u8> = partial.drain(..=newline).collect();
+                    let line = String::from_utf8_lossy(&line[..line.len() - 1]);
+                    let event = format!("data: {line}\n\n");
+                    if send.send(Bytes::from(event)).await.is_err() {
+                        return;
                     }
                 }
                 if done {
@@ -435,20 +423,29 @@ fn deploy_path(path: &str) -> Option<(DeploymentId, &str)> {
 
 /// The end of the deploy's build log (its path comes from the ledger).
 fn read_log(d: &Deployment) -> anyhow::Result<String> {
+    let (bytes, _) = read_log_from(d, None)?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// The deploy's build log from byte `from` (at most its last `MAX_LOG` bytes when `None`),
+/// and where it ends now. A log not written yet is empty.
+fn read_log_from(d: &Deployment, from: Option<u64>) -> anyhow::Result<(Vec<u8>, u64)> {
     use std::io::{Read, Seek, SeekFrom};
     if d.log_path.as_os_str().is_empty() {
-        return Ok(String::new());
+        return Ok((Vec::new(), 0));
     }
     let mut file = match std::fs::File::open(&d.log_path) {
         Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
         Err(e) => return Err(e).context("failed to read the build log"),
     };
     let len = file.metadata()?.len();
-    file.seek(SeekFrom::Start(len.saturating_sub(MAX_LOG)))?;
+    let from = from.unwrap_or(len.saturating_sub(MAX_LOG)).min(len);
+    file.seek(SeekFrom::Start(from))?;
     let mut bytes = Vec::new();
-    file.take(MAX_LOG).read_to_end(&mut bytes)?;
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
+    file.take(len - from).read_to_end(&mut bytes)?;
+    let end = from + bytes.len() as u64;
+    Ok((bytes, end))
 }
 
 /// Compares without stopping at the first difference.
