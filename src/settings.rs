@@ -80,6 +80,22 @@ pub(crate) struct Settings {
     pub(crate) notify: Vec<crate::notify::Target>,
     /// `deploy serve`'s read-only dashboard; off unless set.
     pub(crate) dashboard: Option<crate::serve::dashboard::DashboardSettings>,
+    /// The hostnames `deploy serve` routes to this stack, on its HTTP and HTTPS listeners.
+    #[serde(deserialize_with = "de_hostnames")]
+    pub(crate) hostnames: Vec<String>,
+    /// Which service and port answer `hostnames`.
+    pub(crate) route: RouteSettings,
+    /// HTTP to a hostname that has a certificate is redirected to HTTPS (`308`).
+    pub(crate) https_redirect: bool,
+}
+
+/// `route:` in deploy.yml: by default, the only service built from the repo and its first
+/// exposed port.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RouteSettings {
+    pub(crate) service: Option<crate::ids::ServiceName>,
+    pub(crate) port: Option<u16>,
 }
 
 /// `backups:` in deploy.yml.
@@ -121,6 +137,9 @@ impl Default for Settings {
             allow: Allowances::default(),
             notify: Vec::new(),
             dashboard: None,
+            hostnames: Vec::new(),
+            route: RouteSettings::default(),
+            https_redirect: true,
         }
     }
 }
@@ -230,6 +249,25 @@ fn de_schedule<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::E
         ));
     }
     Ok(Some(every))
+}
+
+/// Hostnames, lower-cased; one that is not a DNS name, or named twice, is refused.
+fn de_hostnames<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let raw = Vec::<String>::deserialize(d)?;
+    let mut hosts: Vec<String> = Vec::new();
+    for host in raw {
+        let lower = host.to_ascii_lowercase();
+        if !crate::serve::proxy::is_hostname(&lower) {
+            return Err(serde::de::Error::custom(format!(
+                "`{host}` is not a hostname (letters, digits, `-` and dots, at most 253 characters)"
+            )));
+        }
+        if hosts.contains(&lower) {
+            return Err(serde::de::Error::custom(format!("`{host}` is named twice")));
+        }
+        hosts.push(lower);
+    }
+    Ok(hosts)
 }
 
 fn de_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {

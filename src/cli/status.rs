@@ -30,6 +30,31 @@ pub(crate) struct Status {
     build_cache: BuildCache,
     /// The newest notification that failed and was not delivered since.
     notify_failure: Option<crate::ledger::Failure>,
+    /// deploy.yml's hostnames, and whether a certificate serves each over HTTPS.
+    hostnames: Vec<Hostname>,
+}
+
+#[derive(Serialize)]
+struct Hostname {
+    hostname: String,
+    https: bool,
+}
+
+/// Each hostname, with HTTPS when a file of the certificates directory (`deploy serve`'s,
+/// from /etc/deploy/serve.yml) covers it.
+fn hostnames(settings: &Settings) -> anyhow::Result<Vec<Hostname>> {
+    if settings.hostnames.is_empty() {
+        return Ok(Vec::new());
+    }
+    let dir = crate::serve::config::ServeConfig::load()?.certs;
+    let certs = crate::serve::proxy::tls::Certs::load(&dir);
+    let hosts = (settings.hostnames.iter())
+        .map(|h| Hostname {
+            hostname: h.clone(),
+            https: certs.covers(h),
+        })
+        .collect();
+    Ok(hosts)
 }
 
 #[derive(Serialize)]
@@ -128,6 +153,7 @@ pub(crate) async fn gather(
             limit: settings.build_cache,
         },
         notify_failure: ledger.last_notification_failure().await?,
+        hostnames: hostnames(settings)?,
     })
 }
 
@@ -165,6 +191,7 @@ fn print(status: &Status, settings: &Settings) {
         None => {}
     }
     print_notify_failure(status);
+    print_hostnames(status);
     let human = crate::compose::bytes::human;
     println!(
         "build    cache {} of at most {} (shared by every project on this engine)",
@@ -203,6 +230,20 @@ fn print(status: &Status, settings: &Settings) {
         .any(|c| c.health_from == Some("deploy"))
     {
         println!("* Docker has not run its first healthcheck yet; `deploy status` ran it now");
+    }
+}
+
+/// Each hostname, and how it is served.
+fn print_hostnames(status: &Status) {
+    let dir = (crate::serve::config::ServeConfig::load())
+        .map_or_else(|_| Default::default(), |c| c.certs);
+    for (i, h) in status.hostnames.iter().enumerate() {
+        let how = match h.https {
+            true => "https".to_owned(),
+            false => format!("http only: no certificate for it in {}", dir.display()),
+        };
+        let label = if i == 0 { "hosts" } else { "" };
+        println!("{label:<8} {} ({how})", h.hostname);
     }
 }
 

@@ -184,6 +184,7 @@ async fn plan(run: &Run<'_>, spec: &Spec) -> anyhow::Result<Plan> {
         config_dir: run.root.configs(),
         publish: run.traffic.publish(),
         build_keys,
+        hosts: host_route(run.settings),
     };
     let plan = plan::plan(spec, run.project, run.revision, &observed, &options)?;
     run.reporter.plan(plan.rows());
@@ -195,6 +196,19 @@ async fn plan(run: &Run<'_>, spec: &Spec) -> anyhow::Result<Plan> {
         ));
     }
     Ok(plan)
+}
+
+/// `hostnames:` and `route:` of deploy.yml, for the plan to resolve.
+fn host_route(settings: &crate::settings::Settings) -> Option<plan::container::HostRoute> {
+    if settings.hostnames.is_empty() {
+        return None;
+    }
+    Some(plan::container::HostRoute {
+        service: settings.route.service.clone(),
+        port: settings.route.port,
+        hostnames: settings.hostnames.clone(),
+        https_redirect: settings.https_redirect,
+    })
 }
 
 /// For each built service whose context is tracked in git: a key of the context's tree

@@ -56,24 +56,23 @@ pub(crate) async fn cut_over(
     };
     // Every container of a proxied service, its replicas all: the new set as one.
     let proxied: BTreeSet<&ServiceName> = (plan.services.iter())
-        .filter(|s| !s.container.proxied.is_empty())
+        .filter(|s| {
+            !s.container.proxied.is_empty()
+                || s.container
+                    .labels
+                    .contains_key(crate::plan::names::LABEL_HOSTS)
+        })
         .map(|s| &s.service)
         .collect();
-    let mut new = Vec::new();
-    for service in proxied {
-        for id in applied.containers(service) {
-            new.extend(routes::of_container(docker, id).await?);
+    let (new, old) = match routes_of(docker, &proxied, &applied).await {
+        Ok(routes) => routes,
+        Err(e) => {
+            applied.rollback(docker, reporter).await;
+            return Err(
+                anyhow::Error::new(e).context("failed to switch traffic to the new containers")
+            );
         }
-    }
-    let mut old = Vec::new();
-    for c in applied.retiring() {
-        old.extend(
-            routes::of_container(docker, &c.id)
-                .await?
-                .into_iter()
-                .map(|r| r.backend),
-        );
-    }
+    };
     if !new.is_empty() {
         if let Err(first) = switch.switch(new.clone()).await {
             // The old containers may hold the host ports themselves (deployed while the
@@ -99,11 +98,7 @@ pub(crate) async fn cut_over(
             }
         }
         for r in &new {
-            reporter.info(format!(
-                "traffic on port {} now goes to {}",
-                r.listen.port(),
-                r.backend
-            ));
+            reporter.info(format!("traffic on {} now goes to {}", r.listen, r.backend));
         }
     }
     if !old.is_empty() {
@@ -111,4 +106,25 @@ pub(crate) async fn cut_over(
     }
     applied.commit(docker, plan, reporter).await;
     Ok(())
+}
+
+/// The routes to the new containers of the proxied services, and the backends of the
+/// containers they replace.
+async fn routes_of(
+    docker: &Docker,
+    proxied: &BTreeSet<&ServiceName>,
+    applied: &Applied,
+) -> Result<(Vec<Route>, Vec<SocketAddr>), docker::DockerError> {
+    let mut new = Vec::new();
+    for service in proxied {
+        for id in applied.containers(service) {
+            new.extend(routes::of_container(docker, id).await?);
+        }
+    }
+    let mut old = Vec::new();
+    for c in applied.retiring() {
+        let routes = routes::of_container(docker, &c.id).await?;
+        old.extend(routes.into_iter().map(|r| r.backend));
+    }
+    Ok((new, old))
 }

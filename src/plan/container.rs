@@ -187,6 +187,29 @@ impl ProxiedPort {
     }
 }
 
+/// The hostnames `deploy serve` routes to one service of the stack (`hostnames:` and
+/// `route:` in deploy.yml), kept in its containers' `deploy.hosts` label so that a restarted
+/// daemon routes them again without a deploy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub(crate) struct HostRoute {
+    #[serde(skip)]
+    pub(crate) service: Option<ServiceName>,
+    /// The container port; `None` takes the container's lowest exposed port.
+    pub(crate) port: Option<u16>,
+    pub(crate) hostnames: Vec<String>,
+    pub(crate) https_redirect: bool,
+}
+
+impl HostRoute {
+    pub(crate) fn label(&self) -> String {
+        serde_json::to_string(self).expect("plain data always serializes")
+    }
+
+    pub(crate) fn parse_label(label: &str) -> Option<HostRoute> {
+        serde_json::from_str(label).ok()
+    }
+}
+
 /// What every container of one plan shares.
 pub(crate) struct Context<'a> {
     pub(crate) spec: &'a Spec,
@@ -196,6 +219,8 @@ pub(crate) struct Context<'a> {
     pub(crate) config_dir: &'a Path,
     pub(crate) publish: Publish,
     pub(crate) build_keys: &'a BTreeMap<ServiceName, String>,
+    /// The hostnames routed to one of the services, resolved by the plan.
+    pub(crate) hosts: Option<&'a HostRoute>,
 }
 
 /// Builds the container for one service; `None` when it has neither image nor build.
@@ -226,6 +251,9 @@ pub(crate) fn spec(ctx: &Context<'_>, name: &ServiceName, svc: &Service) -> Opti
     } = published(svc, built && ctx.publish == Publish::Proxied);
     if !proxied.is_empty() {
         labels.insert(names::LABEL_PROXY.to_owned(), ProxiedPort::label(&proxied));
+    }
+    if let Some(hosts) = ctx.hosts.filter(|h| h.service.as_ref() == Some(name)) {
+        labels.insert(names::LABEL_HOSTS.to_owned(), hosts.label());
     }
     if !svc.pre_stop.is_empty() {
         let hooks = serde_json::to_string(&svc.pre_stop).expect("plain data always serializes");
@@ -685,6 +713,7 @@ mod tests {
             config_dir: Path::new("/configs"),
             publish: Publish::Direct,
             build_keys: &BTreeMap::new(),
+            hosts: None,
         };
         super::spec(&ctx, &name, svc).unwrap().restart.name
     }
@@ -746,6 +775,7 @@ mod tests {
             config_dir: Path::new("/configs"),
             publish: Publish::Direct,
             build_keys: &BTreeMap::new(),
+            hosts: None,
         };
         let c = super::spec(&ctx, &name, &spec.services[&name]).unwrap();
         let label = c.labels[names::LABEL_CONFIG_HASH].clone();

@@ -34,6 +34,7 @@ fn hashes(case: &Path) -> Option<String> {
             config_dir: Path::new("/srv/app/configs"),
             publish,
             build_keys: &build_keys,
+            hosts: None,
         };
         for (name, svc) in &spec.services {
             if let Some(c) = container::spec(&ctx, name, svc) {

@@ -78,6 +78,9 @@ pub(crate) struct PlanOptions {
     /// Per built service, a key of everything its image is built from (the context's tree,
     /// Dockerfile, args): equal keys mean an identical image.
     pub(crate) build_keys: BTreeMap<ServiceName, String>,
+    /// `hostnames:` and `route:` from deploy.yml; `service` may be unset (the plan picks
+    /// the only built service).
+    pub(crate) hosts: Option<container::HostRoute>,
 }
 
 #[derive(Clone, Debug)]
@@ -175,6 +178,8 @@ pub(crate) enum Action {
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum PlanError {
+    #[error("deploy.yml: {0}")]
+    Route(String),
     #[error("services.{0}: it has neither `image` nor `build`")]
     NoImage(ServiceName),
     #[error(
@@ -195,6 +200,61 @@ pub(crate) enum PlanError {
         port: String,
         hint: &'static str,
     },
+}
+
+/// The service `hostnames` route to: the one `route.service` names, or else the only
+/// service built from the repo; and its port: `route.port`, or else the first the compose
+/// file lists for it (`ports`, then `expose`), or else (`None`) the image's lowest.
+fn route_service(
+    spec: &Spec,
+    hosts: &container::HostRoute,
+) -> Result<container::HostRoute, PlanError> {
+    let service = match &hosts.service {
+        Some(name) => {
+            if !spec.services.contains_key(name) {
+                return Err(PlanError::Route(format!(
+                    "`route.service` names `{name}`, which the compose file does not have"
+                )));
+            }
+            name.clone()
+        }
+        None => {
+            let built: Vec<&ServiceName> = (spec.services.iter())
+                .filter(|(_, s)| s.build.is_some())
+                .map(|(name, _)| name)
+                .collect();
+            match built.as_slice() {
+                [one] => (*one).clone(),
+                [] => {
+                    return Err(PlanError::Route(
+                        "no service is built from the repo; name the one that answers `hostnames` in `route.service`".to_owned(),
+                    ));
+                }
+                many => {
+                    let names: Vec<String> = many.iter().map(|n| format!("`{n}`")).collect();
+                    return Err(PlanError::Route(format!(
+                        "{} are built from the repo; name the one that answers `hostnames` in `route.service`",
+                        names.join(", ")
+                    )));
+                }
+            }
+        }
+    };
+    let svc = &spec.services[&service];
+    let listed = || {
+        (svc.ports.iter().map(|p| p.target))
+            .chain(
+                svc.expose
+                    .iter()
+                    .filter_map(|e| e.split('/').next()?.split('-').next()?.parse().ok()),
+            )
+            .next()
+    };
+    Ok(container::HostRoute {
+        service: Some(service),
+        port: hosts.port.or_else(listed),
+        ..hosts.clone()
+    })
 }
 
 /// Builds the plan. Pure: everything about the world comes in through `observed`.
@@ -261,6 +321,10 @@ pub(crate) fn plan(
 
     let (builds, reused) = builds(spec, project, revision, observed, &options.build_keys);
 
+    let hosts = match &options.hosts {
+        Some(hosts) => Some(route_service(spec, hosts)?),
+        None => None,
+    };
     let ctx = container::Context {
         spec,
         project,
@@ -268,6 +332,7 @@ pub(crate) fn plan(
         config_dir: &options.config_dir,
         publish: options.publish,
         build_keys: &options.build_keys,
+        hosts: hosts.as_ref(),
     };
     let order = dependency_order(spec);
     let mut services = Vec::new();

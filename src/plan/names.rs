@@ -11,6 +11,8 @@ pub(crate) const LABEL_CONFIG_HASH: &str = "deploy.config-hash";
 /// On a container behind `deploy serve`: the host ports the proxy owns for it, so a restarted
 /// daemon knows what to listen on without a deploy.
 pub(crate) const LABEL_PROXY: &str = "deploy.proxy";
+/// The hostnames `deploy serve` routes to a container (`container::HostRoute`, as JSON).
+pub(crate) const LABEL_HOSTS: &str = "deploy.hosts";
 /// On the one-off container of a release command: the revision it releases. It has no
 /// service label, so no plan takes it for a service's container.
 pub(crate) const LABEL_RELEASE: &str = "deploy.release";

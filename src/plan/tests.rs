@@ -60,6 +60,7 @@ fn options() -> PlanOptions {
         config_dir: PathBuf::from("/srv/app/configs"),
         publish: Publish::Direct,
         build_keys: BTreeMap::new(),
+        hosts: None,
     }
 }
 

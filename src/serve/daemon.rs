@@ -15,7 +15,7 @@ use futures_util::future::BoxFuture;
 use tokio::net::UnixListener;
 use tokio::sync::{Notify, mpsc};
 
-use crate::docker::routes::Route;
+use crate::docker::routes::{Listen, Route};
 use crate::docker::{self, Docker};
 use crate::ids::ProjectName;
 use crate::ledger::{Ledger, Status};
@@ -25,15 +25,16 @@ use crate::report::{Event, Reporter, Sink};
 use crate::root::Root;
 use crate::settings::Settings;
 
+use super::config::ServeConfig;
 use super::protocol::Reply;
-use super::proxy::{Proxy, ProxyConfig};
+use super::proxy::{Proxy, ProxyConfig, tls};
 use super::{autoheal, control, descriptors};
 
 /// How long a stopping daemon lets proxied connections finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Runs the daemon until SIGTERM or SIGINT.
-pub(crate) async fn run(root: Root) -> anyhow::Result<()> {
+pub(crate) async fn run(root: Root, serve: ServeConfig) -> anyhow::Result<()> {
     // First, so that everything after it opens under the raised limit.
     let proxy_config = proxy_config();
     let settings = Settings::load(&root)?;
@@ -45,11 +46,15 @@ pub(crate) async fn run(root: Root) -> anyhow::Result<()> {
     let docker = docker::connect().await?;
     let listener = bind_socket(&root)?;
 
-    let proxy = Proxy::new(proxy_config);
+    let certs = tls::Certs::load(&serve.certs);
+    certs.watch();
+    let proxy = Proxy::with_certs(proxy_config, Some(certs));
     proxy.hand_over(super::activation::take());
     let switch = Arc::new(ProxySwitch {
         proxy,
         listening: Mutex::new(BTreeSet::new()),
+        hosts_listening: Mutex::new(false),
+        serve,
         drain_timeout: settings.drain_timeout,
     });
     // Traffic first goes where the ledger says the live revision runs; then a deploy this
@@ -232,7 +237,7 @@ async fn live_routes(
     for c in containers {
         for r in docker::routes::of_container(docker, &c.id).await? {
             // One container per port and replica: a service's replicas share its ports.
-            if seen.insert((r.listen, c.replica)) {
+            if seen.insert((r.listen.clone(), c.replica)) {
                 routes.push(r);
             }
         }
@@ -339,7 +344,23 @@ impl Daemon {
             .await?
             .map(|d| d.revision.to_string());
         let routes = live_routes(&docker, &project, live.as_deref()).await?;
-        let served: BTreeSet<u16> = routes.iter().map(|r| r.listen.port()).collect();
+        let served: BTreeSet<u16> = (routes.iter())
+            .filter_map(|r| match r.listen {
+                Listen::Port(addr) => Some(addr.port()),
+                Listen::Host { .. } => None,
+            })
+            .collect();
+        let hosts: BTreeSet<&str> = (routes.iter())
+            .filter_map(|r| match &r.listen {
+                Listen::Host { name, .. } => Some(name.as_str()),
+                Listen::Port(_) => None,
+            })
+            .collect();
+        for host in self.switch.proxy.hosts() {
+            if !hosts.contains(host.as_str()) && !self.switch.proxy.remove_host(&host).is_empty() {
+                tracing::info!(host, "no container serves this hostname any more");
+            }
+        }
         let listening: Vec<SocketAddr> = self
             .switch
             .listening
@@ -518,21 +539,36 @@ impl Sink for ClientSink {
 struct ProxySwitch {
     proxy: Proxy,
     listening: Mutex<BTreeSet<SocketAddr>>,
+    /// The hostname listeners are open (from the first route to a hostname on).
+    hosts_listening: Mutex<bool>,
+    serve: ServeConfig,
     drain_timeout: Duration,
 }
 
 impl ProxySwitch {
-    /// Listens where needed and points each port at its backends: those of every route to
-    /// it (a service's replicas), taken in turn.
+    /// Listens where needed and points each port and hostname at its backends: those of
+    /// every route to it (a service's replicas), taken in turn.
     fn route(&self, routes: Vec<Route>) -> anyhow::Result<()> {
-        let mut listening = self.listening.lock().expect("listening lock");
         let mut ports: BTreeMap<u16, Vec<SocketAddr>> = BTreeMap::new();
+        let mut hosts: BTreeMap<(&str, bool), Vec<SocketAddr>> = BTreeMap::new();
         for r in &routes {
-            if !listening.contains(&r.listen) {
-                self.proxy.listen(r.listen)?;
-                listening.insert(r.listen);
-            }
-            let backends = ports.entry(r.listen.port()).or_default();
+            let backends = match &r.listen {
+                Listen::Port(addr) => {
+                    let mut listening = self.listening.lock().expect("listening lock");
+                    if !listening.contains(addr) {
+                        self.proxy.listen(*addr)?;
+                        listening.insert(*addr);
+                    }
+                    ports.entry(addr.port()).or_default()
+                }
+                Listen::Host {
+                    name,
+                    https_redirect,
+                } => {
+                    self.listen_hosts()?;
+                    hosts.entry((name, *https_redirect)).or_default()
+                }
+            };
             if !backends.contains(&r.backend) {
                 backends.push(r.backend);
             }
@@ -541,6 +577,21 @@ impl ProxySwitch {
             if self.proxy.backends(port) != backends {
                 self.proxy.set_backends(port, &backends)?;
             }
+        }
+        for ((host, https_redirect), backends) in hosts {
+            self.proxy
+                .set_host_backends(host, &backends, https_redirect)?;
+        }
+        Ok(())
+    }
+
+    /// Opens the HTTP and HTTPS listeners for hostnames, once.
+    fn listen_hosts(&self) -> anyhow::Result<()> {
+        let mut listening = self.hosts_listening.lock().expect("listening lock");
+        if !*listening {
+            self.proxy.listen_hosts(self.serve.http, false)?;
+            self.proxy.listen_hosts(self.serve.https, true)?;
+            *listening = true;
         }
         Ok(())
     }
@@ -553,6 +604,14 @@ impl Switch for ProxySwitch {
 
     fn drain(&self, old: Vec<SocketAddr>) -> BoxFuture<'_, ()> {
         async move {
+            // A hostname left routed only to replaced containers was taken out of deploy.yml.
+            for host in self.proxy.hosts() {
+                let backends = self.proxy.host_backends(&host);
+                if !backends.is_empty() && backends.iter().all(|b| old.contains(b)) {
+                    self.proxy.remove_host(&host);
+                    tracing::info!(host, "hostname no longer routed");
+                }
+            }
             for addr in old {
                 match self.proxy.drain(addr, self.drain_timeout).await {
                     Ok(report) => tracing::info!(%report, "drained"),
@@ -584,6 +643,8 @@ mod tests {
             switch: Arc::new(ProxySwitch {
                 proxy: Proxy::new(ProxyConfig::default()),
                 listening: Mutex::new(BTreeSet::new()),
+                hosts_listening: Mutex::new(false),
+                serve: ServeConfig::default(),
                 drain_timeout: Duration::from_secs(1),
             }),
         }

@@ -5,6 +5,7 @@ mod activation;
 mod admission;
 mod autoheal;
 pub(crate) mod client;
+pub(crate) mod config;
 mod control;
 mod daemon;
 pub(crate) mod dashboard;

@@ -18,21 +18,37 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::backend::{Active, Backend, Work};
-use super::sniff::Prefixed;
 use super::stats::Counters;
-use super::{ForwardedHeaders, Phase, Route, Shared, Slot, tcp};
+use super::{ForwardedHeaders, Phase, Route, RouteName, Shared, Slot, tcp};
+
+/// Where a connection's requests go.
+pub(super) enum Target {
+    /// A host port's route.
+    Port(Arc<Route>),
+    /// The route of each request's hostname (`Host`, or HTTP/2's `:authority`); `https`
+    /// when the connection came over TLS.
+    Hosts { https: bool },
+}
 
 /// Serves one client connection until it closes, or until a shutdown lets its current request
 /// finish.
-pub(super) async fn serve(
-    io: Prefixed,
+pub(super) async fn serve<I>(
+    io: I,
     peer: SocketAddr,
-    route: Arc<Route>,
+    target: Target,
     shared: &Arc<Shared>,
     slot: Slot,
-) {
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let proto = match target {
+        Target::Hosts { https: true } => "https",
+        _ => "http",
+    };
+    let hosts = matches!(target, Target::Hosts { .. });
     let handler = Arc::new(Handler {
-        route,
+        target,
+        proto,
         shared: Arc::clone(shared),
         slot: Mutex::new(Some(slot)),
         // A client reaching a `[::]` listener over IPv4 should appear as `1.2.3.4`. Made once
@@ -44,32 +60,48 @@ pub(super) async fn serve(
         let handler = Arc::clone(&handler);
         async move { Ok::<_, Infallible>(handler.handle(request).await) }
     });
-    let connection = shared
-        .server
-        .serve_connection(TokioIo::new(io), service)
-        .with_upgrades();
+    if hosts {
+        let connection =
+            (shared.hosts_server).serve_connection_with_upgrades(TokioIo::new(io), service);
+        drive(connection, |c| c.graceful_shutdown(), peer, shared).await;
+    } else {
+        let connection = (shared.server)
+            .serve_connection(TokioIo::new(io), service)
+            .with_upgrades();
+        drive(connection, |c| c.graceful_shutdown(), peer, shared).await;
+    }
+}
+
+/// Runs a client connection to its end, or until a shutdown: then its request in flight, if
+/// any, finishes and the connection closes instead of waiting for the next one.
+async fn drive<C, E>(connection: C, graceful: fn(Pin<&mut C>), peer: SocketAddr, shared: &Shared)
+where
+    C: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
     tokio::pin!(connection);
     let mut phase = shared.phase.subscribe();
     tokio::select! {
         done = connection.as_mut() => return log_end(peer, done),
         _ = phase.wait_for(|phase| *phase >= Phase::Draining) => {}
     }
-    // Finish the request in flight, if any, then close instead of waiting for the next one.
-    connection.as_mut().graceful_shutdown();
+    graceful(connection.as_mut());
     tokio::select! {
         done = connection.as_mut() => log_end(peer, done),
         _ = phase.wait_for(|phase| *phase == Phase::Stopped) => {}
     }
 }
 
-fn log_end(peer: SocketAddr, done: hyper::Result<()>) {
+fn log_end<E: std::fmt::Display>(peer: SocketAddr, done: Result<(), E>) {
     if let Err(error) = done {
         tracing::debug!(%peer, %error, "client connection ended with an error");
     }
 }
 
 struct Handler {
-    route: Arc<Route>,
+    target: Target,
+    /// `X-Forwarded-Proto`: how the client reached us.
+    proto: &'static str,
     shared: Arc<Shared>,
     /// The client's address, as `X-Forwarded-For` gives it.
     client: HeaderValue,
@@ -93,27 +125,54 @@ impl Handler {
         } else {
             UpgradeHeaders::Strip
         };
-        let mut request =
-            rewrite_request(request, &self.client, self.shared.config.forwarded, upgrade);
+        let route = match &self.target {
+            Target::Port(route) => Arc::clone(route),
+            Target::Hosts { https } => {
+                let host = request_host(&request);
+                let Some((route, redirect)) = host.as_deref().and_then(|h| self.shared.host(h))
+                else {
+                    Counters::bump(&self.shared.counters.no_backend);
+                    return plain(StatusCode::NOT_FOUND, "not found\n");
+                };
+                if let (false, Some(port), Some(host)) = (*https, redirect, host) {
+                    return to_https(&host, port, request.uri());
+                }
+                route
+            }
+        };
+        let mut request = rewrite_request(
+            request,
+            &self.client,
+            Forwarding {
+                headers: self.shared.config.forwarded,
+                proto: self.proto,
+            },
+            upgrade,
+        );
         // The backend is chosen now, when the request arrives: after a switch, the next request
         // on a keep-alive connection goes to the new one. One that cannot be connected to
         // never saw the request, which goes to the next backend of the port, if it has one.
         let mut tried = Vec::new();
         let (active, backend, mut response) = loop {
-            let Some(active) = self.route.enter(Work::Request, &tried) else {
+            let Some(active) = route.enter(Work::Request, &tried) else {
                 Counters::bump(&self.shared.counters.no_backend);
-                return plain(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "service unavailable: nothing is deployed on this port yet\n",
-                );
+                let text = match route.name {
+                    RouteName::Port(_) => {
+                        "service unavailable: nothing is deployed on this port yet\n"
+                    }
+                    RouteName::Host(_) => {
+                        "service unavailable: nothing is deployed for this hostname yet\n"
+                    }
+                };
+                return plain(StatusCode::SERVICE_UNAVAILABLE, text);
             };
             let backend = Arc::clone(active.backend());
             let error = match send(&backend, request, &self.shared).await {
                 Ok(response) => break (active, backend, response),
-                Err(Failed::Unsent(error, unsent)) if self.route.has_other(&tried, &backend) => {
+                Err(Failed::Unsent(error, unsent)) if route.has_other(&tried, &backend) => {
                     backend.set_up(false);
                     Counters::bump(&self.shared.counters.retries);
-                    tracing::debug!(port = self.route.port, backend = %backend.addr, %error, "trying the next backend");
+                    tracing::debug!(route = %route.name, backend = %backend.addr, %error, "trying the next backend");
                     tried.push(backend.addr);
                     request = *unsent;
                     continue;
@@ -121,14 +180,14 @@ impl Handler {
                 Err(Failed::Unsent(error, _) | Failed::Sent(error)) => error,
             };
             if let ForwardError::Timeout(_) = error {
-                tracing::warn!(port = self.route.port, backend = %backend.addr, %error, "gateway timeout");
+                tracing::warn!(route = %route.name, backend = %backend.addr, %error, "gateway timeout");
                 return plain(
                     StatusCode::GATEWAY_TIMEOUT,
                     &format!("gateway timeout: failed to {error}\n"),
                 );
             }
             Counters::bump(&self.shared.counters.bad_gateway);
-            tracing::warn!(port = self.route.port, backend = %backend.addr, %error, "bad gateway");
+            tracing::warn!(route = %route.name, backend = %backend.addr, %error, "bad gateway");
             return plain(
                 StatusCode::BAD_GATEWAY,
                 &format!("bad gateway: failed to {error}\n"),
@@ -401,10 +460,51 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: UpgradeHeaders) {
 
 /// The request as the backend should see it: origin-form target, HTTP/1.1 (so the pooled
 /// connection stays open), hop-by-hop headers replaced, `X-Forwarded-*` added. `Host` is kept.
+/// What this hop says in the forwarding headers.
+#[derive(Clone, Copy)]
+struct Forwarding {
+    headers: ForwardedHeaders,
+    /// `http` or `https`.
+    proto: &'static str,
+}
+
+/// The hostname a request asks for (HTTP/2's `:authority` or an absolute target, else
+/// `Host`), lower-cased, without its port or a trailing dot.
+fn request_host<B>(request: &Request<B>) -> Option<String> {
+    let authority = match request.uri().authority() {
+        Some(authority) => authority.host().to_owned(),
+        None => {
+            let host = request.headers().get(header::HOST)?.to_str().ok()?;
+            host.parse::<hyper::http::uri::Authority>()
+                .ok()?
+                .host()
+                .to_owned()
+        }
+    };
+    Some(authority.trim_end_matches('.').to_ascii_lowercase())
+}
+
+/// `308` to the same path over HTTPS (a method and body are kept, unlike with `301`).
+fn to_https(host: &str, port: u16, uri: &Uri) -> Response<RespBody> {
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let location = match port {
+        443 => format!("https://{host}{path}"),
+        port => format!("https://{host}:{port}{path}"),
+    };
+    let mut response = plain(
+        StatusCode::PERMANENT_REDIRECT,
+        &format!("moved to {location}\n"),
+    );
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
 fn rewrite_request(
     request: Request<Incoming>,
     client: &HeaderValue,
-    forwarded: ForwardedHeaders,
+    forwarding: Forwarding,
     upgrade: UpgradeHeaders,
 ) -> Request<ReqBody> {
     let (mut parts, body) = request.into_parts();
@@ -423,13 +523,14 @@ fn rewrite_request(
     // Hyper's server answers `Expect: 100-continue` itself when the body is first read.
     parts.headers.remove(header::EXPECT);
     strip_hop_by_hop(&mut parts.headers, upgrade);
-    add_forwarded(&mut parts.headers, client, forwarded);
+    add_forwarded(&mut parts.headers, client, forwarding);
     // Nothing hyper's server attached to the request means anything to its client.
     parts.extensions.clear();
     Request::from_parts(parts, ReqBody::Incoming(body))
 }
 
-fn add_forwarded(headers: &mut HeaderMap, client: &HeaderValue, forwarded: ForwardedHeaders) {
+fn add_forwarded(headers: &mut HeaderMap, client: &HeaderValue, forwarding: Forwarding) {
+    let forwarded = forwarding.headers;
     let x_forwarded_for = HeaderName::from_static("x-forwarded-for");
     let x_forwarded_proto = HeaderName::from_static("x-forwarded-proto");
     let earlier: Vec<&str> = match forwarded {
@@ -451,7 +552,10 @@ fn add_forwarded(headers: &mut HeaderMap, client: &HeaderValue, forwarded: Forwa
     // With `Extend`, a TLS terminator in front has already said `https`, and which host.
     let replace = forwarded == ForwardedHeaders::Replace;
     if replace || !headers.contains_key(&x_forwarded_proto) {
-        headers.insert(x_forwarded_proto, HeaderValue::from_static("http"));
+        headers.insert(
+            x_forwarded_proto,
+            HeaderValue::from_static(forwarding.proto),
+        );
     }
     let x_forwarded_host = HeaderName::from_static("x-forwarded-host");
     let host = headers.get(header::HOST).cloned();
@@ -463,6 +567,7 @@ fn add_forwarded(headers: &mut HeaderMap, client: &HeaderValue, forwarded: Forwa
     // RFC 7239's `Forwarded` says the same in one header; this hop's element is appended.
     let element = forwarded_element(
         client.to_str().unwrap_or_default(),
+        forwarding.proto,
         host.as_ref().and_then(|h| h.to_str().ok()),
     );
     let earlier: Vec<&str> = match forwarded {
@@ -483,7 +588,7 @@ fn add_forwarded(headers: &mut HeaderMap, client: &HeaderValue, forwarded: Forwa
 
 /// This hop's `Forwarded` element: `for=…;proto=http;host=…`, an IPv6 address and any value
 /// that is not a token quoted (RFC 7239 §4, §6).
-pub(super) fn forwarded_element(client: &str, host: Option<&str>) -> String {
+pub(super) fn forwarded_element(client: &str, proto: &str, host: Option<&str>) -> String {
     let quoted = |v: &str| {
         let token = !v.is_empty()
             && v.bytes()
@@ -498,7 +603,7 @@ pub(super) fn forwarded_element(client: &str, host: Option<&str>) -> String {
         true => format!("[{client}]"),
         false => client.to_owned(),
     };
-    let mut element = format!("for={};proto=http", quoted(&client));
+    let mut element = format!("for={};proto={proto}", quoted(&client));
     if let Some(host) = host {
         element.push_str(&format!(";host={}", quoted(host)));
     }

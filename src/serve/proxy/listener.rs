@@ -13,6 +13,14 @@ use super::sniff::{self, Prefixed, Protocol};
 use super::stats::Counters;
 use super::{Phase, Route, Shared, Slot, http, tcp};
 
+/// What a listener serves.
+pub(super) enum Entry {
+    /// A host port: one route, for HTTP and any other TCP alike.
+    Port(Arc<Route>),
+    /// HTTP routed by hostname; with an acceptor, HTTPS (the certificate by SNI).
+    Hosts(Option<tokio_rustls::TlsAcceptor>),
+}
+
 /// The kernel's queue of connections not yet accepted. Generous, so a burst while the daemon
 /// is busy waits instead of being refused.
 const BACKLOG: u32 = 1024;
@@ -34,7 +42,12 @@ pub(super) fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 /// A connection is accepted only with a free slot (`ProxyConfig::max_connections`): at the
 /// cap the loop waits, and new connections wait in the kernel's backlog instead of being
 /// accepted and failing for want of a descriptor.
-pub(super) async fn accept_loop(listener: TcpListener, route: Arc<Route>, shared: Arc<Shared>) {
+pub(super) async fn accept_loop(listener: TcpListener, entry: Entry, shared: Arc<Shared>) {
+    let entry = Arc::new(entry);
+    let local = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     let mut phase = shared.phase.subscribe();
     let mut backoff = AcceptBackoff::default();
     let mut at_cap = Throttle::new(LOG_EVERY);
@@ -44,7 +57,7 @@ pub(super) async fn accept_loop(listener: TcpListener, route: Arc<Route>, shared
             Err(_) => {
                 if let Some(unlogged) = at_cap.hit(Instant::now()) {
                     tracing::warn!(
-                        port = route.port,
+                        listen = %local,
                         max = shared.config.max_connections,
                         unlogged,
                         "the proxy is at its connection cap; new connections wait in the backlog"
@@ -69,10 +82,17 @@ pub(super) async fn accept_loop(listener: TcpListener, route: Arc<Route>, shared
                 backoff.succeeded();
                 Counters::bump(&shared.counters.connections);
                 let guard = shared.connection_opened();
-                let route = Arc::clone(&route);
+                let entry = Arc::clone(&entry);
                 let shared = Arc::clone(&shared);
                 tokio::spawn(async move {
-                    connection(stream, peer, route, &shared, slot).await;
+                    match &*entry {
+                        Entry::Port(route) => {
+                            connection(stream, peer, Arc::clone(route), &shared, slot).await;
+                        }
+                        Entry::Hosts(tls) => {
+                            hosts_connection(stream, peer, tls.as_ref(), &shared, slot).await
+                        }
+                    }
                     drop(guard);
                 });
             }
@@ -82,13 +102,13 @@ pub(super) async fn accept_loop(listener: TcpListener, route: Arc<Route>, shared
                 // Out of file descriptors or memory: retrying at once would spin.
                 let pause = backoff.failed(Instant::now());
                 if let Some(unlogged) = pause.log {
-                    tracing::warn!(port = route.port, %error, unlogged, "failed to accept a connection; backing off");
+                    tracing::warn!(listen = %local, %error, unlogged, "failed to accept a connection; backing off");
                 }
                 tokio::time::sleep(pause.wait).await;
             }
         }
     }
-    tracing::debug!(port = route.port, "stopped accepting");
+    tracing::debug!(listen = %local, "stopped accepting");
 }
 
 fn is_per_connection(error: &io::Error) -> bool {
@@ -136,11 +156,49 @@ async fn connection(
     match protocol {
         Protocol::Http => {
             let io = Prefixed::new(prefix.freeze(), stream);
-            http::serve(io, peer, route, shared, slot).await;
+            http::serve(io, peer, http::Target::Port(route), shared, slot).await;
         }
         Protocol::Tcp => {
             tcp::forward(stream, prefix.freeze(), peer, &route, shared).await;
             drop(slot);
         }
+    }
+}
+
+/// A connection to a hostname listener: HTTP at once, or after the TLS handshake, which
+/// gets as long as a request head does.
+async fn hosts_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<&tokio_rustls::TlsAcceptor>,
+    shared: &Arc<Shared>,
+    slot: Slot,
+) {
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%peer, %error, "failed to set `TCP_NODELAY`");
+    }
+    let Some(acceptor) = tls else {
+        let io = Prefixed::new(bytes::Bytes::new(), stream);
+        http::serve(io, peer, http::Target::Hosts { https: false }, shared, slot).await;
+        return;
+    };
+    let mut phase = shared.phase.subscribe();
+    let handshake = tokio::select! {
+        _ = phase.wait_for(|phase| *phase >= Phase::Draining) => return,
+        handshake = tokio::time::timeout(shared.config.header_read_timeout, acceptor.accept(stream)) => handshake,
+    };
+    match handshake {
+        Ok(Ok(stream)) => {
+            http::serve(
+                stream,
+                peer,
+                http::Target::Hosts { https: true },
+                shared,
+                slot,
+            )
+            .await;
+        }
+        Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+        Err(_elapsed) => tracing::debug!(%peer, "TLS handshake timed out"),
     }
 }

@@ -55,16 +55,17 @@ mod stats;
 mod tcp;
 #[cfg(test)]
 mod tests;
+pub(crate) mod tls;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
-use hyper_util::rt::TokioTimer;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinHandle;
 
@@ -152,8 +153,10 @@ pub(crate) enum ProxyError {
     ShutDown { addr: SocketAddr },
     #[error("failed to route port `{port}`: the proxy does not listen on it")]
     UnknownPort { port: u16 },
-    #[error("refused to drain `{addr}`: port `{port}` routes to it; switch the port away first")]
-    DrainLive { addr: SocketAddr, port: u16 },
+    #[error("refused to drain `{addr}`: {route} routes to it; switch it away first")]
+    DrainLive { addr: SocketAddr, route: String },
+    #[error("failed to listen for HTTPS on `{addr}`: {why}")]
+    Tls { addr: SocketAddr, why: String },
 }
 
 /// What a drain found (`Proxy::drain`).
@@ -231,6 +234,14 @@ struct Shared {
     counters: stats::Counters,
     phase: watch::Sender<Phase>,
     server: hyper::server::conn::http1::Builder,
+    /// The hostname listeners' server: HTTP/1.1, or HTTP/2 (by ALPN over TLS).
+    hosts_server: hyper_util::server::conn::auto::Builder<TokioExecutor>,
+    /// Routes by hostname, read on every request of the hostname listeners.
+    hosts: RwLock<HashMap<String, HostEntry>>,
+    /// The operator's certificates, for the HTTPS listener and the redirect to it.
+    certs: Option<Arc<tls::Certs>>,
+    /// The HTTPS listener's port once it listens (0 before): HTTP redirects there.
+    https_port: AtomicU16,
     client: hyper::client::conn::http1::Builder,
     /// Lock order: the registry, then a route. Requests take only their route's.
     registry: Mutex<Registry>,
@@ -255,19 +266,42 @@ struct Registry {
     handed_over: BTreeMap<SocketAddr, std::net::TcpListener>,
 }
 
-/// One host port (all its listeners, IPv4 and IPv6 alike) and the backends it routes to:
-/// one, or a service's replicas, taken in turn.
+/// A hostname's route, and whether its HTTP requests go to HTTPS when it has a certificate.
+#[derive(Clone)]
+struct HostEntry {
+    route: Arc<Route>,
+    https_redirect: bool,
+}
+
+/// What a route answers for, in logs and errors.
+#[derive(Clone, Debug)]
+enum RouteName {
+    Port(u16),
+    Host(String),
+}
+
+impl fmt::Display for RouteName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RouteName::Port(port) => write!(f, "port `{port}`"),
+            RouteName::Host(host) => write!(f, "hostname `{host}`"),
+        }
+    }
+}
+
+/// One host port (all its listeners, IPv4 and IPv6 alike), or one hostname, and the backends
+/// it routes to: one, or a service's replicas, taken in turn.
 struct Route {
-    port: u16,
+    name: RouteName,
     live: RwLock<Vec<Arc<Backend>>>,
     /// Round robin's position.
     next: AtomicUsize,
 }
 
 impl Route {
-    fn new(port: u16) -> Self {
+    fn new(name: RouteName) -> Self {
         Self {
-            port,
+            name,
             live: RwLock::new(Vec::new()),
             next: AtomicUsize::new(0),
         }
@@ -329,6 +363,21 @@ impl Route {
     }
 }
 
+/// A DNS name: dot-separated labels of letters, digits and inner `-`, each at most 63
+/// characters, at most 253 in all. No wildcard, no trailing dot, no IP address.
+pub(crate) fn is_hostname(host: &str) -> bool {
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    let numeric_tld =
+        (host.rsplit('.').next()).is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()));
+    host.len() <= 253 && host.split('.').all(label) && !numeric_tld
+}
+
 /// Watches a backend of a port with several while any port routes to it: one that does not
 /// accept a connection within the probe interval is skipped until it does again.
 async fn probe(backend: Arc<Backend>, shared: Arc<Shared>) {
@@ -367,6 +416,25 @@ impl Shared {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    fn hosts_read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, HostEntry>> {
+        self.hosts.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn hosts_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, HostEntry>> {
+        self.hosts.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The route for `host`, and whether its plain HTTP requests go to HTTPS: only when it
+    /// asks for that, the HTTPS listener runs, and a certificate covers it.
+    fn host(&self, host: &str) -> Option<(Arc<Route>, Option<u16>)> {
+        let entry = self.hosts_read().get(host).cloned()?;
+        let https_port = self.https_port.load(Ordering::Acquire);
+        let redirect = entry.https_redirect
+            && https_port != 0
+            && self.certs.as_ref().is_some_and(|c| c.covers(host));
+        Some((entry.route, redirect.then_some(https_port)))
+    }
+
     fn connection_opened(self: &Arc<Self>) -> ConnectionGuard {
         self.open_connections.fetch_add(1, Ordering::AcqRel);
         ConnectionGuard {
@@ -390,7 +458,29 @@ impl Shared {
 }
 
 impl Proxy {
+    #[cfg_attr(
+        not(test),
+        allow(
+            dead_code,
+            reason = "the tests and the proxy benchmark; the daemon has certificates"
+        )
+    )]
     pub(crate) fn new(config: ProxyConfig) -> Self {
+        Self::with_certs(config, None)
+    }
+
+    /// A proxy whose hostname listeners serve HTTPS with `certs`.
+    pub(crate) fn with_certs(config: ProxyConfig, certs: Option<Arc<tls::Certs>>) -> Self {
+        let mut hosts_server = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        hosts_server
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(config.header_read_timeout)
+            .max_buf_size(config.max_header_bytes.max(8192));
+        hosts_server
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(config.max_header_bytes.max(8192) as u32);
         let mut server = hyper::server::conn::http1::Builder::new();
         // A client that opens a connection and dribbles bytes cannot hold it for ever; one
         // that sends a head too large is answered `431` (hyper's answer to a full buffer).
@@ -406,6 +496,10 @@ impl Proxy {
                 counters: stats::Counters::default(),
                 phase,
                 server,
+                hosts_server,
+                hosts: RwLock::new(HashMap::new()),
+                certs,
+                https_port: AtomicU16::new(0),
                 client: hyper::client::conn::http1::Builder::new(),
                 registry: Mutex::new(Registry::default()),
                 open_connections: AtomicU64::new(0),
@@ -433,16 +527,118 @@ impl Proxy {
         let route = Arc::clone(
             (registry.routes)
                 .entry(local.port())
-                .or_insert_with(|| Arc::new(Route::new(local.port()))),
+                .or_insert_with(|| Arc::new(Route::new(RouteName::Port(local.port())))),
         );
         let task = tokio::spawn(listener::accept_loop(
             listener,
-            route,
+            listener::Entry::Port(route),
             Arc::clone(&self.shared),
         ));
         registry.accept_loops.push(task);
         tracing::info!(addr = %local, "proxy listening");
         Ok(local)
+    }
+
+    /// Binds `addr` for requests routed by hostname (`set_host_backends`): plain HTTP, or
+    /// HTTPS with the proxy's certificates (`tls`). Returns the bound address.
+    pub(crate) fn listen_hosts(
+        &self,
+        addr: SocketAddr,
+        tls: bool,
+    ) -> Result<SocketAddr, ProxyError> {
+        if *self.shared.phase.borrow() != Phase::Running {
+            return Err(ProxyError::ShutDown { addr });
+        }
+        let config =
+            match (tls, &self.shared.certs) {
+                (false, _) => None,
+                (true, Some(certs)) => Some(tls::server_config(Arc::clone(certs)).map_err(
+                    |e| ProxyError::Tls {
+                        addr,
+                        why: e.to_string(),
+                    },
+                )?),
+                (true, None) => {
+                    return Err(ProxyError::Tls {
+                        addr,
+                        why: "the proxy has no certificates directory".to_owned(),
+                    });
+                }
+            };
+        let listener = match self.handed_over(addr) {
+            Some(listener) => listener,
+            None => listener::bind(addr),
+        }
+        .map_err(|error| ProxyError::Listen { addr, error })?;
+        let local = listener
+            .local_addr()
+            .map_err(|error| ProxyError::Listen { addr, error })?;
+        if tls {
+            self.shared
+                .https_port
+                .store(local.port(), Ordering::Release);
+        }
+        let task = tokio::spawn(listener::accept_loop(
+            listener,
+            listener::Entry::Hosts(config.map(tokio_rustls::TlsAcceptor::from)),
+            Arc::clone(&self.shared),
+        ));
+        self.shared.registry().accept_loops.push(task);
+        tracing::info!(addr = %local, https = tls, "proxy listening for hostnames");
+        Ok(local)
+    }
+
+    /// Routes every new request for `host` on the hostname listeners to `addrs`, in turn,
+    /// atomically, as `set_backends` does for a port; returns the backends no longer routed
+    /// to. With `https_redirect`, plain HTTP requests for a host that has a certificate get
+    /// `308` to HTTPS.
+    pub(crate) fn set_host_backends(
+        &self,
+        host: &str,
+        addrs: &[SocketAddr],
+        https_redirect: bool,
+    ) -> Result<Vec<SocketAddr>, ProxyError> {
+        let mut registry = self.shared.registry();
+        let backends = registry.backends_for(addrs, &self.shared);
+        let route = {
+            let mut hosts = self.shared.hosts_mut();
+            let entry = hosts.entry(host.to_owned()).or_insert_with(|| HostEntry {
+                route: Arc::new(Route::new(RouteName::Host(host.to_owned()))),
+                https_redirect,
+            });
+            entry.https_redirect = https_redirect;
+            Arc::clone(&entry.route)
+        };
+        let previous = route.switch(backends);
+        registry.forget_idle_backends();
+        drop(registry);
+        tracing::info!(host, from = ?previous, to = ?addrs, "switched backends");
+        Ok(previous)
+    }
+
+    /// Stops routing `host`: its requests get `404`, as any unknown host's. Returns the
+    /// backends it was routing to, for a drain.
+    pub(crate) fn remove_host(&self, host: &str) -> Vec<SocketAddr> {
+        let mut registry = self.shared.registry();
+        let Some(entry) = self.shared.hosts_mut().remove(host) else {
+            return Vec::new();
+        };
+        let previous = entry.route.switch(Vec::new());
+        registry.forget_idle_backends();
+        tracing::info!(host, from = ?previous, "removed hostname");
+        previous
+    }
+
+    /// The hostnames routed now, sorted.
+    pub(crate) fn hosts(&self) -> Vec<String> {
+        let mut hosts: Vec<String> = self.shared.hosts_read().keys().cloned().collect();
+        hosts.sort();
+        hosts
+    }
+
+    /// The backends `host` routes to now.
+    pub(crate) fn host_backends(&self, host: &str) -> Vec<SocketAddr> {
+        (self.shared.hosts_read().get(host)).map_or_else(Vec::new, |e| e.route.live_addrs())
     }
 
     /// Gives the proxy listening sockets handed over at start (`serve/activation.rs`): a
@@ -486,22 +682,7 @@ impl Proxy {
     ) -> Result<Vec<SocketAddr>, ProxyError> {
         let mut registry = self.shared.registry();
         let route = registry.route(port)?;
-        let backends: Vec<Arc<Backend>> = (addrs.iter())
-            .map(|addr| {
-                Arc::clone(
-                    (registry.backends)
-                        .entry(*addr)
-                        .or_insert_with(|| Arc::new(Backend::new(*addr))),
-                )
-            })
-            .collect();
-        if backends.len() > 1 {
-            for backend in &backends {
-                if !backend.probed.swap(true, Ordering::AcqRel) {
-                    tokio::spawn(probe(Arc::clone(backend), Arc::clone(&self.shared)));
-                }
-            }
-        }
+        let backends = registry.backends_for(addrs, &self.shared);
         let previous = route.switch(backends);
         registry.forget_idle_backends();
         drop(registry);
@@ -538,7 +719,7 @@ impl Proxy {
         let started = Instant::now();
         let backend = {
             let registry = self.shared.registry();
-            registry.refuse_live(addr)?;
+            registry.refuse_live(addr, &self.shared)?;
             registry.backends.get(&addr).cloned()
         };
         let Some(backend) = backend else {
@@ -556,7 +737,7 @@ impl Proxy {
         let (requests, tunnels) = backend.open();
         let mut registry = self.shared.registry();
         // Switched back while we waited: whoever did that now owns it, and it must not stop.
-        registry.refuse_live(addr)?;
+        registry.refuse_live(addr, &self.shared)?;
         backend.clear_pool();
         registry.forget_idle_backends();
         drop(registry);
@@ -652,15 +833,38 @@ impl Registry {
             .ok_or(ProxyError::UnknownPort { port })
     }
 
-    fn refuse_live(&self, addr: SocketAddr) -> Result<(), ProxyError> {
-        match self
-            .routes
-            .values()
-            .find(|route| route.live_addrs().contains(&addr))
-        {
+    /// The backends at `addrs`, made if new; with several, each is probed.
+    fn backends_for(&mut self, addrs: &[SocketAddr], shared: &Arc<Shared>) -> Vec<Arc<Backend>> {
+        let backends: Vec<Arc<Backend>> = (addrs.iter())
+            .map(|addr| {
+                Arc::clone(
+                    (self.backends)
+                        .entry(*addr)
+                        .or_insert_with(|| Arc::new(Backend::new(*addr))),
+                )
+            })
+            .collect();
+        if backends.len() > 1 {
+            for backend in &backends {
+                if !backend.probed.swap(true, Ordering::AcqRel) {
+                    tokio::spawn(probe(Arc::clone(backend), Arc::clone(shared)));
+                }
+            }
+        }
+        backends
+    }
+
+    /// Fails when a port or hostname routes to `addr` (taken under the registry's lock, as
+    /// every switch is).
+    fn refuse_live(&self, addr: SocketAddr, shared: &Shared) -> Result<(), ProxyError> {
+        let hosts = shared.hosts_read();
+        let live = (self.routes.values())
+            .chain(hosts.values().map(|entry| &entry.route))
+            .find(|route| route.live_addrs().contains(&addr));
+        match live {
             Some(route) => Err(ProxyError::DrainLive {
                 addr,
-                port: route.port,
+                route: route.name.to_string(),
             }),
             None => Ok(()),
         }

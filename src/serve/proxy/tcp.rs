@@ -26,7 +26,7 @@ pub(super) async fn forward(
         let Some(active) = route.enter(Work::Tunnel, &tried) else {
             if tried.is_empty() {
                 Counters::bump(&shared.counters.no_backend);
-                tracing::info!(port = route.port, %peer, "closed a tcp connection: no backend yet");
+                tracing::info!(route = %route.name, %peer, "closed a tcp connection: no backend yet");
             }
             return;
         };
@@ -39,7 +39,7 @@ pub(super) async fn forward(
             Err(_elapsed) => "timed out".to_owned(),
         };
         Counters::bump(&shared.counters.tcp_failed);
-        tracing::warn!(port = route.port, backend = %addr, %error, "failed to connect a tcp tunnel");
+        tracing::warn!(route = %route.name, backend = %addr, %error, "failed to connect a tcp tunnel");
         active.backend().set_up(false);
         tried.push(addr);
     };
@@ -56,7 +56,7 @@ pub(super) async fn forward(
     // descriptor for nothing (a flood of idle connections): the server has a while to speak.
     if prefix.is_empty() && !either_speaks(&client, &backend, shared).await {
         Counters::bump(&shared.counters.silent_closed);
-        tracing::debug!(port = route.port, %peer, "closed a tcp connection: silent both ways");
+        tracing::debug!(route = %route.name, %peer, "closed a tcp connection: silent both ways");
         return;
     }
     splice(&mut client, &mut backend, shared).await;

@@ -2,6 +2,7 @@
 //! upgrades, failures and restarts.
 
 mod apps;
+mod hosts;
 mod limits;
 mod replicas;
 
@@ -399,7 +400,7 @@ async fn the_live_backend_cannot_be_drained() {
     assert_eq!(
         error.to_string(),
         format!(
-            "refused to drain `{}`: port `{}` routes to it; switch the port away first",
+            "refused to drain `{}`: port `{}` routes to it; switch it away first",
             a.addr,
             addr.port()
         )
@@ -789,11 +790,11 @@ fn a_drain_report_says_what_it_found() {
 fn a_forwarded_element_quotes_what_is_not_a_token() {
     use super::http::forwarded_element;
     assert_eq!(
-        forwarded_element("2001:db8::7", Some("shop.example:8080")),
+        forwarded_element("2001:db8::7", "http", Some("shop.example:8080")),
         "for=\"[2001:db8::7]\";proto=http;host=\"shop.example:8080\""
     );
     assert_eq!(
-        forwarded_element("10.0.0.1", None),
-        "for=10.0.0.1;proto=http"
+        forwarded_element("10.0.0.1", "https", None),
+        "for=10.0.0.1;proto=https"
     );
 }
