@@ -14,11 +14,17 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(stack: &Stack) -> Self {
+        Self::start_with(stack, &[])
+    }
+
+    /// With `deploy serve`'s flags (`--http ADDR`, …) after `--root ROOT`.
+    pub fn start_with(stack: &Stack, flags: &[&str]) -> Self {
         let starts = ready_lines(stack) + 1;
         let log = std::fs::File::create(stack.base.path().join("serve.stderr")).unwrap();
         let child = Command::new(DEPLOY)
             .args(["serve", "--root"])
             .arg(&stack.root)
+            .args(flags)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

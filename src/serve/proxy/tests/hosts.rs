@@ -28,6 +28,9 @@ impl Ca {
     fn new() -> Self {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        // Its own name: a leaf named like its issuer looks self-signed to OpenSSL.
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        (params.distinguished_name).push(rcgen::DnType::CommonName, "deploy test CA");
         let issuer =
             CertifiedIssuer::self_signed(params, KeyPair::generate().expect("key")).expect("CA");
         Self { issuer }
