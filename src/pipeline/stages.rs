@@ -188,6 +188,11 @@ async fn plan(run: &Run<'_>, spec: &Spec) -> anyhow::Result<Plan> {
     };
     let plan = plan::plan(spec, run.project, run.revision, &observed, &options)?;
     run.reporter.plan(plan.rows());
+    if options.hosts.is_some() && options.publish == plan::container::Publish::Direct {
+        run.reporter.warn(
+            "`hostnames` are served by `deploy serve`, which does not run for this root: start it (`deploy init ROOT --serve`) and they are routed without a deploy",
+        );
+    }
     step.finish();
     if run.trigger == Trigger::Rollback && !plan.builds.is_empty() {
         run.reporter.info(format!(

@@ -1,0 +1,170 @@
+#!/usr/bin/env python3
+"""HTTPS through `deploy serve`'s proxy against plain HTTP to the container (BENCHMARKS.md).
+
+One root with a one-file static app (Python's http.server, `GET /` a 13-byte page), deployed
+by a real push under `deploy serve --http … --https … --certs …` with `hostnames:
+[localhost]` and a certificate for `localhost` made by openssl. Then, in rounds, alternating:
+`wrk -t1 -c4 --latency` against the container's own address (plain HTTP), the proxy's HTTP
+listener, and its HTTPS listener (keep-alive connections, so TLS costs its record layer);
+and the time of full TLS handshakes to the HTTPS listener on loopback (a new connection
+each, session resumption off).
+
+    cargo build --release && python3 bench/https.py [--rounds 5] [--seconds 10]
+
+Everything is made under one unique name in a temporary directory and removed at the end.
+Traffic goes only to 127.0.0.1 and to the benchmark's own container.
+"""
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import ssl
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DEPLOY = REPO / "target" / "release" / "deploy"
+GIT_ID = ["-c", "user.name=Bench", "-c", "user.email=bench@example.com"]
+
+
+def sh(*args, check=True, **kw):
+    return subprocess.run([str(a) for a in args], check=check, capture_output=True, text=True, **kw)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wrk(url, seconds):
+    out = sh("wrk", "-t1", "-c4", f"-d{seconds}s", "--latency", url).stdout
+
+    def ms(value):
+        n, unit = re.match(r"([0-9.]+)(us|ms|s)", value).groups()
+        return float(n) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    errors = re.search(r"Socket errors:.*|Non-2xx.*", out)
+    if errors:
+        raise RuntimeError(f"wrk {url}: {errors.group(0)}")
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1)),
+        "p50": ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1)),
+        "p99": ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1)),
+    }
+
+
+def handshakes(port, ca, count=200):
+    """Milliseconds per full TLS handshake (connect included), each on a new connection."""
+    context = ssl.create_default_context(cafile=str(ca))
+    times = []
+    for _ in range(count):
+        started = time.perf_counter()
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+            with context.wrap_socket(raw, server_hostname="localhost", session=None):
+                times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times), sorted(times)[int(len(times) * 0.99) - 1]
+
+
+def spread(values, fmt):
+    med = statistics.median(values)
+    return f"{fmt.format(med)} ({fmt.format(min(values))}–{fmt.format(max(values))})"
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--seconds", type=int, default=10)
+    args = p.parse_args()
+    for tool in ("wrk", "openssl", "git", "docker"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is not installed")
+    if not DEPLOY.exists():
+        raise SystemExit("build it first: cargo build --release")
+    name = f"benchhttps{os.getpid()}"
+    work = Path(tempfile.mkdtemp(prefix="deploy-bench-https-"))
+    root, app, certs = work / name, work / "app", work / "certs"
+    daemon = None
+    try:
+        certs.mkdir()
+        sh("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+           "-nodes", "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
+           "-keyout", work / "key.pem", "-out", work / "cert.pem")
+        (certs / "localhost.pem").write_text((work / "key.pem").read_text() + (work / "cert.pem").read_text())
+        sh(DEPLOY, "init", root)
+        with open(root / "deploy.yml", "a") as f:
+            # Without the redirect, plain HTTP to the hostname is served, for the HTTP row.
+            f.write(f"project: {name}\nhostnames: [localhost]\nhttps_redirect: false\n")
+        http, https = free_port(), free_port()
+        daemon = subprocess.Popen(
+            [DEPLOY, "serve", "--root", root, "--http", f"127.0.0.1:{http}",
+             "--https", f"127.0.0.1:{https}", "--certs", certs],
+            stdout=subprocess.DEVNULL, stderr=open(work / "serve.stderr", "w"))
+        for _ in range(200):
+            if (root / "deploy.sock").exists():
+                break
+            time.sleep(0.05)
+        app.mkdir()
+        (app / "index.html").write_text("version: v1\n")
+        (app / "Dockerfile").write_text(
+            "FROM python:3.11-slim\nWORKDIR /srv\nCOPY index.html /srv/\nEXPOSE 8000\n"
+            "CMD [\"python\", \"-m\", \"http.server\", \"8000\"]\n")
+        (app / "docker-compose.yml").write_text("services:\n  web:\n    build: .\n")
+        sh("git", "init", "-q", "-b", "main", app)
+        sh("git", *GIT_ID, "-C", app, "add", "-A")
+        sh("git", *GIT_ID, "-C", app, "commit", "-qm", "v1")
+        sh("git", "-C", app, "push", "-q", root / "code.git", "main")
+        ids = sh("docker", "ps", "-q", "--filter", f"label=deploy.project={name}").stdout.split()
+        ip = sh("docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+                ids[0]).stdout.strip()
+        urls = {
+            "direct": f"http://{ip}:8000/",
+            "http": f"http://localhost:{http}/",
+            "https": f"https://localhost:{https}/",
+        }
+        runs = {kind: [] for kind in urls}
+        shakes = []
+        for _ in range(args.rounds):
+            for kind, url in urls.items():
+                runs[kind].append(wrk(url, args.seconds))
+            shakes.append(handshakes(https, work / "cert.pem"))
+        direct = runs["direct"]
+        print("| HTTPS through the proxy (`python3 bench/https.py`) | result | goal |")
+        print("|---|---|---|")
+        for kind, label in (("http", "HTTP"), ("https", "HTTPS")):
+            lost = [100 * (1 - r["rps"] / d["rps"]) for d, r in zip(direct, runs[kind])]
+            added = [r["p50"] - d["p50"] for d, r in zip(direct, runs[kind])]
+            added99 = [r["p99"] - d["p99"] for d, r in zip(direct, runs[kind])]
+            rps = statistics.median(r["rps"] for r in runs[kind])
+            goal = ("≤ 15 % lost", "≤ 1 ms added") if kind == "https" else ("", "")
+            print(f"| `GET /` (13 bytes): throughput, container direct → proxy over {label} (req/s) | "
+                  f"{statistics.median(d['rps'] for d in direct):.0f} → {rps:.0f}; lost {spread(lost, '{:.1f}')} % | {goal[0]} |")
+            print(f"| `GET /`: p50 latency, direct → proxy over {label} (ms) | "
+                  f"{statistics.median(d['p50'] for d in direct):.2f} → {statistics.median(r['p50'] for r in runs[kind]):.2f}; "
+                  f"added {spread(added, '{:.2f}')} | {goal[1]} |")
+            print(f"| `GET /`: p99 latency, direct → proxy over {label} (ms) | "
+                  f"{statistics.median(d['p99'] for d in direct):.2f} → {statistics.median(r['p99'] for r in runs[kind]):.2f}; "
+                  f"added {spread(added99, '{:.2f}')} | |")
+        print(f"| Full TLS handshake on loopback, connect included: median (ms) | "
+              f"{spread([s[0] for s in shakes], '{:.2f}')} | < 2 ms |")
+        print(f"| Full TLS handshake: p99 (ms) | {spread([s[1] for s in shakes], '{:.2f}')} | |")
+    finally:
+        if daemon:
+            daemon.terminate()
+            daemon.wait(timeout=60)
+        if (root / "code.git").exists():
+            sh(DEPLOY, "down", "--root", root, "--delete-volumes", check=False)
+        tags = sh("docker", "images", "--format", "{{.Repository}}:{{.Tag}}", "--filter",
+                  f"label=deploy.project={name}", check=False).stdout.split()
+        if tags:
+            sh("docker", "rmi", *tags, check=False)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
