@@ -512,17 +512,7 @@ impl Proxy {
     /// Binds `addr` and starts accepting; returns the bound address (port 0 picks one). The
     /// same port bound on another address shares its route.
     pub(crate) fn listen(&self, addr: SocketAddr) -> Result<SocketAddr, ProxyError> {
-        if *self.shared.phase.borrow() != Phase::Running {
-            return Err(ProxyError::ShutDown { addr });
-        }
-        let listener = match self.handed_over(addr) {
-            Some(listener) => listener,
-            None => listener::bind(addr),
-        }
-        .map_err(|error| ProxyError::Listen { addr, error })?;
-        let local = listener
-            .local_addr()
-            .map_err(|error| ProxyError::Listen { addr, error })?;
+        let (listener, local) = self.bind(addr)?;
         let mut registry = self.shared.registry();
         let route = Arc::clone(
             (registry.routes)
@@ -546,9 +536,6 @@ impl Proxy {
         addr: SocketAddr,
         tls: bool,
     ) -> Result<SocketAddr, ProxyError> {
-        if *self.shared.phase.borrow() != Phase::Running {
-            return Err(ProxyError::ShutDown { addr });
-        }
         let config =
             match (tls, &self.shared.certs) {
                 (false, _) => None,
@@ -565,14 +552,7 @@ impl Proxy {
                     });
                 }
             };
-        let listener = match self.handed_over(addr) {
-            Some(listener) => listener,
-            None => listener::bind(addr),
-        }
-        .map_err(|error| ProxyError::Listen { addr, error })?;
-        let local = listener
-            .local_addr()
-            .map_err(|error| ProxyError::Listen { addr, error })?;
+        let (listener, local) = self.bind(addr)?;
         if tls {
             self.shared
                 .https_port
@@ -639,6 +619,22 @@ impl Proxy {
     /// The backends `host` routes to now.
     pub(crate) fn host_backends(&self, host: &str) -> Vec<SocketAddr> {
         (self.shared.hosts_read().get(host)).map_or_else(Vec::new, |e| e.route.live_addrs())
+    }
+
+    /// The listening socket for `addr`: handed over at start, or bound now.
+    fn bind(&self, addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), ProxyError> {
+        if *self.shared.phase.borrow() != Phase::Running {
+            return Err(ProxyError::ShutDown { addr });
+        }
+        let listener = match self.handed_over(addr) {
+            Some(listener) => listener,
+            None => listener::bind(addr),
+        }
+        .map_err(|error| ProxyError::Listen { addr, error })?;
+        let local = listener
+            .local_addr()
+            .map_err(|error| ProxyError::Listen { addr, error })?;
+        Ok((listener, local))
     }
 
     /// Gives the proxy listening sockets handed over at start (`serve/activation.rs`): a
