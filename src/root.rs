@@ -139,6 +139,16 @@ impl Root {
         self.path.join("deploy.sock")
     }
 
+    /// ACME's account key and certificates (`serve/acme.rs`), mode 0700.
+    pub(crate) fn acme(&self) -> PathBuf {
+        self.path.join("acme")
+    }
+
+    /// The certificates ACME obtained, one PEM file per hostname (mode 0600).
+    pub(crate) fn acme_certs(&self) -> PathBuf {
+        self.acme().join("certs")
+    }
+
     pub(crate) fn hook(&self) -> PathBuf {
         self.repo().join("hooks").join("post-receive")
     }

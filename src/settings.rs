@@ -87,6 +87,8 @@ pub(crate) struct Settings {
     pub(crate) route: RouteSettings,
     /// HTTP to a hostname that has a certificate is redirected to HTTPS (`308`).
     pub(crate) https_redirect: bool,
+    /// Certificates from an ACME server for hostnames the operator has none for.
+    pub(crate) acme: Option<crate::serve::acme::AcmeSettings>,
 }
 
 /// `route:` in deploy.yml: by default, the only service built from the repo and its first
@@ -140,6 +142,7 @@ impl Default for Settings {
             hostnames: Vec::new(),
             route: RouteSettings::default(),
             https_redirect: true,
+            acme: None,
         }
     }
 }

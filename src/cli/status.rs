@@ -38,20 +38,27 @@ pub(crate) struct Status {
 struct Hostname {
     hostname: String,
     https: bool,
+    /// Days until the certificate that serves it expires.
+    expires_in_days: Option<i64>,
 }
+
+/// Below this many days left, `deploy status` warns about a certificate.
+const EXPIRY_WARNING_DAYS: i64 = 14;
 
 /// Each hostname, with HTTPS when a file of the certificates directory (`deploy serve`'s,
 /// from /etc/deploy/serve.yml) covers it.
-fn hostnames(settings: &Settings) -> anyhow::Result<Vec<Hostname>> {
+fn hostnames(root: &Root, settings: &Settings) -> anyhow::Result<Vec<Hostname>> {
     if settings.hostnames.is_empty() {
         return Ok(Vec::new());
     }
     let dir = crate::serve::config::ServeConfig::load()?.certs;
-    let certs = crate::serve::proxy::tls::Certs::load(&dir);
+    let certs = crate::serve::proxy::tls::Certs::load(&crate::serve::acme::cert_dirs(&dir, root));
+    let now = chrono::Utc::now().timestamp();
     let hosts = (settings.hostnames.iter())
         .map(|h| Hostname {
             hostname: h.clone(),
             https: certs.covers(h),
+            expires_in_days: certs.not_after(h).map(|end| (end - now).div_euclid(86_400)),
         })
         .collect();
     Ok(hosts)
@@ -153,7 +160,7 @@ pub(crate) async fn gather(
             limit: settings.build_cache,
         },
         notify_failure: ledger.last_notification_failure().await?,
-        hostnames: hostnames(settings)?,
+        hostnames: hostnames(root, settings)?,
     })
 }
 
@@ -238,9 +245,12 @@ fn print_hostnames(status: &Status) {
     let dir = (crate::serve::config::ServeConfig::load())
         .map_or_else(|_| Default::default(), |c| c.certs);
     for (i, h) in status.hostnames.iter().enumerate() {
-        let how = match h.https {
-            true => "https".to_owned(),
-            false => format!("http only: no certificate for it in {}", dir.display()),
+        let how = match (h.https, h.expires_in_days) {
+            (true, Some(days)) if days < EXPIRY_WARNING_DAYS => {
+                format!("https; warning: its certificate expires in {days} days")
+            }
+            (true, _) => "https".to_owned(),
+            (false, _) => format!("http only: no certificate for it in {}", dir.display()),
         };
         let label = if i == 0 { "hosts" } else { "" };
         println!("{label:<8} {} ({how})", h.hostname);

@@ -46,17 +46,32 @@ pub(crate) async fn run(root: Root, serve: ServeConfig) -> anyhow::Result<()> {
     let docker = docker::connect().await?;
     let listener = bind_socket(&root)?;
 
-    let certs = tls::Certs::load(&serve.certs);
+    let certs = tls::Certs::load(&super::acme::cert_dirs(&serve.certs, &root));
     certs.watch();
-    let proxy = Proxy::with_certs(proxy_config, Some(certs));
+    let proxy = Proxy::with_certs(proxy_config, Some(Arc::clone(&certs)));
     proxy.hand_over(super::activation::take());
     let switch = Arc::new(ProxySwitch {
         proxy,
         listening: Mutex::new(BTreeSet::new()),
         hosts_listening: Mutex::new(false),
+        hosts_routed: Arc::new(Notify::new()),
         serve,
         drain_timeout: settings.drain_timeout,
     });
+    if let Some(acme) = &settings.acme {
+        // instant-acme's client takes the process's default TLS provider.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let routed = Arc::clone(&switch);
+        super::acme::start(super::acme::Acme {
+            settings: acme.clone(),
+            dir: root.acme(),
+            certs,
+            own: 1,
+            challenges: switch.proxy.challenges(),
+            hosts: Box::new(move || routed.proxy.hosts()),
+            wake: Arc::clone(&switch.hosts_routed),
+        });
+    }
     // Traffic first goes where the ledger says the live revision runs; then a deploy this
     // daemon ran when it was killed is settled (finished, with traffic switched to it, or put
     // back). A deploy another process runs now is its own to finish.
@@ -541,6 +556,8 @@ struct ProxySwitch {
     listening: Mutex<BTreeSet<SocketAddr>>,
     /// The hostname listeners are open (from the first route to a hostname on).
     hosts_listening: Mutex<bool>,
+    /// Told whenever hostnames are routed (ACME looks for certificates to obtain then).
+    hosts_routed: Arc<Notify>,
     serve: ServeConfig,
     drain_timeout: Duration,
 }
@@ -578,9 +595,13 @@ impl ProxySwitch {
                 self.proxy.set_backends(port, &backends)?;
             }
         }
+        let routed_hosts = !hosts.is_empty();
         for ((host, https_redirect), backends) in hosts {
             self.proxy
                 .set_host_backends(host, &backends, https_redirect)?;
+        }
+        if routed_hosts {
+            self.hosts_routed.notify_one();
         }
         Ok(())
     }
@@ -644,6 +665,7 @@ mod tests {
                 proxy: Proxy::new(ProxyConfig::default()),
                 listening: Mutex::new(BTreeSet::new()),
                 hosts_listening: Mutex::new(false),
+                hosts_routed: Arc::new(Notify::new()),
                 serve: ServeConfig::default(),
                 drain_timeout: Duration::from_secs(1),
             }),

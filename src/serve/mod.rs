@@ -1,6 +1,7 @@
 //! `deploy serve`: the daemon (zero-downtime proxy, deploys handed over from the hook,
 //! autoheal, restart-safe), and the hook's client side of the hand-off.
 
+pub(crate) mod acme;
 mod activation;
 mod admission;
 mod autoheal;

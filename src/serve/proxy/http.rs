@@ -128,6 +128,10 @@ impl Handler {
         let route = match &self.target {
             Target::Port(route) => Arc::clone(route),
             Target::Hosts { https } => {
+                let token = (request.uri().path()).strip_prefix("/.well-known/acme-challenge/");
+                if let Some(answer) = token.and_then(|t| self.shared.challenges.answer(t)) {
+                    return plain(StatusCode::OK, &answer);
+                }
                 let host = request_host(&request);
                 let Some((route, redirect)) = host.as_deref().and_then(|h| self.shared.host(h))
                 else {

@@ -242,6 +242,8 @@ struct Shared {
     certs: Option<Arc<tls::Certs>>,
     /// The HTTPS listener's port once it listens (0 before): HTTP redirects there.
     https_port: AtomicU16,
+    /// ACME's HTTP-01 tokens, answered on the hostname listeners for any host.
+    challenges: Arc<Challenges>,
     client: hyper::client::conn::http1::Builder,
     /// Lock order: the registry, then a route. Requests take only their route's.
     registry: Mutex<Registry>,
@@ -360,6 +362,33 @@ impl Route {
         }
         *live = next;
         gone
+    }
+}
+
+/// ACME's HTTP-01 tokens the hostname listeners answer, with their key authorizations.
+#[derive(Default)]
+pub(crate) struct Challenges(RwLock<HashMap<String, String>>);
+
+impl Challenges {
+    /// The key authorization for `token`, while its challenge is open.
+    pub(crate) fn answer(&self, token: &str) -> Option<String> {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(token)
+            .cloned()
+    }
+
+    pub(crate) fn open(&self, token: &str, key_authorization: &str) {
+        let mut map = self.0.write().unwrap_or_else(|p| p.into_inner());
+        map.insert(token.to_owned(), key_authorization.to_owned());
+    }
+
+    pub(crate) fn close(&self, token: &str) {
+        self.0
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(token);
     }
 }
 
@@ -500,6 +529,7 @@ impl Proxy {
                 hosts: RwLock::new(HashMap::new()),
                 certs,
                 https_port: AtomicU16::new(0),
+                challenges: Arc::default(),
                 client: hyper::client::conn::http1::Builder::new(),
                 registry: Mutex::new(Registry::default()),
                 open_connections: AtomicU64::new(0),
@@ -607,6 +637,11 @@ impl Proxy {
         registry.forget_idle_backends();
         tracing::info!(host, from = ?previous, "removed hostname");
         previous
+    }
+
+    /// The HTTP-01 challenges the hostname listeners answer (ACME's).
+    pub(crate) fn challenges(&self) -> Arc<Challenges> {
+        Arc::clone(&self.shared.challenges)
     }
 
     /// The hostnames routed now, sorted.

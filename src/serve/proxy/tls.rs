@@ -1,7 +1,10 @@
-//! HTTPS: the operator's certificates, picked by SNI, and reloaded when their files change.
+//! HTTPS: the operator's certificates (and those ACME obtained), picked by SNI, and reloaded
+//! when their files change.
 //!
-//! The certificates directory holds one PEM file per hostname, the key and its chain
+//! A certificates directory holds one PEM file per hostname, the key and its chain
 //! together: `shop.example.com.pem`, or `_wildcard.example.com.pem` for `*.example.com`.
+//! Directories are searched in order (the operator's first): an exact name in any of them
+//! wins over a wildcard.
 //! A file that fails to read or parse is named in the log and its previous version, if any,
 //! keeps serving: a file caught half-copied never takes a hostname's HTTPS away.
 
@@ -23,16 +26,19 @@ const MAX_PEM_BYTES: u64 = 1 << 20;
 /// How often the directory is read again for changed files.
 pub(crate) const RELOAD_EVERY: Duration = Duration::from_secs(2);
 
-/// The certificates of a directory, by hostname (`*.example.com` for a wildcard).
+/// The certificates of some directories, by directory and hostname (`*.example.com` for a
+/// wildcard).
 pub(crate) struct Certs {
-    dir: PathBuf,
-    loaded: RwLock<HashMap<String, Loaded>>,
+    dirs: Vec<PathBuf>,
+    loaded: RwLock<HashMap<(usize, String), Loaded>>,
     /// Files that failed to load, as they were then: named in the log once, not at every look.
     rejected: std::sync::Mutex<HashMap<PathBuf, (Option<SystemTime>, u64)>>,
 }
 
 struct Loaded {
     key: Arc<CertifiedKey>,
+    /// The end of the first certificate's validity, in seconds since the epoch.
+    not_after: Option<i64>,
     /// What the file was when it was read: a change of either reads it again.
     modified: Option<SystemTime>,
     len: u64,
@@ -40,15 +46,15 @@ struct Loaded {
 
 impl fmt::Debug for Certs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Certs").field("dir", &self.dir).finish()
+        f.debug_struct("Certs").field("dirs", &self.dirs).finish()
     }
 }
 
 impl Certs {
-    /// Reads `dir` (a missing directory holds no certificates).
-    pub(crate) fn load(dir: &Path) -> Arc<Self> {
+    /// Reads `dirs` (a missing directory holds no certificates).
+    pub(crate) fn load(dirs: &[PathBuf]) -> Arc<Self> {
         let certs = Arc::new(Self {
-            dir: dir.to_path_buf(),
+            dirs: dirs.to_vec(),
             loaded: RwLock::new(HashMap::new()),
             rejected: std::sync::Mutex::new(HashMap::new()),
         });
@@ -59,14 +65,30 @@ impl Certs {
     /// Reads files that are new or changed since the last look, and forgets those removed.
     pub(crate) fn reload(&self) {
         let mut seen = Vec::new();
-        let entries = match std::fs::read_dir(&self.dir) {
-            Ok(entries) => entries.flatten().collect(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(error) => {
-                tracing::warn!(dir = %self.dir.display(), %error, "failed to read the certificates directory");
-                return;
+        for (index, dir) in self.dirs.iter().enumerate() {
+            match std::fs::read_dir(dir) {
+                Ok(entries) => {
+                    let entries: Vec<_> = entries.flatten().collect();
+                    self.reload_dir(index, entries, &mut seen);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => {
+                    tracing::warn!(dir = %dir.display(), %error, "failed to read a certificates directory");
+                    // What it held stays until it can be read again.
+                    let loaded = self.read();
+                    seen.extend(loaded.keys().filter(|(i, _)| *i == index).cloned());
+                }
             }
-        };
+        }
+        self.write().retain(|key, _| seen.contains(key));
+    }
+
+    fn reload_dir(
+        &self,
+        index: usize,
+        entries: Vec<std::fs::DirEntry>,
+        seen: &mut Vec<(usize, String)>,
+    ) {
         for entry in entries {
             let path = entry.path();
             let Some(host) = hostname_of(&path) else {
@@ -75,9 +97,10 @@ impl Certs {
             let Ok(meta) = std::fs::metadata(&path) else {
                 continue;
             };
-            seen.push(host.clone());
+            let key = (index, host);
+            seen.push(key.clone());
             let modified = meta.modified().ok();
-            let unchanged = (self.read().get(&host))
+            let unchanged = (self.read().get(&key))
                 .is_some_and(|l| l.modified == modified && l.len == meta.len());
             let stat = (modified, meta.len());
             let mut rejected = self.rejected.lock().unwrap_or_else(|p| p.into_inner());
@@ -86,14 +109,15 @@ impl Certs {
             }
             rejected.remove(&path);
             match read_pem(&path) {
-                Ok(key) => {
-                    tracing::info!(hostname = %host, file = %path.display(), "certificate loaded");
+                Ok(certified) => {
+                    tracing::info!(hostname = %key.1, file = %path.display(), "certificate loaded");
                     let loaded = Loaded {
-                        key: Arc::new(key),
+                        not_after: not_after(&certified),
+                        key: Arc::new(certified),
                         modified,
                         len: meta.len(),
                     };
-                    self.write().insert(host, loaded);
+                    self.write().insert(key, loaded);
                 }
                 Err(error) => {
                     rejected.insert(path.clone(), stat);
@@ -101,7 +125,6 @@ impl Certs {
                 }
             }
         }
-        self.write().retain(|host, _| seen.contains(host));
     }
 
     /// Reloads every `RELOAD_EVERY` while the proxy runs.
@@ -125,33 +148,53 @@ impl Certs {
 
     /// Whether a certificate covers `host` (exact, then wildcard).
     pub(crate) fn covers(&self, host: &str) -> bool {
-        self.find(host).is_some()
+        self.find(host, None).is_some()
     }
 
-    fn find(&self, host: &str) -> Option<Arc<CertifiedKey>> {
+    pub(crate) fn dir_count(&self) -> usize {
+        self.dirs.len()
+    }
+
+    /// Whether a certificate of the directory at `index` covers `host`.
+    pub(crate) fn covers_from(&self, index: usize, host: &str) -> bool {
+        self.find(host, Some(index)).is_some()
+    }
+
+    /// When the certificate that serves `host` expires (seconds since the epoch).
+    pub(crate) fn not_after(&self, host: &str) -> Option<i64> {
+        self.find(host, None).and_then(|(_, not_after)| not_after)
+    }
+
+    /// The certificate for `host` (searching only the directory at `only`, if given), and
+    /// the end of its validity.
+    fn find(&self, host: &str, only: Option<usize>) -> Option<(Arc<CertifiedKey>, Option<i64>)> {
         let host = host.to_ascii_lowercase();
+        let wildcard = host
+            .split_once('.')
+            .map(|(_, parent)| format!("*.{parent}"));
         let loaded = self.read();
-        if let Some(l) = loaded.get(&host) {
-            return Some(Arc::clone(&l.key));
-        }
-        let (_, parent) = host.split_once('.')?;
-        loaded
-            .get(&format!("*.{parent}"))
-            .map(|l| Arc::clone(&l.key))
+        let indexes: Vec<usize> = match only {
+            Some(index) => vec![index],
+            None => (0..self.dirs.len()).collect(),
+        };
+        let names = std::iter::once(host).chain(wildcard);
+        names
+            .flat_map(|name| indexes.iter().map(move |i| (*i, name.clone())))
+            .find_map(|key| loaded.get(&key).map(|l| (Arc::clone(&l.key), l.not_after)))
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Loaded>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<(usize, String), Loaded>> {
         self.loaded.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Loaded>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<(usize, String), Loaded>> {
         self.loaded.write().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 impl ResolvesServerCert for Certs {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.find(hello.server_name()?)
+        self.find(hello.server_name()?, None).map(|(key, _)| key)
     }
 }
 
@@ -177,6 +220,11 @@ fn hostname_of(path: &Path) -> Option<String> {
     };
     let bare = host.strip_prefix("*.").unwrap_or(&host);
     super::is_hostname(bare).then(|| host.to_ascii_lowercase())
+}
+
+fn not_after(certified: &CertifiedKey) -> Option<i64> {
+    let (_, cert) = x509_parser::parse_x509_certificate(certified.cert.first()?).ok()?;
+    Some(cert.validity().not_after.timestamp())
 }
 
 fn read_pem(path: &Path) -> anyhow::Result<CertifiedKey> {

@@ -71,7 +71,7 @@ struct Listening {
 }
 
 async fn listening(dir: &Path) -> Listening {
-    let certs = Certs::load(dir);
+    let certs = Certs::load(&[dir.to_path_buf()]);
     let proxy = Proxy::with_certs(ProxyConfig::default(), Some(Arc::clone(&certs)));
     let any = "127.0.0.1:0".parse().expect("address");
     let http = proxy.listen_hosts(any, false).expect("listen for HTTP");
