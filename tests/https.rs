@@ -308,3 +308,105 @@ fn hostnames_are_served_over_https_by_sni_and_a_deploy_or_a_new_certificate_fail
     );
     assert!(ok > 20, "the load ran ({ok} requests)");
 }
+
+/// Waits until `stack`'s root has its control socket (its daemon serves it).
+fn wait_socket(stack: &Stack) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !stack.root.join("deploy.sock").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} was never served",
+            stack.root.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn one_daemon_serves_two_roots_on_one_https_port_and_refuses_a_hostname_claimed_twice() {
+    let shop = Stack::web("hostsshop");
+    let blog = Stack::web("hostsblog");
+    // A root the daemon cannot serve (its settings do not parse) leaves the others serving.
+    let broken = Stack::empty("hostsbroken");
+    std::fs::write(broken.root.join("deploy.yml"), "no_such_key: 1\n").unwrap();
+    let certs = shop.base.path().join("certs");
+    std::fs::create_dir(&certs).unwrap();
+    let ca_pem = shop.base.path().join("ca.pem");
+    let ca = Ca::new(&ca_pem);
+    ca.issue(&certs, "_wildcard.shop.test.pem", "*.shop.test");
+    ca.issue(&certs, "shop.test.pem", "shop.test");
+    ca.issue(&certs, "blog.test.pem", "blog.test");
+    ca.issue(&certs, "_wildcard.blog.test.pem", "*.blog.test");
+    shop.add_settings("hostnames: [shop.test, www.shop.test]\n");
+    blog.add_settings("hostnames: [blog.test, www.blog.test, api.blog.test]\n");
+    let https = common::free_port();
+    let https_addr = format!("127.0.0.1:{https}");
+    let http_addr = format!("127.0.0.1:{}", common::free_port());
+    let _daemon = Daemon::start_with(
+        &shop,
+        &[
+            "--root",
+            blog.root.to_str().unwrap(),
+            "--root",
+            broken.root.to_str().unwrap(),
+            "--http",
+            &http_addr,
+            "--https",
+            &https_addr,
+            "--certs",
+            certs.to_str().unwrap(),
+        ],
+    );
+    wait_socket(&blog);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let said = |log: &str| log.contains("this root is not served") && log.contains("no_such_key");
+    while !said(&common::daemon::serve_log(&shop)) {
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            common::daemon::serve_log(&shop)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for (stack, page) in [(&shop, "shop v1"), (&blog, "blog v1")] {
+        stack.write("index.html", &format!("version: {page}\n"));
+        stack.commit(page);
+        let push = stack.push("alice");
+        assert!(push.pushed, "{}", push.output);
+    }
+    let client = ca.client();
+    for (host, page) in [
+        ("shop.test", "shop v1"),
+        ("www.shop.test", "shop v1"),
+        ("blog.test", "blog v1"),
+        ("www.blog.test", "blog v1"),
+        ("api.blog.test", "blog v1"),
+    ] {
+        wait_https(&client, https, host, &format!("version: {page}"));
+    }
+    let unknown = https_get(&client, https, "old.shop.test").unwrap();
+    assert_eq!(
+        (unknown.status, unknown.body.as_str()),
+        (404, "not found\n")
+    );
+
+    // The blog asks for the shop's hostname: its deploy fails naming both roots, before
+    // anything switches; both keep serving what they served.
+    blog.add_setting("hostnames: [blog.test, shop.test]");
+    blog.write("index.html", "version: blog v2\n");
+    blog.commit("blog v2");
+    let push = blog.push("alice");
+    assert!(
+        !push.pushed || !push.output.contains("deployed"),
+        "{}",
+        push.output
+    );
+    let said = format!(
+        "hostname `shop.test` is routed by `{}` already, and `{}` asks for it too",
+        shop.root.display(),
+        blog.root.display()
+    );
+    assert!(push.output.contains(&said), "{}", push.output);
+    wait_https(&client, https, "shop.test", "version: shop v1");
+    wait_https(&client, https, "blog.test", "version: blog v1");
+}

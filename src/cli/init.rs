@@ -37,6 +37,16 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<u8> {
         .with_context(|| format!("failed to resolve `{}`", args.root.display()))?;
     let root = Root::new(path);
     prepare(&root, &args.branch).await?;
+    // `deploy serve` without `--root` serves the registered roots; a host where this user
+    // cannot register still works with `--root`.
+    let registered = crate::serve::config::ServeConfig::load()
+        .and_then(|config| crate::serve::registry::register(&config.roots, &root));
+    if let Err(e) = registered {
+        eprintln!(
+            "deploy: warning: {e:#}; `deploy serve` will need `--root {}`",
+            root.path().display()
+        );
+    }
     let repo = root.repo();
     println!("deploy root ready at {}", root.path().display());
     println!(

@@ -46,9 +46,9 @@ pub(crate) const VERSION: &str =
 )]
 pub(crate) struct Cli {
     /// The deploy root (holds code.git, code/, build-logs/, db-data/). Found from the hook's
-    /// repo or the current directory when not given.
-    #[arg(long, global = true, env = "DEPLOY_ROOT", value_name = "ROOT")]
-    root: Option<PathBuf>,
+    /// repo or the current directory when not given. `deploy serve` takes several.
+    #[arg(long, global = true, env = "DEPLOY_ROOT", value_name = "ROOT", action = clap::ArgAction::Append)]
+    root: Vec<PathBuf>,
 
     #[command(subcommand)]
     command: Option<Command>,
@@ -121,8 +121,8 @@ pub(crate) fn main() -> ExitCode {
     let cli = Cli::parse();
     // The daemon keeps its own log in ROOT/serve.log; the guard flushes it at exit.
     let _log_guard = match &cli.command {
-        Some(Command::Serve(_)) => match Root::discover(cli.root.clone()) {
-            Ok(root) => Some(init_daemon_tracing(&root)),
+        Some(Command::Serve(_)) => match serve::roots(cli.root.clone()) {
+            Ok(roots) => Some(init_daemon_tracing(&roots)),
             Err(e) => return fail(&e),
         },
         _ => {
@@ -153,26 +153,42 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
     }
     match cli.command {
         Some(Command::Init(args)) => init::run(args).await,
-        Some(Command::Hook(args)) => hook::run(Root::discover(cli.root)?, args).await,
-        Some(Command::Status(args)) => status::run(Root::discover(cli.root)?, args).await,
-        Some(Command::History(args)) => history::run(Root::discover(cli.root)?, args).await,
-        Some(Command::Logs(args)) => logs::run(Root::discover(cli.root)?, args).await,
-        Some(Command::Cancel(args)) => cancel::run(Root::discover(cli.root)?, args).await,
-        Some(Command::Down(args)) => down::run(Root::discover(cli.root)?, args).await,
-        Some(Command::Config(args)) => config::run(Root::discover(cli.root)?, args).await,
-        Some(Command::Serve(args)) => serve::run(Root::discover(cli.root)?, args).await,
-        Some(Command::Backups(args)) => backups::list(Root::discover(cli.root)?, args).await,
-        Some(Command::Backup(args)) => backups::take(Root::discover(cli.root)?, args).await,
-        Some(Command::RestoreDb(args)) => restore::run(Root::discover(cli.root)?, args).await,
-        Some(Command::Export(args)) => export::run_export(Root::discover(cli.root)?, args).await,
+        Some(Command::Hook(args)) => hook::run(Root::discover(one_root(cli.root)?)?, args).await,
+        Some(Command::Status(args)) => {
+            status::run(Root::discover(one_root(cli.root)?)?, args).await
+        }
+        Some(Command::History(args)) => {
+            history::run(Root::discover(one_root(cli.root)?)?, args).await
+        }
+        Some(Command::Logs(args)) => logs::run(Root::discover(one_root(cli.root)?)?, args).await,
+        Some(Command::Cancel(args)) => {
+            cancel::run(Root::discover(one_root(cli.root)?)?, args).await
+        }
+        Some(Command::Down(args)) => down::run(Root::discover(one_root(cli.root)?)?, args).await,
+        Some(Command::Config(args)) => {
+            config::run(Root::discover(one_root(cli.root)?)?, args).await
+        }
+        Some(Command::Serve(args)) => serve::run(serve::roots(cli.root)?, args).await,
+        Some(Command::Backups(args)) => {
+            backups::list(Root::discover(one_root(cli.root)?)?, args).await
+        }
+        Some(Command::Backup(args)) => {
+            backups::take(Root::discover(one_root(cli.root)?)?, args).await
+        }
+        Some(Command::RestoreDb(args)) => {
+            restore::run(Root::discover(one_root(cli.root)?)?, args).await
+        }
+        Some(Command::Export(args)) => {
+            export::run_export(Root::discover(one_root(cli.root)?)?, args).await
+        }
         Some(Command::Import(args)) => export::run_import(args).await,
         Some(Command::Completions(args)) => completions::run(args),
         Some(Command::Man { dir }) => completions::man(&dir),
         Some(Command::DeliverNotifications) => {
-            crate::notify::deliver(&Root::discover(cli.root)?).await?;
+            crate::notify::deliver(&Root::discover(one_root(cli.root)?)?).await?;
             Ok(exit::SUCCESS)
         }
-        None => deploy::run(Root::discover(cli.root)?, cli.deploy).await,
+        None => deploy::run(Root::discover(one_root(cli.root)?)?, cli.deploy).await,
     }
 }
 
@@ -268,23 +284,42 @@ fn init_tracing() {
 
 /// The daemon's own log: `RUST_LOG` (default `info`) to stderr (the journal under systemd)
 /// and to `ROOT/serve.log`.
-fn init_daemon_tracing(root: &Root) -> tracing_appender::non_blocking::WorkerGuard {
+/// The daemon's log: stderr, and `serve.log` in each of its roots (every root's file gets
+/// every line: the proxy and the listeners are shared).
+fn init_daemon_tracing(roots: &[Root]) -> Vec<tracing_appender::non_blocking::WorkerGuard> {
+    use tracing_subscriber::Layer;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let (file, guard) =
-        tracing_appender::non_blocking(tracing_appender::rolling::never(root.path(), "serve.log"));
+    let mut guards = Vec::new();
+    let files: Vec<_> = (roots.iter())
+        .map(|root| {
+            let (file, guard) = tracing_appender::non_blocking(tracing_appender::rolling::never(
+                root.path(),
+                "serve.log",
+            ));
+            guards.push(guard);
+            tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_writer(file)
+                .boxed()
+        })
+        .collect();
     let _ = tracing_subscriber::registry()
         .with(filter)
         .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_ansi(false)
-                .with_writer(file),
-        )
+        .with(files)
         .try_init();
-    guard
+    guards
+}
+
+/// The one root a command other than `deploy serve` acts on.
+fn one_root(roots: Vec<PathBuf>) -> anyhow::Result<Option<PathBuf>> {
+    if roots.len() > 1 {
+        anyhow::bail!("only `deploy serve` takes more than one `--root`");
+    }
+    Ok(roots.into_iter().next())
 }
 
 /// Who is deploying, for a deploy asked from this process: the name `DEPLOY_USER`, then

@@ -1,4 +1,5 @@
-//! `deploy serve --root ROOT`: run the daemon for one deploy root (see the README).
+//! `deploy serve [--root ROOT]…`: run the daemon for the host's deploy roots (see the
+//! README).
 
 use std::path::PathBuf;
 
@@ -22,9 +23,29 @@ pub(crate) struct Args {
     certs: Option<PathBuf>,
 }
 
-pub(crate) async fn run(root: Root, args: Args) -> anyhow::Result<u8> {
+pub(crate) async fn run(roots: Vec<Root>, args: Args) -> anyhow::Result<u8> {
     let mut config = ServeConfig::load()?;
     config.set(args.http.as_deref(), args.https.as_deref(), args.certs)?;
-    crate::serve::run(root, config).await?;
+    crate::serve::run(roots, config).await?;
     Ok(super::exit::SUCCESS)
+}
+
+/// The roots to serve: those given with `--root` (or `DEPLOY_ROOT`); else those `deploy
+/// init` registered on this host; else the one found from the current directory.
+pub(crate) fn roots(given: Vec<PathBuf>) -> anyhow::Result<Vec<Root>> {
+    if !given.is_empty() {
+        let mut roots: Vec<Root> = Vec::new();
+        for path in given {
+            let root = Root::discover(Some(path))?;
+            if !roots.iter().any(|r| r.path() == root.path()) {
+                roots.push(root);
+            }
+        }
+        return Ok(roots);
+    }
+    let registered = crate::serve::registry::registered(&ServeConfig::load()?.roots);
+    if !registered.is_empty() {
+        return Ok(registered);
+    }
+    Ok(vec![Root::discover(None)?])
 }

@@ -18,6 +18,8 @@ pub(crate) struct ServeConfig {
     pub(crate) https: SocketAddr,
     /// The operator's certificates (`tls.rs`).
     pub(crate) certs: PathBuf,
+    /// The registered roots (`registry.rs`).
+    pub(crate) roots: PathBuf,
 }
 
 impl Default for ServeConfig {
@@ -26,6 +28,7 @@ impl Default for ServeConfig {
             http: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 80)),
             https: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 443)),
             certs: PathBuf::from("/etc/deploy/certs"),
+            roots: PathBuf::from("/etc/deploy/roots"),
         }
     }
 }
@@ -36,6 +39,7 @@ struct Raw {
     http: Option<String>,
     https: Option<String>,
     certs: Option<PathBuf>,
+    roots_dir: Option<PathBuf>,
 }
 
 impl ServeConfig {
@@ -65,6 +69,9 @@ impl ServeConfig {
         config
             .set(raw.http.as_deref(), raw.https.as_deref(), raw.certs)
             .map_err(|e| anyhow::anyhow!("`{}`: {e}", path.display()))?;
+        if let Some(roots) = raw.roots_dir {
+            config.roots = roots;
+        }
         Ok(config)
     }
 

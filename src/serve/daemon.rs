@@ -3,19 +3,16 @@
 //! containers, and picks up where it left off after a restart.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::net::SocketAddr;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use futures_util::FutureExt;
-use futures_util::future::BoxFuture;
 use tokio::net::UnixListener;
 use tokio::sync::{Notify, mpsc};
 
-use crate::docker::routes::{Listen, Route};
+use crate::docker::routes::Route;
 use crate::docker::{self, Docker};
 use crate::ids::ProjectName;
 use crate::ledger::{Ledger, Status};
@@ -28,35 +25,87 @@ use crate::settings::Settings;
 use super::config::ServeConfig;
 use super::protocol::Reply;
 use super::proxy::{Proxy, ProxyConfig, tls};
+use super::switch::{HostProxy, ProxySwitch};
 use super::{autoheal, control, descriptors};
 
 /// How long a stopping daemon lets proxied connections finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// Runs the daemon until SIGTERM or SIGINT.
-pub(crate) async fn run(root: Root, serve: ServeConfig) -> anyhow::Result<()> {
+/// Runs the daemon for `roots` until SIGTERM or SIGINT. A root that cannot be served (its
+/// settings, its socket) is named in the log and left out; the others serve.
+pub(crate) async fn run(roots: Vec<Root>, serve: ServeConfig) -> anyhow::Result<()> {
     // First, so that everything after it opens under the raised limit.
     let proxy_config = proxy_config();
-    let settings = Settings::load(&root)?;
+    // One proxy for every root: it waits as long for an answer as the most patient asks.
+    let upstream_timeout = (roots.iter())
+        .filter_map(|root| Settings::load(root).ok())
+        .map(|settings| settings.proxy_timeout)
+        .max()
+        .unwrap_or(proxy_config.upstream_timeout);
     let proxy_config = ProxyConfig {
-        upstream_timeout: settings.proxy_timeout,
+        upstream_timeout,
         ..proxy_config
     };
-    let project = settings.project(&root)?;
-    let docker = docker::connect().await?;
-    let listener = bind_socket(&root)?;
-
-    let certs = tls::Certs::load(&super::acme::cert_dirs(&serve.certs, &root));
+    // The operator's certificates first, then each root's from ACME (index 1 + the root's).
+    let mut dirs = vec![serve.certs.clone()];
+    dirs.extend(roots.iter().map(Root::acme_certs));
+    let certs = tls::Certs::load(&dirs);
     certs.watch();
     let proxy = Proxy::with_certs(proxy_config, Some(Arc::clone(&certs)));
     proxy.hand_over(super::activation::take());
+    let host = Arc::new(HostProxy::new(proxy, serve));
+
+    let mut served = Vec::new();
+    for (index, root) in roots.iter().enumerate() {
+        match start_root(root, &host, (&certs, index + 1)).await {
+            Ok(daemon) => served.push(daemon),
+            Err(e) => {
+                tracing::error!(root = %root.path().display(), error = %format!("{e:#}"), "this root is not served")
+            }
+        }
+    }
+    if served.is_empty() {
+        bail!("no root could be served; `ROOT/serve.log` of each says why");
+    }
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("failed to listen for SIGTERM")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+
+    tracing::info!("stopping: no new deploys; the running ones finish first");
+    for (daemon, _) in &served {
+        let _ = std::fs::remove_file(daemon.root.socket());
+        daemon.stop();
+    }
+    for (daemon, worker) in served {
+        daemon.idle().await;
+        drop(worker);
+    }
+    tracing::info!(stats = %host.proxy.stats(), "proxy");
+    let report = host.proxy.shutdown(SHUTDOWN_GRACE).await;
+    tracing::info!(?report, "deploy serve stopped");
+    Ok(())
+}
+
+/// Serves one root: its routes restored, a deploy it was running settled, its queue, control
+/// socket, autoheal, ACME and what runs beside.
+async fn start_root(
+    root: &Root,
+    host: &Arc<HostProxy>,
+    (certs, acme_dir): (&Arc<tls::Certs>, usize),
+) -> anyhow::Result<(Arc<Daemon>, std::thread::JoinHandle<()>)> {
+    let settings = Settings::load(root)?;
+    let project = settings.project(root)?;
+    let docker = docker::connect().await?;
+    let listener = bind_socket(root)?;
     let switch = Arc::new(ProxySwitch {
-        proxy,
-        listening: Mutex::new(BTreeSet::new()),
-        hosts_listening: Mutex::new(false),
-        hosts_routed: Arc::new(Notify::new()),
-        serve,
+        host: Arc::clone(host),
+        root: root.path().to_path_buf(),
         drain_timeout: settings.drain_timeout,
+        hosts_routed: Arc::new(Notify::new()),
     });
     if let Some(acme) = &settings.acme {
         // instant-acme's client takes the process's default TLS provider.
@@ -65,10 +114,10 @@ pub(crate) async fn run(root: Root, serve: ServeConfig) -> anyhow::Result<()> {
         super::acme::start(super::acme::Acme {
             settings: acme.clone(),
             dir: root.acme(),
-            certs,
-            own: 1,
-            challenges: switch.proxy.challenges(),
-            hosts: Box::new(move || routed.proxy.hosts()),
+            certs: Arc::clone(certs),
+            own: acme_dir,
+            challenges: host.proxy.challenges(),
+            hosts: Box::new(move || routed.hosts()),
             wake: Arc::clone(&switch.hosts_routed),
         });
     }
@@ -84,7 +133,7 @@ pub(crate) async fn run(root: Root, serve: ServeConfig) -> anyhow::Result<()> {
     if let Some(_lock) = pipeline::lock::try_acquire(&root.lock_file(), "deploy serve, starting")? {
         let reporter = Reporter::new().with_tracing();
         let traffic = Traffic::Proxied(switch.as_ref());
-        pipeline::reconcile::run(&root, &settings, &project, traffic, &reporter).await?;
+        pipeline::reconcile::run(root, &settings, &project, traffic, &reporter).await?;
     }
 
     let daemon = Arc::new(Daemon {
@@ -95,7 +144,7 @@ pub(crate) async fn run(root: Root, serve: ServeConfig) -> anyhow::Result<()> {
         busy: Arc::new(AtomicBool::new(false)),
         idle: Notify::new(),
         stopping: AtomicBool::new(false),
-        switch: switch.clone(),
+        switch,
     });
     tokio::spawn(autoheal::watch(
         docker.clone(),
@@ -104,25 +153,9 @@ pub(crate) async fn run(root: Root, serve: ServeConfig) -> anyhow::Result<()> {
     ));
     let worker = start_worker(daemon.clone())?;
     start_beside(&daemon, &settings).await?;
+    tokio::spawn(control::serve(listener, daemon.clone()));
     tracing::info!(root = %root.path().display(), %project, version = crate::cli::VERSION, "deploy serve is ready");
-
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("failed to listen for SIGTERM")?;
-    tokio::select! {
-        () = control::serve(listener, daemon.clone()) => {}
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-
-    tracing::info!("stopping: no new deploys; the running one finishes first");
-    let _ = std::fs::remove_file(root.socket());
-    daemon.stop();
-    daemon.idle().await;
-    drop(worker);
-    tracing::info!(stats = %switch.proxy.stats(), "proxy");
-    let report = switch.proxy.shutdown(SHUTDOWN_GRACE).await;
-    tracing::info!(?report, "deploy serve stopped");
-    Ok(())
+    Ok((daemon, worker))
 }
 
 /// What runs beside the deploys: `deploy cancel`'s signal for queued deploys, the backup
@@ -359,38 +392,7 @@ impl Daemon {
             .await?
             .map(|d| d.revision.to_string());
         let routes = live_routes(&docker, &project, live.as_deref()).await?;
-        let served: BTreeSet<u16> = (routes.iter())
-            .filter_map(|r| match r.listen {
-                Listen::Port(addr) => Some(addr.port()),
-                Listen::Host { .. } => None,
-            })
-            .collect();
-        let hosts: BTreeSet<&str> = (routes.iter())
-            .filter_map(|r| match &r.listen {
-                Listen::Host { name, .. } => Some(name.as_str()),
-                Listen::Port(_) => None,
-            })
-            .collect();
-        for host in self.switch.proxy.hosts() {
-            if !hosts.contains(host.as_str()) && !self.switch.proxy.remove_host(&host).is_empty() {
-                tracing::info!(host, "no container serves this hostname any more");
-            }
-        }
-        let listening: Vec<SocketAddr> = self
-            .switch
-            .listening
-            .lock()
-            .expect("listening lock")
-            .iter()
-            .copied()
-            .collect();
-        for addr in listening.iter().filter(|a| !served.contains(&a.port())) {
-            let gone = self.switch.proxy.remove_backend(addr.port())?;
-            if !gone.is_empty() {
-                tracing::info!(listen = %addr, "no container serves this port any more");
-            }
-        }
-        self.switch.route(routes)
+        self.switch.refresh(routes)
     }
 
     /// Takes out of the queue the deploys `deploy cancel` asked to stop (it signals this
@@ -550,101 +552,6 @@ impl Sink for ClientSink {
     }
 }
 
-/// The pipeline's view of the proxy.
-struct ProxySwitch {
-    proxy: Proxy,
-    listening: Mutex<BTreeSet<SocketAddr>>,
-    /// The hostname listeners are open (from the first route to a hostname on).
-    hosts_listening: Mutex<bool>,
-    /// Told whenever hostnames are routed (ACME looks for certificates to obtain then).
-    hosts_routed: Arc<Notify>,
-    serve: ServeConfig,
-    drain_timeout: Duration,
-}
-
-impl ProxySwitch {
-    /// Listens where needed and points each port and hostname at its backends: those of
-    /// every route to it (a service's replicas), taken in turn.
-    fn route(&self, routes: Vec<Route>) -> anyhow::Result<()> {
-        let mut ports: BTreeMap<u16, Vec<SocketAddr>> = BTreeMap::new();
-        let mut hosts: BTreeMap<(&str, bool), Vec<SocketAddr>> = BTreeMap::new();
-        for r in &routes {
-            let backends = match &r.listen {
-                Listen::Port(addr) => {
-                    let mut listening = self.listening.lock().expect("listening lock");
-                    if !listening.contains(addr) {
-                        self.proxy.listen(*addr)?;
-                        listening.insert(*addr);
-                    }
-                    ports.entry(addr.port()).or_default()
-                }
-                Listen::Host {
-                    name,
-                    https_redirect,
-                } => {
-                    self.listen_hosts()?;
-                    hosts.entry((name, *https_redirect)).or_default()
-                }
-            };
-            if !backends.contains(&r.backend) {
-                backends.push(r.backend);
-            }
-        }
-        for (port, backends) in ports {
-            if self.proxy.backends(port) != backends {
-                self.proxy.set_backends(port, &backends)?;
-            }
-        }
-        let routed_hosts = !hosts.is_empty();
-        for ((host, https_redirect), backends) in hosts {
-            self.proxy
-                .set_host_backends(host, &backends, https_redirect)?;
-        }
-        if routed_hosts {
-            self.hosts_routed.notify_one();
-        }
-        Ok(())
-    }
-
-    /// Opens the HTTP and HTTPS listeners for hostnames, once.
-    fn listen_hosts(&self) -> anyhow::Result<()> {
-        let mut listening = self.hosts_listening.lock().expect("listening lock");
-        if !*listening {
-            self.proxy.listen_hosts(self.serve.http, false)?;
-            self.proxy.listen_hosts(self.serve.https, true)?;
-            *listening = true;
-        }
-        Ok(())
-    }
-}
-
-impl Switch for ProxySwitch {
-    fn switch(&self, routes: Vec<Route>) -> BoxFuture<'_, anyhow::Result<()>> {
-        async move { self.route(routes) }.boxed()
-    }
-
-    fn drain(&self, old: Vec<SocketAddr>) -> BoxFuture<'_, ()> {
-        async move {
-            // A hostname left routed only to replaced containers was taken out of deploy.yml.
-            for host in self.proxy.hosts() {
-                let backends = self.proxy.host_backends(&host);
-                if !backends.is_empty() && backends.iter().all(|b| old.contains(b)) {
-                    self.proxy.remove_host(&host);
-                    tracing::info!(host, "hostname no longer routed");
-                }
-            }
-            for addr in old {
-                match self.proxy.drain(addr, self.drain_timeout).await {
-                    Ok(report) => tracing::info!(%report, "drained"),
-                    Err(e) => tracing::warn!(%addr, error = %e, "not drained"),
-                }
-            }
-            tracing::info!(stats = %self.proxy.stats(), "proxy");
-        }
-        .boxed()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -662,12 +569,13 @@ mod tests {
             idle: Notify::new(),
             stopping: AtomicBool::new(false),
             switch: Arc::new(ProxySwitch {
-                proxy: Proxy::new(ProxyConfig::default()),
-                listening: Mutex::new(BTreeSet::new()),
-                hosts_listening: Mutex::new(false),
-                hosts_routed: Arc::new(Notify::new()),
-                serve: ServeConfig::default(),
+                host: Arc::new(HostProxy::new(
+                    Proxy::new(ProxyConfig::default()),
+                    ServeConfig::default(),
+                )),
+                root: dir.path().to_path_buf(),
                 drain_timeout: Duration::from_secs(1),
+                hosts_routed: Arc::new(Notify::new()),
             }),
         }
     }

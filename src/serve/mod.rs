@@ -13,6 +13,8 @@ pub(crate) mod dashboard;
 mod descriptors;
 mod protocol;
 pub(crate) mod proxy;
+pub(crate) mod registry;
 mod schedule;
+mod switch;
 
 pub(crate) use daemon::run;

@@ -97,7 +97,17 @@ impl Stack {
         let work = base.path().join("work");
         let port = free_port();
 
-        let init = run(Command::new(DEPLOY).arg("init").arg(&root));
+        // Registered in the test's own folder, not the host's.
+        let serve_yml = base.path().join("serve.yml");
+        std::fs::write(
+            &serve_yml,
+            format!("roots_dir: {}\n", base.path().join("roots").display()),
+        )
+        .unwrap();
+        let init = run(Command::new(DEPLOY)
+            .arg("init")
+            .arg(&root)
+            .env("DEPLOY_SERVE_CONFIG", &serve_yml));
         assert!(
             init.status.success(),
             "deploy init failed:\n{}",

@@ -644,13 +644,6 @@ impl Proxy {
         Arc::clone(&self.shared.challenges)
     }
 
-    /// The hostnames routed now, sorted.
-    pub(crate) fn hosts(&self) -> Vec<String> {
-        let mut hosts: Vec<String> = self.shared.hosts_read().keys().cloned().collect();
-        hosts.sort();
-        hosts
-    }
-
     /// The backends `host` routes to now.
     pub(crate) fn host_backends(&self, host: &str) -> Vec<SocketAddr> {
         (self.shared.hosts_read().get(host)).map_or_else(Vec::new, |e| e.route.live_addrs())
