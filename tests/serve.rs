@@ -305,3 +305,78 @@ fn deploy_down_tells_the_daemon_to_close_the_stacks_routes() {
     assert!(up.status.success(), "{}", text(&up));
     stack.wait_for_page("version: v1", Duration::from_secs(30));
 }
+
+/// `deploy serve --upgrade` under load: the program at the daemon's path is replaced (a new
+/// file), the daemon hands every socket to a new process started from it, and not one
+/// request fails; the next push reaches the new daemon through the same control socket.
+#[test]
+fn an_upgrade_to_a_new_binary_under_load_fails_no_request() {
+    let stack = Stack::web("upgrade");
+    let bin = stack.base.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let installed = bin.join("deploy");
+    let install = || {
+        let partial = bin.join(".deploy.new");
+        std::fs::copy(DEPLOY, &partial).unwrap();
+        std::fs::rename(&partial, &installed).unwrap();
+    };
+    install();
+    let starts = common::daemon::ready_lines(&stack) + 1;
+    let log = std::fs::File::create(stack.base.path().join("serve.stderr")).unwrap();
+    let mut old = Command::new(&installed)
+        .args(["serve", "--root"])
+        .arg(&stack.root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    common::daemon::wait_ready(&stack, starts);
+    stack.write("index.html", "version: v1\n");
+    stack.commit("v1");
+    assert!(stack.push("alice").pushed);
+    stack.wait_for_page("version: v1", Duration::from_secs(60));
+
+    let load = Load::start(stack.port);
+    std::thread::sleep(Duration::from_millis(300));
+    install();
+    let upgrade = run(Command::new(&installed)
+        .args(["serve", "--upgrade", "--root"])
+        .arg(&stack.root));
+    let said = text(&upgrade);
+    assert!(upgrade.status.success(), "{said}\n{}", serve_log(&stack));
+    let new: u32 = said
+        .trim()
+        .rsplit(' ')
+        .next()
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("no new pid in {said:?}"));
+    // The old daemon ended; the new one runs the file installed now, not the one replaced.
+    let _ = old.wait();
+    let exe = std::fs::read_link(format!("/proc/{new}/exe")).unwrap();
+    assert_eq!(exe, installed, "the new daemon runs the new file");
+
+    stack.write("index.html", "version: v2\n");
+    stack.commit("v2");
+    let push = stack.push("alice");
+    assert!(push.pushed, "{}", push.output);
+    stack.wait_for_page("version: v2", Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(300));
+    let (ok, failed, when) = load.finish();
+    let _ = nix_kill(new);
+    assert_eq!(failed, 0, "failed requests at {when:?} ({ok} succeeded)");
+    assert!(ok > 10, "the load ran ({ok} requests)");
+}
+
+/// Stops a daemon this test did not start itself (the upgraded one).
+fn nix_kill(pid: u32) -> std::io::Result<()> {
+    let out = Command::new("kill").arg(pid.to_string()).output()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    out.status
+        .success()
+        .then_some(())
+        .ok_or_else(|| std::io::Error::other("kill failed"))
+}

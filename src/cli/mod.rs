@@ -121,7 +121,7 @@ pub(crate) fn main() -> ExitCode {
     let cli = Cli::parse();
     // The daemon keeps its own log in ROOT/serve.log; the guard flushes it at exit.
     let _log_guard = match &cli.command {
-        Some(Command::Serve(_)) => match serve::roots(cli.root.clone()) {
+        Some(Command::Serve(args)) if !args.upgrade => match serve::roots(cli.root.clone()) {
             Ok(roots) => Some(init_daemon_tracing(&roots)),
             Err(e) => return fail(&e),
         },

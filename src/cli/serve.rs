@@ -21,9 +21,21 @@ pub(crate) struct Args {
     /// /etc/deploy/certs.
     #[arg(long, value_name = "DIR")]
     certs: Option<PathBuf>,
+    /// Replace the running daemon with the program installed now, handing over every
+    /// socket, so no connection is refused (the same as SIGHUP to it); returns once the new
+    /// daemon serves. The old one first finishes the deploys it runs and has queued.
+    #[arg(long)]
+    pub(crate) upgrade: bool,
 }
 
 pub(crate) async fn run(roots: Vec<Root>, args: Args) -> anyhow::Result<u8> {
+    if args.upgrade {
+        let root = roots[0].path().to_path_buf();
+        let (old, new) =
+            tokio::task::spawn_blocking(move || crate::serve::upgrade::request(&root)).await??;
+        println!("deploy serve upgraded: pid {old} handed over to pid {new}");
+        return Ok(super::exit::SUCCESS);
+    }
     let mut config = ServeConfig::load()?;
     config.set(args.http.as_deref(), args.https.as_deref(), args.certs)?;
     crate::serve::run(roots, config).await?;

@@ -1,39 +1,49 @@
-//! Listening sockets handed over by whoever started the daemon, the way systemd's socket
-//! activation does (`LISTEN_PID`, `LISTEN_FDS`, descriptors from 3 on). They outlive the
-//! daemon: while it is down (killed, restarting, upgrading), connections wait in the
-//! kernel's backlog instead of being refused, and the next daemon accepts them.
+//! Listening sockets handed over by whoever started the daemon: systemd's socket activation
+//! (`LISTEN_PID`, `LISTEN_FDS`, descriptors from 3 on), or the daemon this one replaces on
+//! an upgrade (`DEPLOY_HANDOVER_FDS`, the same layout). They outlive the daemon: while it is
+//! down (killed, restarting, upgrading), connections wait in the kernel's backlog instead of
+//! being refused, and the next daemon accepts them.
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
 
 use nix::sys::stat::SFlag;
 
 /// The first descriptor passed (`SD_LISTEN_FDS_START`).
-const FIRST: RawFd = 3;
+pub(crate) const FIRST: RawFd = 3;
 
-/// The TCP listeners passed to this process, by the address each listens on. Read once, at
-/// start: the variables are removed, so no child of ours takes them for its own.
-pub(crate) fn take() -> BTreeMap<SocketAddr, TcpListener> {
-    let ours = std::env::var("LISTEN_PID")
-        .ok()
-        .and_then(|p| p.parse::<u32>().ok())
-        == Some(std::process::id());
-    let count = std::env::var("LISTEN_FDS")
-        .ok()
-        .and_then(|n| n.parse::<RawFd>().ok())
-        .unwrap_or(0);
+/// Set by a daemon handing its sockets to its successor: how many, from `FIRST` on.
+pub(crate) const HANDOVER_FDS: &str = "DEPLOY_HANDOVER_FDS";
+
+/// What was handed over: the proxy's TCP listeners by address, the roots' control sockets
+/// by path.
+#[derive(Default)]
+pub(crate) struct Handed {
+    pub(crate) tcp: BTreeMap<SocketAddr, TcpListener>,
+    pub(crate) unix: BTreeMap<PathBuf, UnixListener>,
+}
+
+/// The listeners passed to this process. Read once, at start: the variables are removed,
+/// so no child of ours takes them for its own.
+pub(crate) fn take() -> Handed {
+    let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u32>().ok());
+    let systemd = var("LISTEN_PID") == Some(std::process::id());
+    let count = match var(HANDOVER_FDS) {
+        Some(count) => Some(count),
+        None if systemd => var("LISTEN_FDS"),
+        None => None,
+    };
     // SAFETY (of the environment calls): at start, before any other thread reads it.
     unsafe {
-        std::env::remove_var("LISTEN_PID");
-        std::env::remove_var("LISTEN_FDS");
-        std::env::remove_var("LISTEN_FDNAMES");
+        for name in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", HANDOVER_FDS] {
+            std::env::remove_var(name);
+        }
     }
-    if !ours {
-        return BTreeMap::new();
-    }
-    let mut out = BTreeMap::new();
-    for fd in FIRST..FIRST + count {
+    let mut out = Handed::default();
+    for fd in FIRST..FIRST + count.unwrap_or(0) as RawFd {
         // A descriptor that is not a socket is not taken: it may be a file of ours that only
         // got the number because the socket never came.
         // SAFETY: only looked at, while it is open (fstat fails otherwise).
@@ -43,22 +53,33 @@ pub(crate) fn take() -> BTreeMap<SocketAddr, TcpListener> {
             tracing::warn!(fd, "a handed-over descriptor is not a socket; left alone");
             continue;
         }
-        // SAFETY: the socket activation protocol hands these descriptors to this process
-        // (LISTEN_PID is ours), and nothing else in it has taken them.
+        // SAFETY: the protocol hands these descriptors to this process, and nothing else in
+        // it has taken them.
         let owned = unsafe { OwnedFd::from_raw_fd(fd) };
         let _ = nix::fcntl::fcntl(
             &owned,
             nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
         );
-        let listener = TcpListener::from(owned);
-        match listener.local_addr() {
-            Ok(addr) => {
-                tracing::info!(%addr, fd, "listening socket handed over");
-                out.insert(addr, listener);
+        let tcp = TcpListener::from(owned);
+        if let Ok(addr) = tcp.local_addr() {
+            tracing::info!(%addr, fd, "listening socket handed over");
+            out.tcp.insert(addr, tcp);
+            continue;
+        }
+        let unix = UnixListener::from(OwnedFd::from(tcp));
+        match unix
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_pathname().map(PathBuf::from))
+        {
+            Some(path) => {
+                tracing::info!(path = %path.display(), fd, "control socket handed over");
+                out.unix.insert(path, unix);
             }
-            Err(error) => {
-                tracing::warn!(fd, %error, "a handed-over descriptor is not a TCP socket")
-            }
+            None => tracing::warn!(
+                fd,
+                "a handed-over descriptor is neither TCP nor a named socket"
+            ),
         }
     }
     out

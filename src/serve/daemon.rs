@@ -51,13 +51,20 @@ pub(crate) async fn run(roots: Vec<Root>, serve: ServeConfig) -> anyhow::Result<
     dirs.extend(roots.iter().map(Root::acme_certs));
     let certs = tls::Certs::load(&dirs);
     certs.watch();
+    // The program's path now, before an upgrade may replace the file (then this process's
+    // own `/proc/self/exe` names a deleted file).
+    let exe = std::env::current_exe().context("failed to find this program")?;
+    let ready = super::upgrade::ready_fd();
+    let handed = super::activation::take();
     let proxy = Proxy::with_certs(proxy_config, Some(Arc::clone(&certs)));
-    proxy.hand_over(super::activation::take());
+    proxy.hand_over(handed.tcp);
+    let mut controls = handed.unix;
     let host = Arc::new(HostProxy::new(proxy, serve));
 
     let mut served = Vec::new();
     for (index, root) in roots.iter().enumerate() {
-        match start_root(root, &host, (&certs, index + 1)).await {
+        let control = controls.remove(&root.socket());
+        match start_root(root, &host, (&certs, index + 1), control).await {
             Ok(daemon) => served.push(daemon),
             Err(e) => {
                 tracing::error!(root = %root.path().display(), error = %format!("{e:#}"), "this root is not served")
@@ -67,27 +74,99 @@ pub(crate) async fn run(roots: Vec<Root>, serve: ServeConfig) -> anyhow::Result<
     if served.is_empty() {
         bail!("no root could be served; `ROOT/serve.log` of each says why");
     }
+    let paths: Vec<_> = served
+        .iter()
+        .map(|s| s.daemon.root.path().to_path_buf())
+        .collect();
+    super::upgrade::announce_ready(ready, &paths);
 
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("failed to listen for SIGTERM")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    let signal = |kind| tokio::signal::unix::signal(kind).context("failed to listen for signals");
+    let mut term = signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut hup = signal(tokio::signal::unix::SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = hup.recv() => {
+                match upgrade(&exe, &host, &mut served).await {
+                    Ok(pid) => {
+                        tracing::info!(pid, "handed over to the new daemon; finishing what is open");
+                        let report = host.proxy.shutdown(SHUTDOWN_GRACE).await;
+                        tracing::info!(?report, "deploy serve stopped");
+                        return Ok(());
+                    }
+                    Err(e) => tracing::error!(error = %format!("{e:#}"), "upgrade failed; this daemon carries on"),
+                }
+            }
+        }
     }
 
     tracing::info!("stopping: no new deploys; the running ones finish first");
-    for (daemon, _) in &served {
-        let _ = std::fs::remove_file(daemon.root.socket());
-        daemon.stop();
+    for s in &served {
+        s.control.abort();
+        let _ = std::fs::remove_file(s.daemon.root.socket());
+        s.daemon.stop();
     }
-    for (daemon, worker) in served {
-        daemon.idle().await;
-        drop(worker);
+    for s in served {
+        s.daemon.idle().await;
+        drop(s.worker);
     }
     tracing::info!(stats = %host.proxy.stats(), "proxy");
     let report = host.proxy.shutdown(SHUTDOWN_GRACE).await;
     tracing::info!(?report, "deploy serve stopped");
     Ok(())
+}
+
+/// A root being served.
+struct Served {
+    daemon: Arc<Daemon>,
+    worker: std::thread::JoinHandle<()>,
+    /// The task accepting on the control socket.
+    control: tokio::task::JoinHandle<()>,
+    /// A copy of the control socket: accepting starts again from it, or a successor gets it.
+    control_socket: std::os::fd::OwnedFd,
+}
+
+/// Hands every socket to a new daemon started from `exe`, once this one's deploys are done
+/// (no push is accepted meanwhile: they wait in the control sockets' backlog). Returns the
+/// new daemon's pid; on failure, accepting pushes starts again here.
+async fn upgrade(
+    exe: &std::path::Path,
+    host: &HostProxy,
+    served: &mut [Served],
+) -> anyhow::Result<u32> {
+    tracing::info!(exe = %exe.display(), "upgrading: finishing the deploys under way and queued, then handing over");
+    for s in served.iter() {
+        s.control.abort();
+    }
+    for s in served.iter() {
+        s.daemon.settle().await;
+    }
+    let handed = async {
+        let mut sockets = host.proxy.listening_sockets()?;
+        for s in served.iter() {
+            sockets.push(s.control_socket.try_clone()?);
+        }
+        anyhow::Ok(sockets)
+    };
+    let started = match handed.await {
+        Ok(sockets) => super::upgrade::start_successor(exe, sockets).await,
+        Err(e) => Err(e.context("failed to copy the listening sockets")),
+    };
+    if started.is_err() {
+        for s in served.iter_mut() {
+            let listener = control_listener(&s.control_socket)?;
+            s.control = tokio::spawn(control::serve(listener, s.daemon.clone()));
+        }
+    }
+    started
+}
+
+/// A listener on a copy of `socket`.
+fn control_listener(socket: &std::os::fd::OwnedFd) -> anyhow::Result<UnixListener> {
+    let std = std::os::unix::net::UnixListener::from(socket.try_clone()?);
+    std.set_nonblocking(true)?;
+    Ok(UnixListener::from_std(std)?)
 }
 
 /// Serves one root: its routes restored, a deploy it was running settled, its queue, control
@@ -96,11 +175,16 @@ async fn start_root(
     root: &Root,
     host: &Arc<HostProxy>,
     (certs, acme_dir): (&Arc<tls::Certs>, usize),
-) -> anyhow::Result<(Arc<Daemon>, std::thread::JoinHandle<()>)> {
+    handed: Option<std::os::unix::net::UnixListener>,
+) -> anyhow::Result<Served> {
     let settings = Settings::load(root)?;
     let project = settings.project(root)?;
     let docker = docker::connect().await?;
-    let listener = bind_socket(root)?;
+    let control_socket: std::os::fd::OwnedFd = match handed {
+        Some(listener) => listener.into(),
+        None => bind_socket(root)?.into_std()?.into(),
+    };
+    let listener = control_listener(&control_socket)?;
     let switch = Arc::new(ProxySwitch {
         host: Arc::clone(host),
         root: root.path().to_path_buf(),
@@ -152,15 +236,24 @@ async fn start_root(
         daemon.busy.clone(),
     ));
     let worker = start_worker(daemon.clone())?;
-    start_beside(&daemon, &settings).await?;
-    tokio::spawn(control::serve(listener, daemon.clone()));
+    start_beside(&daemon, &settings, &host.proxy).await?;
+    let control = tokio::spawn(control::serve(listener, daemon.clone()));
     tracing::info!(root = %root.path().display(), %project, version = crate::cli::VERSION, "deploy serve is ready");
-    Ok((daemon, worker))
+    Ok(Served {
+        daemon,
+        worker,
+        control,
+        control_socket,
+    })
 }
 
 /// What runs beside the deploys: `deploy cancel`'s signal for queued deploys, the backup
 /// schedule, the dashboard, and the delivery of notifications a stopped daemon left.
-async fn start_beside(daemon: &Arc<Daemon>, settings: &Settings) -> anyhow::Result<()> {
+async fn start_beside(
+    daemon: &Arc<Daemon>,
+    settings: &Settings,
+    proxy: &Proxy,
+) -> anyhow::Result<()> {
     let mut cancels = crate::cancel::Signals::register()?;
     let canceling = daemon.clone();
     tokio::spawn(async move {
@@ -173,7 +266,7 @@ async fn start_beside(daemon: &Arc<Daemon>, settings: &Settings) -> anyhow::Resu
     let root = &daemon.root;
     super::schedule::start(root.clone()).context("failed to start the backup schedule")?;
     // A dashboard that cannot start (its token file) is said in the log; the rest serves.
-    if let Err(e) = super::dashboard::start(root.clone(), settings.clone()).await {
+    if let Err(e) = super::dashboard::start(root.clone(), settings.clone(), proxy).await {
         tracing::error!(error = %format!("{e:#}"), "dashboard");
     }
     if let Err(e) = crate::notify::start_deliverer(root) {
@@ -450,6 +543,18 @@ impl Daemon {
     fn done(&self) {
         self.busy.store(false, Ordering::SeqCst);
         self.idle.notify_one();
+    }
+
+    /// Returns once no deploy runs and none is queued (none may arrive meanwhile).
+    async fn settle(&self) {
+        loop {
+            let empty = self.queue.lock().expect("queue lock").is_empty();
+            if empty && !self.busy.load(Ordering::SeqCst) {
+                return;
+            }
+            // A superseded push leaves the queue without a deploy's end to tell of it.
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.idle.notified()).await;
+        }
     }
 
     /// Returns once no deploy runs.

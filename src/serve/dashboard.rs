@@ -106,13 +106,17 @@ struct Dashboard {
 
 /// Serves the dashboard until the daemon stops. A bad token file is refused with its reason
 /// before anything listens.
-pub(crate) async fn start(root: Root, settings: Settings) -> anyhow::Result<()> {
+pub(crate) async fn start(
+    root: Root,
+    settings: Settings,
+    proxy: &super::proxy::Proxy,
+) -> anyhow::Result<()> {
     let Some(config) = settings.dashboard.clone() else {
         return Ok(());
     };
     let token = read_token(&root).context("the dashboard is not started")?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
+    // Through the proxy, so that an upgrade hands it to the next daemon with the others.
+    let listener = (proxy.bind_other(config.listen))
         .with_context(|| format!("the dashboard cannot listen on {}", config.listen))?;
     tracing::info!(listen = %config.listen, "dashboard");
     let dashboard = Arc::new(Dashboard {

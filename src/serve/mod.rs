@@ -16,5 +16,6 @@ pub(crate) mod proxy;
 pub(crate) mod registry;
 mod schedule;
 mod switch;
+pub(crate) mod upgrade;
 
 pub(crate) use daemon::run;

@@ -266,6 +266,8 @@ struct Registry {
     accept_loops: Vec<JoinHandle<()>>,
     /// Listening sockets handed over at start, not listened on yet.
     handed_over: BTreeMap<SocketAddr, std::net::TcpListener>,
+    /// A copy of every listening socket, to hand to a successor on an upgrade.
+    listening: Vec<std::os::fd::OwnedFd>,
 }
 
 /// A hostname's route, and whether its HTTP requests go to HTTPS when it has a certificate.
@@ -662,6 +664,10 @@ impl Proxy {
         let local = listener
             .local_addr()
             .map_err(|error| ProxyError::Listen { addr, error })?;
+        let copy = std::os::fd::AsFd::as_fd(&listener)
+            .try_clone_to_owned()
+            .map_err(|error| ProxyError::Listen { addr, error })?;
+        self.shared.registry().listening.push(copy);
         Ok((listener, local))
     }
 
@@ -669,6 +675,22 @@ impl Proxy {
     /// `listen` on one of their addresses uses it instead of binding.
     pub(crate) fn hand_over(&self, listeners: BTreeMap<SocketAddr, std::net::TcpListener>) {
         self.shared.registry().handed_over.extend(listeners);
+    }
+
+    /// A listening socket for something other than the proxy (the dashboard): handed over
+    /// at start, or bound now, and handed to a successor on an upgrade like the proxy's.
+    pub(crate) fn bind_other(
+        &self,
+        addr: SocketAddr,
+    ) -> Result<tokio::net::TcpListener, ProxyError> {
+        self.bind(addr).map(|(listener, _)| listener)
+    }
+
+    /// Copies of every listening socket, for a successor (`serve/upgrade.rs`).
+    pub(crate) fn listening_sockets(&self) -> std::io::Result<Vec<std::os::fd::OwnedFd>> {
+        (self.shared.registry().listening.iter())
+            .map(|fd| fd.try_clone())
+            .collect()
     }
 
     fn handed_over(&self, addr: SocketAddr) -> Option<std::io::Result<tokio::net::TcpListener>> {
@@ -792,7 +814,13 @@ impl Proxy {
             }
             earlier
         });
-        let accept_loops = std::mem::take(&mut self.shared.registry().accept_loops);
+        let (accept_loops, copies) = {
+            let mut registry = self.shared.registry();
+            let loops = std::mem::take(&mut registry.accept_loops);
+            (loops, std::mem::take(&mut registry.listening))
+        };
+        // A successor holds its own copies; ours go, so the ports are free.
+        drop(copies);
         for accept_loop in accept_loops {
             if let Err(error) = accept_loop.await {
                 tracing::warn!(%error, "an accept loop ended abnormally");
