@@ -112,14 +112,20 @@ struct Handler {
 impl Handler {
     async fn handle(&self, mut request: Request<Incoming>) -> Response<RespBody> {
         Counters::bump(&self.shared.counters.requests);
-        if request.method() == Method::CONNECT {
+        // RFC 8441: a WebSocket (or another protocol) on an HTTP/2 stream, asked for with an
+        // extended CONNECT naming it; the app gets the HTTP/1.1 upgrade it knows.
+        let extended = (request.method() == Method::CONNECT)
+            .then(|| request.extensions().get::<hyper::ext::Protocol>())
+            .flatten()
+            .map(|protocol| protocol.as_str().to_owned());
+        if request.method() == Method::CONNECT && extended.is_none() {
             return plain(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method not allowed: `CONNECT` is for forward proxies\n",
             );
         }
-        let client_upgrade =
-            is_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));
+        let client_upgrade = (extended.is_some() || is_upgrade(request.headers()))
+            .then(|| hyper::upgrade::on(&mut request));
         let upgrade = if client_upgrade.is_some() {
             UpgradeHeaders::Keep
         } else {
@@ -153,6 +159,9 @@ impl Handler {
             },
             upgrade,
         );
+        if let Some(protocol) = &extended {
+            as_http1_upgrade(&mut request, protocol);
+        }
         // The backend is chosen now, when the request arrives: after a switch, the next request
         // on a keep-alive connection goes to the new one. One that cannot be connected to
         // never saw the request, which goes to the next backend of the port, if it has one.
@@ -198,7 +207,20 @@ impl Handler {
             );
         };
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-            return self.tunnel(active, client_upgrade, response, &backend);
+            let mut answer = self.tunnel(active, client_upgrade, response, &backend);
+            if extended.is_some() && answer.status() == StatusCode::SWITCHING_PROTOCOLS {
+                // On HTTP/2 the stream itself is the tunnel, which `200` opens.
+                *answer.status_mut() = StatusCode::OK;
+                let headers = answer.headers_mut();
+                for name in [
+                    header::CONNECTION,
+                    header::UPGRADE,
+                    header::SEC_WEBSOCKET_ACCEPT,
+                ] {
+                    headers.remove(name);
+                }
+            }
+            return answer;
         }
         strip_hop_by_hop(response.headers_mut(), UpgradeHeaders::Strip);
         response.map(|body| RespBody::Proxied {
@@ -486,6 +508,37 @@ fn request_host<B>(request: &Request<B>) -> Option<String> {
         }
     };
     Some(authority.trim_end_matches('.').to_ascii_lowercase())
+}
+
+/// An extended CONNECT for `protocol` as the HTTP/1.1 upgrade an app expects: `GET` with
+/// `Upgrade: protocol`, and for a WebSocket a `Sec-WebSocket-Key` of our own (HTTP/2 does
+/// without one; the app's `Sec-WebSocket-Accept` answers it and goes no further).
+pub(super) fn as_http1_upgrade(request: &mut Request<ReqBody>, protocol: &str) {
+    *request.method_mut() = Method::GET;
+    let headers = request.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(protocol) {
+        headers.insert(header::UPGRADE, value);
+    }
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    if protocol.eq_ignore_ascii_case("websocket")
+        && !headers.contains_key(header::SEC_WEBSOCKET_KEY)
+    {
+        use base64::Engine;
+        let mut nonce = [0u8; 16];
+        let random = std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut nonce));
+        if random.is_err() {
+            nonce = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos()
+                .to_le_bytes();
+        }
+        let key = base64::engine::general_purpose::STANDARD.encode(nonce);
+        if let Ok(value) = HeaderValue::from_str(&key) {
+            headers.insert(header::SEC_WEBSOCKET_KEY, value);
+        }
+    }
 }
 
 /// `308` to the same path over HTTPS (a method and body are kept, unlike with `301`).

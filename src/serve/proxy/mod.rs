@@ -510,6 +510,7 @@ impl Proxy {
             .max_buf_size(config.max_header_bytes.max(8192));
         hosts_server
             .http2()
+            .enable_connect_protocol()
             .timer(TokioTimer::new())
             .max_header_list_size(config.max_header_bytes.max(8192) as u32);
         let mut server = hyper::server::conn::http1::Builder::new();

@@ -216,7 +216,7 @@ async fn requests_are_routed_by_hostname_and_unknown_hosts_get_404() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http2_is_offered_by_alpn_and_an_upgrade_works_through_tls() {
+async fn http2_is_offered_by_alpn_and_upgrades_work_over_both_versions() {
     let dir = tempfile::tempdir().expect("dir");
     let ca = Ca::new();
     ca.issue(dir.path(), "shop.test.pem", &["shop.test"]);
@@ -249,6 +249,23 @@ async fn http2_is_offered_by_alpn_and_an_upgrade_works_through_tls() {
             .to_bytes();
         assert_eq!(&body[..], b"backend A");
     }
+
+    // RFC 8441 on the same connection: an extended CONNECT naming the protocol reaches the
+    // app as its HTTP/1.1 upgrade, and the stream becomes the tunnel.
+    let mut request = Request::connect("https://shop.test/")
+        .body(Full::<Bytes>::default())
+        .expect("request");
+    (request.extensions_mut()).insert(hyper::ext::Protocol::from_static("echo"));
+    let response = sender.send_request(request).await.expect("answer");
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut stream = TokioIo::new(hyper::upgrade::on(response).await.expect("tunnel"));
+    let mut greeting = [0; 2];
+    stream.read_exact(&mut greeting).await.expect("greeting");
+    assert_eq!(&greeting, b"A\n");
+    stream.write_all(b"ping").await.expect("write");
+    let mut echo = [0; 4];
+    stream.read_exact(&mut echo).await.expect("echo");
+    assert_eq!(&echo, b"ping");
 
     // HTTP/1.1 over TLS: the app switches protocols and echoes.
     let io = tls(&ca, l.https, "shop.test", &[b"http/1.1"])

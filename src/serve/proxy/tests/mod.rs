@@ -798,3 +798,27 @@ fn a_forwarded_element_quotes_what_is_not_a_token() {
         "for=10.0.0.1;proto=https"
     );
 }
+
+#[test]
+fn an_extended_connect_becomes_the_http_1_upgrade_an_app_expects() {
+    use super::http::{ReqBody, as_http1_upgrade};
+    let mut request = hyper::Request::connect("/chat")
+        .body(ReqBody::Empty)
+        .expect("request");
+    as_http1_upgrade(&mut request, "websocket");
+    assert_eq!(request.method(), hyper::Method::GET);
+    let headers = request.headers();
+    assert_eq!(headers["upgrade"], "websocket");
+    assert_eq!(headers["connection"], "upgrade");
+    let key = headers["sec-websocket-key"].to_str().expect("ascii");
+    assert_eq!(key.len(), 24, "16 bytes in base64: {key}");
+    let mut again = hyper::Request::connect("/chat")
+        .body(ReqBody::Empty)
+        .expect("request");
+    as_http1_upgrade(&mut again, "websocket");
+    assert_ne!(
+        again.headers()["sec-websocket-key"],
+        key,
+        "a key of its own each time"
+    );
+}
