@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """HTTPS through `deploy serve`'s proxy against plain HTTP to the container (BENCHMARKS.md).
 
-One root with a one-file static app (Python's http.server, `GET /` a 13-byte page), deployed
+One root with a one-file static app (Python's http.server, HTTP/1.1 keep-alive, `GET /` a
+13-byte page), deployed
 by a real push under `deploy serve --http … --https … --certs …` with `hostnames:
 [localhost]` and a certificate for `localhost` made by openssl. Then, in rounds, alternating:
 `wrk -t1 -c4 --latency` against the container's own address (plain HTTP), the proxy's HTTP
@@ -111,9 +112,14 @@ def main():
             time.sleep(0.05)
         app.mkdir()
         (app / "index.html").write_text("version: v1\n")
+        # http.server with HTTP/1.1 keep-alive and a thread per connection: the proxy keeps
+        # its connections to the app open, as it does with real app servers.
+        serve = ("import http.server as s; "
+                 "s.SimpleHTTPRequestHandler.protocol_version = 'HTTP/1.1'; "
+                 "s.ThreadingHTTPServer(('', 8000), s.SimpleHTTPRequestHandler).serve_forever()")
         (app / "Dockerfile").write_text(
             "FROM python:3.11-slim\nWORKDIR /srv\nCOPY index.html /srv/\nEXPOSE 8000\n"
-            "CMD [\"python\", \"-m\", \"http.server\", \"8000\"]\n")
+            f"CMD [\"python\", \"-c\", \"{serve}\"]\n")
         (app / "docker-compose.yml").write_text("services:\n  web:\n    build: .\n")
         sh("git", "init", "-q", "-b", "main", app)
         sh("git", *GIT_ID, "-C", app, "add", "-A")

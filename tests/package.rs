@@ -127,14 +127,30 @@ fn the_package_installs_as_the_readme_says_and_leaves_only_its_group_behind() {
     );
     assert_eq!(root_before, root_after, "the deploy root is left whole");
 
+    // The root and its registration (`deploy serve` without `--root` serves it) are the
+    // operator's, like the data in it.
+    let registration = [
+        "/etc/deploy",
+        "/etc/deploy/roots",
+        "/etc/deploy/roots/srv_app",
+    ];
     let left: Vec<_> = differences(&before, &after)
         .into_iter()
-        .filter(|path| !is_package_state(path) && !path.starts_with("/srv"))
+        .filter(|path| {
+            !is_package_state(path)
+                && !path.starts_with("/srv")
+                && !registration.contains(&path.as_str())
+        })
         .collect();
     assert_eq!(
         left,
         ["/etc/group", "/etc/group-", "/etc/gshadow", "/etc/gshadow-"],
         "installing and purging leaves only the group `deploy` (and the root) behind"
+    );
+    assert_eq!(
+        host.ok("readlink /etc/deploy/roots/srv_app").trim(),
+        "/srv/app",
+        "deploy init registered its root"
     );
     assert!(host.ok("getent group deploy").starts_with("deploy:"));
 }
