@@ -77,6 +77,7 @@ fn the_package_installs_as_the_readme_says_and_leaves_only_its_group_behind() {
         "/usr/share/fish/vendor_completions.d/deploy.fish",
         "/usr/share/doc/deploy/README.md",
         "/usr/lib/systemd/system/deploy-serve@.socket",
+        "/usr/lib/systemd/system/deploy-serve.service",
     ] {
         host.ok(&format!("test -s {file}"));
     }

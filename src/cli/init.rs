@@ -31,6 +31,8 @@ pub(crate) struct Args {
 
 /// The unit the Debian package ships, for hosts where `deploy` was installed without it.
 const SERVE_UNIT: &str = include_str!("../../systemd/deploy-serve@.service");
+/// The host's one daemon, for every registered root.
+const HOST_UNIT: &str = include_str!("../../systemd/deploy-serve.service");
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<u8> {
     let path = std::path::absolute(&args.root)
@@ -41,7 +43,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<u8> {
     // cannot register still works with `--root`.
     let registered = crate::serve::config::ServeConfig::load()
         .and_then(|config| crate::serve::registry::register(&config.roots, &root));
-    if let Err(e) = registered {
+    if let Err(e) = &registered {
         eprintln!(
             "deploy: warning: {e:#}; `deploy serve` will need `--root {}`",
             root.path().display()
@@ -58,13 +60,65 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<u8> {
     println!("  git push prod {}", args.branch);
     if args.serve {
         println!();
-        serve(&root)?;
+        match registered {
+            Ok(()) => serve_host()?,
+            Err(_) => serve(&root)?,
+        }
     }
     Ok(super::exit::SUCCESS)
 }
 
-/// `--serve`: the daemon as a systemd service `deploy-serve@<root>.service`, enabled and
-/// started; where systemd does not run, what to run instead.
+/// `--serve` for a registered root: the host's one daemon, `deploy-serve.service`, enabled
+/// and started, or reloaded when it runs (its new process serves this root too); where
+/// systemd does not run, what to run instead.
+fn serve_host() -> anyhow::Result<()> {
+    if !Path::new("/run/systemd/system").is_dir() {
+        println!(
+            "systemd does not run here, so nothing was installed; run the daemon for every registered root under your supervisor (if it runs already, `deploy serve --upgrade` makes it serve this root too):"
+        );
+        println!();
+        println!("  deploy serve");
+        return Ok(());
+    }
+    install_unit("deploy-serve.service", HOST_UNIT)?;
+    let service = "deploy-serve.service";
+    command("systemctl", &["daemon-reload"])?;
+    let active = std::process::Command::new("systemctl")
+        .args(["is-active", "--quiet", service])
+        .status()
+        .is_ok_and(|status| status.success());
+    if active {
+        command("systemctl", &["reload", service])?;
+    } else {
+        command("systemctl", &["enable", "--now", service])?;
+    }
+    println!("deploy serve runs as {service} for every registered root (journalctl -u {service})");
+    Ok(())
+}
+
+/// Writes `name` to /etc/systemd/system for this binary, unless a package shipped it.
+fn install_unit(name: &str, text: &str) -> anyhow::Result<()> {
+    let shipped = [
+        "/usr/lib/systemd/system",
+        "/lib/systemd/system",
+        "/etc/systemd/system",
+    ]
+    .iter()
+    .any(|dir| Path::new(dir).join(name).exists());
+    if !shipped {
+        let exe =
+            std::env::current_exe().context("failed to find the path of the deploy binary")?;
+        let unit = text.replace("/usr/local/bin/deploy", &exe.to_string_lossy());
+        let path = Path::new("/etc/systemd/system").join(name);
+        std::fs::write(&path, unit)
+            .with_context(|| format!("failed to write `{}`", path.display()))?;
+    }
+    Ok(())
+}
+
+/// `--serve` for a root that could not be registered: the daemon as a systemd service
+/// `deploy-serve@<root>.service`, enabled and started; where systemd does not run, what to
+/// run instead.
 fn serve(root: &Root) -> anyhow::Result<()> {
     let by_hand = format!(
         "deploy serve --root {}",
@@ -78,22 +132,7 @@ fn serve(root: &Root) -> anyhow::Result<()> {
         println!("  {by_hand}");
         return Ok(());
     }
-    let units = Path::new("/etc/systemd/system");
-    let shipped = [
-        "/usr/lib/systemd/system",
-        "/lib/systemd/system",
-        "/etc/systemd/system",
-    ]
-    .iter()
-    .any(|dir| Path::new(dir).join("deploy-serve@.service").exists());
-    if !shipped {
-        let exe =
-            std::env::current_exe().context("failed to find the path of the deploy binary")?;
-        let unit = SERVE_UNIT.replace("/usr/local/bin/deploy", &exe.to_string_lossy());
-        let path = units.join("deploy-serve@.service");
-        std::fs::write(&path, unit)
-            .with_context(|| format!("failed to write `{}`", path.display()))?;
-    }
+    install_unit("deploy-serve@.service", SERVE_UNIT)?;
     let escaped = command(
         "systemd-escape",
         &["--path", &root.path().to_string_lossy()],
