@@ -113,9 +113,11 @@ def main():
         app.mkdir()
         (app / "index.html").write_text("version: v1\n")
         # http.server with HTTP/1.1 keep-alive and a thread per connection: the proxy keeps
-        # its connections to the app open, as it does with real app servers.
+        # its connections to the app open, as it does with real app servers. Without Nagle,
+        # or its split writes of head and body wait 40 ms for a delayed ACK.
         serve = ("import http.server as s; "
                  "s.SimpleHTTPRequestHandler.protocol_version = 'HTTP/1.1'; "
+                 "s.SimpleHTTPRequestHandler.disable_nagle_algorithm = True; "
                  "s.ThreadingHTTPServer(('', 8000), s.SimpleHTTPRequestHandler).serve_forever()")
         (app / "Dockerfile").write_text(
             "FROM python:3.11-slim\nWORKDIR /srv\nCOPY index.html /srv/\nEXPOSE 8000\n"
