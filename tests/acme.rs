@@ -9,8 +9,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::Stack;
 use common::daemon::{Daemon, serve_log};
+use common::{Stack, curl};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 
 /// Pebble and its DNS stand-in, stopped when dropped.
@@ -94,18 +94,6 @@ fn start_pebble(dir: &Path, ca_pem: &Path, http_port: u16) -> Pebble {
         std::thread::sleep(Duration::from_millis(50));
     }
     pebble
-}
-
-fn curl(args: &[&str]) -> Result<String, String> {
-    let out = common::run(
-        Command::new("curl")
-            .args(["-sS", "--max-time", "10"])
-            .args(args),
-    );
-    match out.status.success() {
-        true => Ok(String::from_utf8(out.stdout).unwrap()),
-        false => Err(common::text(&out)),
-    }
 }
 
 fn mode(path: &Path) -> u32 {

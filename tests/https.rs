@@ -104,17 +104,7 @@ fn https_get(client: &Arc<rustls::ClientConfig>, port: u16, host: &str) -> Resul
 }
 
 fn curl(args: &[&str]) -> String {
-    let out = common::run(
-        Command::new("curl")
-            .args(["-sS", "--max-time", "10"])
-            .args(args),
-    );
-    assert!(
-        out.status.success(),
-        "curl {args:?}: {}",
-        common::text(&out)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    common::curl(args).unwrap_or_else(|e| panic!("curl {args:?}: {e}"))
 }
 
 /// New TLS connections to `host`, one request each, from another thread, bounded in count

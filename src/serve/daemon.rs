@@ -36,30 +36,13 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub(crate) async fn run(roots: Vec<Root>, serve: ServeConfig) -> anyhow::Result<()> {
     // First, so that everything after it opens under the raised limit.
     let proxy_config = proxy_config();
-    // One proxy for every root: it waits as long for an answer as the most patient asks.
-    let upstream_timeout = (roots.iter())
-        .filter_map(|root| Settings::load(root).ok())
-        .map(|settings| settings.proxy_timeout)
-        .max()
-        .unwrap_or(proxy_config.upstream_timeout);
-    let proxy_config = ProxyConfig {
-        upstream_timeout,
-        ..proxy_config
-    };
-    // The operator's certificates first, then each root's from ACME (index 1 + the root's).
-    let mut dirs = vec![serve.certs.clone()];
-    dirs.extend(roots.iter().map(Root::acme_certs));
-    let certs = tls::Certs::load(&dirs);
-    certs.watch();
     // The program's path now, before an upgrade may replace the file (then this process's
     // own `/proc/self/exe` names a deleted file).
     let exe = std::env::current_exe().context("failed to find this program")?;
     let ready = super::upgrade::ready_fd();
     let handed = super::activation::take();
-    let proxy = Proxy::with_certs(proxy_config, Some(Arc::clone(&certs)));
-    proxy.hand_over(handed.tcp);
+    let (host, certs) = host_proxy(&roots, serve, proxy_config, handed.tcp);
     let mut controls = handed.unix;
-    let host = Arc::new(HostProxy::new(proxy, serve));
 
     let mut served = Vec::new();
     for (index, root) in roots.iter().enumerate() {
@@ -87,20 +70,50 @@ pub(crate) async fn run(roots: Vec<Root>, serve: ServeConfig) -> anyhow::Result<
         tokio::select! {
             _ = term.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
-            _ = hup.recv() => {
-                match upgrade(&exe, &host, &mut served).await {
-                    Ok(pid) => {
-                        tracing::info!(pid, "handed over to the new daemon; finishing what is open");
-                        let report = host.proxy.shutdown(SHUTDOWN_GRACE).await;
-                        tracing::info!(?report, "deploy serve stopped");
-                        return Ok(());
-                    }
-                    Err(e) => tracing::error!(error = %format!("{e:#}"), "upgrade failed; this daemon carries on"),
+            _ = hup.recv() => match upgrade(&exe, &host, &mut served).await {
+                Ok(pid) => {
+                    tracing::info!(pid, "handed over to the new daemon; finishing what is open");
+                    let report = host.proxy.shutdown(SHUTDOWN_GRACE).await;
+                    tracing::info!(?report, "deploy serve stopped");
+                    return Ok(());
                 }
-            }
+                Err(e) => tracing::error!(error = %format!("{e:#}"), "upgrade failed; this daemon carries on"),
+            },
         }
     }
+    stop(served, &host).await;
+    Ok(())
+}
 
+/// The proxy every root shares, with the certificates it serves: the operator's first,
+/// then each root's from ACME (folder 1 + the root's index). It waits as long for an
+/// answer as the most patient root asks.
+fn host_proxy(
+    roots: &[Root],
+    serve: ServeConfig,
+    config: ProxyConfig,
+    handed: BTreeMap<std::net::SocketAddr, std::net::TcpListener>,
+) -> (Arc<HostProxy>, Arc<tls::Certs>) {
+    let upstream_timeout = (roots.iter())
+        .filter_map(|root| Settings::load(root).ok())
+        .map(|settings| settings.proxy_timeout)
+        .max()
+        .unwrap_or(config.upstream_timeout);
+    let config = ProxyConfig {
+        upstream_timeout,
+        ..config
+    };
+    let mut dirs = vec![serve.certs.clone()];
+    dirs.extend(roots.iter().map(Root::acme_certs));
+    let certs = tls::Certs::load(&dirs);
+    certs.watch();
+    let proxy = Proxy::with_certs(config, Some(Arc::clone(&certs)));
+    proxy.hand_over(handed);
+    (Arc::new(HostProxy::new(proxy, serve)), certs)
+}
+
+/// SIGTERM: no new deploys, the running ones finish, connections drain, the sockets go.
+async fn stop(served: Vec<Served>, host: &HostProxy) {
     tracing::info!("stopping: no new deploys; the running ones finish first");
     for s in &served {
         s.control.abort();
@@ -114,7 +127,6 @@ pub(crate) async fn run(roots: Vec<Root>, serve: ServeConfig) -> anyhow::Result<
     tracing::info!(stats = %host.proxy.stats(), "proxy");
     let report = host.proxy.shutdown(SHUTDOWN_GRACE).await;
     tracing::info!(?report, "deploy serve stopped");
-    Ok(())
 }
 
 /// A root being served.

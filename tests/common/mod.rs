@@ -592,3 +592,14 @@ pub fn web_dockerfile(extra: &str) -> String {
         "FROM python:3.11-slim\nWORKDIR /srv\nCOPY index.html /srv/\n{extra}CMD [\"python\", \"-m\", \"http.server\", \"8000\"]\n"
     )
 }
+
+/// curl with a 10 s bound; its output, or what it said when it failed.
+pub fn curl(args: &[&str]) -> Result<String, String> {
+    let out = run(Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .args(args));
+    match out.status.success() {
+        true => Ok(String::from_utf8(out.stdout).unwrap()),
+        false => Err(text(&out)),
+    }
+}

@@ -131,24 +131,9 @@ impl Handler {
         } else {
             UpgradeHeaders::Strip
         };
-        let route = match &self.target {
-            Target::Port(route) => Arc::clone(route),
-            Target::Hosts { https } => {
-                let token = (request.uri().path()).strip_prefix("/.well-known/acme-challenge/");
-                if let Some(answer) = token.and_then(|t| self.shared.challenges.answer(t)) {
-                    return plain(StatusCode::OK, &answer);
-                }
-                let host = request_host(&request);
-                let Some((route, redirect)) = host.as_deref().and_then(|h| self.shared.host(h))
-                else {
-                    Counters::bump(&self.shared.counters.no_backend);
-                    return plain(StatusCode::NOT_FOUND, "not found\n");
-                };
-                if let (false, Some(port), Some(host)) = (*https, redirect, host) {
-                    return to_https(&host, port, request.uri());
-                }
-                route
-            }
+        let route = match self.route_for(&request) {
+            Ok(route) => route,
+            Err(answer) => return *answer,
         };
         let mut request = rewrite_request(
             request,
@@ -162,49 +147,9 @@ impl Handler {
         if let Some(protocol) = &extended {
             as_http1_upgrade(&mut request, protocol);
         }
-        // The backend is chosen now, when the request arrives: after a switch, the next request
-        // on a keep-alive connection goes to the new one. One that cannot be connected to
-        // never saw the request, which goes to the next backend of the port, if it has one.
-        let mut tried = Vec::new();
-        let (active, backend, mut response) = loop {
-            let Some(active) = route.enter(Work::Request, &tried) else {
-                Counters::bump(&self.shared.counters.no_backend);
-                let text = match route.name {
-                    RouteName::Port(_) => {
-                        "service unavailable: nothing is deployed on this port yet\n"
-                    }
-                    RouteName::Host(_) => {
-                        "service unavailable: nothing is deployed for this hostname yet\n"
-                    }
-                };
-                return plain(StatusCode::SERVICE_UNAVAILABLE, text);
-            };
-            let backend = Arc::clone(active.backend());
-            let error = match send(&backend, request, &self.shared).await {
-                Ok(response) => break (active, backend, response),
-                Err(Failed::Unsent(error, unsent)) if route.has_other(&tried, &backend) => {
-                    backend.set_up(false);
-                    Counters::bump(&self.shared.counters.retries);
-                    tracing::debug!(route = %route.name, backend = %backend.addr, %error, "trying the next backend");
-                    tried.push(backend.addr);
-                    request = *unsent;
-                    continue;
-                }
-                Err(Failed::Unsent(error, _) | Failed::Sent(error)) => error,
-            };
-            if let ForwardError::Timeout(_) = error {
-                tracing::warn!(route = %route.name, backend = %backend.addr, %error, "gateway timeout");
-                return plain(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    &format!("gateway timeout: failed to {error}\n"),
-                );
-            }
-            Counters::bump(&self.shared.counters.bad_gateway);
-            tracing::warn!(route = %route.name, backend = %backend.addr, %error, "bad gateway");
-            return plain(
-                StatusCode::BAD_GATEWAY,
-                &format!("bad gateway: failed to {error}\n"),
-            );
+        let (active, backend, mut response) = match self.forward(&route, request).await {
+            Ok(forwarded) => forwarded,
+            Err(answer) => return answer,
         };
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             let mut answer = self.tunnel(active, client_upgrade, response, &backend);
@@ -227,6 +172,80 @@ impl Handler {
             body,
             active: Some(active),
         })
+    }
+
+    /// The route a request takes: its port's, or its hostname's (an ACME challenge, an
+    /// unknown host and the redirect to HTTPS are answered here instead).
+    fn route_for<B>(&self, request: &Request<B>) -> Result<Arc<Route>, Box<Response<RespBody>>> {
+        let https = match &self.target {
+            Target::Port(route) => return Ok(Arc::clone(route)),
+            Target::Hosts { https } => *https,
+        };
+        let token = (request.uri().path()).strip_prefix("/.well-known/acme-challenge/");
+        if let Some(answer) = token.and_then(|t| self.shared.challenges.answer(t)) {
+            return Err(Box::new(plain(StatusCode::OK, &answer)));
+        }
+        let host = request_host(request);
+        let Some((route, redirect)) = host.as_deref().and_then(|h| self.shared.host(h)) else {
+            Counters::bump(&self.shared.counters.no_backend);
+            return Err(Box::new(plain(StatusCode::NOT_FOUND, "not found\n")));
+        };
+        if let (false, Some(port), Some(host)) = (https, redirect, host) {
+            return Err(Box::new(to_https(&host, port, request.uri())));
+        }
+        Ok(route)
+    }
+
+    /// Sends the request to the route's live backend, chosen now, when it arrives: after a
+    /// switch, the next request on a keep-alive connection goes to the new one. One that
+    /// cannot be connected to never saw the request, which goes to the next backend of the
+    /// route, if it has one. A failure is the client's answer (`503`, `502`, `504`).
+    async fn forward(
+        &self,
+        route: &Route,
+        mut request: Request<ReqBody>,
+    ) -> Result<(Active, Arc<Backend>, Response<Incoming>), Response<RespBody>> {
+        let mut tried = Vec::new();
+        loop {
+            let Some(active) = route.enter(Work::Request, &tried) else {
+                Counters::bump(&self.shared.counters.no_backend);
+                let text = match route.name {
+                    RouteName::Port(_) => {
+                        "service unavailable: nothing is deployed on this port yet\n"
+                    }
+                    RouteName::Host(_) => {
+                        "service unavailable: nothing is deployed for this hostname yet\n"
+                    }
+                };
+                return Err(plain(StatusCode::SERVICE_UNAVAILABLE, text));
+            };
+            let backend = Arc::clone(active.backend());
+            let error = match send(&backend, request, &self.shared).await {
+                Ok(response) => return Ok((active, backend, response)),
+                Err(Failed::Unsent(error, unsent)) if route.has_other(&tried, &backend) => {
+                    backend.set_up(false);
+                    Counters::bump(&self.shared.counters.retries);
+                    tracing::debug!(route = %route.name, backend = %backend.addr, %error, "trying the next backend");
+                    tried.push(backend.addr);
+                    request = *unsent;
+                    continue;
+                }
+                Err(Failed::Unsent(error, _) | Failed::Sent(error)) => error,
+            };
+            if let ForwardError::Timeout(_) = error {
+                tracing::warn!(route = %route.name, backend = %backend.addr, %error, "gateway timeout");
+                return Err(plain(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    &format!("gateway timeout: failed to {error}\n"),
+                ));
+            }
+            Counters::bump(&self.shared.counters.bad_gateway);
+            tracing::warn!(route = %route.name, backend = %backend.addr, %error, "bad gateway");
+            return Err(plain(
+                StatusCode::BAD_GATEWAY,
+                &format!("bad gateway: failed to {error}\n"),
+            ));
+        }
     }
 
     /// The app agreed to switch protocols (a WebSocket, say): the two connections become a
