@@ -385,7 +385,19 @@ fn one_daemon_serves_two_roots_on_one_https_port_and_refuses_a_hostname_claimed_
     blog.add_setting("hostnames: [blog.test, shop.test]");
     blog.write("index.html", "version: blog v2\n");
     blog.commit("blog v2");
+    let before = blog.container_ids();
+    let load = TlsLoad::start(Arc::clone(&client), https, "blog.test");
     let push = blog.push("alice");
+    let (ok, errors) = load.finish();
+    assert!(
+        errors.is_empty(),
+        "the blog failed requests: {errors:?} ({ok} succeeded)"
+    );
+    assert_eq!(
+        blog.container_ids(),
+        before,
+        "the blog's v1 container never stopped"
+    );
     assert!(
         !push.pushed || !push.output.contains("deployed"),
         "{}",

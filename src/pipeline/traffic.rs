@@ -16,6 +16,9 @@ use crate::report::Reporter;
 
 /// What the daemon's proxy offers the pipeline.
 pub(crate) trait Switch: Send + Sync {
+    /// Whether these routes may be taken at all (no other stack routes one of their ports
+    /// or hostnames): a refusal the old containers cannot cure by giving up their ports.
+    fn check(&self, routes: &[Route]) -> anyhow::Result<()>;
     /// Sends new connections and requests for each route's listener to its backend, opening
     /// listeners that are not open yet. Returns once the switch is in effect.
     fn switch(&self, routes: Vec<Route>) -> BoxFuture<'_, anyhow::Result<()>>;
@@ -73,6 +76,10 @@ pub(crate) async fn cut_over(
             );
         }
     };
+    if let Err(e) = switch.check(&new) {
+        applied.rollback(docker, reporter).await;
+        return Err(e);
+    }
     if !new.is_empty() {
         if let Err(first) = switch.switch(new.clone()).await {
             // The old containers may hold the host ports themselves (deployed while the

@@ -128,16 +128,7 @@ impl ProxySwitch {
         }
         {
             let mut owners = self.host.owners();
-            for key in owned.keys() {
-                match owners.get(key) {
-                    Some(other) if *other != self.root => bail!(
-                        "{key} is routed by `{}` already, and `{}` asks for it too; a port or hostname can route to one stack only",
-                        other.display(),
-                        self.root.display()
-                    ),
-                    _ => {}
-                }
-            }
+            self.refuse_taken(&owners, owned.keys())?;
             for key in owned.keys() {
                 owners.insert(key.clone(), self.root.clone());
             }
@@ -165,6 +156,25 @@ impl ProxySwitch {
         }
         if routed_hosts {
             self.hosts_routed.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Fails naming both roots when another root routes one of `keys`.
+    fn refuse_taken<'a>(
+        &self,
+        owners: &BTreeMap<Owned, PathBuf>,
+        keys: impl IntoIterator<Item = &'a Owned>,
+    ) -> anyhow::Result<()> {
+        for key in keys {
+            match owners.get(key) {
+                Some(other) if *other != self.root => bail!(
+                    "{key} is routed by `{}` already, and `{}` asks for it too; a port or hostname can route to one stack only",
+                    other.display(),
+                    self.root.display()
+                ),
+                _ => {}
+            }
         }
         Ok(())
     }
@@ -215,6 +225,11 @@ impl ProxySwitch {
 }
 
 impl Switch for ProxySwitch {
+    fn check(&self, routes: &[Route]) -> anyhow::Result<()> {
+        let keys: Vec<Owned> = routes.iter().map(|r| Owned::of(&r.listen)).collect();
+        self.refuse_taken(&self.host.owners(), &keys)
+    }
+
     fn switch(&self, routes: Vec<Route>) -> BoxFuture<'_, anyhow::Result<()>> {
         async move { self.route(routes) }.boxed()
     }
