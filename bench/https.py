@@ -5,7 +5,7 @@ One root with a one-file static app (Python's http.server, HTTP/1.1 keep-alive, 
 13-byte page), deployed
 by a real push under `deploy serve --http … --https … --certs …` with `hostnames:
 [localhost]` and a certificate for `localhost` made by openssl. Then, in rounds, alternating:
-`wrk -t1 -c4 --latency` against the container's own address (plain HTTP), the proxy's HTTP
+`wrk -t1 -c4 --latency` (`--connections`) against the container's own address (plain HTTP), the proxy's HTTP
 listener, and its HTTPS listener (keep-alive connections, so TLS costs its record layer);
 and the time of full TLS handshakes to the HTTPS listener on loopback (a new connection
 each, session resumption off).
@@ -43,17 +43,19 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wrk(url, seconds):
-    out = sh("wrk", "-t1", "-c4", f"-d{seconds}s", "--latency", url).stdout
+def wrk(url, seconds, connections):
+    out = sh("wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url).stdout
 
     def ms(value):
         n, unit = re.match(r"([0-9.]+)(us|ms|s)", value).groups()
         return float(n) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
-    errors = re.search(r"Socket errors:.*|Non-2xx.*", out)
-    if errors:
-        raise RuntimeError(f"wrk {url}: {errors.group(0)}")
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if non2xx:
+        raise RuntimeError(f"wrk {url}: {non2xx.group(0)}")
+    errors = re.search(r"Socket errors:.*", out)
     return {
+        "errors": sum(int(n) for n in re.findall(r"\d+", errors.group(0))) if errors else 0,
         "rps": float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1)),
         "p50": ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1)),
         "p99": ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1)),
@@ -81,6 +83,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--seconds", type=int, default=10)
+    p.add_argument("--connections", type=int, default=4, help="wrk's connections (-c)")
     args = p.parse_args()
     for tool in ("wrk", "openssl", "git", "docker"):
         if shutil.which(tool) is None:
@@ -139,10 +142,11 @@ def main():
         shakes = []
         for _ in range(args.rounds):
             for kind, url in urls.items():
-                runs[kind].append(wrk(url, args.seconds))
+                runs[kind].append(wrk(url, args.seconds, args.connections))
             shakes.append(handshakes(https, work / "cert.pem"))
         direct = runs["direct"]
-        print("| HTTPS through the proxy (`python3 bench/https.py`) | result | goal |")
+        c = args.connections
+        print(f"| HTTPS through the proxy (`python3 bench/https.py --connections {c}`) | result | goal |")
         print("|---|---|---|")
         for kind, label in (("http", "HTTP"), ("https", "HTTPS")):
             lost = [100 * (1 - r["rps"] / d["rps"]) for d, r in zip(direct, runs[kind])]
@@ -158,6 +162,9 @@ def main():
             print(f"| `GET /`: p99 latency, direct → proxy over {label} (ms) | "
                   f"{statistics.median(d['p99'] for d in direct):.2f} → {statistics.median(r['p99'] for r in runs[kind]):.2f}; "
                   f"added {spread(added99, '{:.2f}')} | |")
+        errors = {kind: sum(r["errors"] for r in runs[kind]) for kind in urls}
+        print(f"| wrk's socket errors and timeouts (direct, HTTP, HTTPS), all rounds | "
+              f"{errors['direct']}, {errors['http']}, {errors['https']} | |")
         print(f"| Full TLS handshake on loopback, connect included: median (ms) | "
               f"{spread([s[0] for s in shakes], '{:.2f}')} | < 2 ms |")
         print(f"| Full TLS handshake: p99 (ms) | {spread([s[1] for s in shakes], '{:.2f}')} | |")
