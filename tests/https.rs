@@ -411,4 +411,11 @@ fn one_daemon_serves_two_roots_on_one_https_port_and_refuses_a_hostname_claimed_
     assert!(push.output.contains(&said), "{}", push.output);
     wait_https(&client, https, "shop.test", "version: shop v1");
     wait_https(&client, https, "blog.test", "version: blog v1");
+
+    // `deploy down` of the shop closes its hostnames (404, not 502); the blog serves on.
+    let down = shop.deploy(&["down"]);
+    assert!(down.status.success(), "{}", common::text(&down));
+    let gone = https_get(&client, https, "www.shop.test").unwrap();
+    assert_eq!((gone.status, gone.body.as_str()), (404, "not found\n"));
+    wait_https(&client, https, "blog.test", "version: blog v1");
 }

@@ -72,6 +72,9 @@ use tokio::task::JoinHandle;
 use backend::{Active, Backend, Work};
 pub(crate) use stats::{BackendStats, ProxyStats};
 
+/// How often an HTTP/2 client connection is pinged, and how long its answer may take.
+const H2_PING_EVERY: Duration = Duration::from_secs(20);
+
 /// How long a drain waits for the old backend's requests and tunnels unless told otherwise.
 #[cfg(test)]
 pub(crate) const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -512,7 +515,10 @@ impl Proxy {
             .http2()
             .enable_connect_protocol()
             .timer(TokioTimer::new())
-            .max_header_list_size(config.max_header_bytes.max(8192) as u32);
+            .max_header_list_size(config.max_header_bytes.max(8192) as u32)
+            // A peer that is gone (no answer to a ping) frees its connection's slot.
+            .keep_alive_interval(Some(H2_PING_EVERY))
+            .keep_alive_timeout(H2_PING_EVERY);
         let mut server = hyper::server::conn::http1::Builder::new();
         // A client that opens a connection and dribbles bytes cannot hold it for ever; one
         // that sends a head too large is answered `431` (hyper's answer to a full buffer).
