@@ -380,3 +380,44 @@ fn nix_kill(pid: u32) -> std::io::Result<()> {
         .then_some(())
         .ok_or_else(|| std::io::Error::other("kill failed"))
 }
+
+/// `deploy init` registered the root (in the test's own registry, named by its serve.yml):
+/// `deploy serve` without `--root` serves it.
+#[test]
+fn deploy_serve_without_a_root_serves_the_registered_roots() {
+    let stack = Stack::web("registered");
+    let serve_yml = stack.base.path().join("serve.yml");
+    let link = std::fs::read_link(
+        stack.base.path().join("roots").join(
+            stack
+                .root
+                .to_string_lossy()
+                .trim_start_matches('/')
+                .replace('_', "__")
+                .replace('/', "_"),
+        ),
+    )
+    .expect("deploy init registered the root");
+    assert_eq!(link, stack.root);
+    let mut daemon = Command::new(DEPLOY)
+        .arg("serve")
+        .current_dir("/")
+        .env_remove("DEPLOY_ROOT")
+        .env("DEPLOY_SERVE_CONFIG", &serve_yml)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let starts = 1;
+    common::daemon::wait_ready(&stack, starts);
+    let pid = std::fs::read_to_string(stack.root.join("serve.pid")).unwrap();
+    assert_eq!(
+        pid.trim(),
+        daemon.id().to_string(),
+        "serve.pid names the daemon"
+    );
+    assert!(stack.root.join("deploy.sock").exists());
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+}
