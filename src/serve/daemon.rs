@@ -367,7 +367,15 @@ async fn restore(
     for r in &routes {
         tracing::info!(listen = %r.listen, backend = %r.backend, "resuming proxying to the live container");
     }
-    switch.route(routes)
+    // Hostnames apart: a hostname listener that cannot open (another server holds port
+    // 80, say) leaves them unserved, said in the log, and the ports still serve.
+    let (hosts, ports): (Vec<Route>, Vec<Route>) = (routes.into_iter())
+        .partition(|r| matches!(r.listen, crate::docker::routes::Listen::Host { .. }));
+    switch.route(ports)?;
+    if let Err(e) = switch.route(hosts) {
+        tracing::error!(error = %format!("{e:#}"), "hostnames not served until the next deploy");
+    }
+    Ok(())
 }
 
 /// The routes the running containers of `project` ask for, through their labels.
