@@ -1,12 +1,14 @@
-//! The reverse proxy `deploy serve` runs on the host ports of services built from the repo:
-//! it forwards each to the live revision's container and switches between revisions without
-//! failing a request.
+//! The reverse proxy `deploy serve` runs on the host ports of services built from the repo,
+//! and on one HTTP and one HTTPS listener for hostnames: it forwards each to the live
+//! revision's container and switches between revisions without failing a request.
 //!
 //! ```text
 //! host port ─ listener ─ sniff first bytes ─┬─ HTTP/1 request line ─ http: per request, the live backend,
 //!                                           │      pooled keep-alive connections, upgrades → tunnel
 //!                                           └─ anything else ──────── tcp: one tunnel to the backend
 //!                                                                     live at connect time
+//! :80  ─ listener ───────────────────────────── http: per request, the route of its Host (404 if none)
+//! :443 ─ listener ─ TLS (certificate by SNI) ── http: HTTP/1.1 or HTTP/2 by ALPN, the same
 //! ```
 //!
 //! How the daemon uses it:
@@ -43,8 +45,9 @@
 //! second), connections to the ports are refused and those still in the old listener's
 //! backlog are reset. Requests already received are answered, then their connections close,
 //! so keep-alive clients reconnect to the new daemon. `SO_REUSEADDR` lets the new daemon bind
-//! at once. Passing the listening sockets to the successor would close the gap; that is for
-//! the daemon's hand-off, not this module.
+//! at once. There is no gap when the sockets outlive the daemon: systemd's socket unit
+//! holds them (`hand_over`), or an upgrade passes them to the successor
+//! (`listening_sockets`, `serve/upgrade.rs`).
 
 mod backend;
 pub(crate) mod backoff;
