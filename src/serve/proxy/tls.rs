@@ -5,6 +5,7 @@
 //! together: `shop.example.com.pem`, or `_wildcard.example.com.pem` for `*.example.com`.
 //! Directories are searched in order (the operator's first): an exact name in any of them
 //! wins over a wildcard.
+//!
 //! A file that fails to read or parse is named in the log and its previous version, if any,
 //! keeps serving: a file caught half-copied never takes a hostname's HTTPS away.
 
