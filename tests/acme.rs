@@ -114,17 +114,7 @@ fn acme_obtains_a_certificate_from_pebble_through_http_01_and_serves_it() {
     ));
     let certs = base.join("certs");
     std::fs::create_dir(&certs).unwrap();
-    let _daemon = Daemon::start_with(
-        &stack,
-        &[
-            "--http",
-            &format!("127.0.0.1:{http}"),
-            "--https",
-            &format!("127.0.0.1:{https}"),
-            "--certs",
-            certs.to_str().unwrap(),
-        ],
-    );
+    let _daemon = Daemon::start_hosts(&stack, (http, https), &certs, &[]);
     stack.write("index.html", "version: v1\n");
     stack.commit("v1");
     let push = stack.push("alice");

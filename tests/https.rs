@@ -178,18 +178,7 @@ fn hostnames_are_served_over_https_by_sni_and_a_deploy_or_a_new_certificate_fail
     ca.issue(&certs, "_wildcard.apps.test.pem", "*.apps.test");
     stack.add_settings("hostnames: [shop.test, www.apps.test, Plain.Test]\n");
     let (http, https) = (common::free_port(), common::free_port());
-    let (http_addr, https_addr) = (format!("127.0.0.1:{http}"), format!("127.0.0.1:{https}"));
-    let _daemon = Daemon::start_with(
-        &stack,
-        &[
-            "--http",
-            &http_addr,
-            "--https",
-            &https_addr,
-            "--certs",
-            certs.to_str().unwrap(),
-        ],
-    );
+    let _daemon = Daemon::start_hosts(&stack, (http, https), &certs, &[]);
     stack.write("index.html", "version: v1\n");
     stack.commit("v1");
     let push = stack.push("alice");
@@ -330,22 +319,12 @@ fn one_daemon_serves_two_roots_on_one_https_port_and_refuses_a_hostname_claimed_
     shop.add_settings("hostnames: [shop.test, www.shop.test]\n");
     blog.add_settings("hostnames: [blog.test, www.blog.test, api.blog.test]\n");
     let https = common::free_port();
-    let https_addr = format!("127.0.0.1:{https}");
-    let http_addr = format!("127.0.0.1:{}", common::free_port());
-    let _daemon = Daemon::start_with(
+    let (blog_root, broken_root) = (blog.root.to_str().unwrap(), broken.root.to_str().unwrap());
+    let _daemon = Daemon::start_hosts(
         &shop,
-        &[
-            "--root",
-            blog.root.to_str().unwrap(),
-            "--root",
-            broken.root.to_str().unwrap(),
-            "--http",
-            &http_addr,
-            "--https",
-            &https_addr,
-            "--certs",
-            certs.to_str().unwrap(),
-        ],
+        (common::free_port(), https),
+        &certs,
+        &["--root", blog_root, "--root", broken_root],
     );
     wait_socket(&blog);
     let deadline = Instant::now() + Duration::from_secs(30);

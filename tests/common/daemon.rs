@@ -17,6 +17,21 @@ impl Daemon {
         Self::start_with(stack, &[])
     }
 
+    /// Serving hostnames on loopback: HTTP on `http`, HTTPS on `https`, the certificates of
+    /// `certs`; `more` flags (other roots) after them.
+    pub fn start_hosts(
+        stack: &Stack,
+        (http, https): (u16, u16),
+        certs: &std::path::Path,
+        more: &[&str],
+    ) -> Self {
+        let (http, https) = (format!("127.0.0.1:{http}"), format!("127.0.0.1:{https}"));
+        let certs = certs.to_str().unwrap();
+        let mut flags = vec!["--http", &http, "--https", &https, "--certs", certs];
+        flags.extend(more);
+        Self::start_with(stack, &flags)
+    }
+
     /// With `deploy serve`'s flags (`--http ADDR`, …) after `--root ROOT`.
     pub fn start_with(stack: &Stack, flags: &[&str]) -> Self {
         let starts = ready_lines(stack) + 1;
