@@ -412,3 +412,59 @@ fn deploy_serve_without_a_root_serves_the_registered_roots() {
     let _ = daemon.kill();
     let _ = daemon.wait();
 }
+
+/// A new program that cannot start: `--upgrade` says the upgrade failed, and the old daemon
+/// serves on (no request fails, and it takes the next push).
+#[test]
+fn a_failed_upgrade_leaves_the_old_daemon_serving() {
+    let stack = Stack::web("upgradefail");
+    let bin = stack.base.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let installed = bin.join("deploy");
+    std::fs::copy(DEPLOY, &installed).unwrap();
+    let starts = common::daemon::ready_lines(&stack) + 1;
+    let mut old = Command::new(&installed)
+        .args(["serve", "--root"])
+        .arg(&stack.root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    common::daemon::wait_ready(&stack, starts);
+    stack.write("index.html", "version: v1\n");
+    stack.commit("v1");
+    assert!(stack.push("alice").pushed);
+    stack.wait_for_page("version: v1", Duration::from_secs(60));
+
+    let load = Load::start(stack.port);
+    let broken = bin.join(".deploy.new");
+    std::fs::write(&broken, "#!/bin/sh\nexit 3\n").unwrap();
+    std::fs::set_permissions(&broken, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::rename(&broken, &installed).unwrap();
+    let upgrade = run(Command::new(DEPLOY)
+        .args(["serve", "--upgrade", "--root"])
+        .arg(&stack.root));
+    let said = text(&upgrade);
+    assert!(!upgrade.status.success(), "{said}");
+    assert!(
+        said.contains(&format!(
+            "the upgrade failed and pid {} serves on",
+            old.id()
+        )) && said.contains("ended before it was ready"),
+        "{said}"
+    );
+    assert!(
+        old.try_wait().unwrap().is_none(),
+        "the old daemon still runs"
+    );
+    stack.write("index.html", "version: v2\n");
+    stack.commit("v2");
+    let push = stack.push("alice");
+    assert!(push.pushed, "{}", push.output);
+    stack.wait_for_page("version: v2", Duration::from_secs(60));
+    let (ok, failed, when) = load.finish();
+    let _ = old.kill();
+    let _ = old.wait();
+    assert_eq!(failed, 0, "failed requests at {when:?} ({ok} succeeded)");
+}

@@ -77,7 +77,10 @@ pub(crate) async fn run(roots: Vec<Root>, serve: ServeConfig) -> anyhow::Result<
                     tracing::info!(?report, "deploy serve stopped");
                     return Ok(());
                 }
-                Err(e) => tracing::error!(error = %format!("{e:#}"), "upgrade failed; this daemon carries on"),
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "upgrade failed; this daemon carries on");
+                    super::upgrade::failed(&paths, &e);
+                }
             },
         }
     }

@@ -123,6 +123,18 @@ pub(crate) fn announce_ready(ready: Option<OwnedFd>, roots: &[PathBuf]) {
     }
 }
 
+/// Where a failed upgrade says why, for `deploy serve --upgrade` waiting on it.
+fn failure_file(root: &Path) -> PathBuf {
+    root.join("serve.upgrade-failed")
+}
+
+/// Tells `deploy serve --upgrade` the upgrade failed and this daemon carries on.
+pub(crate) fn failed(roots: &[PathBuf], error: &anyhow::Error) {
+    for root in roots {
+        let _ = std::fs::write(failure_file(root), format!("{error:#}\n"));
+    }
+}
+
 /// The descriptor a predecessor waits on, named by `READY_FD`; read once, at start.
 pub(crate) fn ready_fd() -> Option<OwnedFd> {
     let fd: RawFd = std::env::var(READY_FD).ok()?.parse().ok()?;
@@ -163,6 +175,8 @@ pub(crate) fn request(root: &Path) -> anyhow::Result<(u32, u32)> {
             pid_file.display()
         );
     };
+    let failure = failure_file(root);
+    let _ = std::fs::remove_file(&failure);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(old as i32),
         nix::sys::signal::Signal::SIGHUP,
@@ -171,6 +185,10 @@ pub(crate) fn request(root: &Path) -> anyhow::Result<(u32, u32)> {
     // The old daemon first finishes the deploys it runs and has queued.
     let deadline = std::time::Instant::now() + Duration::from_secs(3600);
     while is_deploy(old) {
+        if let Ok(why) = std::fs::read_to_string(&failure) {
+            let _ = std::fs::remove_file(&failure);
+            bail!("the upgrade failed and pid {old} serves on: {}", why.trim());
+        }
         if std::time::Instant::now() > deadline {
             bail!(
                 "`deploy serve` (pid {old}) has not handed over after an hour; see `ROOT/serve.log`"
