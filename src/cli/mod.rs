@@ -153,42 +153,26 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
     }
     match cli.command {
         Some(Command::Init(args)) => init::run(args).await,
-        Some(Command::Hook(args)) => hook::run(Root::discover(one_root(cli.root)?)?, args).await,
-        Some(Command::Status(args)) => {
-            status::run(Root::discover(one_root(cli.root)?)?, args).await
-        }
-        Some(Command::History(args)) => {
-            history::run(Root::discover(one_root(cli.root)?)?, args).await
-        }
-        Some(Command::Logs(args)) => logs::run(Root::discover(one_root(cli.root)?)?, args).await,
-        Some(Command::Cancel(args)) => {
-            cancel::run(Root::discover(one_root(cli.root)?)?, args).await
-        }
-        Some(Command::Down(args)) => down::run(Root::discover(one_root(cli.root)?)?, args).await,
-        Some(Command::Config(args)) => {
-            config::run(Root::discover(one_root(cli.root)?)?, args).await
-        }
+        Some(Command::Hook(args)) => hook::run(root(cli.root)?, args).await,
+        Some(Command::Status(args)) => status::run(root(cli.root)?, args).await,
+        Some(Command::History(args)) => history::run(root(cli.root)?, args).await,
+        Some(Command::Logs(args)) => logs::run(root(cli.root)?, args).await,
+        Some(Command::Cancel(args)) => cancel::run(root(cli.root)?, args).await,
+        Some(Command::Down(args)) => down::run(root(cli.root)?, args).await,
+        Some(Command::Config(args)) => config::run(root(cli.root)?, args).await,
         Some(Command::Serve(args)) => serve::run(serve::roots(cli.root)?, args).await,
-        Some(Command::Backups(args)) => {
-            backups::list(Root::discover(one_root(cli.root)?)?, args).await
-        }
-        Some(Command::Backup(args)) => {
-            backups::take(Root::discover(one_root(cli.root)?)?, args).await
-        }
-        Some(Command::RestoreDb(args)) => {
-            restore::run(Root::discover(one_root(cli.root)?)?, args).await
-        }
-        Some(Command::Export(args)) => {
-            export::run_export(Root::discover(one_root(cli.root)?)?, args).await
-        }
+        Some(Command::Backups(args)) => backups::list(root(cli.root)?, args).await,
+        Some(Command::Backup(args)) => backups::take(root(cli.root)?, args).await,
+        Some(Command::RestoreDb(args)) => restore::run(root(cli.root)?, args).await,
+        Some(Command::Export(args)) => export::run_export(root(cli.root)?, args).await,
         Some(Command::Import(args)) => export::run_import(args).await,
         Some(Command::Completions(args)) => completions::run(args),
         Some(Command::Man { dir }) => completions::man(&dir),
         Some(Command::DeliverNotifications) => {
-            crate::notify::deliver(&Root::discover(one_root(cli.root)?)?).await?;
+            crate::notify::deliver(&root(cli.root)?).await?;
             Ok(exit::SUCCESS)
         }
-        None => deploy::run(Root::discover(one_root(cli.root)?)?, cli.deploy).await,
+        None => deploy::run(root(cli.root)?, cli.deploy).await,
     }
 }
 
@@ -283,9 +267,8 @@ fn init_tracing() {
 }
 
 /// The daemon's own log: `RUST_LOG` (default `info`) to stderr (the journal under systemd)
-/// and to `ROOT/serve.log`.
-/// The daemon's log: stderr, and `serve.log` in each of its roots (every root's file gets
-/// every line: the proxy and the listeners are shared).
+/// and to `serve.log` in each of its roots (every root's file gets every line: the proxy and
+/// the listeners are shared).
 fn init_daemon_tracing(roots: &[Root]) -> Vec<tracing_appender::non_blocking::WorkerGuard> {
     use tracing_subscriber::Layer;
     use tracing_subscriber::layer::SubscriberExt;
@@ -314,12 +297,13 @@ fn init_daemon_tracing(roots: &[Root]) -> Vec<tracing_appender::non_blocking::Wo
     guards
 }
 
-/// The one root a command other than `deploy serve` acts on.
-fn one_root(roots: Vec<PathBuf>) -> anyhow::Result<Option<PathBuf>> {
+/// The one root a command other than `deploy serve` acts on: the `--root` given, or the one
+/// found from the hook's repo or the current directory.
+fn root(roots: Vec<PathBuf>) -> anyhow::Result<Root> {
     if roots.len() > 1 {
         anyhow::bail!("only `deploy serve` takes more than one `--root`");
     }
-    Ok(roots.into_iter().next())
+    Root::discover(roots.into_iter().next())
 }
 
 /// Who is deploying, for a deploy asked from this process: the name `DEPLOY_USER`, then
