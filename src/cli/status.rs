@@ -32,6 +32,9 @@ pub(crate) struct Status {
     notify_failure: Option<crate::ledger::Failure>,
     /// deploy.yml's hostnames, and whether a certificate serves each over HTTPS.
     hostnames: Vec<Hostname>,
+    /// Where `deploy serve` looks for the operator's certificates (with hostnames only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    certs_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Serialize)]
@@ -47,12 +50,17 @@ const EXPIRY_WARNING_DAYS: i64 = 14;
 
 /// Each hostname, with HTTPS when a file of the certificates directory (`deploy serve`'s,
 /// from /etc/deploy/serve.yml) covers it.
-fn hostnames(root: &Root, settings: &Settings) -> anyhow::Result<Vec<Hostname>> {
+/// Also returns the operator's certificates directory, when there are hostnames.
+fn hostnames(
+    root: &Root,
+    settings: &Settings,
+) -> anyhow::Result<(Vec<Hostname>, Option<std::path::PathBuf>)> {
     if settings.hostnames.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), None));
     }
     let dir = crate::serve::config::ServeConfig::load()?.certs;
-    let certs = crate::serve::proxy::tls::Certs::load(&crate::serve::acme::cert_dirs(&dir, root));
+    let dirs = crate::serve::acme::cert_dirs(&dir, std::slice::from_ref(root));
+    let certs = crate::serve::proxy::tls::Certs::load(&dirs);
     let now = chrono::Utc::now().timestamp();
     let hosts = (settings.hostnames.iter())
         .map(|h| Hostname {
@@ -61,7 +69,7 @@ fn hostnames(root: &Root, settings: &Settings) -> anyhow::Result<Vec<Hostname>> 
             expires_in_days: certs.not_after(h).map(|end| (end - now).div_euclid(86_400)),
         })
         .collect();
-    Ok(hosts)
+    Ok((hosts, Some(dir)))
 }
 
 #[derive(Serialize)]
@@ -139,6 +147,7 @@ pub(crate) async fn gather(
     ledger: &Ledger,
 ) -> anyhow::Result<Status> {
     let project = settings.project(root)?;
+    let (hostnames, certs_dir) = hostnames(root, settings)?;
     let live = ledger.last_succeeded().await?;
     // Settled first (`settle`), or by the daemon: what is running or queued now is real.
     let running = ledger.running().await?.into_iter().next();
@@ -160,7 +169,8 @@ pub(crate) async fn gather(
             limit: settings.build_cache,
         },
         notify_failure: ledger.last_notification_failure().await?,
-        hostnames: hostnames(root, settings)?,
+        hostnames,
+        certs_dir,
     })
 }
 
@@ -242,8 +252,10 @@ fn print(status: &Status, settings: &Settings) {
 
 /// Each hostname, and how it is served.
 fn print_hostnames(status: &Status) {
-    let dir = (crate::serve::config::ServeConfig::load())
-        .map_or_else(|_| Default::default(), |c| c.certs);
+    let dir = status
+        .certs_dir
+        .as_deref()
+        .unwrap_or(std::path::Path::new(""));
     for (i, h) in status.hostnames.iter().enumerate() {
         let how = match (h.https, h.expires_in_days) {
             (true, Some(days)) if days < EXPIRY_WARNING_DAYS => {

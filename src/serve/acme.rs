@@ -54,7 +54,8 @@ pub(crate) struct AcmeSettings {
 /// Where the account and the certificates live, and what the task needs from the daemon.
 pub(crate) struct Acme {
     pub(crate) settings: AcmeSettings,
-    pub(crate) dir: PathBuf,
+    /// Its `acme/` folder holds the account and the certificates.
+    pub(crate) root: Root,
     pub(crate) certs: Arc<Certs>,
     /// Index of ACME's folder in `certs`: hostnames another folder covers are left alone.
     pub(crate) own: usize,
@@ -116,8 +117,8 @@ impl Acme {
     /// A hostname no other folder covers, whose ACME certificate is missing or expires
     /// within `RENEW_BEFORE`.
     fn needs(&self, host: &str) -> bool {
-        let other = (0..self.certs.dir_count()).filter(|i| *i != self.own);
-        if other.into_iter().any(|i| self.certs.covers_from(i, host)) {
+        let mut other = (0..self.certs.dir_count()).filter(|i| *i != self.own);
+        if other.any(|i| self.certs.covers_from(i, host)) {
             return false;
         }
         if !self.certs.covers_from(self.own, host) {
@@ -145,7 +146,7 @@ impl Acme {
         }
         let pem = issued?;
         write_private(
-            &self.dir.join("certs"),
+            &self.root.acme_certs(),
             &format!("{host}.pem"),
             pem.as_bytes(),
         )
@@ -182,7 +183,7 @@ impl Acme {
     /// The account of `account.json`, or a new one (saved there) when there is none for
     /// this directory URL.
     async fn account(&self) -> anyhow::Result<Account> {
-        let path = self.dir.join("account.json");
+        let path = self.root.acme().join("account.json");
         let builder = || match &self.settings.ca_file {
             Some(ca) => Account::builder_with_root(ca)
                 .with_context(|| format!("failed to read `{}`", ca.display())),
@@ -217,7 +218,7 @@ impl Acme {
             credentials,
         };
         let json = serde_json::to_vec(&saved).context("failed to write the account")?;
-        write_private(&self.dir, "account.json", &json)?;
+        write_private(&self.root.acme(), "account.json", &json)?;
         Ok(account)
     }
 }
@@ -272,7 +273,11 @@ fn write_private(dir: &Path, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
         .with_context(|| format!("failed to write `{}`", path.display()))
 }
 
-/// The folders the proxy reads certificates from for `root`: the operator's, then ACME's.
-pub(crate) fn cert_dirs(operator: &Path, root: &Root) -> Vec<PathBuf> {
-    vec![operator.to_path_buf(), root.acme_certs()]
+/// The folders the proxy reads certificates from: the operator's, then each root's from
+/// ACME (folder 1 + the root's index).
+pub(crate) fn cert_dirs(operator: &Path, roots: &[Root]) -> Vec<PathBuf> {
+    let acme = roots.iter().map(Root::acme_certs);
+    std::iter::once(operator.to_path_buf())
+        .chain(acme)
+        .collect()
 }

@@ -106,9 +106,7 @@ fn host_proxy(
         upstream_timeout,
         ..config
     };
-    let mut dirs = vec![serve.certs.clone()];
-    dirs.extend(roots.iter().map(Root::acme_certs));
-    let certs = tls::Certs::load(&dirs);
+    let certs = tls::Certs::load(&super::acme::cert_dirs(&serve.certs, roots));
     certs.watch();
     let proxy = Proxy::with_certs(config, Some(Arc::clone(&certs)));
     proxy.hand_over(handed);
@@ -212,7 +210,7 @@ async fn start_root(
         let routed = Arc::clone(&switch);
         super::acme::start(super::acme::Acme {
             settings: acme.clone(),
-            dir: root.acme(),
+            root: root.clone(),
             certs: Arc::clone(certs),
             own: acme_dir,
             challenges: host.proxy.challenges(),
