@@ -149,7 +149,7 @@ impl ProxySwitch {
                     }
                 }
                 Owned::Host(host) => {
-                    proxy.set_host_backends(&host, &backends, redirect)?;
+                    proxy.set_host_backends(&host, &backends, redirect);
                     routed_hosts = true;
                 }
             }

@@ -185,15 +185,18 @@ impl Handler {
         if let Some(answer) = token.and_then(|t| self.shared.challenges.answer(t)) {
             return Err(Box::new(plain(StatusCode::OK, &answer)));
         }
-        let host = request_host(request);
-        let Some((route, redirect)) = host.as_deref().and_then(|h| self.shared.host(h)) else {
+        let host = request_host(request).unwrap_or_default();
+        let Some(entry) = self.shared.host(&host) else {
             Counters::bump(&self.shared.counters.no_backend);
             return Err(Box::new(plain(StatusCode::NOT_FOUND, "not found\n")));
         };
-        if let (false, Some(port), Some(host)) = (https, redirect, host) {
+        if !https
+            && entry.https_redirect
+            && let Some(port) = self.shared.https_port_for(&host)
+        {
             return Err(Box::new(to_https(&host, port, request.uri())));
         }
-        Ok(route)
+        Ok(entry.route)
     }
 
     /// Sends the request to the route's live backend, chosen now, when it arrives: after a

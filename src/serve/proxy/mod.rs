@@ -244,7 +244,7 @@ struct Shared {
     hosts_server: hyper_util::server::conn::auto::Builder<TokioExecutor>,
     /// Routes by hostname, read on every request of the hostname listeners.
     hosts: RwLock<HashMap<String, HostEntry>>,
-    /// The operator's certificates, for the HTTPS listener and the redirect to it.
+    /// The certificates (the operator's, ACME's), for the HTTPS listener and the redirect.
     certs: Option<Arc<tls::Certs>>,
     /// The HTTPS listener's port once it listens (0 before): HTTP redirects there.
     https_port: AtomicU16,
@@ -461,15 +461,17 @@ impl Shared {
         self.hosts.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The route for `host`, and whether its plain HTTP requests go to HTTPS: only when it
-    /// asks for that, the HTTPS listener runs, and a certificate covers it.
-    fn host(&self, host: &str) -> Option<(Arc<Route>, Option<u16>)> {
-        let entry = self.hosts_read().get(host).cloned()?;
-        let https_port = self.https_port.load(Ordering::Acquire);
-        let redirect = entry.https_redirect
-            && https_port != 0
-            && self.certs.as_ref().is_some_and(|c| c.covers(host));
-        Some((entry.route, redirect.then_some(https_port)))
+    /// The route for `host`, and whether its plain HTTP requests go to HTTPS.
+    fn host(&self, host: &str) -> Option<HostEntry> {
+        self.hosts_read().get(host).cloned()
+    }
+
+    /// The HTTPS port a plain HTTP request for `host` is redirected to: only when the HTTPS
+    /// listener runs and a certificate covers the host.
+    fn https_port_for(&self, host: &str) -> Option<u16> {
+        let port = self.https_port.load(Ordering::Acquire);
+        let covered = self.certs.as_ref().is_some_and(|c| c.covers(host));
+        (port != 0 && covered).then_some(port)
     }
 
     fn connection_opened(self: &Arc<Self>) -> ConnectionGuard {
@@ -619,7 +621,7 @@ impl Proxy {
         host: &str,
         addrs: &[SocketAddr],
         https_redirect: bool,
-    ) -> Result<Vec<SocketAddr>, ProxyError> {
+    ) -> Vec<SocketAddr> {
         let mut registry = self.shared.registry();
         let backends = registry.backends_for(addrs, &self.shared);
         let route = {
@@ -635,7 +637,7 @@ impl Proxy {
         registry.forget_idle_backends();
         drop(registry);
         tracing::info!(host, from = ?previous, to = ?addrs, "switched backends");
-        Ok(previous)
+        previous
     }
 
     /// Stops routing `host`: its requests get `404`, as any unknown host's. Returns the

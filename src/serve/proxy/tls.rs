@@ -25,7 +25,7 @@ use rustls::sign::CertifiedKey;
 const MAX_PEM_BYTES: u64 = 1 << 20;
 
 /// How often the directory is read again for changed files.
-pub(crate) const RELOAD_EVERY: Duration = Duration::from_secs(2);
+const RELOAD_EVERY: Duration = Duration::from_secs(2);
 
 /// The certificates of some directories, by directory and hostname (`*.example.com` for a
 /// wildcard).
