@@ -72,12 +72,10 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<u8> {
 /// and started, or reloaded when it runs (its new process serves this root too); where
 /// systemd does not run, what to run instead.
 fn serve_host() -> anyhow::Result<()> {
-    if !Path::new("/run/systemd/system").is_dir() {
-        println!(
-            "systemd does not run here, so nothing was installed; run the daemon for every registered root under your supervisor (if it runs already, `deploy serve --upgrade` makes it serve this root too):"
-        );
-        println!();
-        println!("  deploy serve");
+    if !systemd_runs(
+        "for every registered root (if it runs already, `deploy serve --upgrade` makes it serve this root too)",
+        "deploy serve",
+    ) {
         return Ok(());
     }
     install_unit("deploy-serve.service", HOST_UNIT)?;
@@ -94,6 +92,25 @@ fn serve_host() -> anyhow::Result<()> {
     }
     println!("deploy serve runs as {service} for every registered root (journalctl -u {service})");
     Ok(())
+}
+
+/// Whether systemd runs here; if not, says what to run (`by_hand`, the daemon `what` is
+/// for) under the operator's own supervisor.
+fn systemd_runs(what: &str, by_hand: &str) -> bool {
+    if Path::new("/run/systemd/system").is_dir() {
+        return true;
+    }
+    let what = if what.is_empty() {
+        String::new()
+    } else {
+        format!(" {what}")
+    };
+    println!(
+        "systemd does not run here, so nothing was installed; run the daemon{what} under your supervisor:"
+    );
+    println!();
+    println!("  {by_hand}");
+    false
 }
 
 /// Writes `name` to /etc/systemd/system for this binary, unless a package shipped it.
@@ -124,12 +141,7 @@ fn serve(root: &Root) -> anyhow::Result<()> {
         "deploy serve --root {}",
         shlex::try_quote(&root.path().to_string_lossy()).unwrap_or_default()
     );
-    if !Path::new("/run/systemd/system").is_dir() {
-        println!(
-            "systemd does not run here, so nothing was installed; run the daemon under your supervisor:"
-        );
-        println!();
-        println!("  {by_hand}");
+    if !systemd_runs("", &by_hand) {
         return Ok(());
     }
     install_unit("deploy-serve@.service", SERVE_UNIT)?;
