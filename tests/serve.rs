@@ -312,34 +312,10 @@ fn deploy_down_tells_the_daemon_to_close_the_stacks_routes() {
 #[test]
 fn an_upgrade_to_a_new_binary_under_load_fails_no_request() {
     let stack = Stack::web("upgrade");
-    let bin = stack.base.path().join("bin");
-    std::fs::create_dir(&bin).unwrap();
-    let installed = bin.join("deploy");
-    let install = || {
-        let partial = bin.join(".deploy.new");
-        std::fs::copy(DEPLOY, &partial).unwrap();
-        std::fs::rename(&partial, &installed).unwrap();
-    };
-    install();
-    let starts = common::daemon::ready_lines(&stack) + 1;
-    let log = std::fs::File::create(stack.base.path().join("serve.stderr")).unwrap();
-    let mut old = Command::new(&installed)
-        .args(["serve", "--root"])
-        .arg(&stack.root)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    common::daemon::wait_ready(&stack, starts);
-    stack.write("index.html", "version: v1\n");
-    stack.commit("v1");
-    assert!(stack.push("alice").pushed);
-    stack.wait_for_page("version: v1", Duration::from_secs(60));
-
+    let (installed, mut old) = serve_installed_v1(&stack);
     let load = Load::start(stack.port);
     std::thread::sleep(Duration::from_millis(300));
-    install();
+    install(&installed, &std::fs::read(DEPLOY).unwrap());
     let upgrade = run(Command::new(&installed)
         .args(["serve", "--upgrade", "--root"])
         .arg(&stack.root));
@@ -418,30 +394,9 @@ fn deploy_serve_without_a_root_serves_the_registered_roots() {
 #[test]
 fn a_failed_upgrade_leaves_the_old_daemon_serving() {
     let stack = Stack::web("upgradefail");
-    let bin = stack.base.path().join("bin");
-    std::fs::create_dir(&bin).unwrap();
-    let installed = bin.join("deploy");
-    std::fs::copy(DEPLOY, &installed).unwrap();
-    let starts = common::daemon::ready_lines(&stack) + 1;
-    let mut old = Command::new(&installed)
-        .args(["serve", "--root"])
-        .arg(&stack.root)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    common::daemon::wait_ready(&stack, starts);
-    stack.write("index.html", "version: v1\n");
-    stack.commit("v1");
-    assert!(stack.push("alice").pushed);
-    stack.wait_for_page("version: v1", Duration::from_secs(60));
-
+    let (installed, mut old) = serve_installed_v1(&stack);
     let load = Load::start(stack.port);
-    let broken = bin.join(".deploy.new");
-    std::fs::write(&broken, "#!/bin/sh\nexit 3\n").unwrap();
-    std::fs::set_permissions(&broken, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    std::fs::rename(&broken, &installed).unwrap();
+    install(&installed, b"#!/bin/sh\nexit 3\n");
     let upgrade = run(Command::new(DEPLOY)
         .args(["serve", "--upgrade", "--root"])
         .arg(&stack.root));
@@ -467,4 +422,38 @@ fn a_failed_upgrade_leaves_the_old_daemon_serving() {
     let _ = old.kill();
     let _ = old.wait();
     assert_eq!(failed, 0, "failed requests at {when:?} ({ok} succeeded)");
+}
+
+/// A copy of `deploy` installed in the test's folder, running `deploy serve` for `stack`,
+/// which serves v1 of the app: the path an upgrade starts again, and the old daemon.
+fn serve_installed_v1(stack: &Stack) -> (std::path::PathBuf, std::process::Child) {
+    let bin = stack.base.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let installed = bin.join("deploy");
+    install(&installed, &std::fs::read(DEPLOY).unwrap());
+    let starts = common::daemon::ready_lines(stack) + 1;
+    let log = std::fs::File::create(stack.base.path().join("serve.stderr")).unwrap();
+    let old = Command::new(&installed)
+        .args(["serve", "--root"])
+        .arg(&stack.root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    common::daemon::wait_ready(stack, starts);
+    stack.write("index.html", "version: v1\n");
+    stack.commit("v1");
+    assert!(stack.push("alice").pushed);
+    stack.wait_for_page("version: v1", Duration::from_secs(60));
+    (installed, old)
+}
+
+/// Puts a new program at `path` the way a package does: a new file renamed over the old.
+fn install(path: &std::path::Path, program: &[u8]) {
+    use std::os::unix::fs::PermissionsExt;
+    let partial = path.with_extension("new");
+    std::fs::write(&partial, program).unwrap();
+    std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&partial, path).unwrap();
 }
