@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use common::daemon::{Daemon, serve_log};
 use common::{Stack, curl};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 
 /// Pebble and its DNS stand-in, stopped when dropped.
 struct Pebble {
@@ -32,20 +31,9 @@ impl Drop for Pebble {
 /// Starts Pebble on loopback, its own HTTPS certificate from a CA written to `ca_pem`; it
 /// validates HTTP-01 on `http_port` and resolves every name to 127.0.0.1.
 fn start_pebble(dir: &Path, ca_pem: &Path, http_port: u16) -> Pebble {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "pebble test CA");
-    let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-    std::fs::write(ca_pem, ca.pem()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let cert = (CertificateParams::new(vec!["localhost".to_owned()]).unwrap())
-        .signed_by(&key, &ca)
-        .unwrap();
-    std::fs::write(dir.join("pebble-cert.pem"), cert.pem()).unwrap();
-    std::fs::write(dir.join("pebble-key.pem"), key.serialize_pem()).unwrap();
+    // One file holds the key and the chain; Pebble picks what it needs from each.
+    let ca = common::ca::Ca::new(ca_pem);
+    ca.issue(dir, "pebble.pem", "localhost");
     let (listen, management, dns, tls) = (
         common::free_port(),
         common::free_port(),
@@ -55,8 +43,8 @@ fn start_pebble(dir: &Path, ca_pem: &Path, http_port: u16) -> Pebble {
     let config = serde_json::json!({"pebble": {
         "listenAddress": format!("127.0.0.1:{listen}"),
         "managementListenAddress": format!("127.0.0.1:{management}"),
-        "certificate": dir.join("pebble-cert.pem"),
-        "privateKey": dir.join("pebble-key.pem"),
+        "certificate": dir.join("pebble.pem"),
+        "privateKey": dir.join("pebble.pem"),
         "httpPort": http_port,
         "tlsPort": tls,
         "ocspResponderURL": "",

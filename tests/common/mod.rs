@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use bollard::Docker;
 
+pub mod ca;
 pub mod daemon;
 
 pub const DEPLOY: &str = env!("CARGO_BIN_EXE_deploy");
