@@ -156,6 +156,98 @@ impl From<ProjectName> for String {
     }
 }
 
+/// An environment's name (`production`, `staging`, a preview's `feature-login`): `[a-z0-9-]`,
+/// starting with a letter or digit, at most 40 characters. It names a folder under
+/// `ROOT/envs/` and suffixes the project name, so nothing else may pass.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub(crate) struct EnvName(String);
+
+impl EnvName {
+    pub(crate) const MAX_LEN: usize = 40;
+
+    pub(crate) fn parse(s: &str) -> Result<Self, InvalidId> {
+        let ok = s.len() <= Self::MAX_LEN
+            && s.bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(InvalidId::new(
+                "environment name",
+                s,
+                "use lowercase letters, digits and `-`, starting with a letter or digit, at most 40 characters",
+            ))
+        }
+    }
+
+    /// The environment a ROOT without `environments:` has, whose paths and names are those
+    /// of a host set up before environments existed.
+    pub(crate) fn production() -> Self {
+        Self("production".to_owned())
+    }
+
+    pub(crate) fn is_production(&self) -> bool {
+        self.0 == "production"
+    }
+
+    /// A preview's name from its branch: lower case, every run of other characters one `-`,
+    /// at most 40 characters; a name that had to be shortened ends with a hash of the whole
+    /// branch, so two long branches never share a preview.
+    pub(crate) fn of_branch(branch: &str) -> Option<Self> {
+        let mut out = String::new();
+        for c in branch.chars() {
+            let c = c.to_ascii_lowercase();
+            if c.is_ascii_lowercase() || c.is_ascii_digit() {
+                out.push(c);
+            } else if !out.is_empty() && !out.ends_with('-') {
+                out.push('-');
+            }
+        }
+        let mut name = out.trim_end_matches('-').to_owned();
+        if name.len() > Self::MAX_LEN {
+            use sha2::Digest;
+            let hash = format!("{:x}", sha2::Sha256::digest(branch.as_bytes()));
+            name.truncate(Self::MAX_LEN - 9);
+            name = format!("{}-{}", name.trim_end_matches('-'), &hash[..8]);
+        }
+        Self::parse(&name).ok()
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for EnvName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::str::FromStr for EnvName {
+    type Err = InvalidId;
+    fn from_str(s: &str) -> Result<Self, InvalidId> {
+        Self::parse(s)
+    }
+}
+
+impl TryFrom<String> for EnvName {
+    type Error = InvalidId;
+    fn try_from(s: String) -> Result<Self, InvalidId> {
+        Self::parse(&s)
+    }
+}
+
+impl From<EnvName> for String {
+    fn from(e: EnvName) -> String {
+        e.0
+    }
+}
+
 /// The ledger's row id of one deploy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub(crate) struct DeploymentId(pub(crate) i64);
@@ -268,6 +360,24 @@ mod tests {
         assert_eq!(ProjectName::sanitize("-x.y").unwrap().as_str(), "xy");
         assert!(ProjectName::sanitize("...").is_none());
         assert!(ProjectName::parse("Bad").is_err());
+    }
+
+    #[test]
+    fn environment_names() {
+        assert!(EnvName::parse("staging").is_ok());
+        for bad in ["Staging", "", "-x", "a_b", "a/b", "..", &"a".repeat(41)] {
+            assert!(EnvName::parse(bad).is_err(), "{bad}");
+        }
+        let of = |b: &str| EnvName::of_branch(b).map(|e| e.0);
+        assert_eq!(of("feature/Login").as_deref(), Some("feature-login"));
+        assert_eq!(of("fix/a__b--c/").as_deref(), Some("fix-a-b-c"));
+        assert_eq!(of("/////"), None);
+        let (a, b) = (
+            of(&format!("feature/{}-a", "x".repeat(40))),
+            of(&format!("feature/{}-b", "x".repeat(40))),
+        );
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert!(a.len() <= 40 && b.len() <= 40 && a != b, "{a} {b}");
     }
 
     #[test]

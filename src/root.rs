@@ -4,15 +4,62 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
-/// A deploy root (`/bpt/production`, say). Only paths are computed here; nothing is created.
+use crate::ids::EnvName;
+
+/// A deploy root (`/bpt/production`, say), seen from one of its environments. Only paths are
+/// computed here; nothing is created.
+///
+/// The repo, `deploy.yml`, the lock and the daemon's socket are the ROOT's, shared by its
+/// environments. The rest (work tree, secrets, data, ledger, build logs, dumps) is the
+/// environment's: `production` keeps the layout of a host set up before environments
+/// existed (`ROOT/code`, `ROOT/db-data`, …), every other environment has the same layout
+/// under `ROOT/envs/<name>/`.
 #[derive(Clone, Debug)]
 pub(crate) struct Root {
     path: PathBuf,
+    env: EnvName,
 }
 
 impl Root {
+    /// ROOT, seen from `production`.
     pub(crate) fn new(path: PathBuf) -> Self {
-        Self { path }
+        Self {
+            path,
+            env: EnvName::production(),
+        }
+    }
+
+    /// The same ROOT, seen from `env`.
+    pub(crate) fn with_env(&self, env: EnvName) -> Self {
+        Self {
+            path: self.path.clone(),
+            env,
+        }
+    }
+
+    pub(crate) fn env(&self) -> &EnvName {
+        &self.env
+    }
+
+    /// Where this environment's own files live: ROOT for `production`, `ROOT/envs/<name>`
+    /// for the others. A compose file's relative paths cannot leave it.
+    pub(crate) fn dir(&self) -> PathBuf {
+        if self.env.is_production() {
+            self.path.clone()
+        } else {
+            self.envs().join(self.env.as_str())
+        }
+    }
+
+    /// The branch a preview was made for (its name is the branch made safe, which cannot
+    /// be undone).
+    pub(crate) fn preview_branch(&self) -> PathBuf {
+        self.dir().join("branch")
+    }
+
+    /// The folders of the environments other than `production`.
+    pub(crate) fn envs(&self) -> PathBuf {
+        self.path.join("envs")
     }
 
     /// Finds ROOT from, in order: `--root`/`DEPLOY_ROOT` (already folded into `explicit` by
@@ -61,7 +108,7 @@ impl Root {
 
     /// The work tree of the deployed revision; compose-relative paths resolve here.
     pub(crate) fn code(&self) -> PathBuf {
-        self.path.join("code")
+        self.dir().join("code")
     }
 
     /// Operator-managed secret files. Untracked, kept across checkouts, never in a build.
@@ -70,22 +117,22 @@ impl Root {
     }
 
     pub(crate) fn build_logs(&self) -> PathBuf {
-        self.path.join("build-logs")
+        self.dir().join("build-logs")
     }
 
     pub(crate) fn db_data(&self) -> PathBuf {
-        self.path.join("db-data")
+        self.dir().join("db-data")
     }
 
     /// Files written from `content:` configs, bind-mounted into containers.
     pub(crate) fn configs(&self) -> PathBuf {
-        self.path.join("configs")
+        self.dir().join("configs")
     }
 
     /// Copies of secret and config files whose own directory a container can write to:
     /// mounted instead of the originals, which could be swapped after the check.
     pub(crate) fn mounts(&self) -> PathBuf {
-        self.path.join("mounts")
+        self.dir().join("mounts")
     }
 
     /// Everything under ROOT that holds `deploy`'s own state, which no container may reach:
@@ -102,18 +149,30 @@ impl Root {
             self.lock_file(),
             self.socket(),
             self.path.join("serve.log"),
-            self.path.join("envs"),
+            self.envs(),
             self.backups(),
+            self.acme(),
+            self.dashboard_token(),
         ];
         for suffix in ["", "-wal", "-shm", "-journal"] {
             own.push(self.path.join(format!("deploy.db{suffix}")));
+        }
+        // An environment's own folder is under `envs`, but its work tree and data are its
+        // stack's: `envs` as a whole stays out of reach of `production` only.
+        if !self.env.is_production() {
+            own.retain(|p| *p != self.envs());
+            for suffix in ["", "-wal", "-shm", "-journal"] {
+                own.push(self.dir().join(format!("deploy.db{suffix}")));
+            }
+            own.push(self.notify_lock());
+            own.push(self.preview_branch());
         }
         own
     }
 
     /// Database dumps, named like build logs: `<date> <time> <sha> <service>.dump`.
     pub(crate) fn backups(&self) -> PathBuf {
-        self.path.join("backups")
+        self.dir().join("backups")
     }
 
     pub(crate) fn settings_file(&self) -> PathBuf {
@@ -121,7 +180,7 @@ impl Root {
     }
 
     pub(crate) fn ledger_file(&self) -> PathBuf {
-        self.path.join("deploy.db")
+        self.dir().join("deploy.db")
     }
 
     pub(crate) fn lock_file(&self) -> PathBuf {
@@ -133,7 +192,7 @@ impl Root {
     }
     /// Held by the one process delivering notifications.
     pub(crate) fn notify_lock(&self) -> PathBuf {
-        self.path.join("notify.lock")
+        self.dir().join("notify.lock")
     }
     pub(crate) fn socket(&self) -> PathBuf {
         self.path.join("deploy.sock")

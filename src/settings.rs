@@ -1,12 +1,13 @@
 //! Host settings in `ROOT/deploy.yml`: what the operator decides, never the pushed repo.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
 use crate::compose::{bytes, duration};
-use crate::ids::ProjectName;
+use crate::ids::{EnvName, ProjectName};
 use crate::root::Root;
 
 /// Everything `deploy.yml` may say. Unknown keys are errors, so a typo never goes unnoticed.
@@ -89,6 +90,85 @@ pub(crate) struct Settings {
     pub(crate) https_redirect: bool,
     /// Certificates from an ACME server for hostnames the operator has none for.
     pub(crate) acme: Option<crate::serve::acme::AcmeSettings>,
+    /// Environments beside `production`, each with its branch and what it sets otherwise
+    /// (the top level is every environment's default).
+    pub(crate) environments: BTreeMap<EnvName, Overrides>,
+    /// A throwaway environment for every push of a matching branch.
+    #[serde(deserialize_with = "de_previews")]
+    pub(crate) previews: Option<Previews>,
+    /// The caps a preview's containers get, whatever their compose file says (set by
+    /// `for_env` for a preview; never read from the file).
+    #[serde(skip)]
+    pub(crate) limits: Option<Limits>,
+}
+
+/// What an environment may set for itself; every key left out is the top level's.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Overrides {
+    pub(crate) branch: Option<String>,
+    pub(crate) compose_files: Option<Vec<PathBuf>>,
+    pub(crate) profiles: Option<Vec<String>>,
+    pub(crate) env_file: Option<PathBuf>,
+    pub(crate) health_path: Option<String>,
+    #[serde(deserialize_with = "de_some_duration")]
+    pub(crate) health_timeout: Option<Duration>,
+    pub(crate) retention: Option<usize>,
+    #[serde(deserialize_with = "de_some_hostnames")]
+    pub(crate) hostnames: Option<Vec<String>>,
+    pub(crate) route: Option<RouteSettings>,
+    pub(crate) https_redirect: Option<bool>,
+    pub(crate) backups: Option<Backups>,
+    pub(crate) backup_retention: Option<usize>,
+}
+
+/// `previews:` in deploy.yml: which branches get one, for how long, and how it starts;
+/// besides these keys, a preview may set what an environment may (`Overrides`).
+#[derive(Clone, Debug)]
+pub(crate) struct Previews {
+    /// Glob patterns of branch names (`feature/*`).
+    pub(crate) branches: globset::GlobSet,
+    pub(crate) patterns: Vec<String>,
+    /// A preview no push reached for this long is torn down.
+    pub(crate) ttl: Duration,
+    /// A folder (relative to ROOT) whose files become each new preview's `code/.secrets`.
+    pub(crate) secrets_from: Option<PathBuf>,
+    /// The environment whose newest dump a new preview's databases start from.
+    pub(crate) seed_from: Option<EnvName>,
+    pub(crate) limits: Option<Limits>,
+    /// The most previews at once; a push that would make one more is refused.
+    pub(crate) max_previews: usize,
+    /// Each preview's hostname, `{env}` standing for its name.
+    pub(crate) hostname: Option<String>,
+    pub(crate) overrides: Overrides,
+}
+
+/// The part of `previews:` that only previews have.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PreviewKeys {
+    branches: Vec<String>,
+    #[serde(default, deserialize_with = "de_some_duration")]
+    ttl: Option<Duration>,
+    #[serde(default)]
+    secrets_from: Option<PathBuf>,
+    #[serde(default)]
+    seed_from: Option<EnvName>,
+    #[serde(default)]
+    limits: Option<Limits>,
+    #[serde(default)]
+    max_previews: Option<usize>,
+    #[serde(default)]
+    hostname: Option<String>,
+}
+
+/// `limits:` of previews: caps on every container of a preview.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Limits {
+    pub(crate) cpus: Option<f64>,
+    #[serde(deserialize_with = "de_some_bytes")]
+    pub(crate) memory: Option<u64>,
 }
 
 /// `route:` in deploy.yml: by default, the only service built from the repo and its first
@@ -143,6 +223,9 @@ impl Default for Settings {
             route: RouteSettings::default(),
             https_redirect: true,
             acme: None,
+            environments: BTreeMap::new(),
+            previews: None,
+            limits: None,
         }
     }
 }
@@ -183,8 +266,15 @@ pub(crate) struct Allowances {
 }
 
 impl Settings {
-    /// Reads `ROOT/deploy.yml`; a missing file means every default.
+    /// Reads `ROOT/deploy.yml` (a missing file means every default), as it applies to the
+    /// environment `root` is seen from.
     pub(crate) fn load(root: &Root) -> anyhow::Result<Self> {
+        Ok(Self::load_all(root)?.for_env(root))
+    }
+
+    /// Reads `ROOT/deploy.yml` with its top level as it is, for what concerns every
+    /// environment (which ones there are, which branch goes where).
+    pub(crate) fn load_all(root: &Root) -> anyhow::Result<Self> {
         let path = root.settings_file();
         match std::fs::read_to_string(&path) {
             Ok(text) => Self::parse(&text, &path),
@@ -195,12 +285,138 @@ impl Settings {
         }
     }
 
+    /// The settings of `root`'s environment: the top level with the environment's own keys
+    /// over it. An environment that `environments` does not name is a preview (its branch
+    /// is the one it was made for, kept in its folder).
+    pub(crate) fn for_env(mut self, root: &Root) -> Self {
+        let env = root.env();
+        let overrides = match self.environments.get(env) {
+            Some(o) => o.clone(),
+            None if env.is_production() => Overrides::default(),
+            None => {
+                let previews = self.previews.clone();
+                self.limits = previews.as_ref().and_then(|p| p.limits);
+                if let Ok(branch) = std::fs::read_to_string(root.preview_branch()) {
+                    self.branch = branch.trim().to_owned();
+                }
+                let mut o = previews.map(|p| p.overrides).unwrap_or_default();
+                if let Some(host) = self.previews.as_ref().and_then(|p| p.hostname.as_ref()) {
+                    o.hostnames = Some(vec![host.replace("{env}", env.as_str())]);
+                }
+                o
+            }
+        };
+        let Overrides {
+            branch,
+            compose_files,
+            profiles,
+            env_file,
+            health_path,
+            health_timeout,
+            retention,
+            hostnames,
+            route,
+            https_redirect,
+            backups,
+            backup_retention,
+        } = overrides;
+        fn set<T>(to: &mut T, from: Option<T>) {
+            if let Some(v) = from {
+                *to = v;
+            }
+        }
+        set(&mut self.branch, branch);
+        set(&mut self.compose_files, compose_files);
+        set(&mut self.profiles, profiles);
+        set(&mut self.env_file, env_file.map(Some));
+        set(&mut self.health_path, health_path.map(Some));
+        set(&mut self.health_timeout, health_timeout);
+        set(&mut self.retention, retention);
+        set(&mut self.hostnames, hostnames);
+        set(&mut self.route, route);
+        set(&mut self.https_redirect, https_redirect);
+        set(&mut self.backups, backups);
+        set(&mut self.backup_retention, backup_retention);
+        self
+    }
+
+    /// The branch of each environment `deploy.yml` names, `production` first.
+    pub(crate) fn named_environments(&self) -> Vec<(EnvName, String)> {
+        let production = EnvName::production();
+        let main = (self.environments.get(&production))
+            .and_then(|o| o.branch.clone())
+            .unwrap_or_else(|| self.branch.clone());
+        let mut named = vec![(production.clone(), main)];
+        for (name, o) in &self.environments {
+            if *name != production {
+                named.push((name.clone(), o.branch.clone().unwrap_or_default()));
+            }
+        }
+        named
+    }
+
+    /// Where a push of `branch` goes: a named environment, or a preview (`true`).
+    pub(crate) fn env_of_branch(&self, branch: &str) -> Option<(EnvName, bool)> {
+        if let Some((name, _)) = (self.named_environments().into_iter()).find(|(_, b)| b == branch)
+        {
+            return Some((name, false));
+        }
+        let previews = self.previews.as_ref()?;
+        if !previews.branches.is_match(branch) {
+            return None;
+        }
+        EnvName::of_branch(branch).map(|name| (name, true))
+    }
+
+    /// The rules no single key can check: every environment has a branch of its own, and
+    /// no preview pattern takes a named environment's branch.
+    fn check_environments(&self) -> Result<(), String> {
+        let named = self.named_environments();
+        for (name, branch) in &named {
+            if branch.is_empty() {
+                return Err(format!("environments: {name}: `branch` is missing"));
+            }
+        }
+        for (i, (a, branch)) in named.iter().enumerate() {
+            if let Some((b, _)) = named[i + 1..].iter().find(|(_, other)| other == branch) {
+                return Err(format!(
+                    "environments: `{a}` and `{b}` both deploy the branch `{branch}`; give each environment a branch of its own"
+                ));
+            }
+        }
+        if let Some(previews) = &self.previews {
+            for (name, branch) in &named {
+                if let Some(pattern) = (previews.branches.matches(branch).first())
+                    .and_then(|i| previews.patterns.get(*i))
+                {
+                    return Err(format!(
+                        "previews: branches: `{pattern}` matches `{branch}`, the branch of the environment `{name}`; a branch deploys to one environment only"
+                    ));
+                }
+            }
+            if let Some(seed) = &previews.seed_from
+                && !named.iter().any(|(name, _)| name == seed)
+            {
+                return Err(format!(
+                    "previews: seed_from: `{seed}` is not an environment of this deploy.yml"
+                ));
+            }
+            if previews.overrides.branch.is_some() {
+                return Err(
+                    "previews: `branch` is not a preview's key; `branches` names the patterns"
+                        .to_owned(),
+                );
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) fn parse(text: &str, path: &Path) -> anyhow::Result<Self> {
         if text.trim().is_empty() {
             return Ok(Self::default());
         }
         let de = serde_yaml::Deserializer::from_str(text);
-        serde_path_to_error::deserialize(de).map_err(|e| {
+        let settings: Self = serde_path_to_error::deserialize(de).map_err(|e| {
             let at = e.path().to_string();
             let inner = e.into_inner();
             let msg = inner.to_string();
@@ -209,11 +425,24 @@ impl Settings {
             } else {
                 anyhow::anyhow!("`{}`: {at}: {msg}", path.display())
             }
-        })
+        })?;
+        settings
+            .check_environments()
+            .map_err(|msg| anyhow::anyhow!("`{}`: {msg}", path.display()))?;
+        Ok(settings)
     }
 
-    /// The project name: the setting, or ROOT's directory name made valid.
+    /// The project name: the setting, or ROOT's directory name made valid; an environment
+    /// other than `production` adds `-<name>` to it.
     pub(crate) fn project(&self, root: &Root) -> anyhow::Result<ProjectName> {
+        let base = self.base_project(root)?;
+        if root.env().is_production() {
+            return Ok(base);
+        }
+        Ok(ProjectName::parse(&format!("{base}-{}", root.env()))?)
+    }
+
+    fn base_project(&self, root: &Root) -> anyhow::Result<ProjectName> {
         if let Some(p) = &self.project {
             return Ok(p.clone());
         }
@@ -271,6 +500,71 @@ fn de_hostnames<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error
         hosts.push(lower);
     }
     Ok(hosts)
+}
+
+fn de_some_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    de_duration(d).map(Some)
+}
+
+fn de_some_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    de_bytes(d).map(Some)
+}
+
+fn de_some_hostnames<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    de_hostnames(d).map(Some)
+}
+
+/// `previews:`: its own keys, and an environment's (`Overrides`) for the rest.
+fn de_previews<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Previews>, D::Error> {
+    use serde::de::Error;
+    const OWN: [&str; 7] = [
+        "branches",
+        "ttl",
+        "secrets_from",
+        "seed_from",
+        "limits",
+        "max_previews",
+        "hostname",
+    ];
+    let serde_yaml::Value::Mapping(mut all) = serde_yaml::Value::deserialize(d)? else {
+        return Err(D::Error::custom("expected a mapping of preview settings"));
+    };
+    let mut own = serde_yaml::Mapping::new();
+    for key in OWN {
+        if let Some(v) = all.remove(key) {
+            own.insert(key.into(), v);
+        }
+    }
+    let keys: PreviewKeys = serde_yaml::from_value(serde_yaml::Value::Mapping(own))
+        .map_err(|e| D::Error::custom(e.to_string()))?;
+    let overrides: Overrides = serde_yaml::from_value(serde_yaml::Value::Mapping(all))
+        .map_err(|e| D::Error::custom(e.to_string()))?;
+    let mut set = globset::GlobSetBuilder::new();
+    for pattern in &keys.branches {
+        let glob = globset::GlobBuilder::new(pattern)
+            .literal_separator(false)
+            .build()
+            .map_err(|e| D::Error::custom(format!("branches: `{pattern}`: {e}")))?;
+        set.add(glob);
+    }
+    if let Some(host) = &keys.hostname
+        && !crate::serve::proxy::is_hostname(&host.replace("{env}", "x"))
+    {
+        return Err(D::Error::custom(format!(
+            "hostname: `{host}` is not a hostname once `{{env}}` is a preview's name"
+        )));
+    }
+    Ok(Some(Previews {
+        branches: set.build().map_err(|e| D::Error::custom(e.to_string()))?,
+        patterns: keys.branches,
+        ttl: keys.ttl.unwrap_or(Duration::from_secs(5 * 24 * 3600)),
+        secrets_from: keys.secrets_from,
+        seed_from: keys.seed_from,
+        limits: keys.limits,
+        max_previews: keys.max_previews.unwrap_or(10),
+        hostname: keys.hostname.map(|h| h.to_ascii_lowercase()),
+        overrides,
+    }))
 }
 
 fn de_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {

@@ -253,6 +253,7 @@ fn wait_socket(stack: &Stack) {
     }
 }
 
+/// Two roots and a staging environment, five hostnames in all, on one HTTPS port.
 #[test]
 fn one_daemon_serves_two_roots_on_one_https_port_and_refuses_a_hostname_claimed_twice() {
     let shop = Stack::web("hostsshop");
@@ -269,7 +270,17 @@ fn one_daemon_serves_two_roots_on_one_https_port_and_refuses_a_hostname_claimed_
     ca.issue(&certs, "blog.test.pem", "blog.test");
     ca.issue(&certs, "_wildcard.blog.test.pem", "*.blog.test");
     shop.add_settings("hostnames: [shop.test, www.shop.test]\n");
-    blog.add_settings("hostnames: [blog.test, www.blog.test, api.blog.test]\n");
+    // The blog's staging (branch `staging`, its own port) has a hostname of its own: five
+    // hostnames in all.
+    let _blog_staging = common::Cleanup(format!("{}-staging", blog.project));
+    std::fs::write(
+        blog.root.join("staging.env"),
+        format!("WEB_PORT={}\n", common::free_port()),
+    )
+    .unwrap();
+    blog.add_settings(
+        "hostnames: [blog.test, www.blog.test]\nenvironments: {production: {branch: main}, staging: {branch: staging, hostnames: [staging.blog.test], env_file: staging.env}}\n",
+    );
     let https = common::free_port();
     let (blog_root, broken_root) = (blog.root.to_str().unwrap(), broken.root.to_str().unwrap());
     let _daemon = Daemon::start_hosts(
@@ -295,13 +306,17 @@ fn one_daemon_serves_two_roots_on_one_https_port_and_refuses_a_hostname_claimed_
         let push = stack.push("alice");
         assert!(push.pushed, "{}", push.output);
     }
+    blog.write("index.html", "version: blog staging\n");
+    blog.commit("blog staging");
+    let push = blog.push_ref("HEAD:refs/heads/staging", "alice");
+    assert!(push.output.contains("deployed"), "{}", push.output);
     let client = ca.client();
     for (host, page) in [
         ("shop.test", "shop v1"),
         ("www.shop.test", "shop v1"),
         ("blog.test", "blog v1"),
         ("www.blog.test", "blog v1"),
-        ("api.blog.test", "blog v1"),
+        ("staging.blog.test", "blog staging"),
     ] {
         wait_https(&client, https, host, &format!("version: {page}"));
     }
@@ -349,4 +364,5 @@ fn one_daemon_serves_two_roots_on_one_https_port_and_refuses_a_hostname_claimed_
     let gone = https_get(&client, https, "www.shop.test").unwrap();
     assert_eq!((gone.status, gone.body.as_str()), (404, "not found\n"));
     wait_https(&client, https, "blog.test", "version: blog v1");
+    wait_https(&client, https, "staging.blog.test", "version: blog staging");
 }

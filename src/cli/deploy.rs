@@ -43,6 +43,7 @@ pub(crate) async fn run(root: Root, args: Args) -> anyhow::Result<u8> {
         restore,
         trigger,
         queued: None,
+        env: root.env().clone(),
     };
     super::run_deploy(&root, request, &reporter).await?;
     Ok(super::exit::SUCCESS)

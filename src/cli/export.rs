@@ -67,6 +67,7 @@ pub(crate) async fn run_import(args: ImportArgs) -> anyhow::Result<u8> {
         trigger: Trigger::Restore,
         restore: manifest.dumps,
         queued: None,
+        env: root.env().clone(),
     };
     super::run_deploy(&root, request, &reporter).await?;
     Ok(super::exit::SUCCESS)

@@ -1,13 +1,15 @@
 //! `deploy hook`: what the post-receive hook runs. Reads git's ref updates on stdin and
-//! deploys when the deploy branch moved.
+//! deploys each branch that moved to its environment (a named one, or a preview); a
+//! preview's branch deleted tears the preview down.
 
 use std::io::Read;
 
 use anyhow::Context;
 
 use crate::git::hook::{RefUpdate, parse_hook_input};
-use crate::ids::Revision;
+use crate::ids::{EnvName, Revision};
 use crate::ledger::Trigger;
+use crate::pipeline::environments;
 use crate::pipeline::{Request, Target};
 use crate::report::Reporter;
 use crate::root::Root;
@@ -22,47 +24,127 @@ pub(crate) async fn run(root: Root, _args: Args) -> anyhow::Result<u8> {
         .read_to_string(&mut input)
         .context("failed to read the ref updates from git")?;
     let updates = parse_hook_input(&input)?;
-    let settings = Settings::load(&root)?;
+    let settings = Settings::load_all(&root)?;
     let reporter = Reporter::new().with_terminal().with_tracing();
+    match environments::sweep(&root, &reporter).await {
+        Ok(gone) => refresh_after(&root, &gone, &reporter).await,
+        Err(e) => reporter.warn(format!("previews past their ttl: {e:#}")),
+    }
 
-    let mut deploy = None;
+    let pusher = super::pusher(&root);
+    let mut failed = None;
     for update in &updates {
-        match decide(update, &settings.branch) {
-            Decision::Deploy(revision) => deploy = Some((revision, update.refname.clone())),
-            Decision::Skip(why) => reporter.info(format!("not deployed: {why}")),
+        let (env, revision) = match decide(update, &settings) {
+            Decision::Deploy(env, revision) => (env, revision),
+            Decision::TearDown(env) => {
+                let by = pusher.name.to_string();
+                if let Err(e) = tear_down(&root.with_env(env), &by, &reporter).await {
+                    reporter.error(format!("{e:#}"));
+                    failed = Some(e);
+                }
+                continue;
+            }
+            Decision::Skip(why) => {
+                reporter.info(format!("not deployed: {why}"));
+                continue;
+            }
+        };
+        let request = Request {
+            target: Target::Pushed {
+                revision,
+                refname: update.refname.clone(),
+            },
+            user: pusher.name.clone(),
+            uid: pusher.uid,
+            restore: Default::default(),
+            trigger: Trigger::Push,
+            queued: None,
+            env: env.clone(),
+        };
+        let view = root.with_env(env);
+        match super::run_deploy(&view, request, &reporter).await {
+            Ok(()) => say_where(&view, &reporter),
+            Err(e) => failed = Some(e),
         }
     }
-    let Some((revision, refname)) = deploy else {
-        return Ok(super::exit::SUCCESS);
-    };
-    let pusher = super::pusher(&root);
-    let request = Request {
-        target: Target::Pushed { revision, refname },
-        user: pusher.name,
-        uid: pusher.uid,
-        restore: Default::default(),
-        trigger: Trigger::Push,
-        queued: None,
-    };
-    super::run_deploy(&root, request, &reporter).await?;
-    Ok(super::exit::SUCCESS)
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(super::exit::SUCCESS),
+    }
+}
+
+/// The environment a deploy reached, and where it answers.
+fn say_where(env: &Root, reporter: &Reporter) {
+    let hosts = Settings::load(env).map(|s| s.hostnames).unwrap_or_default();
+    let urls: Vec<String> = hosts.iter().map(|h| format!("http://{h}/")).collect();
+    match urls.is_empty() {
+        true => reporter.info(format!("environment {} is live", env.env())),
+        false => reporter.info(format!(
+            "environment {} is live at {}",
+            env.env(),
+            urls.join(" ")
+        )),
+    }
+}
+
+/// A preview's branch was deleted: the preview goes, under the ROOT lock.
+async fn tear_down(env: &Root, by: &str, reporter: &Reporter) -> anyhow::Result<()> {
+    if !env.preview_branch().is_file() {
+        reporter.info(format!(
+            "no preview `{}` runs; nothing to tear down",
+            env.env()
+        ));
+        return Ok(());
+    }
+    let holder = format!("the teardown of {} (pid {})", env.env(), std::process::id());
+    let lock = crate::pipeline::lock::acquire(&env.lock_file(), &holder, reporter).await?;
+    environments::teardown(env, by, "its branch was deleted", reporter).await?;
+    drop(lock);
+    crate::serve::client::refresh(env, reporter).await
+}
+
+/// A daemon still routes to the previews just torn down.
+async fn refresh_after(root: &Root, gone: &[EnvName], reporter: &Reporter) {
+    if gone.is_empty() {
+        return;
+    }
+    if let Err(e) = crate::serve::client::refresh(root, reporter).await {
+        reporter.warn(format!("{e:#}"));
+    }
 }
 
 enum Decision {
-    Deploy(Revision),
+    Deploy(EnvName, Revision),
+    TearDown(EnvName),
     Skip(String),
 }
 
-fn decide(update: &RefUpdate, branch: &str) -> Decision {
-    match update.branch() {
-        Some(b) if b == branch && update.is_delete() => Decision::Skip(format!(
-            "the deploy branch `{b}` was deleted; what runs keeps running"
+fn decide(update: &RefUpdate, settings: &Settings) -> Decision {
+    let Some(branch) = update.branch() else {
+        return Decision::Skip(format!("`{}` is not a branch", update.refname));
+    };
+    let Some((env, preview)) = settings.env_of_branch(branch) else {
+        let named: Vec<String> = (settings.named_environments().into_iter())
+            .map(|(_, b)| format!("`{b}`"))
+            .collect();
+        return Decision::Skip(format!(
+            "`{branch}` is not a deploy branch ({}{})",
+            named.join(", "),
+            if settings.previews.is_some() {
+                ", or a preview's"
+            } else {
+                ""
+            }
+        ));
+    };
+    match (update.is_delete(), preview) {
+        (true, true) => Decision::TearDown(env),
+        (true, false) => Decision::Skip(format!(
+            "the deploy branch `{branch}` was deleted; what runs keeps running"
         )),
-        Some(b) if b == branch => match Revision::parse(&update.new) {
-            Ok(rev) => Decision::Deploy(rev),
+        (false, _) => match Revision::parse(&update.new) {
+            Ok(rev) => Decision::Deploy(env, rev),
             Err(e) => Decision::Skip(e.to_string()),
         },
-        Some(b) => Decision::Skip(format!("`{b}` is not the deploy branch `{branch}`")),
-        None => Decision::Skip(format!("`{}` is not a branch", update.refname)),
     }
 }

@@ -6,6 +6,7 @@ mod completions;
 mod config;
 mod deploy;
 mod down;
+mod env;
 mod export;
 mod history;
 mod hook;
@@ -49,6 +50,11 @@ pub(crate) struct Cli {
     /// repo or the current directory when not given. `deploy serve` takes several.
     #[arg(long, global = true, env = "DEPLOY_ROOT", value_name = "ROOT", action = clap::ArgAction::Append)]
     root: Vec<PathBuf>,
+
+    /// The environment a command acts on (`environments:` and previews in deploy.yml);
+    /// `production` when not given.
+    #[arg(long, global = true, value_name = "NAME")]
+    env: Option<crate::ids::EnvName>,
 
     #[command(subcommand)]
     command: Option<Command>,
@@ -106,6 +112,11 @@ enum Command {
     /// Create a new root from an archive of `deploy export`, and deploy its live revision
     /// with the data restored.
     Import(export::ImportArgs),
+    /// Create, list or destroy environments: staging beside production, previews of branches.
+    Env {
+        #[command(subcommand)]
+        command: env::Command,
+    },
     /// Print the completion script for a shell (bash, zsh, fish, elvish, powershell).
     Completions(completions::Args),
     /// Write the man pages (roff) into DIR, as the Debian package installs them.
@@ -151,9 +162,29 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         );
         return Ok(exit::USAGE);
     }
+    if cli.env.is_some()
+        && matches!(
+            cli.command,
+            Some(
+                Command::Init(_)
+                    | Command::Hook(_)
+                    | Command::Serve(_)
+                    | Command::Env { .. }
+                    | Command::Import(_)
+                    | Command::Export(_)
+            )
+        )
+    {
+        eprintln!(
+            "deploy: --env goes with the commands that act on one environment's stack, not with this one"
+        );
+        return Ok(exit::USAGE);
+    }
+    let root = |roots| root(roots, cli.env.clone());
     match cli.command {
         Some(Command::Init(args)) => init::run(args).await,
         Some(Command::Hook(args)) => hook::run(root(cli.root)?, args).await,
+        Some(Command::Env { command }) => env::run(root(cli.root)?, command).await,
         Some(Command::Status(args)) => status::run(root(cli.root)?, args).await,
         Some(Command::History(args)) => history::run(root(cli.root)?, args).await,
         Some(Command::Logs(args)) => logs::run(root(cli.root)?, args).await,
@@ -297,13 +328,18 @@ fn init_daemon_tracing(roots: &[Root]) -> Vec<tracing_appender::non_blocking::Wo
     guards
 }
 
-/// The one root a command other than `deploy serve` acts on: the `--root` given, or the one
+/// The one root a command other than `deploy serve` acts on, seen from `--env`'s
+/// environment (which must exist): the `--root` given, or the one
 /// found from the hook's repo or the current directory.
-fn root(roots: Vec<PathBuf>) -> anyhow::Result<Root> {
+fn root(roots: Vec<PathBuf>, env: Option<crate::ids::EnvName>) -> anyhow::Result<Root> {
     if roots.len() > 1 {
         anyhow::bail!("only `deploy serve` takes more than one `--root`");
     }
-    Root::discover(roots.into_iter().next())
+    let root = Root::discover(roots.into_iter().next())?;
+    let Some(env) = env else { return Ok(root) };
+    let settings = crate::settings::Settings::load_all(&root)?;
+    crate::pipeline::environments::check_exists(&root, &settings, &env)?;
+    Ok(root.with_env(env))
 }
 
 /// Who is deploying, for a deploy asked from this process: the name `DEPLOY_USER`, then

@@ -57,6 +57,7 @@ pub(crate) async fn run(root: Root, args: Args) -> anyhow::Result<u8> {
         trigger: Trigger::Restore,
         restore,
         queued: None,
+        env: root.env().clone(),
     };
     super::run_deploy(&root, request, &reporter).await?;
     Ok(super::exit::SUCCESS)

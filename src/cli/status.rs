@@ -19,6 +19,11 @@ pub(crate) struct Status {
     /// `deploy`'s own version and commit.
     pub(crate) version: &'static str,
     pub(crate) project: String,
+    /// The environment shown (`--env`; `production` without it).
+    pub(crate) environment: String,
+    /// When, by whom and why the environment was torn down, if it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    torn_down: Option<(chrono::DateTime<chrono::Utc>, String, String)>,
     pub(crate) live: Option<Deployment>,
     /// The deploy under way, with its `stage`, if one runs.
     pub(crate) running: Option<Deployment>,
@@ -157,6 +162,8 @@ pub(crate) async fn gather(
     Ok(Status {
         version: super::VERSION,
         project: project.to_string(),
+        environment: root.env().to_string(),
+        torn_down: ledger.torn_down().await?,
         live,
         running,
         queued,
@@ -178,6 +185,15 @@ pub(crate) async fn gather(
 /// per container.
 fn print(status: &Status, settings: &Settings) {
     println!("project  {}", status.project);
+    if status.environment != "production" {
+        println!("env      {}", status.environment);
+    }
+    if let Some((at, by, why)) = &status.torn_down {
+        println!(
+            "torn down at {} by {by} ({why}); its history and build logs stay",
+            at.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S")
+        );
+    }
     match &status.live {
         Some(d) => println!(
             "live     {} deployed by {} at {}",

@@ -847,7 +847,7 @@ fn create_body(
         image: Some(spec.image.clone()),
         cmd: spec.command.clone(),
         entrypoint: spec.entrypoint.clone(),
-        env: Some(spec.env.clone()),
+        env: Some(spec.env.iter().chain(&spec.deploy_env).cloned().collect()),
         labels: Some(spec.labels.clone().into_iter().collect()),
         user: spec.user.clone(),
         working_dir: spec.working_dir.clone(),

@@ -70,3 +70,44 @@ pub(crate) async fn down(
     }
     Ok(())
 }
+
+/// Removes every image labelled with `project` (a torn-down environment's): each of its
+/// tags, so an image another project tagged too stays for that one, then what is left
+/// without a tag.
+pub(crate) async fn remove_images(
+    docker: &Docker,
+    project: &ProjectName,
+    reporter: &Reporter,
+) -> Result<(), DockerError> {
+    use bollard::query_parameters::{ListImagesOptions, RemoveImageOptions};
+    let filters = HashMap::from([(
+        "label".to_owned(),
+        vec![format!("{LABEL_PROJECT}={project}")],
+    )]);
+    let images = docker
+        .list_images(Some(ListImagesOptions {
+            filters: Some(filters),
+            ..Default::default()
+        }))
+        .await
+        .map_err(|e| DockerError::api(&format!("list the images of project `{project}`"), e))?;
+    for image in images {
+        let mut names = image.repo_tags.clone();
+        names.push(image.id.clone());
+        for name in names {
+            match docker
+                .remove_image(&name, None::<RemoveImageOptions>, None)
+                .await
+            {
+                Ok(_) => {}
+                // The id after its last tag went with it, or a tag of another project's.
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404 | 409,
+                    ..
+                }) => {}
+                Err(e) => reporter.warn(format!("kept image `{name}`: {}", super::error_chain(&e))),
+            }
+        }
+    }
+    Ok(())
+}

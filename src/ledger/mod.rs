@@ -222,6 +222,48 @@ impl Ledger {
         }
     }
 
+    /// Records that the environment of this ledger was torn down: its rows stay.
+    pub(crate) async fn record_teardown(&self, by: &str, why: &str) -> Result<(), LedgerError> {
+        sqlx::query("INSERT INTO teardowns (at, by_whom, why) VALUES (?, ?, ?)")
+            .bind(timestamp(Utc::now()))
+            .bind(by)
+            .bind(why)
+            .execute(&self.pool)
+            .await
+            .map_err(self.db("record a teardown"))?;
+        Ok(())
+    }
+
+    /// When, by whom and why the environment was torn down, if it was and was not made
+    /// again since.
+    pub(crate) async fn torn_down(
+        &self,
+    ) -> Result<Option<(DateTime<Utc>, String, String)>, LedgerError> {
+        let row = sqlx::query("SELECT at, by_whom, why FROM teardowns ORDER BY id DESC LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(self.db("read the teardowns"))?;
+        let Some(row) = row else { return Ok(None) };
+        let decoded = (|| {
+            let at: String = row.try_get("at")?;
+            Ok::<_, sqlx::Error>((
+                column("at", parse_time(&at))?,
+                row.try_get("by_whom")?,
+                row.try_get("why")?,
+            ))
+        })();
+        decoded.map(Some).map_err(self.db("read the teardowns"))
+    }
+
+    /// The environment is made again: it is no longer torn down.
+    pub(crate) async fn clear_teardown(&self) -> Result<(), LedgerError> {
+        sqlx::query("DELETE FROM teardowns")
+            .execute(&self.pool)
+            .await
+            .map_err(self.db("clear the teardowns"))?;
+        Ok(())
+    }
+
     /// Records a deploy as `running` and returns its id.
     pub(crate) async fn start(&self, new: &NewDeployment) -> Result<DeploymentId, LedgerError> {
         self.insert(new, Status::Running).await

@@ -17,10 +17,12 @@ use crate::root::Root;
 use crate::settings::Settings;
 
 /// Where ROOT, the work tree, its secrets and `deploy`'s own state really are.
+/// An environment other than `production` is confined to its folder `ROOT/envs/<name>`:
+/// what is outside it (another environment's data, say) is outside its ROOT.
 pub(crate) fn layout(root: &Root, settings: &Settings) -> anyhow::Result<Layout> {
     let real = std::fs::canonicalize(root.path())
         .with_context(|| format!("failed to resolve `{}`", root.path().display()))?;
-    let real_root = Root::new(real.clone());
+    let real_root = Root::new(real.clone()).with_env(root.env().clone());
     let code = resolve(&real_root.code());
     let mut own = real_root.own_state();
     if let Some(file) = &settings.env_file {
@@ -29,7 +31,7 @@ pub(crate) fn layout(root: &Root, settings: &Settings) -> anyhow::Result<Layout>
     Ok(Layout {
         secrets: code.join(".secrets"),
         code,
-        root: real,
+        root: resolve(&real_root.dir()),
         own,
     })
 }

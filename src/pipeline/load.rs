@@ -135,8 +135,12 @@ pub(crate) fn load_spec(
             "`name: {name}` in the compose file is ignored; the project is `{project}` (set `project:` in deploy.yml to change it)"
         ));
     }
+    let mut spec = loaded.spec;
+    if let Some(limits) = settings.limits {
+        cap(&mut spec, limits);
+    }
     Ok(Loaded {
-        spec: loaded.spec,
+        spec,
         env,
         refusals,
     })
@@ -194,6 +198,19 @@ fn interpolation_env(
         }
     }
     Ok((env, refusals))
+}
+
+/// A preview's `limits`: every service gets at most these, whatever its compose file says.
+fn cap(spec: &mut compose::Spec, limits: crate::settings::Limits) {
+    for svc in spec.services.values_mut() {
+        let r = &mut svc.options.resources;
+        if let Some(cpus) = limits.cpus {
+            r.cpus = Some(r.cpus.map_or(cpus, |c| c.min(cpus)));
+        }
+        if let Some(memory) = limits.memory {
+            r.memory = Some(r.memory.map_or(memory, |m| m.min(memory)));
+        }
+    }
 }
 
 /// The operator's own file: no policy, but still a regular file within the size limit.

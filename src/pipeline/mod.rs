@@ -4,6 +4,7 @@
 
 pub(crate) mod backups;
 mod confine;
+pub(crate) mod environments;
 pub(crate) mod export;
 mod load;
 pub(crate) mod lock;
@@ -22,7 +23,7 @@ use anyhow::Context;
 use crate::cancel;
 use crate::docker;
 use crate::git;
-use crate::ids::{DeploymentId, ProjectName, Revision, UserName};
+use crate::ids::{DeploymentId, EnvName, ProjectName, Revision, UserName};
 use crate::ledger::{Ledger, Status, Trigger};
 use crate::report::Reporter;
 use crate::root::Root;
@@ -45,6 +46,8 @@ pub(crate) struct Request {
     pub(crate) restore: BTreeMap<String, String>,
     /// Its `queued` row, when the daemon's queue recorded it there before it ran.
     pub(crate) queued: Option<DeploymentId>,
+    /// The environment it deploys: the pushed branch's, or `--env`'s.
+    pub(crate) env: EnvName,
 }
 
 #[derive(Clone, Debug)]
@@ -60,18 +63,26 @@ pub(crate) enum Target {
 /// (closing the row whatever failed) and apply retention.
 pub(crate) async fn deploy(
     root: &Root,
-    request: Request,
+    mut request: Request,
     traffic: Traffic<'_>,
     reporter: &Reporter,
 ) -> anyhow::Result<()> {
+    // From here on, every path, name and setting is the environment's.
+    let root = &root.with_env(request.env.clone());
     let settings = Settings::load(root)?;
-    let project = settings.project(root)?;
     reporter.limit_output(settings.build_log_limit);
     // Resolve before taking the lock: an unknown revision changes nothing.
     let revision = resolve(root, &request, &settings.branch).await?;
     // Before any row exists, so `deploy cancel`'s signal never finds the process deaf.
     let signals = cancel::Signals::register()?;
     let (_lock, queued) = take_lock(root, &request, &revision, reporter).await?;
+    environments::prepare(root, &mut request, reporter).await?;
+    // A new preview's branch is known now.
+    let settings = Settings::load(root)?;
+    let project = settings.project(root)?;
+    if !root.env().is_production() {
+        reporter.info(format!("environment {}", root.env()));
+    }
     reconcile::run(root, &settings, &project, traffic, reporter).await?;
     let record = record::open(root, &request, queued, revision, &settings.branch, reporter).await?;
     let (cancel, _listening) = signals.listen(record.ledger.clone(), record.id);
@@ -112,8 +123,9 @@ pub(crate) async fn deploy(
     Ok(())
 }
 
-/// The commit a request names now, with the host's deploy branch.
+/// The commit a request names now, with its environment's branch.
 pub(crate) async fn resolve_now(root: &Root, request: &Request) -> anyhow::Result<Revision> {
+    let root = &root.with_env(request.env.clone());
     resolve(root, request, &Settings::load(root)?.branch).await
 }
 
@@ -142,6 +154,13 @@ async fn take_lock(
     let holder = holder(request, revision);
     if let Some(lock) = lock::try_acquire(&root.lock_file(), &holder)? {
         return Ok((lock, request.queued));
+    }
+    // A preview made by this push has no ledger yet to be queued in.
+    if !root.dir().is_dir() {
+        return Ok((
+            lock::acquire(&root.lock_file(), &holder, reporter).await?,
+            None,
+        ));
     }
     let ledger = Ledger::open(&root.ledger_file()).await?;
     let id = match request.queued {
@@ -215,6 +234,25 @@ pub(crate) async fn retain_dumps(
         .succeeded_revisions(u32::try_from(settings.retention).unwrap_or(u32::MAX))
         .await?;
     backups::retain(root, ledger, settings.backup_retention, &retained, reporter).await
+}
+
+/// Runs `work` to its end on a thread and runtime of its own: for a task the runtime may
+/// move between threads, which cannot hold a future that opens a ledger (the compiler
+/// cannot prove sqlx's migration future `Send`).
+pub(crate) async fn detached<T, F, Fut>(work: F) -> anyhow::Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    tokio::task::spawn_blocking(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(work())
+    })
+    .await
+    .context("a background task panicked")?
 }
 
 /// Runs blocking git2 work off the async runtime.

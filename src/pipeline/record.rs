@@ -294,6 +294,7 @@ mod tests {
             trigger: Trigger::Push,
             restore: Default::default(),
             queued: None,
+            env: crate::ids::EnvName::production(),
         }
     }
 

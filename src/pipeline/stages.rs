@@ -186,7 +186,13 @@ async fn plan(run: &Run<'_>, spec: &Spec) -> anyhow::Result<Plan> {
         build_keys,
         hosts: host_route(run.settings),
     };
-    let plan = plan::plan(spec, run.project, run.revision, &observed, &options)?;
+    let mut plan = plan::plan(spec, run.project, run.revision, &observed, &options)?;
+    for step in &mut plan.services {
+        let c = &mut step.container;
+        if !c.env.iter().any(|e| e.starts_with("DEPLOY_ENV=")) {
+            c.deploy_env = Some(format!("DEPLOY_ENV={}", run.root.env()));
+        }
+    }
     run.reporter.plan(plan.rows());
     if options.hosts.is_some() && options.publish == plan::container::Publish::Direct {
         run.reporter.warn(

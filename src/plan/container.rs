@@ -53,6 +53,10 @@ pub(crate) struct ContainerSpec {
     /// sha256 over what `Hashed` lists, at `HASH_VERSION`: equal hashes mean an unchanged
     /// container that can be kept running.
     pub(crate) config_hash: String,
+    /// `DEPLOY_ENV=<environment>`, added to `env` when the container is made unless the
+    /// compose file sets `DEPLOY_ENV`. Not hashed: it follows from the project, which a
+    /// container never changes, so containers made before it existed are kept.
+    pub(crate) deploy_env: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -285,6 +289,7 @@ pub(crate) fn spec(ctx: &Context<'_>, name: &ServiceName, svc: &Service) -> Opti
         joined: BTreeMap::new(),
         build_key: ctx.build_keys.get(name).filter(|_| built).cloned(),
         config_hash: String::new(),
+        deploy_env: None,
     };
     c.config_hash = config_hash(&c);
     c.labels.insert(

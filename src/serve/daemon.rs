@@ -14,7 +14,7 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::docker::routes::Route;
 use crate::docker::{self, Docker};
-use crate::ids::ProjectName;
+use crate::ids::{DeploymentId, ProjectName};
 use crate::ledger::{Ledger, Status};
 use crate::pipeline::traffic::{Switch, Traffic};
 use crate::pipeline::{self, Request, Target, record};
@@ -25,7 +25,7 @@ use crate::settings::Settings;
 use super::config::ServeConfig;
 use super::protocol::Reply;
 use super::proxy::{Proxy, ProxyConfig, tls};
-use super::switch::{HostProxy, ProxySwitch};
+use super::switch::{HostProxy, ProxySwitch, Switches};
 use super::{autoheal, control, descriptors};
 
 /// How long a stopping daemon lets proxied connections finish.
@@ -198,16 +198,15 @@ async fn start_root(
         None => bind_socket(root)?.into_std()?.into(),
     };
     let listener = control_listener(&control_socket)?;
-    let switch = Arc::new(ProxySwitch {
-        host: Arc::clone(host),
-        root: root.path().to_path_buf(),
-        drain_timeout: settings.drain_timeout,
-        hosts_routed: Arc::new(Notify::new()),
-    });
+    let switches = Arc::new(Switches::new(
+        Arc::clone(host),
+        root.clone(),
+        settings.drain_timeout,
+    ));
     if let Some(acme) = &settings.acme {
         // instant-acme's client takes the process's default TLS provider.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let routed = Arc::clone(&switch);
+        let routed = Arc::clone(&switches);
         super::acme::start(super::acme::Acme {
             settings: acme.clone(),
             root: root.clone(),
@@ -215,39 +214,44 @@ async fn start_root(
             own: acme_dir,
             challenges: host.proxy.challenges(),
             hosts: Box::new(move || routed.hosts()),
-            wake: Arc::clone(&switch.hosts_routed),
+            wake: Arc::clone(&switches.hosts_routed),
         });
     }
-    // Traffic first goes where the ledger says the live revision runs; then a deploy this
-    // daemon ran when it was killed is settled (finished, with traffic switched to it, or put
-    // back). A deploy another process runs now is its own to finish.
-    let ledger = Ledger::open(&root.ledger_file()).await?;
-    let live = ledger
-        .last_succeeded()
-        .await?
-        .map(|d| d.revision.to_string());
-    restore(&docker, &project, live.as_deref(), &switch).await?;
-    if let Some(_lock) = pipeline::lock::try_acquire(&root.lock_file(), "deploy serve, starting")? {
-        let reporter = Reporter::new().with_tracing();
-        let traffic = Traffic::Proxied(switch.as_ref());
-        pipeline::reconcile::run(root, &settings, &project, traffic, &reporter).await?;
+    let busy = Arc::new(AtomicBool::new(false));
+    // Each environment that ran before: traffic first goes where its ledger says the live
+    // revision runs; then a deploy this daemon ran when it was killed is settled (finished,
+    // with traffic switched to it, or put back). A deploy another process runs now is its
+    // own to finish.
+    let all = Settings::load_all(root)?;
+    for env in pipeline::environments::all(root, &all) {
+        let view = root.with_env(env.name.clone());
+        if !view.ledger_file().is_file() {
+            continue;
+        }
+        let settings = Settings::load(&view)?;
+        let project = settings.project(&view)?;
+        let switch = switches.get(&env.name);
+        let ledger = Ledger::open(&view.ledger_file()).await?;
+        let live = (ledger.last_succeeded().await?).map(|d| d.revision.to_string());
+        restore(&docker, &project, live.as_deref(), &switch).await?;
+        if let Some(_lock) =
+            pipeline::lock::try_acquire(&root.lock_file(), "deploy serve, starting")?
+        {
+            let reporter = Reporter::new().with_tracing();
+            let traffic = Traffic::Proxied(switch.as_ref());
+            pipeline::reconcile::run(&view, &settings, &project, traffic, &reporter).await?;
+        }
+        tokio::spawn(autoheal::watch(docker.clone(), project, busy.clone()));
     }
-
     let daemon = Arc::new(Daemon {
         root: root.clone(),
-        ledger,
         queue: Mutex::new(VecDeque::new()),
         wake: Notify::new(),
-        busy: Arc::new(AtomicBool::new(false)),
+        busy,
         idle: Notify::new(),
         stopping: AtomicBool::new(false),
-        switch,
+        switches,
     });
-    tokio::spawn(autoheal::watch(
-        docker.clone(),
-        project.clone(),
-        daemon.busy.clone(),
-    ));
     let worker = start_worker(daemon.clone())?;
     start_beside(&daemon, &settings, &host.proxy).await?;
     let control = tokio::spawn(control::serve(listener, daemon.clone()));
@@ -274,6 +278,26 @@ async fn start_beside(
             if let Err(e) = canceling.cancel_queued().await {
                 tracing::warn!(error = %format!("{e:#}"), "failed to cancel a queued deploy");
             }
+        }
+    });
+    let sweeping = daemon.clone();
+    tokio::spawn(async move {
+        loop {
+            let root = sweeping.root.clone();
+            let swept = pipeline::detached(move || async move {
+                let reporter = Reporter::new().with_tracing();
+                pipeline::environments::sweep(&root, &reporter).await
+            });
+            match swept.await {
+                Ok(gone) if !gone.is_empty() => {
+                    if let Err(e) = sweeping.refresh().await {
+                        tracing::warn!(error = %format!("{e:#}"), "failed to stop routing to the previews torn down");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %format!("{e:#}"), "previews past their ttl"),
+            }
+            tokio::time::sleep(pipeline::environments::SWEEP_EVERY).await;
         }
     });
     let root = &daemon.root;
@@ -409,8 +433,6 @@ async fn live_routes(
 
 pub(super) struct Daemon {
     pub(super) root: Root,
-    /// Opened once: the queue records its deploys there.
-    ledger: Ledger,
     queue: Mutex<VecDeque<Work>>,
     wake: Notify,
     /// A deploy is running: autoheal leaves containers to its health gate meanwhile. Set
@@ -420,7 +442,8 @@ pub(super) struct Daemon {
     idle: Notify,
     /// No deploy starts any more; the ones queued were answered.
     stopping: AtomicBool,
-    switch: Arc<ProxySwitch>,
+    /// The proxy's switch of each environment.
+    switches: Arc<Switches>,
 }
 
 pub(super) struct Job {
@@ -440,19 +463,9 @@ impl Daemon {
     /// and `deploy cancel` finds it). A push replaces any queued (not yet running) push of
     /// the same branch: deploying the older one first would only delay the newer.
     pub(super) async fn enqueue(&self, mut job: Job) {
-        let queued = async {
-            let ledger = &self.ledger;
-            let revision = match &job.request.target {
-                Target::Pushed { revision, .. } => revision.clone(),
-                // A revision expression is resolved when it runs; until then the row names
-                // the branch tip.
-                Target::Expression(_) => pipeline::resolve_now(&self.root, &job.request).await?,
-            };
-            let row = record::new_row(&job.request, &revision, std::path::PathBuf::new());
-            anyhow::Ok(ledger.queue(&row).await?)
-        };
+        let queued = queue_row(self.root.clone(), job.request.clone());
         match queued.await {
-            Ok(id) => job.request.queued = Some(id),
+            Ok(id) => job.request.queued = id,
             Err(e) => tracing::warn!(error = %format!("{e:#}"), "failed to record a queued deploy"),
         }
         {
@@ -497,38 +510,60 @@ impl Daemon {
     /// Routes only to the containers that run now (after `deploy down`): a port whose
     /// containers are gone answers `503` instead of `502`.
     pub(super) async fn refresh(&self) -> anyhow::Result<()> {
-        let settings = Settings::load(&self.root)?;
-        let project = settings.project(&self.root)?;
         let docker = docker::connect().await?;
-        let live = self
-            .ledger
-            .last_succeeded()
-            .await?
-            .map(|d| d.revision.to_string());
-        let routes = live_routes(&docker, &project, live.as_deref()).await?;
-        self.switch.refresh(routes)
+        for (env, switch) in self.switches.all() {
+            let view = self.root.with_env(env);
+            let project = Settings::load(&view)?.project(&view)?;
+            let live = match view.ledger_file().is_file() {
+                true => {
+                    let path = view.ledger_file();
+                    pipeline::detached(move || async move {
+                        Ok(Ledger::open(&path).await?.last_succeeded().await?)
+                    })
+                    .await?
+                }
+                false => None,
+            };
+            let live = live.map(|d| d.revision.to_string());
+            let routes = live_routes(&docker, &project, live.as_deref()).await?;
+            switch.refresh(routes)?;
+        }
+        Ok(())
     }
 
     /// Takes out of the queue the deploys `deploy cancel` asked to stop (it signals this
     /// process, and writes who asked into their rows), and records them `canceled`.
     async fn cancel_queued(&self) -> anyhow::Result<()> {
-        let ledger = &self.ledger;
+        let rows: Vec<(crate::ids::EnvName, DeploymentId)> = {
+            let queue = self.queue.lock().expect("queue lock");
+            (queue.iter())
+                .filter_map(|w| match w {
+                    Work::Deploy(j) => Some((j.request.env.clone(), j.request.queued?)),
+                    Work::Superseded(_) => None,
+                })
+                .collect()
+        };
         let mut asked = BTreeMap::new();
-        for row in ledger.queued().await? {
-            if let Some(by) = ledger.cancel_requested(row.id).await? {
-                asked.insert(row.id, by);
+        for (env, id) in rows {
+            let path = self.root.with_env(env.clone()).ledger_file();
+            let by = pipeline::detached(move || async move {
+                Ok(Ledger::open(&path).await?.cancel_requested(id).await?)
+            });
+            if let Some(by) = by.await? {
+                asked.insert((env, id), by);
             }
         }
+        let key = |j: &Job| j.request.queued.map(|id| (j.request.env.clone(), id));
         let canceled: Vec<(Job, String)> = {
             let mut queue = self.queue.lock().expect("queue lock");
             let (out, kept): (VecDeque<Work>, VecDeque<Work>) = queue.drain(..).partition(
-                |w| matches!(w, Work::Deploy(j) if j.request.queued.is_some_and(|id| asked.contains_key(&id))),
+                |w| matches!(w, Work::Deploy(j) if key(j).is_some_and(|k| asked.contains_key(&k))),
             );
             *queue = kept;
             out.into_iter()
                 .filter_map(|w| match w {
                     Work::Deploy(job) => {
-                        let by = asked.get(&job.request.queued?)?.clone();
+                        let by = asked.get(&key(&job)?)?.clone();
                         Some((job, by))
                     }
                     Work::Superseded(_) => None,
@@ -538,7 +573,17 @@ impl Daemon {
         for (job, by) in canceled {
             let why = format!("canceled by {by} while queued");
             if let Some(id) = job.request.queued {
-                ledger.mark(id, Status::Canceled, Some(&why)).await?;
+                let (path, marked) = (
+                    self.root.with_env(job.request.env.clone()).ledger_file(),
+                    why.clone(),
+                );
+                pipeline::detached(move || async move {
+                    Ok(Ledger::open(&path)
+                        .await?
+                        .mark(id, Status::Canceled, Some(&marked))
+                        .await?)
+                })
+                .await?;
             }
             let _ = job.replies.send(Reply::Done {
                 ok: false,
@@ -586,6 +631,27 @@ impl Daemon {
     }
 }
 
+/// Records a deploy as `queued` in its environment's ledger. A preview this push makes has
+/// no ledger yet: it is recorded when it runs.
+async fn queue_row(root: Root, request: Request) -> anyhow::Result<Option<DeploymentId>> {
+    let env = root.with_env(request.env.clone());
+    if !env.dir().is_dir() {
+        return Ok(None);
+    }
+    let revision = match &request.target {
+        Target::Pushed { revision, .. } => revision.clone(),
+        // A revision expression is resolved when it runs; until then the row names the
+        // branch tip.
+        Target::Expression(_) => pipeline::resolve_now(&root, &request).await?,
+    };
+    let row = record::new_row(&request, &revision, std::path::PathBuf::new());
+    let path = env.ledger_file();
+    pipeline::detached(
+        move || async move { Ok(Some(Ledger::open(&path).await?.queue(&row).await?)) },
+    )
+    .await
+}
+
 /// Tells a queued client its deploy never started because the daemon stops.
 fn not_started(job: Job) {
     let _ = job.replies.send(Reply::Done {
@@ -601,7 +667,7 @@ async fn record_superseded(root: &Root, job: Job) {
         return;
     };
     let recorded = async {
-        let ledger = Ledger::open(&root.ledger_file()).await?;
+        let ledger = Ledger::open(&root.with_env(job.request.env.clone()).ledger_file()).await?;
         match job.request.queued {
             Some(id) => {
                 let why = "a newer push of the branch arrived while it was queued";
@@ -639,7 +705,8 @@ async fn work(daemon: Arc<Daemon>) {
         };
         let reporter = Reporter::new().with_tracing();
         reporter.add_sink(Box::new(ClientSink(job.replies.clone())));
-        let switch: &dyn Switch = daemon.switch.as_ref();
+        let switch = daemon.switches.get(&job.request.env);
+        let switch: &dyn Switch = switch.as_ref();
         let result = pipeline::deploy(
             &daemon.root,
             job.request,
@@ -686,23 +753,19 @@ mod tests {
 
     async fn daemon(dir: &tempfile::TempDir) -> Daemon {
         let root = Root::new(dir.path().to_owned());
+        Ledger::open(&root.ledger_file()).await.unwrap();
+        let host = Arc::new(HostProxy::new(
+            Proxy::new(ProxyConfig::default()),
+            ServeConfig::default(),
+        ));
         Daemon {
-            ledger: Ledger::open(&root.ledger_file()).await.unwrap(),
+            switches: Arc::new(Switches::new(host, root.clone(), Duration::from_secs(1))),
             root,
             queue: Mutex::new(VecDeque::new()),
             wake: Notify::new(),
             busy: Arc::new(AtomicBool::new(false)),
             idle: Notify::new(),
             stopping: AtomicBool::new(false),
-            switch: Arc::new(ProxySwitch {
-                host: Arc::new(HostProxy::new(
-                    Proxy::new(ProxyConfig::default()),
-                    ServeConfig::default(),
-                )),
-                root: dir.path().to_path_buf(),
-                drain_timeout: Duration::from_secs(1),
-                hosts_routed: Arc::new(Notify::new()),
-            }),
         }
     }
 
@@ -718,6 +781,7 @@ mod tests {
             trigger: Trigger::Push,
             restore: Default::default(),
             queued: None,
+            env: crate::ids::EnvName::production(),
         };
         (Job { request, replies }, rx)
     }

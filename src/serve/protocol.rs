@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 
 use crate::identity::Pusher;
-use crate::ids::Revision;
+use crate::ids::{EnvName, Revision};
 use crate::ledger::Trigger;
 use crate::pipeline::{Request, Target};
 use crate::report::Event;
@@ -37,6 +37,9 @@ pub(crate) struct DeployAsk {
     /// of `code.git` may ask for that.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     restore: BTreeMap<String, String>,
+    /// The environment to deploy (a client from before environments asks for production).
+    #[serde(default = "EnvName::production")]
+    env: EnvName,
 }
 
 /// What the daemon sends back while and after it works.
@@ -68,6 +71,7 @@ impl DeployAsk {
             user: request.user.to_string(),
             trigger: request.trigger,
             restore: request.restore.clone(),
+            env: request.env.clone(),
         }
     }
 
@@ -85,6 +89,7 @@ impl DeployAsk {
             user: _,
             trigger,
             restore,
+            env,
         } = self;
         let target = match pushed {
             Some((revision, refname)) => Target::Pushed { revision, refname },
@@ -97,6 +102,7 @@ impl DeployAsk {
             trigger,
             restore,
             queued: None,
+            env,
         }
     }
 }
@@ -236,6 +242,7 @@ mod tests {
             user: "alice-the-admin".to_owned(),
             trigger: Trigger::Rollback,
             restore: Default::default(),
+            env: EnvName::production(),
         };
         assert_eq!(ask.claimed_user(), "alice-the-admin");
         let pusher = Pusher {

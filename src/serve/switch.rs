@@ -95,10 +95,68 @@ impl HostProxy {
     }
 }
 
-/// One root's view of the proxy: the pipeline switches its routes through it.
+/// One root's switches, one per environment (each owns its ports and hostnames), made the
+/// first time the environment is deployed or its containers are found running.
+pub(super) struct Switches {
+    pub(super) host: Arc<HostProxy>,
+    pub(super) root: crate::root::Root,
+    pub(super) drain_timeout: Duration,
+    /// Told whenever one of this root's hostnames is routed (ACME looks for certificates).
+    pub(super) hosts_routed: Arc<Notify>,
+    by_env: Mutex<BTreeMap<crate::ids::EnvName, Arc<ProxySwitch>>>,
+}
+
+impl Switches {
+    pub(super) fn new(
+        host: Arc<HostProxy>,
+        root: crate::root::Root,
+        drain_timeout: Duration,
+    ) -> Self {
+        Self {
+            host,
+            root,
+            drain_timeout,
+            hosts_routed: Arc::new(Notify::new()),
+            by_env: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// The switch of `env`, whose ports and hostnames it owns under its folder's name.
+    pub(super) fn get(&self, env: &crate::ids::EnvName) -> Arc<ProxySwitch> {
+        let mut by_env = self.by_env.lock().unwrap_or_else(|p| p.into_inner());
+        let switch = by_env.entry(env.clone()).or_insert_with(|| {
+            Arc::new(ProxySwitch {
+                host: Arc::clone(&self.host),
+                root: self.root.with_env(env.clone()).dir(),
+                drain_timeout: self.drain_timeout,
+                hosts_routed: Arc::clone(&self.hosts_routed),
+            })
+        });
+        Arc::clone(switch)
+    }
+
+    /// Every environment's switch made so far.
+    pub(super) fn all(&self) -> Vec<(crate::ids::EnvName, Arc<ProxySwitch>)> {
+        let by_env = self.by_env.lock().unwrap_or_else(|p| p.into_inner());
+        by_env
+            .iter()
+            .map(|(e, s)| (e.clone(), Arc::clone(s)))
+            .collect()
+    }
+
+    /// The hostnames of every environment of the root.
+    pub(super) fn hosts(&self) -> Vec<String> {
+        self.all()
+            .into_iter()
+            .flat_map(|(_, s)| s.hosts())
+            .collect()
+    }
+}
+
+/// One environment's view of the proxy: the pipeline switches its routes through it.
 pub(super) struct ProxySwitch {
     pub(super) host: Arc<HostProxy>,
-    /// The root whose routes these are.
+    /// The folder of the environment whose routes these are (ROOT for `production`).
     pub(super) root: PathBuf,
     pub(super) drain_timeout: Duration,
     /// Told whenever this root's hostnames are routed (ACME looks for certificates then).

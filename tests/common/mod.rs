@@ -604,3 +604,109 @@ pub fn curl(args: &[&str]) -> Result<String, String> {
         false => Err(text(&out)),
     }
 }
+
+impl Stack {
+    /// A real `git push prod REFSPEC` as `user`: another branch (`HEAD:refs/heads/staging`),
+    /// or a branch's deletion (`:feature/login`).
+    pub fn push_ref(&self, refspec: &str, user: &str) -> Push {
+        let out = run(Command::new("git")
+            .current_dir(&self.work)
+            .args(["push", "-q", "prod", refspec])
+            .env("DEPLOY_USER", user));
+        Push {
+            output: text(&out),
+            pushed: out.status.success(),
+        }
+    }
+}
+
+/// Waits until the page on `port` contains `want`, or fails with what it last saw.
+pub fn wait_for_page_at(port: u16, want: &str, within: Duration) -> String {
+    let start = Instant::now();
+    let mut last = None;
+    while start.elapsed() < within {
+        last = http_get(port, "/");
+        if last.as_deref().is_some_and(|b| b.contains(want)) {
+            return last.unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("the page never showed `{want}` on port {port}; last answer: {last:?}");
+}
+
+/// Removes what a project made when dropped: for the projects a test makes besides its
+/// stack's own (`<project>-staging`, a preview's `<project>-feature-x`).
+pub struct Cleanup(pub String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        cleanup(&self.0);
+    }
+}
+
+/// How many Docker objects carry `deploy.project=<project>`, by kind.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Labelled {
+    pub containers: usize,
+    pub networks: usize,
+    pub volumes: usize,
+    pub images: usize,
+}
+
+impl Labelled {
+    pub fn total(&self) -> usize {
+        self.containers + self.networks + self.volumes + self.images
+    }
+}
+
+/// Counts the containers (running or not), networks, volumes and images labelled
+/// `deploy.project=<project>`.
+pub fn labelled(project: &str) -> Labelled {
+    let filters = HashMap::from([(
+        "label".to_owned(),
+        vec![format!("deploy.project={project}")],
+    )]);
+    block(async move {
+        let docker = docker().await;
+        let containers = docker
+            .list_containers(Some(bollard::query_parameters::ListContainersOptions {
+                all: true,
+                filters: Some(filters.clone()),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .len();
+        let networks = docker
+            .list_networks(Some(bollard::query_parameters::ListNetworksOptions {
+                filters: Some(filters.clone()),
+            }))
+            .await
+            .unwrap()
+            .len();
+        let volumes = docker
+            .list_volumes(Some(bollard::query_parameters::ListVolumesOptions {
+                filters: Some(filters.clone()),
+            }))
+            .await
+            .unwrap()
+            .volumes
+            .unwrap_or_default()
+            .len();
+        let images = docker
+            .list_images(Some(bollard::query_parameters::ListImagesOptions {
+                all: true,
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .len();
+        Labelled {
+            containers,
+            networks,
+            volumes,
+            images,
+        }
+    })
+}
