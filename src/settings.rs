@@ -148,7 +148,7 @@ pub(crate) struct Previews {
 #[serde(deny_unknown_fields)]
 struct PreviewKeys {
     branches: Vec<String>,
-    #[serde(default, deserialize_with = "de_some_duration")]
+    #[serde(default, deserialize_with = "de_ttl")]
     ttl: Option<Duration>,
     #[serde(default)]
     secrets_from: Option<PathBuf>,
@@ -506,6 +506,19 @@ fn de_some_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>,
     de_duration(d).map(Some)
 }
 
+/// A duration, or a number of days (`5d`), which a preview's life is usually counted in.
+fn de_ttl<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let raw = StringOrNumber::deserialize(d)?;
+    if let Some(days) = raw.0.strip_suffix('d')
+        && let Ok(days) = days.parse::<u64>()
+    {
+        return Ok(Some(Duration::from_secs(days * 24 * 3600)));
+    }
+    duration::parse(&raw.0)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
 fn de_some_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     de_bytes(d).map(Some)
 }
@@ -659,6 +672,54 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("allow: unknown field `priviliged`"), "{err}");
+    }
+
+    #[test]
+    fn environments_override_the_top_level() {
+        let s = parse(
+            "branch: main\nhealth_timeout: 30s\nenv_file: host.env\nenvironments:\n  staging:\n    branch: staging\n    env_file: staging.env\n    hostnames: [staging.example.com]\npreviews:\n  branches: [\"feature/*\"]\n  ttl: 2d\n  hostname: \"{env}.preview.example.com\"\n  limits: {cpus: 1, memory: 1GiB}\n  compose_files: [a.yml, b.yml]\n",
+        )
+        .unwrap();
+        let root = Root::new(PathBuf::from("/srv/shop"));
+        let staging = s.clone().for_env(&root.with_env(EnvName::parse("staging").unwrap()));
+        assert_eq!(staging.branch, "staging");
+        assert_eq!(staging.env_file, Some(PathBuf::from("staging.env")));
+        assert_eq!(staging.health_timeout, Duration::from_secs(30), "the top level's");
+        assert_eq!(staging.hostnames, ["staging.example.com"]);
+        assert_eq!(staging.limits, None);
+        let preview = root.with_env(EnvName::parse("feature-x").unwrap());
+        assert_eq!(s.project(&preview).unwrap().as_str(), "shop-feature-x");
+        let preview = s.clone().for_env(&preview);
+        assert_eq!(preview.hostnames, ["feature-x.preview.example.com"]);
+        assert_eq!(preview.compose_files, [PathBuf::from("a.yml"), PathBuf::from("b.yml")]);
+        assert_eq!(preview.limits.unwrap().memory, Some(1 << 30));
+        let production = s.clone().for_env(&root);
+        assert_eq!(production.branch, "main");
+        assert_eq!(s.project(&root).unwrap().as_str(), "shop");
+        assert!(production.hostnames.is_empty());
+
+        let to = |b: &str| s.env_of_branch(b).map(|(e, p)| (e.to_string(), p));
+        assert_eq!(to("main"), Some(("production".to_owned(), false)));
+        assert_eq!(to("staging"), Some(("staging".to_owned(), false)));
+        assert_eq!(to("feature/Log-In"), Some(("feature-log-in".to_owned(), true)));
+        assert_eq!(to("fix/x"), None);
+    }
+
+    #[test]
+    fn bad_environments_are_named() {
+        let err = |text: &str| parse(text).unwrap_err().to_string();
+        let e = err("environments:\n  Staging: {branch: staging}\n");
+        assert!(e.contains("`Staging`"), "{e}");
+        let e = err("environments:\n  staging: {branch: main}\n");
+        assert!(e.contains("`production` and `staging` both deploy the branch `main`"), "{e}");
+        let e = err("environments:\n  staging: {}\n");
+        assert!(e.contains("staging: `branch` is missing"), "{e}");
+        let e = err("previews:\n  branches: [\"*\"]\n");
+        assert!(e.contains("`*` matches `main`, the branch of the environment `production`"), "{e}");
+        let e = err("previews:\n  branches: [\"f/*\"]\n  seed_from: staging\n");
+        assert!(e.contains("seed_from: `staging` is not an environment"), "{e}");
+        let e = err("previews:\n  branches: [\"f/*\"]\n  tll: 1d\n");
+        assert!(e.contains("unknown field `tll`"), "{e}");
     }
 
     #[test]

@@ -288,7 +288,8 @@ fn staging_and_production_are_two_stacks_with_their_own_data() {
     let entry = listed(&stack, "staging");
     assert_eq!(entry["branch"], "staging", "{entry:#}");
     assert_eq!(entry["revision"], sha1.as_str(), "{entry:#}");
-    assert_eq!(entry["deployed_by"], "sam", "{entry:#}");
+    // Who deployed what is live: the rollback's user, the newest row of staging's history.
+    assert_eq!(entry["deployed_by"], staged[0]["user"], "{entry:#}");
     assert_eq!(entry["preview"], false, "{entry:#}");
     assert!(entry["expires"].is_null(), "{entry:#}");
 }
