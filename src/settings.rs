@@ -365,7 +365,10 @@ impl Settings {
         if !previews.branches.is_match(branch) {
             return None;
         }
-        EnvName::of_branch(branch).map(|name| (name, true))
+        // A branch whose safe name is a named environment's (`Staging`) never reaches it.
+        let name = EnvName::of_branch(branch)?;
+        let named = self.named_environments();
+        (!named.iter().any(|(n, _)| *n == name)).then_some((name, true))
     }
 
     /// The rules no single key can check: every environment has a branch of its own, and
@@ -681,17 +684,26 @@ mod tests {
         )
         .unwrap();
         let root = Root::new(PathBuf::from("/srv/shop"));
-        let staging = s.clone().for_env(&root.with_env(EnvName::parse("staging").unwrap()));
+        let staging = s
+            .clone()
+            .for_env(&root.with_env(EnvName::parse("staging").unwrap()));
         assert_eq!(staging.branch, "staging");
         assert_eq!(staging.env_file, Some(PathBuf::from("staging.env")));
-        assert_eq!(staging.health_timeout, Duration::from_secs(30), "the top level's");
+        assert_eq!(
+            staging.health_timeout,
+            Duration::from_secs(30),
+            "the top level's"
+        );
         assert_eq!(staging.hostnames, ["staging.example.com"]);
         assert_eq!(staging.limits, None);
         let preview = root.with_env(EnvName::parse("feature-x").unwrap());
         assert_eq!(s.project(&preview).unwrap().as_str(), "shop-feature-x");
         let preview = s.clone().for_env(&preview);
         assert_eq!(preview.hostnames, ["feature-x.preview.example.com"]);
-        assert_eq!(preview.compose_files, [PathBuf::from("a.yml"), PathBuf::from("b.yml")]);
+        assert_eq!(
+            preview.compose_files,
+            [PathBuf::from("a.yml"), PathBuf::from("b.yml")]
+        );
         assert_eq!(preview.limits.unwrap().memory, Some(1 << 30));
         let production = s.clone().for_env(&root);
         assert_eq!(production.branch, "main");
@@ -701,8 +713,19 @@ mod tests {
         let to = |b: &str| s.env_of_branch(b).map(|(e, p)| (e.to_string(), p));
         assert_eq!(to("main"), Some(("production".to_owned(), false)));
         assert_eq!(to("staging"), Some(("staging".to_owned(), false)));
-        assert_eq!(to("feature/Log-In"), Some(("feature-log-in".to_owned(), true)));
+        assert_eq!(
+            to("feature/Log-In"),
+            Some(("feature-log-in".to_owned(), true))
+        );
         assert_eq!(to("fix/x"), None);
+        let s =
+            parse("previews:\n  branches: [\"S*\"]\nenvironments:\n  staging: {branch: stage}\n")
+                .unwrap();
+        assert_eq!(
+            s.env_of_branch("Staging"),
+            None,
+            "never into a named environment"
+        );
     }
 
     #[test]
@@ -711,13 +734,22 @@ mod tests {
         let e = err("environments:\n  Staging: {branch: staging}\n");
         assert!(e.contains("`Staging`"), "{e}");
         let e = err("environments:\n  staging: {branch: main}\n");
-        assert!(e.contains("`production` and `staging` both deploy the branch `main`"), "{e}");
+        assert!(
+            e.contains("`production` and `staging` both deploy the branch `main`"),
+            "{e}"
+        );
         let e = err("environments:\n  staging: {}\n");
         assert!(e.contains("staging: `branch` is missing"), "{e}");
         let e = err("previews:\n  branches: [\"*\"]\n");
-        assert!(e.contains("`*` matches `main`, the branch of the environment `production`"), "{e}");
+        assert!(
+            e.contains("`*` matches `main`, the branch of the environment `production`"),
+            "{e}"
+        );
         let e = err("previews:\n  branches: [\"f/*\"]\n  seed_from: staging\n");
-        assert!(e.contains("seed_from: `staging` is not an environment"), "{e}");
+        assert!(
+            e.contains("seed_from: `staging` is not an environment"),
+            "{e}"
+        );
         let e = err("previews:\n  branches: [\"f/*\"]\n  tll: 1d\n");
         assert!(e.contains("unknown field `tll`"), "{e}");
     }

@@ -198,7 +198,7 @@ fn cancel_refuses_what_it_cannot_cancel_with_one_line() {
     refused(&["cancel"], "deploy: no deploy is running");
     refused(
         &["cancel", "--env", "staging"],
-        "deploy: there is no environment `staging` on this host; it has one, `production`",
+        "deploy: there is no environment `staging` on this host: deploy.yml names `production`, and no preview has that name",
     );
     refused(
         &["cancel", "42"],

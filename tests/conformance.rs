@@ -68,6 +68,13 @@ const EVERY_CASE: &[Allow] = &[
         compose: "true",
         deploy: "false",
     },
+    // README "DEPLOY_ENV": every container is told its environment.
+    Allow {
+        service: "*",
+        field: "env DEPLOY_ENV",
+        compose: "(absent)",
+        deploy: "\"production\"",
+    },
 ];
 
 const CASES: &[Case] = &[

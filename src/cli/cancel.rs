@@ -25,19 +25,10 @@ pub(crate) struct Args {
     /// running deploy when not given.
     #[arg(value_name = "ID")]
     id: Option<i64>,
-    /// The environment whose deploy to cancel. A host has one, `production`, until
-    /// `environments:` come to deploy.yml.
-    #[arg(long, value_name = "NAME", default_value = "production")]
-    env: String,
 }
 
+/// `--env` (global) names the environment whose deploy to cancel.
 pub(crate) async fn run(root: Root, args: Args) -> anyhow::Result<u8> {
-    if args.env != "production" {
-        bail!(
-            "there is no environment `{}` on this host; it has one, `production`",
-            args.env
-        );
-    }
     let ledger = Ledger::open(&root.ledger_file()).await?;
     let row = target(&ledger, args.id).await?;
     let (id, pid) = (row.id, row.pid);

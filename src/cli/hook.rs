@@ -36,9 +36,9 @@ pub(crate) async fn run(root: Root, _args: Args) -> anyhow::Result<u8> {
     for update in &updates {
         let (env, revision) = match decide(update, &settings) {
             Decision::Deploy(env, revision) => (env, revision),
-            Decision::TearDown(env) => {
+            Decision::TearDown(env, branch) => {
                 let by = pusher.name.to_string();
-                if let Err(e) = tear_down(&root.with_env(env), &by, &reporter).await {
+                if let Err(e) = tear_down(&root.with_env(env), &branch, &by, &reporter).await {
                     reporter.error(format!("{e:#}"));
                     failed = Some(e);
                 }
@@ -88,11 +88,10 @@ fn say_where(env: &Root, reporter: &Reporter) {
 }
 
 /// A preview's branch was deleted: the preview goes, under the ROOT lock.
-async fn tear_down(env: &Root, by: &str, reporter: &Reporter) -> anyhow::Result<()> {
-    if !env.preview_branch().is_file() {
+async fn tear_down(env: &Root, branch: &str, by: &str, reporter: &Reporter) -> anyhow::Result<()> {
+    if environments::preview_of(env).as_deref() != Some(branch) {
         reporter.info(format!(
-            "no preview `{}` runs; nothing to tear down",
-            env.env()
+            "no preview of `{branch}` runs; nothing to tear down"
         ));
         return Ok(());
     }
@@ -115,7 +114,7 @@ async fn refresh_after(root: &Root, gone: &[EnvName], reporter: &Reporter) {
 
 enum Decision {
     Deploy(EnvName, Revision),
-    TearDown(EnvName),
+    TearDown(EnvName, String),
     Skip(String),
 }
 
@@ -138,7 +137,7 @@ fn decide(update: &RefUpdate, settings: &Settings) -> Decision {
         ));
     };
     match (update.is_delete(), preview) {
-        (true, true) => Decision::TearDown(env),
+        (true, true) => Decision::TearDown(env, branch.to_owned()),
         (true, false) => Decision::Skip(format!(
             "the deploy branch `{branch}` was deleted; what runs keeps running"
         )),

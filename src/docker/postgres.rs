@@ -159,11 +159,29 @@ pub(crate) async fn restore(
     container: &str,
     dump: Pin<Box<dyn AsyncRead + Send>>,
 ) -> Result<(), PgError> {
+    serving(docker, container).await;
     let script = format!(
         r#"{LOCATE} exec pg_restore --clean --if-exists --single-transaction --exit-on-error --no-password -U "$u" -d "$d""#
     );
     exec(docker, container, "pg_restore", &script, Some(dump), None).await?;
     Ok(())
+}
+
+/// Waits (within `CONNECT_WAIT`) until the server takes TCP connections. The temporary
+/// server the image's entrypoint runs while it initialises a new data directory (a new
+/// preview's, seeded right away) listens on its socket only, and passes the healthcheck
+/// just before it shuts down: a restore into it fails half-way. A server configured to take
+/// no TCP connections at all is restored into after the wait.
+async fn serving(docker: &Docker, container: &str) {
+    let deadline = tokio::time::Instant::now() + CONNECT_WAIT;
+    let script = "exec pg_isready -q -h 127.0.0.1";
+    while exec(docker, container, "pg_isready", script, None, None)
+        .await
+        .is_err()
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// Runs `script` with `sh -c` in `container`, feeding it `stdin` and streaming its output

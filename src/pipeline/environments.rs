@@ -43,11 +43,10 @@ pub(crate) fn all(root: &Root, settings: &Settings) -> Vec<Environment> {
     let ttl = settings.previews.as_ref().map(|p| p.ttl);
     for name in previews(root, settings) {
         let view = root.with_env(name.clone());
-        let branch = std::fs::read_to_string(view.preview_branch()).unwrap_or_default();
         let expires = ttl.and_then(|ttl| Some(DateTime::<Utc>::from(last_push(&view)? + ttl)));
         out.push(Environment {
             name,
-            branch: branch.trim().to_owned(),
+            branch: preview_of(&view).unwrap_or_default(),
             preview: true,
             expires,
         });
@@ -70,6 +69,12 @@ fn previews(root: &Root, settings: &Settings) -> Vec<EnvName> {
     out
 }
 
+/// The branch a preview was made for, if it exists.
+pub(crate) fn preview_of(preview: &Root) -> Option<String> {
+    let branch = std::fs::read_to_string(preview.preview_branch()).ok()?;
+    Some(branch.trim().to_owned())
+}
+
 /// When a push last reached a preview (its branch file is written by each).
 fn last_push(preview: &Root) -> Option<SystemTime> {
     std::fs::metadata(preview.preview_branch())
@@ -86,10 +91,9 @@ pub(crate) fn check_exists(root: &Root, settings: &Settings, name: &EnvName) -> 
     if named.iter().any(|(n, _)| n == name) || root.with_env(name.clone()).dir().is_dir() {
         return Ok(());
     }
-    let names: Vec<String> = named.iter().map(|(n, _)| n.to_string()).collect();
+    let names: Vec<String> = named.iter().map(|(n, _)| format!("`{n}`")).collect();
     bail!(
-        "no environment `{name}` in `{}` (it names {}) and no preview of that name",
-        root.path().display(),
+        "there is no environment `{name}` on this host: deploy.yml names {}, and no preview has that name",
         names.join(", ")
     )
 }
@@ -136,6 +140,11 @@ pub(crate) async fn prepare(
     };
     let branch = refname.strip_prefix("refs/heads/").unwrap_or(refname);
     let new = !root.preview_branch().is_file();
+    if let Some(other) = preview_of(root).filter(|b| b != branch) {
+        bail!(
+            "not deployed: `{branch}` would be the preview `{env}`, which is `{other}`'s; rename one of the branches"
+        );
+    }
     if new {
         let live = previews(root, &all);
         if live.len() >= settings.max_previews {
@@ -238,6 +247,13 @@ pub(crate) async fn teardown(
 ) -> anyhow::Result<()> {
     if root.env().is_production() {
         bail!("`production` is never torn down; `deploy down` stops it and keeps its data");
+    }
+    if !root.dir().is_dir() {
+        bail!(
+            "environment {} has nothing to tear down (no `{}`)",
+            root.env(),
+            root.dir().display()
+        );
     }
     let settings = Settings::load(root)?;
     let project = settings.project(root)?;

@@ -80,9 +80,6 @@ pub(crate) async fn deploy(
     // A new preview's branch is known now.
     let settings = Settings::load(root)?;
     let project = settings.project(root)?;
-    if !root.env().is_production() {
-        reporter.info(format!("environment {}", root.env()));
-    }
     reconcile::run(root, &settings, &project, traffic, reporter).await?;
     let record = record::open(root, &request, queued, revision, &settings.branch, reporter).await?;
     let (cancel, _listening) = signals.listen(record.ledger.clone(), record.id);

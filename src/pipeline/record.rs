@@ -248,8 +248,13 @@ impl Record {
             .await?
             .context("failed to read the commit being deployed")?;
         reporter.info(format!(
-            "deploying {} \"{}\" by {} to `{project}` for {} ({})",
-            self.revision, commit.subject, commit.author, request.user, request.trigger
+            "deploying {} \"{}\" by {} to `{project}` (environment {}) for {} ({})",
+            self.revision,
+            commit.subject,
+            commit.author,
+            root.env(),
+            request.user,
+            request.trigger
         ));
         if !request.restore.is_empty() {
             return Ok(());

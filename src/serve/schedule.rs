@@ -35,30 +35,43 @@ pub(crate) fn start(root: Root) -> std::io::Result<()> {
         .map(|_| ())
 }
 
+/// Every environment `deploy.yml` names has its schedule (previews are throwaway).
 async fn run(root: Root) {
     loop {
-        let wait = match due_in(&root).await {
-            Ok(Some(wait)) if wait.is_zero() => {
-                let reporter = Reporter::new().with_tracing();
-                match backups::take_now(&root, BackupReason::Schedule, None, &reporter).await {
-                    Ok(taken) => {
-                        tracing::info!(dumps = taken.len(), "scheduled backup taken");
-                        continue;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = format!("{e:#}"), "scheduled backup failed");
-                        RETRY
-                    }
+        let mut wait = RECHECK;
+        let named = Settings::load_all(&root).map(|s| s.named_environments());
+        for (env, _) in named.unwrap_or_default() {
+            let view = root.with_env(env);
+            if view.ledger_file().is_file() {
+                wait = wait.min(tick(&view).await);
+            }
+        }
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// Takes `root`'s environment's dump if it is due; how long until it is due next.
+async fn tick(root: &Root) -> Duration {
+    match due_in(root).await {
+        Ok(Some(wait)) if wait.is_zero() => {
+            let reporter = Reporter::new().with_tracing();
+            match backups::take_now(root, BackupReason::Schedule, None, &reporter).await {
+                Ok(taken) => {
+                    tracing::info!(env = %root.env(), dumps = taken.len(), "scheduled backup taken");
+                    Duration::ZERO
+                }
+                Err(e) => {
+                    tracing::warn!(env = %root.env(), error = format!("{e:#}"), "scheduled backup failed");
+                    RETRY
                 }
             }
-            Ok(Some(wait)) => wait.min(RECHECK),
-            Ok(None) => RECHECK,
-            Err(e) => {
-                tracing::warn!(error = format!("{e:#}"), "cannot read the backup schedule");
-                RECHECK
-            }
-        };
-        tokio::time::sleep(wait).await;
+        }
+        Ok(Some(wait)) => wait,
+        Ok(None) => RECHECK,
+        Err(e) => {
+            tracing::warn!(error = format!("{e:#}"), "cannot read the backup schedule");
+            RECHECK
+        }
     }
 }
 
