@@ -367,6 +367,20 @@ fn a_preview_is_seeded_from_staging_isolated_and_removed_with_its_branch() {
         );
     }
     assert_eq!(printenv(&preview_server, "DEPLOY_ENV"), "feature-login");
+    // `limits` caps every container of the preview, though the compose file sets none.
+    let host = block(async move {
+        let docker = docker().await;
+        let inspect = docker
+            .inspect_container(&preview_server, None)
+            .await
+            .unwrap();
+        inspect.host_config.unwrap()
+    });
+    assert_eq!(
+        (host.memory, host.nano_cpus),
+        (Some(1 << 30), Some(1_000_000_000)),
+        "the preview's limits"
+    );
 
     // Deleting the branch tears the preview down: nothing of it in Docker, only its ledger
     // and build logs on disk.
@@ -563,4 +577,44 @@ fn bad_environment_settings_are_refused_with_one_line() {
     let push = stack.push("alice");
     assert!(push.output.contains("deployed"), "{}", push.output);
     stack.wait_for_page("version: v2", Duration::from_secs(60));
+}
+
+#[test]
+fn a_preview_past_max_previews_is_refused_and_nothing_of_it_is_made() {
+    let stack = Stack::web("envmax");
+    let port = free_port();
+    std::fs::write(stack.root.join("preview.env"), format!("WEB_PORT={port}\n")).unwrap();
+    stack.add_settings(
+        "previews:\n  branches: [\"feature/*\"]\n  env_file: preview.env\n  max_previews: 1\n",
+    );
+    let first = format!("{}-feature-one", stack.project);
+    let _first_made = Cleanup(first.clone());
+    let second = format!("{}-feature-two", stack.project);
+    let _second_made = Cleanup(second.clone());
+    stack.write("index.html", "version: one\n");
+    stack.commit("one");
+    let push = stack.push_ref("HEAD:refs/heads/feature/one", "tess");
+    assert!(push.output.contains("deployed"), "{}", push.output);
+    wait_for_page_at(port, "version: one", Duration::from_secs(60));
+
+    let push = stack.push_ref("HEAD:refs/heads/feature/two", "tess");
+    assert!(
+        push.output.lines().any(|l| l.starts_with("remote:")
+            && l.contains("max_previews")
+            && l.contains("feature/two")),
+        "the refusal names the cap and the branch: {}",
+        push.output
+    );
+    assert_eq!(labelled(&second), Labelled::default());
+    assert!(
+        !stack.root.join("envs/feature-two/code").exists(),
+        "no work tree for the refused preview"
+    );
+    wait_for_page_at(port, "version: one", Duration::from_secs(5));
+    let list = json(&stack, &["env", "list", "--json"]);
+    let previews: Vec<&str> = (list.as_array().unwrap().iter())
+        .filter(|e| e["preview"] == true)
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(previews, ["feature-one"], "{list:#}");
 }
