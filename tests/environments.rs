@@ -153,21 +153,6 @@ fn build_logs(dir: &std::path::Path) -> Vec<String> {
     names
 }
 
-/// `<YYYY-MM-DD> <HH:MM:SS> <sha> <user>.log`
-fn assert_log_name(name: &str, sha: &str, user: &str) {
-    let parts: Vec<&str> = name.trim_end_matches(".log").split(' ').collect();
-    assert_eq!(parts.len(), 4, "{name}");
-    assert!(
-        chrono::NaiveDate::parse_from_str(parts[0], "%Y-%m-%d").is_ok(),
-        "{name}"
-    );
-    assert!(
-        chrono::NaiveTime::parse_from_str(parts[1], "%H:%M:%S").is_ok(),
-        "{name}"
-    );
-    assert_eq!((parts[2], parts[3]), (sha, user), "{name}");
-}
-
 /// The IPv4 addresses a container has on its networks.
 fn ips(id: &str) -> Vec<String> {
     let id = id.to_owned();

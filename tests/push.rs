@@ -116,22 +116,6 @@ fn push_deploys_the_stack_and_rolls_back() {
     assert!(visits(&page) > visits1);
 }
 
-fn assert_log_name(name: &str, sha: &str, user: &str) {
-    // <YYYY-MM-DD> <HH:MM:SS> <sha> <user>.log
-    let parts: Vec<&str> = name.trim_end_matches(".log").split(' ').collect();
-    assert_eq!(parts.len(), 4, "{name}");
-    assert!(
-        chrono::NaiveDate::parse_from_str(parts[0], "%Y-%m-%d").is_ok(),
-        "{name}"
-    );
-    assert!(
-        chrono::NaiveTime::parse_from_str(parts[1], "%H:%M:%S").is_ok(),
-        "{name}"
-    );
-    assert_eq!(parts[2], sha, "{name}");
-    assert_eq!(parts[3], user, "{name}");
-}
-
 fn assert_secret_nowhere(stack: &Stack, repo: &str, sha: &str, push_output: &str) {
     assert!(
         !push_output.contains(PASSWORD),

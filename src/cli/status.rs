@@ -185,15 +185,7 @@ pub(crate) async fn gather(
 /// per container.
 fn print(status: &Status, settings: &Settings) {
     println!("project  {}", status.project);
-    if status.environment != "production" {
-        println!("env      {}", status.environment);
-    }
-    if let Some((at, by, why)) = &status.torn_down {
-        println!(
-            "torn down at {} by {by} ({why}); its history and build logs stay",
-            at.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S")
-        );
-    }
+    print_environment(status);
     match &status.live {
         Some(d) => println!(
             "live     {} deployed by {} at {}",
@@ -267,6 +259,19 @@ fn print(status: &Status, settings: &Settings) {
 }
 
 /// Each hostname, and how it is served.
+/// An environment other than production is named, and one torn down says so.
+fn print_environment(status: &Status) {
+    if status.environment != "production" {
+        println!("env      {}", status.environment);
+    }
+    if let Some((at, by, why)) = &status.torn_down {
+        println!(
+            "torn down at {} by {by} ({why}); its history and build logs stay",
+            at.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S")
+        );
+    }
+}
+
 fn print_hostnames(status: &Status) {
     let dir = status
         .certs_dir

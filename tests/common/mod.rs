@@ -710,3 +710,18 @@ pub fn labelled(project: &str) -> Labelled {
         }
     })
 }
+
+/// A build log's name is `<YYYY-MM-DD> <HH:MM:SS> <sha> <user>.log`.
+pub fn assert_log_name(name: &str, sha: &str, user: &str) {
+    let parts: Vec<&str> = name.trim_end_matches(".log").split(' ').collect();
+    assert_eq!(parts.len(), 4, "{name}");
+    assert!(
+        chrono::NaiveDate::parse_from_str(parts[0], "%Y-%m-%d").is_ok(),
+        "{name}"
+    );
+    assert!(
+        chrono::NaiveTime::parse_from_str(parts[1], "%H:%M:%S").is_ok(),
+        "{name}"
+    );
+    assert_eq!((parts[2], parts[3]), (sha, user), "{name}");
+}
