@@ -603,3 +603,53 @@ fn a_preview_past_max_previews_is_refused_and_nothing_of_it_is_made() {
         .collect();
     assert_eq!(previews, ["feature-one"], "{list:#}");
 }
+
+#[test]
+fn under_deploy_serve_each_environment_keeps_its_port_across_a_restart_and_down() {
+    let stack = Stack::web("envserve");
+    let staging_port = free_port();
+    std::fs::write(
+        stack.root.join("staging.env"),
+        format!("WEB_PORT={staging_port}\n"),
+    )
+    .unwrap();
+    stack.add_settings(
+        "environments:\n  production: {branch: main}\n  staging: {branch: staging, env_file: staging.env}\n",
+    );
+    let staging = format!("{}-staging", stack.project);
+    let _staging_made = Cleanup(staging.clone());
+    let daemon = Daemon::start(&stack);
+
+    stack.write("index.html", "version: prod\n");
+    stack.commit("prod");
+    assert!(stack.push("alice").output.contains("deployed"));
+    stack.write("index.html", "version: stage\n");
+    stack.commit("stage");
+    let push = stack.push_ref("HEAD:refs/heads/staging", "sam");
+    assert!(push.output.contains("deployed"), "{}", push.output);
+    wait_for_page_at(stack.port, "version: prod", Duration::from_secs(30));
+    wait_for_page_at(staging_port, "version: stage", Duration::from_secs(30));
+    // The proxy owns both ports: no container publishes one.
+    for project in [stack.project.as_str(), staging.as_str()] {
+        for c in containers(project) {
+            let published: Vec<_> = (c.ports.unwrap_or_default().into_iter())
+                .filter(|p| p.public_port.is_some())
+                .collect();
+            assert!(published.is_empty(), "{project}: {published:?}");
+        }
+    }
+
+    // A new daemon routes both environments again from their containers, with no deploy.
+    daemon.kill();
+    let _daemon = Daemon::start(&stack);
+    wait_for_page_at(stack.port, "version: prod", Duration::from_secs(10));
+    wait_for_page_at(staging_port, "version: stage", Duration::from_secs(10));
+
+    // `deploy down --env staging` closes staging's port only.
+    let out = stack.deploy(&["down", "--env", "staging"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(containers(&staging).is_empty());
+    let answer = http_answer(staging_port, "/").unwrap_or_default();
+    assert!(answer.starts_with("HTTP/1.0 503"), "{answer}");
+    wait_for_page_at(stack.port, "version: prod", Duration::from_secs(5));
+}
