@@ -75,8 +75,14 @@ pub(crate) async fn run(root: Root, _args: Args) -> anyhow::Result<u8> {
 
 /// The environment a deploy reached, and where it answers.
 fn say_where(env: &Root, reporter: &Reporter) {
-    let hosts = Settings::load(env).map(|s| s.hostnames).unwrap_or_default();
-    let urls: Vec<String> = hosts.iter().map(|h| format!("http://{h}/")).collect();
+    // HTTPS where a certificate serves the hostname, as `deploy status` tells.
+    let hosts = Settings::load(env).and_then(|s| super::status::hostnames(env, &s));
+    let urls: Vec<String> = (hosts.map(|(hosts, _)| hosts).unwrap_or_default().iter())
+        .map(|h| {
+            let scheme = if h.https { "https" } else { "http" };
+            format!("{scheme}://{}/", h.hostname)
+        })
+        .collect();
     match urls.is_empty() {
         true => reporter.info(format!("environment {} is live", env.env())),
         false => reporter.info(format!(
