@@ -191,6 +191,7 @@ pub(crate) fn start_deliverer(root: &Root) -> anyhow::Result<()> {
         .arg("deliver-notifications")
         .arg("--root")
         .arg(root.path())
+        .args(["--env", root.env().as_str()])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

@@ -26,15 +26,23 @@ pub(crate) async fn run(root: Root, _args: Args) -> anyhow::Result<u8> {
     let updates = parse_hook_input(&input)?;
     let settings = Settings::load_all(&root)?;
     let reporter = Reporter::new().with_terminal().with_tracing();
-    match environments::sweep(&root, &reporter).await {
+    let decisions: Vec<Decision> = updates.iter().map(|u| decide(u, &settings)).collect();
+    // A preview this push deploys lives on, whatever its age.
+    let pushed: Vec<EnvName> = (decisions.iter())
+        .filter_map(|d| match d {
+            Decision::Deploy(env, _) => Some(env.clone()),
+            _ => None,
+        })
+        .collect();
+    match environments::sweep(&root, &pushed, &reporter).await {
         Ok(gone) => refresh_after(&root, &gone, &reporter).await,
         Err(e) => reporter.warn(format!("previews past their ttl: {e:#}")),
     }
 
     let pusher = super::pusher(&root);
     let mut failed = None;
-    for update in &updates {
-        let (env, revision) = match decide(update, &settings) {
+    for (update, decision) in updates.iter().zip(decisions) {
+        let (env, revision) = match decision {
             Decision::Deploy(env, revision) => (env, revision),
             Decision::TearDown(env, branch) => {
                 let by = pusher.name.to_string();
@@ -75,14 +83,8 @@ pub(crate) async fn run(root: Root, _args: Args) -> anyhow::Result<u8> {
 
 /// The environment a deploy reached, and where it answers.
 fn say_where(env: &Root, reporter: &Reporter) {
-    // HTTPS where a certificate serves the hostname, as `deploy status` tells.
-    let hosts = Settings::load(env).and_then(|s| super::status::hostnames(env, &s));
-    let urls: Vec<String> = (hosts.map(|(hosts, _)| hosts).unwrap_or_default().iter())
-        .map(|h| {
-            let scheme = if h.https { "https" } else { "http" };
-            format!("{scheme}://{}/", h.hostname)
-        })
-        .collect();
+    let hosts = Settings::load(env).map(|s| s.hostnames).unwrap_or_default();
+    let urls = crate::serve::urls(env, &hosts);
     match urls.is_empty() {
         true => reporter.info(format!("environment {} is live", env.env())),
         false => reporter.info(format!(

@@ -43,9 +43,9 @@ pub(crate) struct Status {
 }
 
 #[derive(Serialize)]
-pub(super) struct Hostname {
-    pub(super) hostname: String,
-    pub(super) https: bool,
+struct Hostname {
+    hostname: String,
+    https: bool,
     /// Days until the certificate that serves it expires.
     expires_in_days: Option<i64>,
 }
@@ -56,7 +56,7 @@ const EXPIRY_WARNING_DAYS: i64 = 14;
 /// Each hostname, with HTTPS when a file of the certificates directory (`deploy serve`'s,
 /// from /etc/deploy/serve.yml) covers it.
 /// Also returns the operator's certificates directory, when there are hostnames.
-pub(super) fn hostnames(
+fn hostnames(
     root: &Root,
     settings: &Settings,
 ) -> anyhow::Result<(Vec<Hostname>, Option<std::path::PathBuf>)> {

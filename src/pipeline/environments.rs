@@ -290,15 +290,21 @@ pub(crate) async fn teardown(
     Ok(())
 }
 
-/// Tears down every preview no push reached within `ttl`, when no deploy holds the lock
-/// (the next sweep retries otherwise). `deploy serve` runs it every minute, every hook run
-/// once. Returns the previews torn down.
-pub(crate) async fn sweep(root: &Root, reporter: &Reporter) -> anyhow::Result<Vec<EnvName>> {
+/// Tears down every preview no push reached within `ttl` (but those of `pushed`, which a
+/// push is about to deploy), when no deploy holds the lock (the next sweep retries
+/// otherwise). `deploy serve` runs it every minute, every hook run once. Returns the
+/// previews torn down.
+pub(crate) async fn sweep(
+    root: &Root,
+    pushed: &[EnvName],
+    reporter: &Reporter,
+) -> anyhow::Result<Vec<EnvName>> {
     let all = Settings::load_all(root)?;
     let Some(ttl) = all.previews.as_ref().map(|p| p.ttl) else {
         return Ok(Vec::new());
     };
     let expired: Vec<EnvName> = (previews(root, &all).into_iter())
+        .filter(|name| !pushed.contains(name))
         .filter(|name| {
             last_push(&root.with_env(name.clone()))
                 .and_then(|at| at.elapsed().ok())

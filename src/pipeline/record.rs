@@ -221,7 +221,7 @@ impl Record {
         let payload = notify::Payload {
             event,
             project: project.to_string(),
-            environment: "production".to_owned(),
+            environment: self.root.env().to_string(),
             revision: row.revision.to_string(),
             message,
             user: row.user,
@@ -230,7 +230,11 @@ impl Record {
             finished_at: row.finished_at,
             log: row.log_path,
             error: row.error,
-            url: None,
+            url: crate::settings::Settings::load(&self.root)
+                .map(|s| crate::serve::urls(&self.root, &s.hostnames))
+                .unwrap_or_default()
+                .into_iter()
+                .next(),
         };
         notify::queue(&self.root, &self.ledger, targets, &payload, reporter).await;
     }

@@ -286,7 +286,7 @@ async fn start_beside(
             let root = sweeping.root.clone();
             let swept = pipeline::detached(move || async move {
                 let reporter = Reporter::new().with_tracing();
-                pipeline::environments::sweep(&root, &reporter).await
+                pipeline::environments::sweep(&root, &[], &reporter).await
             });
             match swept.await {
                 Ok(gone) if !gone.is_empty() => {
