@@ -218,30 +218,23 @@ async fn start_root(
         });
     }
     let busy = Arc::new(AtomicBool::new(false));
-    // Each environment that ran before: traffic first goes where its ledger says the live
-    // revision runs; then a deploy this daemon ran when it was killed is settled (finished,
-    // with traffic switched to it, or put back). A deploy another process runs now is its
-    // own to finish.
+    // Production, and each other environment that ran before. A deploy another process
+    // runs now is its own to finish.
     let all = Settings::load_all(root)?;
     for env in pipeline::environments::all(root, &all) {
         let view = root.with_env(env.name.clone());
-        if !view.ledger_file().is_file() {
-            continue;
+        if env.name.is_production() || view.ledger_file().is_file() {
+            let switch = switches.get(&env.name);
+            let started = start_env(&view, &docker, &switch, &busy).await;
+            // Production's failure is the root's; another environment's is its own.
+            match started {
+                Err(e) if env.name.is_production() => return Err(e),
+                Err(e) => {
+                    tracing::error!(env = %env.name, error = %format!("{e:#}"), "this environment is not served until its next deploy")
+                }
+                Ok(()) => {}
+            }
         }
-        let settings = Settings::load(&view)?;
-        let project = settings.project(&view)?;
-        let switch = switches.get(&env.name);
-        let ledger = Ledger::open(&view.ledger_file()).await?;
-        let live = (ledger.last_succeeded().await?).map(|d| d.revision.to_string());
-        restore(&docker, &project, live.as_deref(), &switch).await?;
-        if let Some(_lock) =
-            pipeline::lock::try_acquire(&root.lock_file(), "deploy serve, starting")?
-        {
-            let reporter = Reporter::new().with_tracing();
-            let traffic = Traffic::Proxied(switch.as_ref());
-            pipeline::reconcile::run(&view, &settings, &project, traffic, &reporter).await?;
-        }
-        tokio::spawn(autoheal::watch(docker.clone(), project, busy.clone()));
     }
     let daemon = Arc::new(Daemon {
         root: root.clone(),
@@ -262,6 +255,29 @@ async fn start_root(
         control,
         control_socket,
     })
+}
+
+/// One environment of a root, as the daemon starts: traffic first goes where its ledger
+/// says the live revision runs; then a deploy this daemon ran when it was killed is settled
+/// (finished, with traffic switched to it, or put back); then autoheal watches it.
+async fn start_env(
+    root: &Root,
+    docker: &Docker,
+    switch: &ProxySwitch,
+    busy: &Arc<AtomicBool>,
+) -> anyhow::Result<()> {
+    let settings = Settings::load(root)?;
+    let project = settings.project(root)?;
+    let ledger = Ledger::open(&root.ledger_file()).await?;
+    let live = (ledger.last_succeeded().await?).map(|d| d.revision.to_string());
+    restore(docker, &project, live.as_deref(), switch).await?;
+    if let Some(_lock) = pipeline::lock::try_acquire(&root.lock_file(), "deploy serve, starting")? {
+        let reporter = Reporter::new().with_tracing();
+        let traffic = Traffic::Proxied(switch);
+        pipeline::reconcile::run(root, &settings, &project, traffic, &reporter).await?;
+    }
+    tokio::spawn(autoheal::watch(docker.clone(), project, busy.clone()));
+    Ok(())
 }
 
 /// What runs beside the deploys: `deploy cancel`'s signal for queued deploys, the backup
