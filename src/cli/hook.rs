@@ -40,15 +40,15 @@ pub(crate) async fn run(root: Root, _args: Args) -> anyhow::Result<u8> {
     }
 
     let pusher = super::pusher(&root);
-    let mut failed = None;
+    // Each branch of the push is deployed, whichever failed before it.
+    let mut failed: Vec<anyhow::Error> = Vec::new();
     for (update, decision) in updates.iter().zip(decisions) {
         let (env, revision) = match decision {
             Decision::Deploy(env, revision) => (env, revision),
             Decision::TearDown(env, branch) => {
                 let by = pusher.name.to_string();
                 if let Err(e) = tear_down(&root.with_env(env), &branch, &by, &reporter).await {
-                    reporter.error(format!("{e:#}"));
-                    failed = Some(e);
+                    failed.push(e);
                 }
                 continue;
             }
@@ -72,10 +72,15 @@ pub(crate) async fn run(root: Root, _args: Args) -> anyhow::Result<u8> {
         let view = root.with_env(env);
         match super::run_deploy(&view, request, &reporter).await {
             Ok(()) => say_where(&view, &reporter),
-            Err(e) => failed = Some(e),
+            Err(e) => failed.push(e),
         }
     }
-    match failed {
+    // The last failure is the command's; the ones before it are said here.
+    let last = failed.pop();
+    for e in failed {
+        reporter.error(format!("{e:#}"));
+    }
+    match last {
         Some(e) => Err(e),
         None => Ok(super::exit::SUCCESS),
     }
