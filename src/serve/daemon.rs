@@ -221,18 +221,18 @@ async fn start_root(
     // Production, and each other environment that ran before. A deploy another process
     // runs now is its own to finish.
     let all = Settings::load_all(root)?;
+    let mut healing = Vec::new();
     for env in pipeline::environments::all(root, &all) {
         let view = root.with_env(env.name.clone());
         if env.name.is_production() || view.ledger_file().is_file() {
             let switch = switches.get(&env.name);
-            let started = start_env(&view, &docker, &switch, &busy).await;
             // Production's failure is the root's; another environment's is its own.
-            match started {
+            match start_env(&view, &docker, &switch).await {
+                Ok(project) => healing.push(project),
                 Err(e) if env.name.is_production() => return Err(e),
                 Err(e) => {
                     tracing::error!(env = %env.name, error = %format!("{e:#}"), "this environment is not served until its next deploy")
                 }
-                Ok(()) => {}
             }
         }
     }
@@ -244,7 +244,12 @@ async fn start_root(
         idle: Notify::new(),
         stopping: AtomicBool::new(false),
         switches,
+        runtime: tokio::runtime::Handle::current(),
+        healing: Mutex::new(std::collections::HashSet::new()),
     });
+    for project in healing {
+        daemon.heal(&docker, project);
+    }
     let worker = start_worker(daemon.clone())?;
     start_beside(&daemon, &settings, &host.proxy).await?;
     let control = tokio::spawn(control::serve(listener, daemon.clone()));
@@ -259,13 +264,12 @@ async fn start_root(
 
 /// One environment of a root, as the daemon starts: traffic first goes where its ledger
 /// says the live revision runs; then a deploy this daemon ran when it was killed is settled
-/// (finished, with traffic switched to it, or put back); then autoheal watches it.
+/// (finished, with traffic switched to it, or put back). Returns its project, for autoheal.
 async fn start_env(
     root: &Root,
     docker: &Docker,
     switch: &ProxySwitch,
-    busy: &Arc<AtomicBool>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<ProjectName> {
     let settings = Settings::load(root)?;
     let project = settings.project(root)?;
     let ledger = Ledger::open(&root.ledger_file()).await?;
@@ -276,8 +280,7 @@ async fn start_env(
         let traffic = Traffic::Proxied(switch);
         pipeline::reconcile::run(root, &settings, &project, traffic, &reporter).await?;
     }
-    tokio::spawn(autoheal::watch(docker.clone(), project, busy.clone()));
-    Ok(())
+    Ok(project)
 }
 
 /// What runs beside the deploys: `deploy cancel`'s signal for queued deploys, the backup
@@ -460,6 +463,10 @@ pub(super) struct Daemon {
     stopping: AtomicBool,
     /// The proxy's switch of each environment.
     switches: Arc<Switches>,
+    /// The daemon's runtime, where autoheal runs (the worker has a runtime of its own).
+    runtime: tokio::runtime::Handle,
+    /// The projects autoheal watches: every environment's, from its first deploy on.
+    healing: Mutex<std::collections::HashSet<ProjectName>>,
 }
 
 pub(super) struct Job {
@@ -609,6 +616,15 @@ impl Daemon {
         Ok(())
     }
 
+    /// Autoheal watches `project` from now on (once).
+    fn heal(&self, docker: &Docker, project: ProjectName) {
+        let mut healing = self.healing.lock().unwrap_or_else(|p| p.into_inner());
+        if healing.insert(project.clone()) {
+            let watch = autoheal::watch(docker.clone(), project, self.busy.clone());
+            self.runtime.spawn(watch);
+        }
+    }
+
     /// No deploy starts from now on: every queued one is answered that it did not run.
     fn stop(&self) {
         let queued: Vec<Work> = {
@@ -721,6 +737,7 @@ async fn work(daemon: Arc<Daemon>) {
         };
         let reporter = Reporter::new().with_tracing();
         reporter.add_sink(Box::new(ClientSink(job.replies.clone())));
+        let env = daemon.root.with_env(job.request.env.clone());
         let switch = daemon.switches.get(&job.request.env);
         let switch: &dyn Switch = switch.as_ref();
         let result = pipeline::deploy(
@@ -730,6 +747,15 @@ async fn work(daemon: Arc<Daemon>) {
             &reporter,
         )
         .await;
+        // An environment made after the daemon started is healed from its first deploy.
+        if result.is_ok()
+            && let (Ok(docker), Ok(project)) = (
+                docker::connect().await,
+                Settings::load(&env).and_then(|s| s.project(&env)),
+            )
+        {
+            daemon.heal(&docker, project);
+        }
         let done = match result {
             Ok(()) => Reply::Done {
                 ok: true,
@@ -782,6 +808,8 @@ mod tests {
             busy: Arc::new(AtomicBool::new(false)),
             idle: Notify::new(),
             stopping: AtomicBool::new(false),
+            runtime: tokio::runtime::Handle::current(),
+            healing: Mutex::new(std::collections::HashSet::new()),
         }
     }
 
