@@ -98,8 +98,8 @@ pub(crate) fn check_exists(root: &Root, settings: &Settings, name: &EnvName) -> 
     )
 }
 
-/// Makes an environment's folder: its work tree with `.secrets/` (mode 0700), its data and
-/// build-log folders. `production`'s is ROOT, which `deploy init` made.
+/// Makes what is missing of an environment's folder: its work tree with `.secrets/` (mode
+/// 0700 when made), its data and build-log folders. `production`'s is ROOT, which `deploy init` made.
 pub(crate) fn create(root: &Root) -> anyhow::Result<()> {
     if root.env().is_production() {
         return Ok(());
@@ -108,7 +108,12 @@ pub(crate) fn create(root: &Root) -> anyhow::Result<()> {
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("failed to create `{}`", dir.display()))?;
     }
+    // Restricted when made; one that exists keeps the mode the operator gave it (a
+    // group-readable one, for hooks run by each developer).
     let secrets = root.secrets();
+    if secrets.is_dir() {
+        return Ok(());
+    }
     std::fs::create_dir_all(&secrets)
         .and_then(|()| std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o700)))
         .with_context(|| format!("failed to create `{}`", secrets.display()))
