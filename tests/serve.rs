@@ -207,6 +207,53 @@ fn issue4_a_restarted_daemon_resumes_without_a_redeploy() {
     assert!(stack.get("/").unwrap().contains("version: v1"));
 }
 
+/// Issue #12: the first deploy under a newly started daemon takes the port over from the
+/// container that published it itself (deployed while no daemon ran). Taking that container
+/// off its network frees the port at once, so the port is closed for milliseconds, not for
+/// the old container's stop time.
+#[test]
+fn the_first_deploy_under_the_daemon_takes_the_port_over_from_the_old_container() {
+    let stack = Stack::new("takeover");
+    let (_, push) = stack.push_version("v1", "alice");
+    assert!(push.output.contains("deployed"), "{}", push.output);
+    stack.wait_for_page("version: v1", Duration::from_secs(10));
+    let old = service_container(&stack.project, "server");
+    assert!(
+        old.ports
+            .iter()
+            .flatten()
+            .any(|p| p.public_port == Some(stack.port)),
+        "without the daemon the container publishes the port: {:?}",
+        old.ports
+    );
+
+    let _daemon = Daemon::start(&stack);
+    let load = Load::start(stack.port);
+    let (_, push) = stack.push_version("v2", "alice");
+    assert!(
+        push.output.contains("took the ports over"),
+        "{}",
+        push.output
+    );
+    assert!(stack.get("/").unwrap().contains("version: v2"));
+    let (ok, failed, when) = load.finish();
+    assert!(ok > 20, "the load ran: {ok} requests");
+    // One request may meet the moment the port changes hands, or be in flight to the old
+    // container; stopping the old container first closed the port for a few hundred ms.
+    assert!(
+        failed <= 1,
+        "{failed} of {} requests failed, at {when:?}",
+        ok + failed
+    );
+    let new = service_container(&stack.project, "server");
+    assert_ne!(new.id, old.id);
+    assert!(
+        new.ports.iter().flatten().all(|p| p.public_port.is_none()),
+        "the proxy owns the port now: {:?}",
+        new.ports
+    );
+}
+
 /// Issue #16: three replicas behind `deploy serve`. A deploy under load fails no request:
 /// the new three are all ready before traffic moves, and the old three drain. Afterwards
 /// requests spread over all three, each taking a fair share.

@@ -17,6 +17,7 @@ pub(crate) mod raw;
 pub(crate) mod routes;
 pub(crate) mod session;
 pub(crate) mod status;
+pub(crate) mod takeover;
 
 use std::time::Duration;
 

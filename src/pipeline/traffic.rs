@@ -3,12 +3,13 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 
 use crate::docker::apply::Applied;
-use crate::docker::routes::{self, Route};
+use crate::docker::routes::{self, Listen, Route};
+use crate::docker::takeover;
 use crate::docker::{self, Docker};
 use crate::ids::ServiceName;
 use crate::plan::Plan;
@@ -81,28 +82,14 @@ pub(crate) async fn cut_over(
         return Err(e);
     }
     if !new.is_empty() {
-        if let Err(first) = switch.switch(new.clone()).await {
-            // The old containers may hold the host ports themselves (deployed while the
-            // daemon was not running): stop them, a short gap, and take the ports over.
-            reporter.warn(format!(
-                "{first:#}; stopping the old containers to take over their ports"
-            ));
-            let mut stopped = Vec::new();
-            for old in applied.retiring() {
-                if docker::apply::stop(docker, &old.id, &old.name, Duration::from_secs(10))
-                    .await
-                    .is_ok()
-                {
-                    stopped.push(old.clone());
-                }
-            }
-            if let Err(e) = switch.switch(new.clone()).await {
-                for old in &stopped {
-                    let _ = docker::apply::start(docker, &old.id, &old.name).await;
-                }
-                applied.rollback(docker, reporter).await;
-                return Err(e.context("failed to switch traffic to the new containers"));
-            }
+        // The old containers may publish the ports themselves (deployed while the daemon
+        // was not running).
+        if let Err(first) = switch.switch(new.clone()).await
+            && let Err(e) = take_over(switch, docker, &applied, &new, reporter).await
+        {
+            applied.rollback(docker, reporter).await;
+            return Err(anyhow::anyhow!("{first:#}; taking the ports over: {e:#}")
+                .context("failed to switch traffic to the new containers"));
         }
         for r in &new {
             reporter.info(format!("traffic on {} now goes to {}", r.listen, r.backend));
@@ -113,6 +100,92 @@ pub(crate) async fn cut_over(
     }
     applied.commit(docker, plan, reporter).await;
     Ok(())
+}
+
+/// Switches traffic to `new` after taking the old containers that publish its host ports
+/// (deployed while the daemon was not running) off their networks, which frees the ports at
+/// once: new connections are refused for the milliseconds between, and requests in flight
+/// to the old containers are cut. If the switch still fails, the old containers are put back.
+async fn take_over(
+    switch: &dyn Switch,
+    docker: &Docker,
+    applied: &Applied,
+    new: &[Route],
+    reporter: &Reporter,
+) -> anyhow::Result<()> {
+    let ports: BTreeSet<u16> = (new.iter())
+        .filter_map(|r| match r.listen {
+            Listen::Port(addr) => Some(addr.port()),
+            Listen::Host { .. } => None,
+        })
+        .collect();
+    let mut takeover = takeover::plan(docker, applied.retiring(), &ports).await?;
+    if takeover.is_empty() {
+        anyhow::bail!("no old container of this stack publishes these ports");
+    }
+    // The engine stops forwarding the port well before the disconnect call returns (tens of
+    // ms against about a hundred here), so binding is retried while each call runs. The
+    // old container keeps the networks left after the port is free, until it is removed.
+    let mut last_refused = Instant::now();
+    let mut switched = None;
+    while switched.is_none() {
+        let stepped = {
+            let step = takeover.step(docker);
+            tokio::pin!(step);
+            loop {
+                tokio::select! {
+                    biased;
+                    stepped = &mut step => break stepped,
+                    () = tokio::time::sleep(BIND_EVERY), if switched.is_none() => {
+                        match switch.switch(new.to_vec()).await {
+                            Ok(()) => switched = Some(last_refused.elapsed()),
+                            Err(_) => last_refused = Instant::now(),
+                        }
+                    }
+                }
+            }
+        };
+        match stepped {
+            Ok(true) => {}
+            // Off every network: the port is free, unless something else holds it.
+            Ok(false) if switched.is_none() => {
+                if let Err(e) = retry_switch(switch, new).await {
+                    takeover.undo(docker, reporter).await;
+                    return Err(e);
+                }
+                switched = Some(last_refused.elapsed());
+            }
+            Ok(false) => {}
+            Err(e) if switched.is_none() => {
+                takeover.undo(docker, reporter).await;
+                return Err(e.into());
+            }
+            // The port is already the proxy's; the container is removed after the drain.
+            Err(e) => reporter.warn(format!("{e}")),
+        }
+    }
+    reporter.info(format!(
+        "took the ports over from `{}`, which published them itself: the ports were closed for at most {} ms",
+        takeover.containers().join("`, `"),
+        switched.unwrap_or_default().as_millis()
+    ));
+    Ok(())
+}
+
+/// How often binding is tried while the engine lets go of a port.
+const BIND_EVERY: Duration = Duration::from_millis(2);
+
+/// The switch, retried for a short while.
+async fn retry_switch(switch: &dyn Switch, new: &[Route]) -> anyhow::Result<()> {
+    let mut tries = 0;
+    loop {
+        match switch.switch(new.to_vec()).await {
+            Ok(()) => return Ok(()),
+            Err(e) if tries == 50 => return Err(e),
+            Err(_) => tries += 1,
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// The routes to the new containers of the proxied services, and the backends of the
