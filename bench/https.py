@@ -74,6 +74,46 @@ def handshakes(port, ca, count=200):
     return statistics.median(times), sorted(times)[int(len(times) * 0.99) - 1]
 
 
+def start_nginx(work, ip, ports):
+    """nginx as the same reverse proxy: one worker (the proxy's share of a small host),
+    keep-alive to the app, TLS with the same certificate."""
+    conf = work / "nginx.conf"
+    conf.write_text(f"""
+worker_processes 1;
+daemon off;
+pid {work}/nginx.pid;
+error_log {work}/nginx.error.log;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    upstream app {{ server {ip}:8000; keepalive 32; }}
+    server {{
+        listen 127.0.0.1:{ports[0]};
+        listen 127.0.0.1:{ports[1]} ssl;
+        ssl_certificate {work}/cert.pem;
+        ssl_certificate_key {work}/key.pem;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        location / {{
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $remote_addr;
+        }}
+    }}
+}}
+""")
+    process = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(work)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", ports[1]), timeout=1).close()
+            return process
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nginx did not start: {(work / 'nginx.error.log').read_text()}")
+
+
 def spread(values, fmt):
     med = statistics.median(values)
     return f"{fmt.format(med)} ({fmt.format(min(values))}–{fmt.format(max(values))})"
@@ -84,7 +124,11 @@ def main():
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--seconds", type=int, default=10)
     p.add_argument("--connections", type=int, default=4, help="wrk's connections (-c)")
+    p.add_argument("--nginx", action="store_true",
+                   help="also measure nginx (Debian's package) as the same proxy, for comparison")
     args = p.parse_args()
+    if args.nginx and shutil.which("nginx") is None:
+        raise SystemExit("nginx is not installed")
     for tool in ("wrk", "openssl", "git", "docker"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is not installed")
@@ -93,7 +137,7 @@ def main():
     name = f"benchhttps{os.getpid()}"
     work = Path(tempfile.mkdtemp(prefix="deploy-bench-https-"))
     root, app, certs = work / name, work / "app", work / "certs"
-    daemon = None
+    daemon = nginx = None
     try:
         certs.mkdir()
         sh("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
@@ -138,6 +182,11 @@ def main():
             "http": f"http://localhost:{http}/",
             "https": f"https://localhost:{https}/",
         }
+        if args.nginx:
+            ports = (free_port(), free_port())
+            nginx = start_nginx(work, ip, ports)
+            urls["nginx-http"] = f"http://localhost:{ports[0]}/"
+            urls["nginx-https"] = f"https://localhost:{ports[1]}/"
         runs = {kind: [] for kind in urls}
         shakes = []
         for _ in range(args.rounds):
@@ -148,12 +197,17 @@ def main():
         c = args.connections
         print(f"| HTTPS through the proxy (`python3 bench/https.py --connections {c}`) | result | goal |")
         print("|---|---|---|")
-        for kind, label in (("http", "HTTP"), ("https", "HTTPS")):
+        kinds = [("http", "HTTP"), ("https", "HTTPS")]
+        if args.nginx:
+            kinds += [("nginx-http", "HTTP, nginx"), ("nginx-https", "HTTPS, nginx")]
+        for kind, label in kinds:
             lost = [100 * (1 - r["rps"] / d["rps"]) for d, r in zip(direct, runs[kind])]
             added = [r["p50"] - d["p50"] for d, r in zip(direct, runs[kind])]
             added99 = [r["p99"] - d["p99"] for d, r in zip(direct, runs[kind])]
             rps = statistics.median(r["rps"] for r in runs[kind])
             goal = ("≤ 15 % lost", "≤ 1 ms added") if kind == "https" else ("", "")
+            if kind.startswith("nginx"):
+                label = label.replace(", nginx", "") + " (nginx, for comparison)"
             print(f"| `GET /` (13 bytes): throughput, container direct → proxy over {label} (req/s) | "
                   f"{statistics.median(d['rps'] for d in direct):.0f} → {rps:.0f}; lost {spread(lost, '{:.1f}')} % | {goal[0]} |")
             print(f"| `GET /`: p50 latency, direct → proxy over {label} (ms) | "
@@ -163,12 +217,15 @@ def main():
                   f"{statistics.median(d['p99'] for d in direct):.2f} → {statistics.median(r['p99'] for r in runs[kind]):.2f}; "
                   f"added {spread(added99, '{:.2f}')} | |")
         errors = {kind: sum(r["errors"] for r in runs[kind]) for kind in urls}
-        print(f"| wrk's socket errors and timeouts (direct, HTTP, HTTPS), all rounds | "
-              f"{errors['direct']}, {errors['http']}, {errors['https']} | |")
+        print(f"| wrk's socket errors and timeouts ({', '.join(urls)}), all rounds | "
+              f"{', '.join(str(n) for n in errors.values())} | |")
         print(f"| Full TLS handshake on loopback, connect included: median (ms) | "
               f"{spread([s[0] for s in shakes], '{:.2f}')} | < 2 ms |")
         print(f"| Full TLS handshake: p99 (ms) | {spread([s[1] for s in shakes], '{:.2f}')} | |")
     finally:
+        if nginx:
+            nginx.terminate()
+            nginx.wait(timeout=60)
         if daemon:
             daemon.terminate()
             daemon.wait(timeout=60)
