@@ -127,3 +127,121 @@ impl Takeover {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::net::TcpListener;
+
+    use bollard::models::{ContainerCreateBody, HostConfig, NetworkCreateRequest, PortBinding};
+    use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptions};
+
+    use super::*;
+
+    /// Removes the test's container and network, also when it panics.
+    struct Cleanup(String);
+
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let name = self.0.clone();
+            // Drop runs inside the test's runtime, which cannot block: a runtime of its own.
+            let cleaned = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async {
+                    let docker = crate::docker::connect().await.unwrap();
+                    let force = RemoveContainerOptions {
+                        force: true,
+                        ..Default::default()
+                    };
+                    let _ = docker.remove_container(&name, Some(force)).await;
+                    let _ = docker.remove_network(&name).await;
+                });
+            });
+            let _ = cleaned.join();
+        }
+    }
+
+    /// With the engine: a running container taken off its network no longer holds the port
+    /// it publishes, and `undo` puts it back, with its alias, publishing the port again.
+    #[tokio::test]
+    async fn a_detached_container_frees_its_port_and_undo_publishes_it_again() {
+        let docker = crate::docker::connect()
+            .await
+            .expect("a Docker engine answers");
+        let name = format!("deploy-takeover-test-{}", std::process::id());
+        let _cleanup = Cleanup(name.clone());
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let bindable = || TcpListener::bind(("127.0.0.1", port)).is_ok();
+        let labels = HashMap::from([("deploy.project".to_owned(), name.clone())]);
+        docker
+            .create_network(NetworkCreateRequest {
+                name: name.clone(),
+                labels: Some(labels.clone()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let binding = PortBinding {
+            host_ip: Some("127.0.0.1".to_owned()),
+            host_port: Some(port.to_string()),
+        };
+        let body = ContainerCreateBody {
+            image: Some("python:3.11-slim".to_owned()),
+            cmd: Some(vec!["sleep".to_owned(), "300".to_owned()]),
+            labels: Some(labels),
+            exposed_ports: Some(vec!["8000/tcp".to_owned()]),
+            host_config: Some(HostConfig {
+                network_mode: Some(name.clone()),
+                port_bindings: Some(HashMap::from([(
+                    "8000/tcp".to_owned(),
+                    Some(vec![binding]),
+                )])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let options = CreateContainerOptionsBuilder::new().name(&name).build();
+        let id = docker
+            .create_container(Some(options), body)
+            .await
+            .unwrap()
+            .id;
+        docker.start_container(&id, None).await.unwrap();
+        assert!(!bindable(), "the container publishes the port");
+
+        let old = [ObservedContainer {
+            id: id.clone(),
+            name: name.clone(),
+            service: None,
+            revision: None,
+            config_hash: None,
+            running: true,
+            replica: 1,
+        }];
+        let mut takeover = plan(&docker, &old, &BTreeSet::from([port])).await.unwrap();
+        assert_eq!(takeover.containers(), [name.as_str()]);
+        let none = plan(&docker, &old, &BTreeSet::from([port.wrapping_add(1)]))
+            .await
+            .unwrap();
+        assert!(none.is_empty(), "it publishes no other port");
+        while takeover.step(&docker).await.unwrap() {}
+        assert!(bindable(), "off its network, it no longer holds the port");
+
+        takeover.undo(&docker, &Reporter::new()).await;
+        assert!(
+            !bindable(),
+            "back on its network, it publishes the port again"
+        );
+        let inspect = docker.inspect_container(&id, None).await.unwrap();
+        let networks = inspect.network_settings.unwrap().networks.unwrap();
+        assert!(networks.contains_key(&name), "{networks:?}");
+        assert!(inspect.state.unwrap().running.unwrap());
+    }
+}
