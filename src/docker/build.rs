@@ -682,24 +682,12 @@ mod tests {
     impl Drop for Cleanup {
         fn drop(&mut self) {
             let tags = std::mem::take(&mut self.0);
-            // Drop cannot await, and the test's runtime may be the one unwinding: use a
-            // runtime of our own on a thread of our own.
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(async {
-                    let Ok(docker) = super::super::connect().await else {
-                        return;
-                    };
-                    for tag in tags {
-                        let options = RemoveImageOptionsBuilder::new().force(true).build();
-                        let _ = docker.remove_image(&tag, Some(options), None).await;
-                    }
-                });
-            })
-            .join();
+            super::super::clean_up(|docker| async move {
+                for tag in tags {
+                    let options = RemoveImageOptionsBuilder::new().force(true).build();
+                    let _ = docker.remove_image(&tag, Some(options), None).await;
+                }
+            });
         }
     }
 

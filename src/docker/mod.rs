@@ -197,6 +197,29 @@ fn percent_encode(value: &str) -> String {
         .collect()
 }
 
+/// For tests' drop guards: runs `clean` with an engine connection, whatever the test's
+/// outcome. Drop cannot await, and the test's runtime may be the one unwinding, so it runs on
+/// a thread and a runtime of its own.
+#[cfg(test)]
+pub(crate) fn clean_up<F, Fut>(clean: F)
+where
+    F: FnOnce(Docker) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let _ = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            if let Ok(docker) = connect().await {
+                clean(docker).await;
+            }
+        });
+    })
+    .join();
+}
+
 /// An error and its causes on one line: bollard's top-level messages rarely say enough.
 pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();

@@ -144,23 +144,14 @@ mod tests {
     impl Drop for Cleanup {
         fn drop(&mut self) {
             let name = self.0.clone();
-            // Drop runs inside the test's runtime, which cannot block: a runtime of its own.
-            let cleaned = std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                runtime.block_on(async {
-                    let docker = crate::docker::connect().await.unwrap();
-                    let force = RemoveContainerOptions {
-                        force: true,
-                        ..Default::default()
-                    };
-                    let _ = docker.remove_container(&name, Some(force)).await;
-                    let _ = docker.remove_network(&name).await;
-                });
+            crate::docker::clean_up(|docker| async move {
+                let force = RemoveContainerOptions {
+                    force: true,
+                    ..Default::default()
+                };
+                let _ = docker.remove_container(&name, Some(force)).await;
+                let _ = docker.remove_network(&name).await;
             });
-            let _ = cleaned.join();
         }
     }
 
