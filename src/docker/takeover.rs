@@ -3,9 +3,10 @@
 //! container's stop time.
 //!
 //! The engine forwards a published port until the container leaves the network that
-//! publishes it, and `POST /networks/{id}/disconnect` returns once that forwarding has
-//! stopped. So the old container is taken off its networks one at a time until the proxy can
-//! bind the port, and is removed afterwards. If the proxy still cannot bind, the old
+//! publishes it, and lets go of the port partway through `POST /networks/{id}/disconnect`
+//! (about 20 ms into a call of about 100 ms here). So the old container is taken off its
+//! networks one at a time while the proxy tries to bind (`pipeline/traffic.rs`), and is
+//! removed afterwards. If the proxy still cannot bind, the old
 //! container is put back on its networks, with the same aliases, and publishes its ports
 //! again.
 
@@ -91,12 +92,12 @@ impl Takeover {
             container: e.id.clone(),
             force: Some(false),
         };
-        let result = docker.disconnect_network(&e.network, request).await;
-        let what = format!("disconnect `{}` from network `{}`", e.name, e.network);
+        if let Err(err) = docker.disconnect_network(&e.network, request).await {
+            let what = format!("disconnect `{}` from network `{}`", e.name, e.network);
+            return Err(DockerError::api(&what, err));
+        }
         self.done.push(e);
-        result
-            .map(|()| true)
-            .map_err(|err| DockerError::api(&what, err))
+        Ok(true)
     }
 
     /// Puts the containers back on the networks they were taken off, where they publish
