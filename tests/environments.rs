@@ -21,13 +21,19 @@ struct Env {
     _made: Cleanup,
 }
 
+/// A free port for an environment's web service, written as `WEB_PORT` to its env file in ROOT.
+fn port_file(stack: &Stack, env_file: &str) -> u16 {
+    let port = free_port();
+    std::fs::write(stack.root.join(env_file), format!("WEB_PORT={port}\n")).unwrap();
+    port
+}
+
 /// Declares staging (branch `staging`, its own port in `staging.env`) beside production in
 /// deploy.yml, creates it ahead of its first push and gives it its own database password.
 fn with_staging(stack: &Stack) -> Env {
     let project = format!("{}-staging", stack.project);
     let made = Cleanup(project.clone());
-    let port = free_port();
-    std::fs::write(stack.root.join("staging.env"), format!("WEB_PORT={port}\n")).unwrap();
+    let port = port_file(stack, "staging.env");
     stack.add_settings(
         "environments:\n  production: {branch: main}\n  staging:\n    branch: staging\n    env_file: staging.env\n",
     );
@@ -50,8 +56,7 @@ fn with_staging(stack: &Stack) -> Env {
 /// Previews of `feature/*` branches on their own port, with their own secrets, seeded from
 /// staging.
 fn with_previews(stack: &Stack) -> u16 {
-    let port = free_port();
-    std::fs::write(stack.root.join("preview.env"), format!("WEB_PORT={port}\n")).unwrap();
+    let port = port_file(stack, "preview.env");
     let secrets = stack.root.join("previews/.secrets");
     std::fs::create_dir_all(&secrets).unwrap();
     std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o700)).unwrap();
@@ -408,8 +413,7 @@ fn a_preview_is_seeded_from_staging_isolated_and_removed_with_its_branch() {
 #[test]
 fn a_preview_past_its_ttl_is_removed_by_deploy_serve() {
     let stack = Stack::web("envttl");
-    let port = free_port();
-    std::fs::write(stack.root.join("preview.env"), format!("WEB_PORT={port}\n")).unwrap();
+    let port = port_file(&stack, "preview.env");
     stack.add_settings(
         "previews:\n  branches: [\"feature/*\"]\n  ttl: 2s\n  env_file: preview.env\n",
     );
@@ -483,11 +487,7 @@ fn a_host_without_environments_upgrades_in_place() {
 #[test]
 fn bad_environment_settings_are_refused_with_one_line() {
     let stack = Stack::web("envbad");
-    std::fs::write(
-        stack.root.join("preview.env"),
-        format!("WEB_PORT={}\n", free_port()),
-    )
-    .unwrap();
+    port_file(&stack, "preview.env");
     stack.write("index.html", "version: v1\n");
     stack.commit("v1");
     let push = stack.push("alice");
@@ -567,8 +567,7 @@ fn bad_environment_settings_are_refused_with_one_line() {
 #[test]
 fn a_preview_past_max_previews_is_refused_and_nothing_of_it_is_made() {
     let stack = Stack::web("envmax");
-    let port = free_port();
-    std::fs::write(stack.root.join("preview.env"), format!("WEB_PORT={port}\n")).unwrap();
+    let port = port_file(&stack, "preview.env");
     stack.add_settings(
         "previews:\n  branches: [\"feature/*\"]\n  env_file: preview.env\n  max_previews: 1\n",
     );
@@ -607,12 +606,7 @@ fn a_preview_past_max_previews_is_refused_and_nothing_of_it_is_made() {
 #[test]
 fn under_deploy_serve_each_environment_keeps_its_port_across_a_restart_and_down() {
     let stack = Stack::web("envserve");
-    let staging_port = free_port();
-    std::fs::write(
-        stack.root.join("staging.env"),
-        format!("WEB_PORT={staging_port}\n"),
-    )
-    .unwrap();
+    let staging_port = port_file(&stack, "staging.env");
     stack.add_settings(
         "environments:\n  production: {branch: main}\n  staging: {branch: staging, env_file: staging.env}\n",
     );
