@@ -258,7 +258,6 @@ fn print(status: &Status, settings: &Settings) {
     }
 }
 
-/// Each hostname, and how it is served.
 /// An environment other than production is named, and one torn down says so.
 fn print_environment(status: &Status) {
     if status.environment != "production" {
@@ -272,6 +271,7 @@ fn print_environment(status: &Status) {
     }
 }
 
+/// Each hostname, and how it is served.
 fn print_hostnames(status: &Status) {
     let dir = status
         .certs_dir
