@@ -144,12 +144,13 @@ pub(crate) async fn prepare(
         return Ok(());
     };
     let branch = refname.strip_prefix("refs/heads/").unwrap_or(refname);
-    let new = !root.preview_branch().is_file();
-    if let Some(other) = preview_of(root).filter(|b| b != branch) {
+    let made_for = preview_of(root);
+    if let Some(other) = made_for.as_deref().filter(|b| *b != branch) {
         bail!(
             "not deployed: `{branch}` would be the preview `{env}`, which is `{other}`'s; rename one of the branches"
         );
     }
+    let new = made_for.is_none();
     if new {
         let live = previews(root, &all);
         if live.len() >= settings.max_previews {
